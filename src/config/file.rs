@@ -1,0 +1,97 @@
+//! `FileConfig`: the TOML file exactly as written, before any validation.
+//!
+//! Every struct denies unknown fields so a typo is an error, not a silently ignored knob.
+//! Values that need interpretation (durations, sizes, addresses) stay strings here and are
+//! checked in `validate`, where each problem can be reported with its path.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerFile,
+    #[serde(default)]
+    pub admin: AdminFile,
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamFile>,
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+}
+
+/// A number or a string; used for knobs like `workers = "auto" | 4` and sizes `"8MiB" | 8388608`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum NumOrString {
+    Num(i64),
+    Str(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    pub listen: Option<Vec<String>>,
+    pub workers: Option<NumOrString>,
+    pub driver: Option<String>,
+    pub cpus: Option<Vec<i64>>,
+    pub uring_entries: Option<i64>,
+    pub sqpoll_idle: Option<String>,
+    pub max_connections_per_worker: Option<i64>,
+    pub backlog: Option<i64>,
+    pub drain_timeout: Option<String>,
+    pub head_timeout: Option<String>,
+    pub keepalive_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub max_header_bytes: Option<NumOrString>,
+    pub max_headers: Option<i64>,
+    pub max_uri_bytes: Option<NumOrString>,
+    pub max_body_bytes: Option<NumOrString>,
+    pub trust_forwarded: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    pub name: String,
+    pub targets: Vec<TargetFile>,
+    pub balance: Option<String>,
+    pub hash_on: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub max_idle_per_target: Option<i64>,
+    pub idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TargetFile {
+    Addr(String),
+    Weighted(WeightedTargetFile),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedTargetFile {
+    pub addr: String,
+    pub weight: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub name: String,
+    pub host: Option<String>,
+    pub path: String,
+    pub methods: Option<Vec<String>>,
+    pub upstream: String,
+    pub strip_prefix: Option<String>,
+    pub add_prefix: Option<String>,
+    pub max_body_bytes: Option<NumOrString>,
+}

@@ -1,0 +1,71 @@
+//! Configuration as a generation: `FileConfig` (serde, exactly the TOML) -> validated
+//! `Config` (every problem reported with its path) -> compiled, immutable `Snapshot`
+//! shared by every worker through an `Arc`.
+
+mod file;
+mod model;
+mod units;
+mod validate;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use file::FileConfig;
+pub use model::*;
+pub use units::{parse_duration, parse_size};
+pub use validate::ConfigError;
+
+use crate::proxy::router::{RouteId, RouteSpec, Router};
+
+/// Parses and validates TOML text. Every problem is returned, each with its path.
+pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+    let file: FileConfig = toml::from_str(text).map_err(|e| {
+        vec![ConfigError { path: String::new(), message: e.to_string().trim_end().to_string() }]
+    })?;
+    validate::validate(&file)
+}
+
+/// Reads, parses and validates a config file.
+pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigError { path: String::new(), message: format!("cannot read {}: {e}", path.display()) }]
+    })?;
+    parse(&text)
+}
+
+/// One immutable, compiled config generation. Workers hold an `Arc<Snapshot>` per
+/// request, so a reload never changes anything under a request in flight.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Config,
+    pub router: Router,
+}
+
+impl Snapshot {
+    pub fn build(config: Config, generation: u64) -> Result<Arc<Snapshot>, Vec<ConfigError>> {
+        let methods: Vec<Vec<&str>> =
+            config.routes.iter().map(|r| r.methods.iter().map(String::as_str).collect()).collect();
+        let specs: Vec<RouteSpec> = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RouteSpec { id: RouteId(i as u32), host: r.host.as_deref(), path: &r.path, methods: &methods[i] })
+            .collect();
+        let router = Router::build(&specs).map_err(|errs| {
+            errs.into_iter()
+                .map(|(i, message)| ConfigError { path: format!("routes[{i}].path"), message })
+                .collect::<Vec<_>>()
+        })?;
+        drop(specs);
+        Ok(Arc::new(Snapshot { generation, config, router }))
+    }
+
+    pub fn route(&self, id: RouteId) -> &RouteConfig {
+        &self.config.routes[id.0 as usize]
+    }
+
+    pub fn upstream(&self, id: UpstreamId) -> &UpstreamConfig {
+        &self.config.upstreams[id.0 as usize]
+    }
+}

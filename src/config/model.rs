@@ -1,0 +1,112 @@
+//! `Config`: the validated, typed configuration. Every value here has passed `validate`,
+//! so the rest of the gateway never re-checks it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerCount {
+    /// One worker per CPU in the process's affinity mask.
+    Auto,
+    Fixed(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverChoice {
+    /// io_uring when the kernel allows it, epoll otherwise.
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub workers: WorkerCount,
+    pub driver: DriverChoice,
+    /// CPUs to pin workers to, in order; default: the process's affinity mask.
+    pub cpus: Option<Vec<usize>>,
+    /// io_uring submission queue entries (default 1024, at least 256).
+    pub uring_entries: u32,
+    /// SQPOLL kernel thread idle time; `None` (default) = no SQPOLL.
+    pub sqpoll_idle: Option<Duration>,
+    pub max_connections_per_worker: usize,
+    pub backlog: i32,
+    pub drain_timeout: Duration,
+    pub head_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub body_timeout: Duration,
+    pub limits: HttpLimits,
+    /// Append to a client's X-Forwarded-For instead of replacing it (only behind a trusted LB).
+    pub trust_forwarded: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_uri_bytes: usize,
+    pub max_body_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// `None` when the admin listener is switched off (`listen = ""`).
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UpstreamId(pub u32);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    ClientIp,
+    /// Lower-cased header name.
+    Header(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    Random,
+    LeastOutstanding,
+    Hash(HashOn),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub targets: Vec<Target>,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_idle_per_target: usize,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub host: Option<String>,
+    pub path: String,
+    pub methods: Vec<String>,
+    pub upstream: UpstreamId,
+    pub strip_prefix: Option<String>,
+    pub add_prefix: Option<String>,
+    pub max_body_bytes: u64,
+}

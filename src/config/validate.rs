@@ -1,0 +1,330 @@
+//! `FileConfig` -> `Config`. Collects every problem with its path (`routes[3].upstream:
+//! unknown upstream "billing"`) instead of stopping at the first, so `ringgate check`
+//! can show them all at once.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use super::file::{FileConfig, NumOrString, RouteFile, TargetFile, UpstreamFile};
+use super::model::*;
+use super::units::{parse_duration, parse_size};
+use crate::proxy::router::{RouteId, RouteSpec, Router};
+
+/// One problem in a config, with the path of the offending value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError { path: path.into(), message: message.into() });
+    }
+
+    fn duration(&mut self, path: &str, v: &Option<String>, default: Duration) -> Duration {
+        match v.as_deref().map(parse_duration) {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                self.add(path, e);
+                default
+            }
+        }
+    }
+
+    fn size(&mut self, path: &str, v: &Option<NumOrString>, default: u64) -> u64 {
+        match v.as_ref().map(parse_size) {
+            None => default,
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                self.add(path, e);
+                default
+            }
+        }
+    }
+
+    /// An integer knob within `[min, max]`.
+    fn int(&mut self, path: &str, v: Option<i64>, default: i64, min: i64, max: i64) -> i64 {
+        match v {
+            None => default,
+            Some(n) if (min..=max).contains(&n) => n,
+            Some(n) => {
+                self.add(path, format!("{n} is out of range: must be between {min} and {max}"));
+                default
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, path: &str, s: &str) -> Option<SocketAddr> {
+        if let Ok(a) = s.parse() {
+            return Some(a);
+        }
+        match s.to_socket_addrs().map(|mut it| it.next()) {
+            Ok(Some(a)) => Some(a),
+            _ => {
+                self.add(path, format!("invalid address {s:?}: expected host:port, e.g. \"127.0.0.1:8080\""));
+                None
+            }
+        }
+    }
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+
+pub fn validate(file: &FileConfig) -> Result<Config, Vec<ConfigError>> {
+    let mut p = Problems::default();
+    let server = validate_server(&mut p, file);
+    let admin = AdminConfig {
+        listen: match file.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN) {
+            "" => None,
+            s => p.socket_addr("admin.listen", s),
+        },
+    };
+    let upstreams: Vec<UpstreamConfig> = file
+        .upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, u)| validate_upstream(&mut p, i, u))
+        .collect();
+    let mut seen = HashMap::new();
+    for (i, u) in upstreams.iter().enumerate() {
+        if let Some(first) = seen.insert(u.name.as_str(), i) {
+            p.add(format!("upstreams[{i}].name"), format!("duplicate upstream name {:?} (also upstreams[{first}])", u.name));
+        }
+    }
+    let routes: Vec<RouteConfig> = file
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| validate_route(&mut p, i, r, &seen, server.limits.max_body_bytes))
+        .collect();
+    check_routes(&mut p, &routes);
+    if p.0.is_empty() {
+        Ok(Config { server, admin, upstreams, routes })
+    } else {
+        Err(p.0)
+    }
+}
+
+fn validate_server(p: &mut Problems, file: &FileConfig) -> ServerConfig {
+    let s = &file.server;
+    let listen_strs = s.listen.clone().unwrap_or_else(|| vec![DEFAULT_LISTEN.to_string()]);
+    if listen_strs.is_empty() {
+        p.add("server.listen", "at least one address is required");
+    }
+    let listen = listen_strs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| p.socket_addr(&format!("server.listen[{i}]"), a))
+        .collect();
+    let workers = match &s.workers {
+        None => WorkerCount::Auto,
+        Some(NumOrString::Str(s)) if s == "auto" => WorkerCount::Auto,
+        Some(NumOrString::Num(n)) if (1..=1024).contains(n) => WorkerCount::Fixed(*n as usize),
+        Some(other) => {
+            p.add("server.workers", format!("invalid value {other:?}: expected \"auto\" or a number from 1 to 1024"));
+            WorkerCount::Auto
+        }
+    };
+    let driver = match s.driver.as_deref().unwrap_or("auto") {
+        "auto" => DriverChoice::Auto,
+        "io_uring" => DriverChoice::IoUring,
+        "epoll" => DriverChoice::Epoll,
+        other => {
+            p.add("server.driver", format!("unknown driver {other:?}: expected \"auto\", \"io_uring\" or \"epoll\""));
+            DriverChoice::Auto
+        }
+    };
+    let cpus = s.cpus.as_ref().map(|cpus| {
+        if cpus.is_empty() {
+            p.add("server.cpus", "must list at least one CPU when set");
+        }
+        cpus.iter()
+            .enumerate()
+            .filter_map(|(i, &c)| match usize::try_from(c) {
+                Ok(c) if c < 4096 => Some(c),
+                _ => {
+                    p.add(format!("server.cpus[{i}]"), format!("invalid CPU number {c}"));
+                    None
+                }
+            })
+            .collect()
+    });
+    let sqpoll_idle = s.sqpoll_idle.as_ref().map(|v| p.duration("server.sqpoll_idle", &Some(v.clone()), Duration::ZERO));
+    let max_header_bytes = p.size("server.max_header_bytes", &s.max_header_bytes, 16 * 1024);
+    if !(1024..=1 << 20).contains(&max_header_bytes) {
+        p.add("server.max_header_bytes", "must be between 1KiB and 1MiB");
+    }
+    let max_uri_bytes = p.size("server.max_uri_bytes", &s.max_uri_bytes, 8 * 1024);
+    if max_uri_bytes == 0 || max_uri_bytes > max_header_bytes {
+        p.add("server.max_uri_bytes", "must be at least 1 and at most server.max_header_bytes");
+    }
+    let limits = HttpLimits {
+        max_header_bytes: max_header_bytes as usize,
+        max_headers: p.int("server.max_headers", s.max_headers, 100, 1, 1024) as usize,
+        max_uri_bytes: max_uri_bytes as usize,
+        max_body_bytes: p.size("server.max_body_bytes", &s.max_body_bytes, 8 << 20),
+    };
+    ServerConfig {
+        listen,
+        workers,
+        driver,
+        cpus,
+        uring_entries: p.int("server.uring_entries", s.uring_entries, 1024, 256, 32768) as u32,
+        sqpoll_idle,
+        max_connections_per_worker: p.int("server.max_connections_per_worker", s.max_connections_per_worker, 16384, 1, 1 << 22) as usize,
+        backlog: p.int("server.backlog", s.backlog, 4096, 1, 1 << 20) as i32,
+        drain_timeout: p.duration("server.drain_timeout", &s.drain_timeout, Duration::from_secs(30)),
+        head_timeout: p.duration("server.head_timeout", &s.head_timeout, Duration::from_secs(10)),
+        keepalive_timeout: p.duration("server.keepalive_timeout", &s.keepalive_timeout, Duration::from_secs(60)),
+        body_timeout: p.duration("server.body_timeout", &s.body_timeout, Duration::from_secs(30)),
+        limits,
+        trust_forwarded: s.trust_forwarded.unwrap_or(false),
+    }
+}
+
+fn validate_upstream(p: &mut Problems, i: usize, u: &UpstreamFile) -> UpstreamConfig {
+    let at = |field: &str| format!("upstreams[{i}].{field}");
+    if u.name.is_empty() {
+        p.add(at("name"), "must not be empty");
+    }
+    if u.targets.is_empty() {
+        p.add(at("targets"), "at least one target is required");
+    }
+    let mut targets = Vec::with_capacity(u.targets.len());
+    for (j, t) in u.targets.iter().enumerate() {
+        let (addr, weight) = match t {
+            TargetFile::Addr(a) => (a.as_str(), None),
+            TargetFile::Weighted(w) => (w.addr.as_str(), w.weight),
+        };
+        let weight = p.int(&at(&format!("targets[{j}].weight")), weight, 1, 1, 10_000) as u32;
+        if let Some(addr) = p.socket_addr(&at(&format!("targets[{j}]")), addr) {
+            targets.push(Target { addr, weight });
+        }
+    }
+    let hash_on = match u.hash_on.as_deref() {
+        None | Some("client_ip") => HashOn::ClientIp,
+        Some(h) => match h.strip_prefix("header:") {
+            Some(name) if !name.is_empty() && name.bytes().all(crate::http::is_token_byte) => {
+                HashOn::Header(name.to_ascii_lowercase())
+            }
+            _ => {
+                p.add(at("hash_on"), format!("invalid value {h:?}: expected \"client_ip\" or \"header:<Name>\""));
+                HashOn::ClientIp
+            }
+        },
+    };
+    if u.hash_on.is_some() && u.balance.as_deref() != Some("hash") {
+        p.add(at("hash_on"), "only applies with balance = \"hash\"");
+    }
+    let balance = match u.balance.as_deref().unwrap_or("round_robin") {
+        "round_robin" => Balance::RoundRobin,
+        "random" => Balance::Random,
+        "least_outstanding" => Balance::LeastOutstanding,
+        "hash" => Balance::Hash(hash_on),
+        other => {
+            p.add(at("balance"), format!("unknown balance {other:?}: expected round_robin, random, least_outstanding or hash"));
+            Balance::RoundRobin
+        }
+    };
+    UpstreamConfig {
+        name: u.name.clone(),
+        targets,
+        balance,
+        connect_timeout: p.duration(&at("connect_timeout"), &u.connect_timeout, Duration::from_secs(2)),
+        response_timeout: p.duration(&at("response_timeout"), &u.response_timeout, Duration::from_secs(30)),
+        body_timeout: p.duration(&at("body_timeout"), &u.body_timeout, Duration::from_secs(30)),
+        max_idle_per_target: p.int(&at("max_idle_per_target"), u.max_idle_per_target, 64, 0, 65536) as usize,
+        idle_timeout: p.duration(&at("idle_timeout"), &u.idle_timeout, Duration::from_secs(60)),
+    }
+}
+
+fn validate_route(
+    p: &mut Problems,
+    i: usize,
+    r: &RouteFile,
+    upstreams: &HashMap<&str, usize>,
+    default_body: u64,
+) -> RouteConfig {
+    let at = |field: &str| format!("routes[{i}].{field}");
+    if r.name.is_empty() {
+        p.add(at("name"), "must not be empty");
+    }
+    let upstream = match upstreams.get(r.upstream.as_str()) {
+        Some(&u) => UpstreamId(u as u32),
+        None => {
+            p.add(at("upstream"), format!("unknown upstream {:?}", r.upstream));
+            UpstreamId(0)
+        }
+    };
+    let methods = r.methods.clone().unwrap_or_default();
+    for (j, m) in methods.iter().enumerate() {
+        if m.is_empty() || !m.bytes().all(crate::http::is_token_byte) {
+            p.add(at(&format!("methods[{j}]")), format!("invalid method {m:?}"));
+        }
+    }
+    for (field, v) in [("strip_prefix", &r.strip_prefix), ("add_prefix", &r.add_prefix)] {
+        if let Some(v) = v {
+            let mut normalized = String::new();
+            let ok = crate::proxy::normalize::normalize_path(v.as_bytes(), &mut normalized).is_ok();
+            if !ok || normalized != *v || v.ends_with('/') {
+                p.add(at(field), format!("{v:?} must be a normalized path starting with '/' and not ending with '/'"));
+            }
+        }
+    }
+    if let Some(h) = &r.host {
+        let name = h.strip_prefix("*.").unwrap_or(h);
+        let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !valid {
+            p.add(at("host"), format!("invalid host {h:?}: expected a name like \"api.example.com\" or \"*.example.com\""));
+        }
+    }
+    RouteConfig {
+        name: r.name.clone(),
+        host: r.host.clone(),
+        path: r.path.clone(),
+        methods,
+        upstream,
+        strip_prefix: r.strip_prefix.clone(),
+        add_prefix: r.add_prefix.clone(),
+        max_body_bytes: p.size(&at("max_body_bytes"), &r.max_body_bytes, default_body),
+    }
+}
+
+/// Names must be unique, and the router must accept every pattern.
+fn check_routes(p: &mut Problems, routes: &[RouteConfig]) {
+    let mut names = HashMap::new();
+    for (i, r) in routes.iter().enumerate() {
+        if let Some(first) = names.insert(r.name.as_str(), i) {
+            p.add(format!("routes[{i}].name"), format!("duplicate route name {:?} (also routes[{first}])", r.name));
+        }
+    }
+    let methods: Vec<Vec<&str>> = routes.iter().map(|r| r.methods.iter().map(String::as_str).collect()).collect();
+    let specs: Vec<RouteSpec> = routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| RouteSpec { id: RouteId(i as u32), host: r.host.as_deref(), path: &r.path, methods: &methods[i] })
+        .collect();
+    if let Err(errors) = Router::build(&specs) {
+        for (i, msg) in errors {
+            p.add(format!("routes[{i}].path"), msg);
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The admin listener. Low traffic and off the request path, so it is a plain thread with
+//! blocking sockets: `GET /healthz` answers 200 once every worker listens and 503 while
+//! starting or draining.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::error::{write_error_response, ErrorKind};
+use crate::runtime::GatewayState;
+
+pub struct AdminServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl AdminServer {
+    pub fn start(addr: SocketAddr, state: Arc<GatewayState>) -> io::Result<AdminServer> {
+        let listener = TcpListener::bind(addr)?;
+        // Polled so `stop` is noticed without another thread poking the socket.
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new().name("ringgate-admin".into()).spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if let Err(e) = serve(stream, &state) {
+                            log::debug!("admin: {e}");
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+                    Err(e) => {
+                        log::warn!("admin: accept failed: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })?;
+        log::info!("admin listening on {addr}");
+        Ok(AdminServer { addr, stop, thread })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+    }
+}
+
+fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut buf = vec![0u8; 8192];
+    let mut len = 0;
+    let (method, path) = loop {
+        let n = stream.read(&mut buf[len..])?;
+        if n == 0 {
+            return Ok(());
+        }
+        len += n;
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf[..len]) {
+            Ok(httparse::Status::Complete(_)) => {
+                break (req.method.unwrap_or("").to_string(), req.path.unwrap_or("").to_string());
+            }
+            Ok(httparse::Status::Partial) if len < buf.len() => continue,
+            _ => return respond_error(&mut stream, ErrorKind::BadRequest, "malformed admin request"),
+        }
+    };
+    let path = path.split('?').next().unwrap_or("");
+    match (method.as_str(), path) {
+        ("GET" | "HEAD", "/healthz") => {
+            let (status, body) = if state.healthy() {
+                ("200 OK", "{\"status\":\"ok\"}\n")
+            } else if state.draining.load(Ordering::SeqCst) {
+                ("503 Service Unavailable", "{\"status\":\"draining\"}\n")
+            } else {
+                ("503 Service Unavailable", "{\"status\":\"starting\"}\n")
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes())?;
+            if method == "GET" {
+                stream.write_all(body.as_bytes())?;
+            }
+            Ok(())
+        }
+        _ => respond_error(&mut stream, ErrorKind::RouteNotFound, &format!("no admin endpoint {method} {path}")),
+    }
+}
+
+fn respond_error(stream: &mut TcpStream, kind: ErrorKind, message: &str) -> io::Result<()> {
+    let mut out = Vec::new();
+    write_error_response(&mut out, kind, message, "admin", true);
+    stream.write_all(&out)
+}

@@ -1,0 +1,4 @@
+//! The control side: admin listener (health now; the admin API, reload and metrics grow
+//! here), running on plain threads away from the workers.
+
+pub mod admin;

@@ -1,0 +1,15 @@
+//! ringgate: a thread-per-core HTTP/1.1 API gateway on io_uring.
+//!
+//! The crate is split into rooms with one job each (see `DESIGN.md` in the shared folder):
+//! `config` turns a TOML file into an immutable [`config::Snapshot`], `runtime` owns the
+//! pinned worker threads, `http` is the strict HTTP/1.1 codec, `proxy` drives connections,
+//! routes and upstream pools, `control` is the admin side.
+
+pub mod config;
+pub mod control;
+pub mod demo;
+pub mod error;
+pub mod http;
+pub mod proxy;
+pub mod runtime;
+mod sys;

@@ -1,0 +1,147 @@
+//! The `ringgate` command line. Only argument handling and process lifecycle live here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use ringgate::config;
+
+const DEFAULT_CONFIG: &str = "/etc/ringgate/ringgate.toml";
+
+#[derive(Parser)]
+#[command(name = "ringgate", about = "Thread-per-core API gateway on io_uring", disable_version_flag = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config file: print every problem with its path, exit 1 on any.
+    Check {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Run the gateway with a built-in demo backend on an embedded config.
+    Demo {
+        /// Address for the gateway's listener.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Address for the admin listener.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: String,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("ringgate {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => check(&config),
+        Command::Run { config } => {
+            init_logging();
+            match config::load(&config) {
+                Ok(cfg) => serve(cfg, None),
+                Err(errors) => report(&config.display().to_string(), &errors),
+            }
+        }
+        Command::Demo { listen, admin } => {
+            init_logging();
+            let backend = match ringgate::demo::start_backend() {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("error: cannot start the demo backend: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let text = ringgate::demo::DEMO_CONFIG
+                .replace("{backend}", &backend.to_string())
+                .replace("127.0.0.1:8080", &listen)
+                .replace("127.0.0.1:9901", &admin);
+            match config::parse(&text) {
+                Ok(cfg) => serve(cfg, Some(())),
+                Err(errors) => report("embedded demo config", &errors),
+            }
+        }
+    }
+}
+
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(cfg) => match config::Snapshot::build(cfg, 0) {
+            Ok(_) => {
+                println!("{}: OK", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => report(&path.display().to_string(), &errors),
+        },
+        Err(errors) => report(&path.display().to_string(), &errors),
+    }
+}
+
+fn report(source: &str, errors: &[config::ConfigError]) -> ExitCode {
+    eprintln!("{source}: {} problem{}:", errors.len(), if errors.len() == 1 { "" } else { "s" });
+    for e in errors {
+        eprintln!("  {e}");
+    }
+    ExitCode::FAILURE
+}
+
+/// Starts the gateway and blocks until SIGTERM or SIGINT, then drains and exits 0.
+fn serve(cfg: config::Config, demo: Option<()>) -> ExitCode {
+    // Registered before the workers start so an early signal is not lost.
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let handle = match ringgate::runtime::start(cfg) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !handle.wait_ready(std::time::Duration::from_secs(10)) {
+        eprintln!("error: workers failed to start (see the log above)");
+        handle.shutdown();
+        return ExitCode::FAILURE;
+    }
+    let addrs: Vec<String> = handle.listen_addrs().iter().map(ToString::to_string).collect();
+    log::info!("ringgate {} listening on {}", env!("CARGO_PKG_VERSION"), addrs.join(", "));
+    if demo.is_some() {
+        println!("{}", ringgate::demo::example_commands(handle.listen_addrs()[0], handle.admin_addr()));
+    }
+    for signal in signals.forever() {
+        match signal {
+            SIGHUP => log::warn!("SIGHUP: configuration reload is not available yet; ignoring"),
+            _ => break,
+        }
+    }
+    log::info!("draining");
+    let report = handle.shutdown();
+    if report.unfinished_connections > 0 {
+        log::warn!("drain timeout: {} connections were cut", report.unfinished_connections);
+    }
+    log::info!("stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,151 @@
+//! The client connection driver: read a head (with the slowloris and keep-alive
+//! timeouts), prepare it, forward it, repeat while keep-alive allows. Pipelined requests
+//! wait in the read buffer and are answered strictly in order.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use super::forward::{forward, After};
+use super::io::{write_all, ReadBuf};
+use super::prepare::{prepare, PrepareCtx, Prepared, Rejected};
+use super::worker::WorkerCtx;
+use crate::config::Snapshot;
+use crate::error::{write_error_response, ErrorKind, ProxyError};
+
+/// Initial size of a client connection's read buffer.
+const CLIENT_BUF: usize = 8 * 1024;
+
+/// One client connection's buffers. `out` carries the upstream request head; `scratch`
+/// the client-bound response head and re-encoded body.
+pub struct ClientConn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub rbuf: ReadBuf,
+    pub up_head: Vec<u8>,
+    pub scratch: Vec<u8>,
+    path: String,
+}
+
+enum Head {
+    Ready(Prepared),
+    Rejected(Rejected),
+    /// Closed, idle timeout or drain: close without a response.
+    Gone,
+}
+
+pub async fn serve(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx>) {
+    let _guard = worker.connection_guard();
+    let _ = stream.set_nodelay(true);
+    let mut c = ClientConn {
+        stream,
+        peer,
+        rbuf: ReadBuf::with_capacity(CLIENT_BUF),
+        up_head: Vec::with_capacity(1024),
+        scratch: Vec::with_capacity(1024),
+        path: String::with_capacity(128),
+    };
+    let mut first = true;
+    loop {
+        let snap = worker.snapshot();
+        let after = match read_head(&mut c, &snap, &worker, first).await {
+            Head::Gone => return,
+            Head::Rejected(r) => respond_error(&mut c, &snap, &r.error, r.request_id.as_str(), r.keep_alive && !worker.draining()).await,
+            Head::Ready(p) => {
+                c.rbuf.consume(p.head_len);
+                forward(&mut c, &p, &snap, &worker).await
+            }
+        };
+        first = false;
+        if after == After::Close || worker.draining() {
+            return;
+        }
+    }
+}
+
+async fn read_head(c: &mut ClientConn, snap: &Snapshot, worker: &WorkerCtx, first: bool) -> Head {
+    let server = &snap.config.server;
+    let mut started = (!c.rbuf.is_empty()).then(Instant::now);
+    loop {
+        if !c.rbuf.is_empty() {
+            let mut ctx = PrepareCtx { client_ip: c.peer.ip(), ids: &worker.ids, path: &mut c.path };
+            match prepare(c.rbuf.data(), snap, &mut ctx, &mut c.up_head) {
+                Ok(Some(p)) => return Head::Ready(p),
+                Ok(None) => {}
+                Err(r) => return Head::Rejected(r),
+            }
+        }
+        let timeout = match started {
+            Some(t) => server.head_timeout.saturating_sub(t.elapsed()),
+            None if first => server.head_timeout,
+            None => server.keepalive_timeout,
+        };
+        let idle = c.rbuf.is_empty();
+        let read = c.rbuf.read_from(&mut c.stream, server.limits.max_header_bytes, timeout.max(Duration::from_millis(1)));
+        let result = if idle {
+            // Between requests a drain closes the connection at once.
+            monoio::select! {
+                r = read => r,
+                _ = worker.drain.wait() => return Head::Gone,
+            }
+        } else {
+            read.await
+        };
+        match result {
+            Ok(0) => return Head::Gone,
+            Ok(_) => {
+                started.get_or_insert_with(Instant::now);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && !idle => {
+                return reject(worker, ProxyError::client(ErrorKind::RequestTimeout, "request head not received in time"))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
+                return reject(worker, ProxyError::client(ErrorKind::HeadersTooLarge, "request head is larger than the limit"))
+            }
+            Err(_) => return Head::Gone,
+        }
+    }
+}
+
+fn reject(worker: &WorkerCtx, error: ProxyError) -> Head {
+    Head::Rejected(Rejected { error, request_id: worker.ids.next_id(), keep_alive: false })
+}
+
+/// Sends the JSON error response; the connection stays open only when the error leaves
+/// the byte stream in a known state.
+pub async fn respond_error(c: &mut ClientConn, snap: &Snapshot, error: &ProxyError, request_id: &str, keep_alive: bool) -> After {
+    let keep_alive = keep_alive && !error.kind.closes_connection();
+    c.scratch.clear();
+    write_error_response(&mut c.scratch, error.kind, &error.message, request_id, !keep_alive);
+    let sent = write_all(&mut c.stream, &mut c.scratch, snap.config.server.body_timeout).await;
+    c.scratch.clear();
+    if keep_alive && sent.is_ok() {
+        return After::KeepAlive;
+    }
+    if sent.is_ok() {
+        linger_close(c).await;
+    }
+    After::Close
+}
+
+/// Closing a socket with unread input makes the kernel send a reset, which can destroy
+/// the error response before the client reads it (a client still uploading a body it was
+/// refused, say). So: shut down our side, then read and discard for a bounded time.
+async fn linger_close(c: &mut ClientConn) {
+    use monoio::io::AsyncWriteRent;
+    if c.stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let mut discarded = 0usize;
+    while discarded < 1 << 20 {
+        c.rbuf.consume(c.rbuf.len());
+        let left = deadline.saturating_duration_since(Instant::now());
+        match c.rbuf.read_from(&mut c.stream, CLIENT_BUF, left.max(Duration::from_millis(1))).await {
+            Ok(n) if n > 0 && !left.is_zero() => discarded += n,
+            _ => return,
+        }
+    }
+}

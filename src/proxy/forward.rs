@@ -1,0 +1,299 @@
+//! One request/response exchange with an upstream: pick a target, get a pooled or new
+//! connection, send the head and stream the body, read and check the response head,
+//! stream the response back, and return the connection to the pool when it is clean.
+
+use std::mem::MaybeUninit;
+use std::time::Instant;
+
+use super::conn::{respond_error, ClientConn};
+use super::io::{is_timeout, write_all};
+use super::prepare::Prepared;
+use super::relay::{Relay, RelayError};
+use super::upstream::{connect, UpstreamConn, UPSTREAM_BUF};
+use super::worker::WorkerCtx;
+use crate::config::{Snapshot, UpstreamConfig};
+use crate::error::{ErrorKind, ProxyError, Side};
+use crate::http::headers::{must_drop, write_header};
+use crate::http::{parse_response, Framing, ResponseHead};
+
+/// What the connection does after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    KeepAlive,
+    Close,
+}
+
+/// Why an exchange failed, and whether the client can still get an error response.
+struct Failed {
+    error: ProxyError,
+    /// Part of the response (or a 100 Continue followed by a body) already went out, or
+    /// the client is gone: the only thing left to do is close.
+    respond: bool,
+}
+
+impl From<ProxyError> for Failed {
+    fn from(error: ProxyError) -> Self {
+        Failed { error, respond: true }
+    }
+}
+
+pub async fn forward(c: &mut ClientConn, p: &Prepared, snap: &Snapshot, worker: &WorkerCtx) -> After {
+    let target = {
+        let mut ups = worker.upstreams.borrow_mut();
+        let u = ups.get(p.upstream);
+        let t = u.balancer.pick(worker.random(), p.hash_key);
+        u.balancer.begin(t);
+        t
+    };
+    let result = exchange(c, p, snap, worker, target).await;
+    worker.upstreams.borrow_mut().get(p.upstream).balancer.end(target);
+    match result {
+        Ok(after) => after,
+        Err(f) => {
+            let route = &snap.route(p.route).name;
+            if f.error.side == Side::Upstream {
+                log::warn!("route {route}: request {:?}: {}", p.request_id, f.error);
+            } else {
+                log::debug!("route {route}: request {:?}: {}", p.request_id, f.error);
+            }
+            if !f.respond {
+                return After::Close;
+            }
+            // The connection can carry on only if no request body is left unread.
+            let keep_alive = p.keep_alive && p.framing == Framing::None && !worker.draining();
+            respond_error(c, snap, &f.error, p.request_id.as_str(), keep_alive).await
+        }
+    }
+}
+
+async fn exchange(c: &mut ClientConn, p: &Prepared, snap: &Snapshot, worker: &WorkerCtx, target: usize) -> Result<After, Failed> {
+    let ucfg = snap.upstream(p.upstream);
+    let mut retried = false;
+    loop {
+        let mut up = upstream_conn(worker, p, ucfg, target).await?;
+        match send_request(c, p, snap, ucfg, &mut up).await {
+            Ok(()) => {}
+            Err(e) if e.error.retryable && !retried => {
+                retried = true;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        let meta = match read_response_head(c, p, ucfg, &mut up, worker.draining()).await {
+            Ok(m) => m,
+            Err(e) if e.retryable && !retried => {
+                retried = true;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let relayed = Relay {
+            src: &mut up.stream,
+            src_buf: &mut up.rbuf,
+            dst: &mut c.stream,
+            pending: &mut c.scratch,
+            from: meta.framing,
+            to_chunked: meta.client_chunked,
+            limit: u64::MAX,
+            read_timeout: ucfg.body_timeout,
+            write_timeout: snap.config.server.body_timeout,
+        }
+        .run()
+        .await;
+        c.scratch.clear();
+        if let Err(e) = relayed {
+            let error = match e {
+                RelayError::DestIo(_) | RelayError::DestTimeout => {
+                    ProxyError::client(ErrorKind::BadRequest, "client went away during the response")
+                }
+                RelayError::SourceTimeout => ProxyError::upstream(ErrorKind::UpstreamTimeout, "upstream stalled during the response body"),
+                other => ProxyError::upstream(ErrorKind::UpstreamUnavailable, format!("upstream response body failed: {other:?}")),
+            };
+            return Err(Failed { error, respond: false });
+        }
+        if meta.upstream_keep_alive && up.rbuf.is_empty() {
+            worker.upstreams.borrow_mut().get(p.upstream).checkin(up, Instant::now());
+        }
+        return Ok(if meta.client_keep_alive { After::KeepAlive } else { After::Close });
+    }
+}
+
+async fn upstream_conn(worker: &WorkerCtx, p: &Prepared, ucfg: &UpstreamConfig, target: usize) -> Result<UpstreamConn, Failed> {
+    let (pooled, addr) = {
+        let mut ups = worker.upstreams.borrow_mut();
+        let u = ups.get(p.upstream);
+        (u.checkout(target, Instant::now()), u.addr(target))
+    };
+    if let Some(conn) = pooled {
+        return Ok(conn);
+    }
+    connect(addr, target, ucfg.connect_timeout).await.map_err(|e| {
+        let kind = if is_timeout(&e) { ErrorKind::UpstreamTimeout } else { ErrorKind::UpstreamUnavailable };
+        Failed::from(ProxyError::upstream(kind, format!("upstream {:?}: connect to {addr} failed: {e}", ucfg.name)))
+    })
+}
+
+/// Sends the head and streams the request body.
+async fn send_request(c: &mut ClientConn, p: &Prepared, snap: &Snapshot, ucfg: &UpstreamConfig, up: &mut UpstreamConn) -> Result<(), Failed> {
+    let write_timeout = ucfg.body_timeout;
+    // A small body that is already here travels with the head in one write.
+    if let Framing::Length(n) = p.framing {
+        if n <= 16 * 1024 && c.rbuf.len() as u64 >= n {
+            c.up_head.extend_from_slice(&c.rbuf.data()[..n as usize]);
+            c.rbuf.consume(n as usize);
+            return write_head(up, &mut c.up_head, p, ucfg, write_timeout).await;
+        }
+    }
+    write_head(up, &mut c.up_head, p, ucfg, write_timeout).await?;
+    if p.framing == Framing::None {
+        return Ok(());
+    }
+    if p.expect_continue && c.rbuf.is_empty() {
+        let mut cont = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+        write_all(&mut c.stream, &mut cont, snap.config.server.body_timeout)
+            .await
+            .map_err(|_| Failed { error: ProxyError::client(ErrorKind::BadRequest, "client went away"), respond: false })?;
+    }
+    c.scratch.clear();
+    let relayed = Relay {
+        src: &mut c.stream,
+        src_buf: &mut c.rbuf,
+        dst: &mut up.stream,
+        pending: &mut c.scratch,
+        from: p.framing,
+        to_chunked: p.framing == Framing::Chunked,
+        limit: p.max_body,
+        read_timeout: snap.config.server.body_timeout,
+        write_timeout,
+    }
+    .run()
+    .await;
+    c.scratch.clear();
+    relayed.map(|_| ()).map_err(|e| match e {
+        RelayError::SourceClosed | RelayError::SourceIo(_) => {
+            Failed { error: ProxyError::client(ErrorKind::BadRequest, "client closed during the request body"), respond: false }
+        }
+        RelayError::SourceTimeout => ProxyError::client(ErrorKind::RequestTimeout, "request body not received in time").into(),
+        RelayError::BadFraming(why) => ProxyError::client(ErrorKind::BadRequest, format!("invalid chunked request body: {why}")).into(),
+        RelayError::TooLarge => ProxyError::client(
+            ErrorKind::PayloadTooLarge,
+            format!("request body exceeds the limit of {} bytes", p.max_body),
+        )
+        .into(),
+        RelayError::DestTimeout => {
+            ProxyError::upstream(ErrorKind::UpstreamTimeout, format!("upstream {:?} stopped reading the request body", ucfg.name)).into()
+        }
+        RelayError::DestIo(e) => {
+            ProxyError::upstream(ErrorKind::UpstreamUnavailable, format!("upstream {:?}: sending the request body failed: {e}", ucfg.name)).into()
+        }
+    })
+}
+
+async fn write_head(up: &mut UpstreamConn, head: &mut Vec<u8>, p: &Prepared, ucfg: &UpstreamConfig, timeout: std::time::Duration) -> Result<(), Failed> {
+    write_all(&mut up.stream, head, timeout).await.map_err(|e| {
+        let kind = if is_timeout(&e) { ErrorKind::UpstreamTimeout } else { ErrorKind::UpstreamUnavailable };
+        let err = ProxyError::upstream(kind, format!("upstream {:?}: sending the request failed: {e}", ucfg.name));
+        // A pooled connection the peer closed while idle: safe to try a fresh one.
+        Failed::from(if up.reused && p.retry_safe { err.retryable() } else { err })
+    })
+}
+
+/// How the response travels on to the client.
+struct ResponseMeta {
+    framing: Framing,
+    upstream_keep_alive: bool,
+    client_chunked: bool,
+    client_keep_alive: bool,
+}
+
+/// Reads the response head (skipping 1xx), checks it, and writes the client's response
+/// head into `c.scratch`.
+async fn read_response_head(c: &mut ClientConn, p: &Prepared, ucfg: &UpstreamConfig, up: &mut UpstreamConn, draining: bool) -> Result<ResponseMeta, ProxyError> {
+    let deadline = Instant::now() + ucfg.response_timeout;
+    let mut received_any = false;
+    loop {
+        if !up.rbuf.is_empty() {
+            received_any = true;
+            let mut storage = [const { MaybeUninit::uninit() }; 256];
+            if let Some(head) = parse_response(up.rbuf.data(), &mut storage, p.is_head, UPSTREAM_BUF)? {
+                let head_len = head.head_len;
+                if head.status == 101 {
+                    return Err(ProxyError::upstream(ErrorKind::UpstreamUnavailable, "upstream switched protocols without being asked"));
+                }
+                if head.status < 200 {
+                    up.rbuf.consume(head_len);
+                    continue;
+                }
+                let meta = write_client_head(&mut c.scratch, &head, p, draining);
+                up.rbuf.consume(head_len);
+                return Ok(meta);
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let res = up.rbuf.read_from(&mut up.stream, UPSTREAM_BUF, left.max(std::time::Duration::from_millis(1))).await;
+        let err = match res {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => ProxyError::upstream(ErrorKind::UpstreamUnavailable, format!("upstream {:?} closed the connection before a complete response", ucfg.name)),
+            Err(e) if is_timeout(&e) => {
+                return Err(ProxyError::upstream(ErrorKind::UpstreamTimeout, format!("upstream {:?} did not respond within {:?}", ucfg.name, ucfg.response_timeout)))
+            }
+            Err(e) => ProxyError::upstream(ErrorKind::UpstreamUnavailable, format!("upstream {:?}: reading the response failed: {e}", ucfg.name)),
+        };
+        // Nothing at all came back on a pooled connection: the peer closed it while it
+        // sat idle, so the request never reached the application.
+        return Err(if up.reused && !received_any && p.retry_safe { err.retryable() } else { err });
+    }
+}
+
+fn write_client_head(out: &mut Vec<u8>, head: &ResponseHead, p: &Prepared, draining: bool) -> ResponseMeta {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&status_digits(head.status));
+    out.push(b' ');
+    out.extend_from_slice(head.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut has_request_id = false;
+    for h in head.headers {
+        if must_drop(head.headers, &head.connection, h.name) {
+            continue;
+        }
+        // Content-Length is rewritten below when there is a body; without one (HEAD,
+        // 304) the upstream's value describes the representation and passes through.
+        if h.name.eq_ignore_ascii_case("content-length") && (head.framing != Framing::None || head.status == 204) {
+            continue;
+        }
+        has_request_id |= h.name.eq_ignore_ascii_case("x-request-id");
+        write_header(out, h.name, h.value);
+    }
+    if !has_request_id {
+        write_header(out, "x-request-id", p.request_id.as_bytes());
+    }
+    let mut client_chunked = false;
+    let mut close_delimited = false;
+    match head.framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked | Framing::UntilClose if !p.http10 => {
+            client_chunked = true;
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        Framing::Chunked | Framing::UntilClose => close_delimited = true,
+        Framing::None => {}
+    }
+    let client_keep_alive = p.keep_alive && !draining && !close_delimited;
+    if !client_keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if p.http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    ResponseMeta { framing: head.framing, upstream_keep_alive: head.keep_alive, client_chunked, client_keep_alive }
+}
+
+fn status_digits(status: u16) -> [u8; 3] {
+    let s = status.min(999);
+    [b'0' + (s / 100) as u8, b'0' + (s / 10 % 10) as u8, b'0' + (s % 10) as u8]
+}

@@ -1,0 +1,122 @@
+//! Buffers and timed I/O over monoio's ownership-passing API: a read buffer that keeps
+//! unconsumed bytes (pipelined requests, body bytes that arrived with a head) and
+//! helpers that bound every read and write with a timeout.
+
+use std::io;
+use std::time::Duration;
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+/// Bytes read from a socket and not yet consumed: `vec[pos..]`.
+#[derive(Debug)]
+pub struct ReadBuf {
+    vec: Vec<u8>,
+    pos: usize,
+}
+
+impl ReadBuf {
+    pub fn with_capacity(cap: usize) -> Self {
+        ReadBuf { vec: Vec::with_capacity(cap), pos: 0 }
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.vec[self.pos..]
+    }
+
+    pub fn len(&self) -> usize {
+        self.vec.len() - self.pos
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos == self.vec.len()
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.vec.len());
+        if self.pos == self.vec.len() {
+            self.vec.clear();
+            self.pos = 0;
+        }
+    }
+
+    /// Makes room for at least `min_free` more bytes without growing past `max_cap`
+    /// (compacting first). Returns false when the buffer is full at `max_cap`.
+    fn reserve(&mut self, min_free: usize, max_cap: usize) -> bool {
+        if self.pos > 0 && self.vec.capacity() - self.vec.len() < min_free {
+            self.vec.drain(..self.pos);
+            self.pos = 0;
+        }
+        let free = self.vec.capacity() - self.vec.len();
+        if free < min_free && self.vec.capacity() < max_cap {
+            let want = (self.vec.len() + min_free).min(max_cap);
+            self.vec.reserve_exact(want - self.vec.len());
+        }
+        self.vec.capacity() > self.vec.len()
+    }
+
+    /// Reads once, appending to the buffer. `Ok(0)`: end of stream. An error of kind
+    /// `TimedOut` when nothing arrived within `timeout`; `OutOfMemory` when the buffer is
+    /// full at `max_cap` (the caller's limit was reached).
+    pub async fn read_from(&mut self, stream: &mut TcpStream, max_cap: usize, timeout: Duration) -> io::Result<usize> {
+        if !self.reserve(4096, max_cap) {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        let vec = std::mem::take(&mut self.vec);
+        let len = vec.len();
+        let cap = vec.capacity();
+        let read = stream.read(vec.slice_mut(len..cap));
+        match monoio::time::timeout(timeout, read).await {
+            Ok((res, slice)) => {
+                self.vec = slice.into_inner();
+                res
+            }
+            // The buffer went down with the cancelled read: the caller closes the socket.
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    /// Writes `vec[pos..pos+n]` (the first `n` unconsumed bytes) to `stream` and consumes them.
+    pub async fn write_to(&mut self, stream: &mut TcpStream, n: usize, timeout: Duration) -> io::Result<()> {
+        let start = self.pos;
+        let vec = std::mem::take(&mut self.vec);
+        let write = stream.write_all(vec.slice(start..start + n));
+        match monoio::time::timeout(timeout, write).await {
+            Ok((res, slice)) => {
+                self.vec = slice.into_inner();
+                res?;
+                self.consume(n);
+                Ok(())
+            }
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+}
+
+/// Writes all of `buf` within `timeout`; `buf` keeps its contents (callers clear it).
+pub async fn write_all(stream: &mut TcpStream, buf: &mut Vec<u8>, timeout: Duration) -> io::Result<()> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let vec = std::mem::take(buf);
+    match monoio::time::timeout(timeout, stream.write_all(vec)).await {
+        Ok((res, vec)) => {
+            *buf = vec;
+            res.map(|_| ())
+        }
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Whether an idle keep-alive connection was closed by its peer (or sent unsolicited
+/// bytes): a non-blocking peek, so the pool never hands out a dead connection it could
+/// have known about.
+pub fn peer_closed_or_dirty(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    crate::sys::peek_nonblocking(stream.as_raw_fd()) != crate::sys::Peek::WouldBlock
+}
+
+pub fn is_timeout(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::TimedOut
+}

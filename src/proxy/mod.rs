@@ -1,0 +1,17 @@
+//! Connection driver, routing, path normalization, upstream pools and balancing.
+
+pub mod balance;
+pub mod conn;
+mod forward;
+pub mod io;
+pub mod normalize;
+pub mod prepare;
+mod relay;
+pub mod request_id;
+pub mod router;
+pub mod signal;
+pub mod upstream;
+pub mod worker;
+
+pub use forward::After;
+pub use worker::WorkerCtx;

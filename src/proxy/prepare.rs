@@ -1,0 +1,213 @@
+//! From a complete request head to an upstream request head: parse strictly, normalize
+//! the path, route, and write the head the upstream will receive. Synchronous, so the
+//! borrowed head never lives across an `.await`.
+
+use std::io::Write;
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+
+use super::balance::hash_key;
+use super::normalize::normalize_path;
+use super::request_id::{RequestId, RequestIdGen};
+use super::router::{Match, RouteId};
+use crate::config::{HashOn, Snapshot, UpstreamId};
+use crate::error::{ErrorKind, ProxyError};
+use crate::http::headers::{must_drop, write_header};
+use crate::http::{parse_request, Framing, RequestHead, MAX_HEADERS_LIMIT};
+
+/// What the connection driver needs to know about a request once its head is prepared.
+#[derive(Debug, Clone, Copy)]
+pub struct Prepared {
+    pub head_len: usize,
+    pub framing: Framing,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    pub is_head: bool,
+    /// Safe to send twice (RFC 9110 9.2.2) when it carries no body.
+    pub retry_safe: bool,
+    pub http10: bool,
+    pub route: RouteId,
+    pub upstream: UpstreamId,
+    pub hash_key: u64,
+    pub max_body: u64,
+    pub request_id: RequestId,
+}
+
+/// A request answered by the gateway itself.
+#[derive(Debug)]
+pub struct Rejected {
+    pub error: ProxyError,
+    pub request_id: RequestId,
+    /// The connection can carry on after the error response.
+    pub keep_alive: bool,
+}
+
+/// Per-connection facts and reusable scratch space.
+pub struct PrepareCtx<'a> {
+    pub client_ip: IpAddr,
+    pub ids: &'a RequestIdGen,
+    pub path: &'a mut String,
+}
+
+/// `Ok(None)`: the head is not complete yet. On success the upstream head is in `out`.
+pub fn prepare(
+    data: &[u8],
+    snap: &Snapshot,
+    ctx: &mut PrepareCtx<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Option<Prepared>, Rejected> {
+    let mut storage = [const { MaybeUninit::uninit() }; MAX_HEADERS_LIMIT];
+    let head = match parse_request(data, &mut storage, &snap.config.server.limits) {
+        Ok(Some(h)) => h,
+        Ok(None) => return Ok(None),
+        Err(error) => return Err(Rejected { error, request_id: ctx.ids.next_id(), keep_alive: false }),
+    };
+    let request_id = head
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("x-request-id"))
+        .and_then(|h| RequestId::from_header(h.value))
+        .unwrap_or_else(|| ctx.ids.next_id());
+    let reject = |error: ProxyError| Rejected {
+        keep_alive: head.keep_alive && !error.kind.closes_connection() && head.framing == Framing::None,
+        error,
+        request_id,
+    };
+
+    let (raw_path, query) = match head.target.find('?') {
+        Some(i) => head.target.split_at(i),
+        None => (head.target, ""),
+    };
+    normalize_path(raw_path.as_bytes(), ctx.path)
+        .map_err(|e| reject(ProxyError::client(ErrorKind::BadRequest, format!("invalid request path: {e}"))))?;
+    let route = match snap.router.lookup(head.host, head.method.as_bytes(), ctx.path) {
+        Match::Found(id) => id,
+        Match::MethodNotAllowed => {
+            return Err(reject(ProxyError::client(
+                ErrorKind::MethodNotAllowed,
+                format!("method {} is not allowed on {}", head.method, ctx.path),
+            )))
+        }
+        Match::NotFound => {
+            return Err(reject(ProxyError::client(ErrorKind::RouteNotFound, format!("no route for {}", ctx.path))))
+        }
+    };
+    let rc = snap.route(route);
+    if let Framing::Length(n) = head.framing {
+        if n > rc.max_body_bytes {
+            return Err(reject(ProxyError::client(
+                ErrorKind::PayloadTooLarge,
+                format!("request body of {n} bytes exceeds the limit of {} bytes", rc.max_body_bytes),
+            )));
+        }
+    }
+    let upstream = snap.upstream(rc.upstream);
+    let hash_key = match &upstream.balance {
+        crate::config::Balance::Hash(on) => request_hash_key(&head, on, ctx.client_ip),
+        _ => 0,
+    };
+
+    out.clear();
+    write_request_line(out, &head, rc, ctx.path, query);
+    write_forwarded_headers(out, &head, ctx.client_ip, snap.config.server.trust_forwarded, &request_id);
+    match head.framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            let _ = write!(out, "{n}\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None | Framing::UntilClose => {}
+    }
+    out.extend_from_slice(b"\r\n");
+
+    let is_head = head.method == "HEAD";
+    Ok(Some(Prepared {
+        head_len: head.head_len,
+        framing: head.framing,
+        keep_alive: head.keep_alive,
+        expect_continue: head.expect_continue,
+        is_head,
+        retry_safe: head.framing == Framing::None
+            && matches!(head.method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"),
+        http10: head.http10,
+        route,
+        upstream: rc.upstream,
+        hash_key,
+        max_body: rc.max_body_bytes,
+        request_id,
+    }))
+}
+
+/// `METHOD /upstream/path?query HTTP/1.1`, with the route's prefix rewrite applied to the
+/// normalized path, never to the raw one.
+fn write_request_line(out: &mut Vec<u8>, head: &RequestHead, rc: &crate::config::RouteConfig, path: &str, query: &str) {
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    let mut rest = path;
+    if let Some(strip) = rc.strip_prefix.as_deref() {
+        if let Some(r) = path.strip_prefix(strip) {
+            if r.is_empty() || r.starts_with('/') {
+                rest = r;
+            }
+        }
+    }
+    if let Some(add) = rc.add_prefix.as_deref() {
+        out.extend_from_slice(add.as_bytes());
+    }
+    if rest.is_empty() {
+        out.push(b'/');
+    } else {
+        out.extend_from_slice(rest.as_bytes());
+    }
+    out.extend_from_slice(query.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+}
+
+/// Copies end-to-end headers and sets the X-Forwarded-* family and X-Request-Id.
+fn write_forwarded_headers(out: &mut Vec<u8>, head: &RequestHead, client_ip: IpAddr, trust_forwarded: bool, id: &RequestId) {
+    let mut prior_xff: Option<&[u8]> = None;
+    for h in head.headers {
+        let name = h.name;
+        if must_drop(head.headers, &head.connection, name)
+            || name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("expect")
+            || name.eq_ignore_ascii_case("x-request-id")
+            || name.eq_ignore_ascii_case("x-forwarded-proto")
+            || name.eq_ignore_ascii_case("x-forwarded-host")
+            || name.eq_ignore_ascii_case("host")
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
+            prior_xff = Some(h.value);
+            continue;
+        }
+        write_header(out, name, h.value);
+    }
+    if !head.host.is_empty() {
+        write_header(out, "host", head.host);
+        write_header(out, "x-forwarded-host", head.host);
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if let (true, Some(prior)) = (trust_forwarded, prior_xff) {
+        out.extend_from_slice(prior);
+        out.extend_from_slice(b", ");
+    }
+    let _ = write!(out, "{client_ip}\r\n");
+    out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    write_header(out, "x-request-id", id.as_bytes());
+}
+
+fn request_hash_key(head: &RequestHead, on: &HashOn, client_ip: IpAddr) -> u64 {
+    match on {
+        HashOn::ClientIp => match client_ip {
+            IpAddr::V4(v4) => hash_key(&v4.octets()),
+            IpAddr::V6(v6) => hash_key(&v6.octets()),
+        },
+        HashOn::Header(name) => head
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map_or(0, |h| hash_key(h.value)),
+    }
+}

@@ -1,0 +1,161 @@
+//! Streams one message body from a source socket to a destination socket with bounded
+//! memory, re-framing it on the way: Content-Length stays Content-Length (forwarded
+//! without copying), chunked is decoded strictly and re-encoded, close-delimited bodies
+//! become chunked for HTTP/1.1 peers.
+
+use std::io;
+use std::time::Duration;
+
+use monoio::net::TcpStream;
+
+use super::io::{write_all, ReadBuf};
+use crate::http::chunked::{write_chunk_header, ChunkedDecoder, LAST_CHUNK};
+use crate::http::Framing;
+
+/// The most bytes read from the source per step; also bounds the re-encode buffer.
+pub const BODY_BUF_MAX: usize = 64 * 1024;
+
+/// Why a body could not be relayed. The caller knows which peer is which side.
+#[derive(Debug)]
+pub enum RelayError {
+    /// The source closed before the body was complete.
+    SourceClosed,
+    SourceTimeout,
+    SourceIo(io::Error),
+    /// The source's chunked framing is invalid.
+    BadFraming(&'static str),
+    /// The body is larger than the limit.
+    TooLarge,
+    DestTimeout,
+    DestIo(io::Error),
+}
+
+pub struct Relay<'a> {
+    pub src: &'a mut TcpStream,
+    pub src_buf: &'a mut ReadBuf,
+    pub dst: &'a mut TcpStream,
+    /// Bytes to send before the body (a head), then the re-encoding scratch buffer.
+    pub pending: &'a mut Vec<u8>,
+    pub from: Framing,
+    /// Encode the output as chunked (otherwise it is sent as it comes).
+    pub to_chunked: bool,
+    pub limit: u64,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+impl Relay<'_> {
+    /// Relays the whole body; `pending` is flushed first. Returns body bytes relayed.
+    pub async fn run(self) -> Result<u64, RelayError> {
+        let Relay { src, src_buf, dst, pending, from, to_chunked, limit, read_timeout, write_timeout } = self;
+        let mut relayed: u64 = 0;
+        let mut decoder = ChunkedDecoder::new();
+        let mut remaining = match from {
+            Framing::Length(n) => n,
+            _ => u64::MAX,
+        };
+        if from == Framing::None {
+            return flush(dst, pending, write_timeout).await.map(|()| 0);
+        }
+        loop {
+            match from {
+                Framing::Length(_) => {
+                    let take = (src_buf.len() as u64).min(remaining) as usize;
+                    remaining -= take as u64;
+                    relayed += take as u64;
+                    if remaining == 0 || pending.len() + take <= 16 * 1024 {
+                        // Small or final piece: coalesce with the head into one write.
+                        pending.extend_from_slice(&src_buf.data()[..take]);
+                        src_buf.consume(take);
+                    } else {
+                        flush(dst, pending, write_timeout).await?;
+                        src_buf.write_to(dst, take, write_timeout).await.map_err(dest_err)?;
+                    }
+                    if remaining == 0 {
+                        return flush(dst, pending, write_timeout).await.map(|()| relayed);
+                    }
+                }
+                Framing::Chunked => {
+                    let mut pos = 0;
+                    let data = src_buf.data();
+                    while pos < data.len() && !decoder.is_done() {
+                        let step = decoder.decode(&data[pos..]).map_err(RelayError::BadFraming)?;
+                        if let Some(r) = step.data {
+                            let chunk = &data[pos + r.start..pos + r.end];
+                            relayed += chunk.len() as u64;
+                            if relayed > limit {
+                                return Err(RelayError::TooLarge);
+                            }
+                            encode(pending, chunk, to_chunked);
+                        }
+                        pos += step.consumed;
+                    }
+                    src_buf.consume(pos);
+                    if decoder.is_done() {
+                        if to_chunked {
+                            pending.extend_from_slice(LAST_CHUNK);
+                        }
+                        return flush(dst, pending, write_timeout).await.map(|()| relayed);
+                    }
+                }
+                Framing::UntilClose | Framing::None => {
+                    let data = src_buf.data();
+                    relayed += data.len() as u64;
+                    if relayed > limit {
+                        return Err(RelayError::TooLarge);
+                    }
+                    encode(pending, data, to_chunked);
+                    let n = data.len();
+                    src_buf.consume(n);
+                }
+            }
+            if relayed > limit {
+                return Err(RelayError::TooLarge);
+            }
+            // About to wait on the source: whatever is ready goes out first, so a slow
+            // stream (server-sent events, a long poll) is never held back.
+            if !pending.is_empty() {
+                flush(dst, pending, write_timeout).await?;
+            }
+            match src_buf.read_from(src, BODY_BUF_MAX, read_timeout).await {
+                Ok(0) if from == Framing::UntilClose => {
+                    if to_chunked {
+                        pending.extend_from_slice(LAST_CHUNK);
+                    }
+                    return flush(dst, pending, write_timeout).await.map(|()| relayed);
+                }
+                Ok(0) => return Err(RelayError::SourceClosed),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(RelayError::SourceTimeout),
+                Err(e) => return Err(RelayError::SourceIo(e)),
+            }
+        }
+    }
+}
+
+fn encode(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
+    if data.is_empty() {
+        return;
+    }
+    if chunked {
+        write_chunk_header(out, data.len());
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(data);
+    }
+}
+
+async fn flush(dst: &mut TcpStream, pending: &mut Vec<u8>, timeout: Duration) -> Result<(), RelayError> {
+    let res = write_all(dst, pending, timeout).await;
+    pending.clear();
+    res.map_err(dest_err)
+}
+
+fn dest_err(e: io::Error) -> RelayError {
+    if e.kind() == io::ErrorKind::TimedOut {
+        RelayError::DestTimeout
+    } else {
+        RelayError::DestIo(e)
+    }
+}

@@ -1,0 +1,118 @@
+//! Per-worker upstream state: a balancer and a keep-alive connection pool per target.
+//! Owned by one worker thread (`!Send`), so no locks: checkout and return are plain
+//! `Vec` pushes and pops.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use super::balance::Balancer;
+use super::io::{peer_closed_or_dirty, ReadBuf};
+use crate::config::{Snapshot, UpstreamConfig, UpstreamId};
+
+/// Size of an upstream connection's read buffer; response heads must fit in it.
+pub const UPSTREAM_BUF: usize = 16 * 1024;
+
+/// A connection to one upstream target.
+pub struct UpstreamConn {
+    pub stream: TcpStream,
+    pub rbuf: ReadBuf,
+    pub target: usize,
+    /// Came from the pool: a failure before any response byte may mean the peer closed
+    /// it while idle, which makes an idempotent request safe to retry.
+    pub reused: bool,
+}
+
+struct Idle {
+    conn: UpstreamConn,
+    since: Instant,
+}
+
+struct TargetPool {
+    addr: SocketAddr,
+    idle: Vec<Idle>,
+}
+
+pub struct WorkerUpstream {
+    pub balancer: Balancer,
+    targets: Vec<TargetPool>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+/// Every upstream of one config generation, for one worker.
+pub struct WorkerUpstreams {
+    upstreams: Vec<WorkerUpstream>,
+}
+
+impl WorkerUpstreams {
+    pub fn build(snapshot: &Snapshot) -> Self {
+        WorkerUpstreams { upstreams: snapshot.config.upstreams.iter().map(WorkerUpstream::new).collect() }
+    }
+
+    pub fn get(&mut self, id: UpstreamId) -> &mut WorkerUpstream {
+        &mut self.upstreams[id.0 as usize]
+    }
+
+    /// Closes idle connections that timed out or that their peer closed.
+    pub fn sweep(&mut self, now: Instant) {
+        for u in &mut self.upstreams {
+            let timeout = u.idle_timeout;
+            for t in &mut u.targets {
+                t.idle.retain(|i| now.duration_since(i.since) < timeout && !peer_closed_or_dirty(&i.conn.stream));
+            }
+        }
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.upstreams.iter().flat_map(|u| &u.targets).map(|t| t.idle.len()).sum()
+    }
+}
+
+impl WorkerUpstream {
+    fn new(cfg: &UpstreamConfig) -> Self {
+        WorkerUpstream {
+            balancer: Balancer::new(&cfg.balance, &cfg.targets),
+            targets: cfg.targets.iter().map(|t| TargetPool { addr: t.addr, idle: Vec::new() }).collect(),
+            max_idle: cfg.max_idle_per_target,
+            idle_timeout: cfg.idle_timeout,
+        }
+    }
+
+    pub fn addr(&self, target: usize) -> SocketAddr {
+        self.targets[target].addr
+    }
+
+    /// The most recently used live idle connection to `target`, if any.
+    pub fn checkout(&mut self, target: usize, now: Instant) -> Option<UpstreamConn> {
+        let pool = &mut self.targets[target].idle;
+        while let Some(idle) = pool.pop() {
+            if now.duration_since(idle.since) < self.idle_timeout && !peer_closed_or_dirty(&idle.conn.stream) {
+                let mut conn = idle.conn;
+                conn.reused = true;
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection that finished a response cleanly and may be reused.
+    pub fn checkin(&mut self, conn: UpstreamConn, now: Instant) {
+        let pool = &mut self.targets[conn.target].idle;
+        if pool.len() < self.max_idle && conn.rbuf.is_empty() {
+            pool.push(Idle { conn, since: now });
+        }
+    }
+}
+
+/// Opens a new connection to `addr` within `timeout`.
+pub async fn connect(addr: SocketAddr, target: usize, timeout: Duration) -> io::Result<UpstreamConn> {
+    let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+    };
+    stream.set_nodelay(true)?;
+    Ok(UpstreamConn { stream, rbuf: ReadBuf::with_capacity(UPSTREAM_BUF), target, reused: false })
+}

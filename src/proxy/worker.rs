@@ -1,0 +1,71 @@
+//! `WorkerCtx`: everything one worker owns on the request path. Lives in an `Rc` shared
+//! by the worker's tasks; never crosses threads.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::request_id::RequestIdGen;
+use super::signal::LocalSignal;
+use super::upstream::WorkerUpstreams;
+use crate::config::Snapshot;
+
+pub struct WorkerCtx {
+    pub id: usize,
+    /// The current config generation. Cloning the inner `Rc` per request is a local,
+    /// non-atomic increment: no cache line shared with other cores.
+    snapshot: RefCell<Rc<Arc<Snapshot>>>,
+    pub upstreams: RefCell<WorkerUpstreams>,
+    pub ids: RequestIdGen,
+    pub drain: LocalSignal,
+    open_connections: Cell<usize>,
+    rng_state: Cell<u64>,
+}
+
+impl WorkerCtx {
+    pub fn new(id: usize, snapshot: Arc<Snapshot>, seed: u64) -> Self {
+        WorkerCtx {
+            id,
+            upstreams: RefCell::new(WorkerUpstreams::build(&snapshot)),
+            snapshot: RefCell::new(Rc::new(snapshot)),
+            ids: RequestIdGen::new(seed),
+            drain: LocalSignal::default(),
+            open_connections: Cell::new(0),
+            rng_state: Cell::new(seed),
+        }
+    }
+
+    pub fn snapshot(&self) -> Rc<Arc<Snapshot>> {
+        self.snapshot.borrow().clone()
+    }
+
+    pub fn draining(&self) -> bool {
+        self.drain.is_fired()
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open_connections.get()
+    }
+
+    /// Counts a connection for its lifetime.
+    pub fn connection_guard(self: &Rc<Self>) -> ConnectionGuard {
+        self.open_connections.set(self.open_connections.get() + 1);
+        ConnectionGuard(self.clone())
+    }
+
+    /// A fast per-worker random number (for `random` balancing): splitmix64.
+    pub fn random(&self) -> u64 {
+        let s = self.rng_state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        self.rng_state.set(s);
+        super::balance::mix64(s)
+    }
+}
+
+pub struct ConnectionGuard(Rc<WorkerCtx>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let n = &self.0.open_connections;
+        n.set(n.get().saturating_sub(1));
+    }
+}

@@ -1,0 +1,163 @@
+//! The thread-per-core runtime: one pinned worker thread per CPU, each with its own
+//! monoio runtime and SO_REUSEPORT listeners; the control side (admin, signals) talks to
+//! them through crossbeam channels and a few atomics.
+
+mod driver;
+mod listener;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+pub use driver::DriverKind;
+use worker::{WorkerCommand, WorkerSpec};
+
+use crate::config::{Config, DriverChoice, Snapshot, WorkerCount};
+use crate::control::admin::AdminServer;
+
+/// State the control side and workers share. Touched at start, drain and by health
+/// checks only, never per request.
+#[derive(Debug)]
+pub struct GatewayState {
+    pub workers: usize,
+    pub ready_workers: AtomicUsize,
+    pub draining: AtomicBool,
+    pub failed: AtomicBool,
+    pub unfinished_connections: AtomicUsize,
+    pub drivers: Mutex<Vec<Option<DriverKind>>>,
+}
+
+impl GatewayState {
+    /// Every worker listens and none is draining.
+    pub fn healthy(&self) -> bool {
+        self.ready_workers.load(Ordering::SeqCst) == self.workers
+            && !self.draining.load(Ordering::SeqCst)
+            && !self.failed.load(Ordering::SeqCst)
+    }
+}
+
+/// A running gateway.
+pub struct GatewayHandle {
+    state: Arc<GatewayState>,
+    workers: Vec<(JoinHandle<()>, Sender<WorkerCommand>)>,
+    admin: Option<AdminServer>,
+    listen: Vec<SocketAddr>,
+}
+
+/// How a drain went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Connections still busy when the drain timeout ran out.
+    pub unfinished_connections: usize,
+}
+
+/// The CPUs workers are pinned to: `server.cpus`, else the process's affinity mask.
+fn worker_cpus(config: &Config) -> Vec<Option<usize>> {
+    let mask: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
+    let cpus: Vec<usize> = config.server.cpus.clone().unwrap_or(mask);
+    let count = match config.server.workers {
+        WorkerCount::Fixed(n) => n,
+        WorkerCount::Auto => cpus.len().max(1),
+    };
+    (0..count).map(|i| if cpus.is_empty() { None } else { Some(cpus[i % cpus.len()]) }).collect()
+}
+
+/// Starts workers and the admin listener. Returns once every listener is bound (binding
+/// errors are reported here); workers finish starting in the background (see `wait_ready`).
+pub fn start(config: Config) -> Result<GatewayHandle, String> {
+    let snapshot = Snapshot::build(config, 1)
+        .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
+    let server = &snapshot.config.server;
+    let cpus = worker_cpus(&snapshot.config);
+    let n = cpus.len();
+    // Sockets for the epoll driver must be non-blocking; io_uring does not care.
+    let nonblocking = server.driver != DriverChoice::IoUring;
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..n).map(|_| Vec::new()).collect();
+    let mut listen = Vec::new();
+    for &addr in &server.listen {
+        let group = listener::bind_group(addr, n, server.backlog, nonblocking).map_err(|e| e.to_string())?;
+        listen.push(group[0].local_addr().map_err(|e| e.to_string())?);
+        for (w, l) in group.into_iter().enumerate() {
+            per_worker[w].push(l);
+        }
+    }
+    let state = Arc::new(GatewayState {
+        workers: n,
+        ready_workers: AtomicUsize::new(0),
+        draining: AtomicBool::new(false),
+        failed: AtomicBool::new(false),
+        unfinished_connections: AtomicUsize::new(0),
+        drivers: Mutex::new(vec![None; n]),
+    });
+    let admin = match snapshot.config.admin.listen {
+        Some(addr) => Some(AdminServer::start(addr, state.clone()).map_err(|e| format!("admin.listen {addr}: {e}"))?),
+        None => None,
+    };
+    let mut workers = Vec::with_capacity(n);
+    for (id, (listeners, cpu)) in per_worker.into_iter().zip(cpus).enumerate() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let spec = WorkerSpec { id, cpu, listeners, snapshot: snapshot.clone(), commands: rx, state: state.clone() };
+        let handle = std::thread::Builder::new()
+            .name(format!("ringgate-w{id}"))
+            .spawn(move || worker::run(spec))
+            .map_err(|e| format!("cannot start worker {id}: {e}"))?;
+        workers.push((handle, tx));
+    }
+    Ok(GatewayHandle { state, workers, admin, listen })
+}
+
+impl GatewayHandle {
+    /// The bound data-plane addresses, in `server.listen` order (real ports for `:0`).
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::addr)
+    }
+
+    pub fn state(&self) -> &GatewayState {
+        &self.state
+    }
+
+    /// Waits until every worker listens. False on timeout or if a worker failed to start.
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.state.failed.load(Ordering::SeqCst) {
+                return false;
+            }
+            if self.state.ready_workers.load(Ordering::SeqCst) == self.state.workers {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
+    }
+
+    /// The drivers the workers ended up with (None: not started yet).
+    pub fn drivers(&self) -> Vec<Option<DriverKind>> {
+        self.state.drivers.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    /// Graceful shutdown: stop accepting, let in-flight requests finish (up to the drain
+    /// timeout), close idle connections, stop the workers and the admin listener.
+    pub fn shutdown(mut self) -> DrainReport {
+        self.state.draining.store(true, Ordering::SeqCst);
+        for (_, tx) in &self.workers {
+            let _ = tx.send(WorkerCommand::Drain);
+        }
+        for (handle, _) in self.workers.drain(..) {
+            let _ = handle.join();
+        }
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
+        }
+        DrainReport { unfinished_connections: self.state.unfinished_connections.load(Ordering::SeqCst) }
+    }
+}

@@ -1,0 +1,132 @@
+//! One worker thread: pinned to its CPU, one monoio runtime, its own listeners, its own
+//! connections and pools. Talks to the control side only through its command channel
+//! (polled between events, never blocking) and a few atomics.
+
+use std::net::TcpListener as StdListener;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use monoio::net::TcpListener;
+
+use super::driver::{run_on_driver, DriverKind};
+use super::GatewayState;
+use crate::config::Snapshot;
+use crate::proxy::{conn, WorkerCtx};
+
+/// Messages from the control side to a worker.
+#[derive(Debug)]
+pub enum WorkerCommand {
+    /// Stop accepting, finish in-flight requests, close idle connections, exit.
+    Drain,
+}
+
+/// How often a worker looks at its command channel and sweeps idle upstream connections.
+const TICK: Duration = Duration::from_millis(10);
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+pub struct WorkerSpec {
+    pub id: usize,
+    pub cpu: Option<usize>,
+    pub listeners: Vec<StdListener>,
+    pub snapshot: Arc<Snapshot>,
+    pub commands: Receiver<WorkerCommand>,
+    pub state: Arc<GatewayState>,
+}
+
+pub fn run(spec: WorkerSpec) {
+    let WorkerSpec { id, cpu, listeners, snapshot, commands, state } = spec;
+    let pinned = cpu.map(|c| core_affinity::set_for_current(core_affinity::CoreId { id: c }));
+    let server = snapshot.config.server.clone();
+    let result = run_on_driver(&server, |driver, why| {
+        match (cpu, pinned) {
+            (Some(c), Some(true)) => log::info!("worker {id}: pinned to CPU {c}, driver {} ({why})", driver.name()),
+            (Some(c), _) => log::warn!("worker {id}: could not pin to CPU {c}; driver {} ({why})", driver.name()),
+            (None, _) => log::info!("worker {id}: not pinned, driver {} ({why})", driver.name()),
+        }
+        state.drivers.lock().map(|mut d| d[id] = Some(driver)).ok();
+        worker_main(id, listeners, snapshot, commands, state.clone(), driver)
+    });
+    if let Err(e) = result {
+        log::error!("worker {id}: {e}");
+        state.failed.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn worker_main(
+    id: usize,
+    listeners: Vec<StdListener>,
+    snapshot: Arc<Snapshot>,
+    commands: Receiver<WorkerCommand>,
+    state: Arc<GatewayState>,
+    _driver: DriverKind,
+) {
+    let server = snapshot.config.server.clone();
+    let seed = (id as u64) << 56 ^ std::process::id() as u64 ^ nanos_now();
+    let ctx = Rc::new(WorkerCtx::new(id, snapshot, seed));
+    for l in listeners {
+        match TcpListener::from_std(l) {
+            Ok(l) => {
+                monoio::spawn(accept_loop(l, ctx.clone(), server.max_connections_per_worker));
+            }
+            Err(e) => {
+                log::error!("worker {id}: cannot register listener: {e}");
+                state.failed.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+    state.ready_workers.fetch_add(1, Ordering::SeqCst);
+    let mut last_sweep = Instant::now();
+    while !ctx.draining() {
+        monoio::time::sleep(TICK).await;
+        while let Ok(cmd) = commands.try_recv() {
+            match cmd {
+                WorkerCommand::Drain => ctx.drain.fire(),
+            }
+        }
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            last_sweep = Instant::now();
+            ctx.upstreams.borrow_mut().sweep(last_sweep);
+        }
+    }
+    let deadline = Instant::now() + server.drain_timeout;
+    while ctx.open_connections() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(TICK).await;
+    }
+    let left = ctx.open_connections();
+    if left > 0 {
+        log::warn!("worker {id}: drain timeout, closing {left} connections with requests in flight");
+    }
+    state.unfinished_connections.fetch_add(left, Ordering::SeqCst);
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Rc<WorkerCtx>, max_connections: usize) {
+    loop {
+        // At the cap, stop accepting: new connections wait in the kernel's backlog
+        // instead of being accepted and starved.
+        while ctx.open_connections() >= max_connections && !ctx.draining() {
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = ctx.drain.wait() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                monoio::spawn(conn::serve(stream, peer, ctx.clone()));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning on the error.
+                log::warn!("worker {}: accept failed: {e}", ctx.id);
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+fn nanos_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}

@@ -1,5 +1,6 @@
 //! Route matching, compiled once per config generation into per-host segment tries, so a
-//! lookup walks the request path once instead of scanning every route, and allocates nothing.
+//! lookup only visits trie branches the request path can reach instead of scanning every
+//! route, and allocates nothing.
 //!
 //! Precedence, from strongest to weakest:
 //! 1. Host tier: the exact host, then wildcards (longest suffix first), then host-less

@@ -1,0 +1,480 @@
+//! Test support: start the gateway in-process on 127.0.0.1:0 with a chosen driver,
+//! scripted upstreams on real sockets (that can misbehave on purpose), and a raw-socket
+//! HTTP/1.1 client that reads exactly one response at a time.
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ringgate::runtime::{self, GatewayHandle};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    IoUring,
+    Epoll,
+}
+
+impl Driver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+        }
+    }
+}
+
+/// Generates `mod io_uring` and `mod epoll`, each with one `#[test]` per listed function
+/// (each function takes a `Driver`).
+#[macro_export]
+macro_rules! on_both_drivers {
+    ($($name:ident),* $(,)?) => {
+        mod io_uring {
+            $( #[test] fn $name() { super::$name($crate::support::Driver::IoUring) } )*
+        }
+        mod epoll {
+            $( #[test] fn $name() { super::$name($crate::support::Driver::Epoll) } )*
+        }
+    };
+}
+
+pub struct Gateway {
+    handle: Option<GatewayHandle>,
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+}
+
+impl Gateway {
+    /// Starts a gateway. `body` is TOML appended after a `[server]` table that listens on
+    /// 127.0.0.1:0 with `workers` workers on `driver`; `server_extra` adds lines to it.
+    pub fn start(driver: Driver, workers: usize, server_extra: &str, body: &str) -> Gateway {
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = {workers}\ndriver = \"{}\"\n{server_extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n{body}",
+            driver.name()
+        );
+        let config = ringgate::config::parse(&text).unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"));
+        let handle = runtime::start(config).expect("gateway starts");
+        assert!(handle.wait_ready(Duration::from_secs(10)), "workers ready");
+        let drivers = handle.drivers();
+        let want = match driver {
+            Driver::IoUring => runtime::DriverKind::IoUring,
+            Driver::Epoll => runtime::DriverKind::Epoll,
+        };
+        assert!(drivers.iter().all(|d| *d == Some(want)), "drivers {drivers:?}");
+        Gateway { addr: handle.listen_addrs()[0], admin: handle.admin_addr(), handle: Some(handle) }
+    }
+
+    /// One route `/*` to one upstream at `upstream`, with extra upstream/route lines.
+    pub fn simple(driver: Driver, upstream: SocketAddr) -> Gateway {
+        Gateway::start(driver, 1, "", &simple_routes(upstream, "", ""))
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    pub fn shutdown(mut self) -> ringgate::runtime::DrainReport {
+        self.handle.take().expect("running").shutdown()
+    }
+
+    pub fn handle(&self) -> &GatewayHandle {
+        self.handle.as_ref().expect("running")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+    }
+}
+
+pub fn simple_routes(upstream: SocketAddr, upstream_extra: &str, route_extra: &str) -> String {
+    format!(
+        "[[upstreams]]\nname = \"up\"\ntargets = [\"{upstream}\"]\n{upstream_extra}\n[[routes]]\nname = \"all\"\npath = \"/*\"\nupstream = \"up\"\n{route_extra}\n"
+    )
+}
+
+// ---------------------------------------------------------------- responses and client
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn body_str(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `code` of a JSON error body.
+    pub fn error_code(&self) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {:?}", self.body_str()));
+        assert!(v["error"]["request_id"].as_str().is_some_and(|s| !s.is_empty()), "request_id in {v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|s| !s.is_empty()), "message in {v}");
+        v["error"]["code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// A raw HTTP/1.1 client over one TCP connection.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect to gateway");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client { stream, buf: Vec::new() }
+    }
+
+    pub fn send(&mut self, raw: &[u8]) {
+        self.stream.write_all(raw).expect("write to gateway");
+    }
+
+    pub fn get(&mut self, path: &str) -> Response {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+        self.read_response()
+    }
+
+    /// Reads one response (to a non-HEAD request).
+    pub fn read_response(&mut self) -> Response {
+        self.try_read_response(false).expect("a complete response")
+    }
+
+    pub fn read_head_response(&mut self) -> Response {
+        self.try_read_response(true).expect("a complete response")
+    }
+
+    pub fn try_read_response(&mut self, head_request: bool) -> io::Result<Response> {
+        let (status, headers, head_len) = loop {
+            if let Some(parsed) = parse_head(&self.buf)? {
+                break parsed;
+            }
+            self.fill()?;
+        };
+        self.buf.drain(..head_len);
+        let get = |n: &str| headers.iter().find(|(k, _): &&(String, String)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+        let body = if head_request || status < 200 || status == 204 || status == 304 {
+            Vec::new()
+        } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            self.read_chunked()?
+        } else if let Some(n) = get("content-length") {
+            let n: usize = n.parse().map_err(|_| io::Error::other("bad content-length"))?;
+            while self.buf.len() < n {
+                self.fill()?;
+            }
+            self.buf.drain(..n).collect()
+        } else {
+            while self.fill().is_ok() {}
+            std::mem::take(&mut self.buf)
+        };
+        Ok(Response { status, headers, body })
+    }
+
+    fn read_chunked(&mut self) -> io::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = find(&self.buf, b"\r\n") {
+                    break i;
+                }
+                self.fill()?;
+            };
+            let size_text = String::from_utf8_lossy(&self.buf[..line_end]).to_string();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| io::Error::other(format!("bad chunk size {size_text:?}")))?;
+            self.buf.drain(..line_end + 2);
+            if size == 0 {
+                while find(&self.buf, b"\r\n").is_none() {
+                    self.fill()?;
+                }
+                let end = find(&self.buf, b"\r\n").unwrap_or(0);
+                self.buf.drain(..end + 2);
+                return Ok(body);
+            }
+            while self.buf.len() < size + 2 {
+                self.fill()?;
+            }
+            body.extend(self.buf.drain(..size));
+            self.buf.drain(..2);
+        }
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        let mut tmp = [0u8; 65536];
+        let n = self.stream.read(&mut tmp)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.buf.extend_from_slice(&tmp[..n]);
+        Ok(())
+    }
+
+    /// True when the gateway closed the connection (EOF or reset) within `within`, with no
+    /// further bytes.
+    pub fn is_closed(&mut self, within: Duration) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        self.stream.set_read_timeout(Some(within)).unwrap();
+        let mut tmp = [0u8; 1];
+        let closed = match self.stream.read(&mut tmp) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut),
+        };
+        self.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        closed
+    }
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+type Head = (u16, Vec<(String, String)>, usize);
+
+fn parse_head(buf: &[u8]) -> io::Result<Option<Head>> {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut res = httparse::Response::new(&mut headers);
+    match res.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => {
+            let hs = res
+                .headers
+                .iter()
+                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect();
+            Ok(Some((res.code.unwrap_or(0), hs, n)))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(io::Error::other(format!("bad response head: {e}: {:?}", String::from_utf8_lossy(buf)))),
+    }
+}
+
+/// Sends `raw` on a fresh connection and reads one response.
+pub fn exchange(addr: SocketAddr, raw: &[u8]) -> Response {
+    let mut c = Client::connect(addr);
+    c.send(raw);
+    c.read_response()
+}
+
+// ---------------------------------------------------------------- scripted upstreams
+
+/// A request as an upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub connection: usize,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    }
+}
+
+/// One upstream-side connection with helpers to read requests strictly.
+pub struct UpConn {
+    pub stream: TcpStream,
+    pub buf: Vec<u8>,
+    pub id: usize,
+}
+
+impl UpConn {
+    /// Reads one request (head and body). None on EOF.
+    pub fn read_request(&mut self) -> Option<Seen> {
+        let (method, target, headers, head_len) = loop {
+            let mut hs = [httparse::EMPTY_HEADER; 128];
+            let mut req = httparse::Request::new(&mut hs);
+            match req.parse(&self.buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let headers: Vec<(String, String)> =
+                        req.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned())).collect();
+                    break (req.method?.to_string(), req.path?.to_string(), headers, n);
+                }
+                Ok(httparse::Status::Partial) => {
+                    if !self.fill() {
+                        return None;
+                    }
+                }
+                Err(e) => panic!("gateway sent a malformed request: {e}: {:?}", String::from_utf8_lossy(&self.buf)),
+            }
+        };
+        self.buf.drain(..head_len);
+        let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+        let body = if get("transfer-encoding").is_some() {
+            self.read_chunked_body()?
+        } else {
+            let n: usize = get("content-length").map_or(0, |v| v.parse().expect("numeric content-length"));
+            while self.buf.len() < n {
+                if !self.fill() {
+                    return None;
+                }
+            }
+            self.buf.drain(..n).collect()
+        };
+        Some(Seen { method, target, headers, body, connection: self.id })
+    }
+
+    fn read_chunked_body(&mut self) -> Option<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let end = loop {
+                if let Some(i) = find(&self.buf, b"\r\n") {
+                    break i;
+                }
+                if !self.fill() {
+                    return None;
+                }
+            };
+            let size = usize::from_str_radix(std::str::from_utf8(&self.buf[..end]).ok()?, 16).expect("gateway chunk size is plain hex");
+            self.buf.drain(..end + 2);
+            while self.buf.len() < size + 2 {
+                if !self.fill() {
+                    return None;
+                }
+            }
+            body.extend(self.buf.drain(..size));
+            assert_eq!(&self.buf[..2], b"\r\n", "gateway chunk ends with CRLF");
+            self.buf.drain(..2);
+            if size == 0 {
+                return Some(body);
+            }
+        }
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut tmp = [0u8; 65536];
+        match self.stream.read(&mut tmp) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                true
+            }
+        }
+    }
+
+    pub fn write(&mut self, raw: &[u8]) -> bool {
+        self.stream.write_all(raw).is_ok()
+    }
+
+    /// Responds 200 with `body` and keeps the connection.
+    pub fn respond(&mut self, body: &[u8]) -> bool {
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n", body.len());
+        self.write(head.as_bytes()) && self.write(body)
+    }
+
+    /// Closes with a TCP reset (SO_LINGER 0).
+    pub fn reset(self) {
+        let sock = socket2::SockRef::from(&self.stream);
+        let _ = sock.set_linger(Some(Duration::ZERO));
+        drop(self.stream);
+    }
+
+    pub fn close(self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// A scripted upstream: every accepted connection runs `script` on its own thread; every
+/// request it reads through `UpConn::read_request` can be recorded with `record`.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    pub fn start<F>(script: F) -> Upstream
+    where
+        F: Fn(UpConn, &Arc<Mutex<Vec<Seen>>>) + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let script = Arc::new(script);
+        let (seen2, conns2) = (seen.clone(), connections.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let id = conns2.fetch_add(1, Ordering::SeqCst);
+                let (script, seen) = (script.clone(), seen2.clone());
+                std::thread::spawn(move || {
+                    let _ = stream.set_nodelay(true);
+                    script(UpConn { stream, buf: Vec::new(), id }, &seen);
+                });
+            }
+        });
+        Upstream { addr, seen, connections }
+    }
+
+    /// Answers every request with 200 and a body naming the request, on keep-alive.
+    pub fn echo() -> Upstream {
+        Upstream::start(|mut c, seen| {
+            while let Some(req) = c.read_request() {
+                let body = format!("{} {} {}", req.method, req.target, req.body.len());
+                seen.lock().unwrap().push(req);
+                if !c.respond(body.as_bytes()) {
+                    return;
+                }
+            }
+        })
+    }
+
+    /// Answers every request with the given raw bytes, then closes.
+    pub fn raw_once(raw: &'static [u8]) -> Upstream {
+        Upstream::start(move |mut c, seen| {
+            if let Some(req) = c.read_request() {
+                seen.lock().unwrap().push(req);
+                c.write(raw);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.requests().pop().expect("the upstream saw a request")
+    }
+}
+
+/// An address nothing listens on.
+pub fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    f()
+}

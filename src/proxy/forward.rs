@@ -79,7 +79,7 @@ async fn exchange(c: &mut ClientConn, p: &Prepared, snap: &Snapshot, worker: &Wo
             }
             Err(e) => return Err(e),
         }
-        let meta = match read_response_head(c, p, ucfg, &mut up, worker.draining()).await {
+        let meta = match read_response_head(c, p, ucfg, &mut up, worker).await {
             Ok(m) => m,
             Err(e) if e.retryable && !retried => {
                 retried = true;
@@ -208,7 +208,7 @@ struct ResponseMeta {
 
 /// Reads the response head (skipping 1xx), checks it, and writes the client's response
 /// head into `c.scratch`.
-async fn read_response_head(c: &mut ClientConn, p: &Prepared, ucfg: &UpstreamConfig, up: &mut UpstreamConn, draining: bool) -> Result<ResponseMeta, ProxyError> {
+async fn read_response_head(c: &mut ClientConn, p: &Prepared, ucfg: &UpstreamConfig, up: &mut UpstreamConn, worker: &WorkerCtx) -> Result<ResponseMeta, ProxyError> {
     let deadline = Instant::now() + ucfg.response_timeout;
     let mut received_any = false;
     loop {
@@ -224,7 +224,9 @@ async fn read_response_head(c: &mut ClientConn, p: &Prepared, ucfg: &UpstreamCon
                     up.rbuf.consume(head_len);
                     continue;
                 }
-                let meta = write_client_head(&mut c.scratch, &head, p, draining);
+                // Drain is checked now, not when the request went out: a response finishing
+                // during a drain tells the client to go elsewhere.
+                let meta = write_client_head(&mut c.scratch, &head, p, worker.draining());
                 up.rbuf.consume(head_len);
                 return Ok(meta);
             }

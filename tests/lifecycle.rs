@@ -1,0 +1,231 @@
+//! The process around the data plane: the CLI (`version`, `check`, `run`), the admin
+//! health endpoint, graceful shutdown on SIGTERM, and bounded memory for a 1 GiB
+//! streamed upload, all against the real `ringgate` binary or an in-process gateway.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringgate");
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringgate-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ringgate.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn healthz(admin: SocketAddr) -> Option<u16> {
+    let mut s = TcpStream::connect(admin).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split(' ').nth(1)?.parse().ok()
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let out = Command::new(BIN).arg("version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("ringgate {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn check_accepts_a_valid_config() {
+    let path = write_config(
+        "valid",
+        "[server]\nlisten = [\"127.0.0.1:8080\"]\n[[upstreams]]\nname = \"orders\"\ntargets = [\"127.0.0.1:9001\", { addr = \"127.0.0.1:9002\", weight = 3 }]\nbalance = \"round_robin\"\n[[routes]]\nname = \"orders.get\"\nhost = \"api.example.com\"\npath = \"/v1/orders/{id}\"\nmethods = [\"GET\"]\nupstream = \"orders\"\n",
+    );
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+}
+
+#[test]
+fn check_reports_every_problem_with_its_path() {
+    let path = write_config(
+        "invalid",
+        "[server]\nlisten = [\"nowhere\"]\nworkers = 0\ndriver = \"kqueue\"\nhead_timeout = \"10 parsecs\"\n[[upstreams]]\nname = \"orders\"\ntargets = []\nbalance = \"fastest\"\n[[routes]]\nname = \"a\"\npath = \"/a/{\"\nupstream = \"orders\"\n[[routes]]\nname = \"b\"\npath = \"/b\"\nupstream = \"billing\"\n",
+    );
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "server.listen[0]: invalid address \"nowhere\"",
+        "server.workers: invalid value",
+        "server.driver: unknown driver \"kqueue\"",
+        "server.head_timeout: invalid duration",
+        "upstreams[0].targets: at least one target is required",
+        "upstreams[0].balance: unknown balance \"fastest\"",
+        "routes[0].path:",
+        "routes[1].upstream: unknown upstream \"billing\"",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn check_rejects_unknown_fields_and_missing_files() {
+    let path = write_config("typo", "[server]\nlisten = [\"127.0.0.1:1\"]\nwokers = 2\n");
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `wokers`"));
+    let out = Command::new(BIN).args(["check", "--config", "/nonexistent/ringgate.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/ringgate.toml"));
+}
+
+/// A running `ringgate run` process, killed if the test fails midway.
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_gateway(name: &str, driver: &str, upstream: SocketAddr, extra_server: &str) -> Proc {
+    let (port, admin_port) = (free_port(), free_port());
+    let path = write_config(
+        name,
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nworkers = 2\ndriver = \"{driver}\"\n{extra_server}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{}",
+            simple_routes(upstream, "", "max_body_bytes = \"2GiB\"")
+        ),
+    );
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let p = Proc { child, addr: format!("127.0.0.1:{port}").parse().unwrap(), admin: format!("127.0.0.1:{admin_port}").parse().unwrap() };
+    assert!(eventually(Duration::from_secs(10), || healthz(p.admin) == Some(200)), "gateway became healthy");
+    p
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+fn sigterm_drains_in_flight_requests_and_exits_zero(driver: Driver) {
+    // The upstream holds each request for 600 ms before answering.
+    let up = Upstream::start(|mut c, _| {
+        while let Some(_req) = c.read_request() {
+            std::thread::sleep(Duration::from_millis(600));
+            if !c.respond(b"slow but complete") {
+                return;
+            }
+        }
+    });
+    let mut p = spawn_gateway(&format!("drain-{}", driver.name()), driver.name(), up.addr, "drain_timeout = \"5s\"");
+    let mut idle = Client::connect(p.addr);
+    assert_eq!(idle.get("/warm").status, 200);
+    let mut busy = Client::connect(p.addr);
+    busy.send(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    sigterm(&p.child);
+    // Draining: health turns 503, the idle keep-alive connection is closed, and the
+    // request in flight still completes.
+    assert!(eventually(Duration::from_secs(2), || healthz(p.admin) == Some(503)), "healthz 503 while draining");
+    assert!(idle.is_closed(Duration::from_secs(2)), "idle keep-alive connection closed");
+    let r = busy.read_response();
+    assert_eq!((r.status, r.body_str().as_str()), (200, "slow but complete"));
+    assert_eq!(r.header("connection"), Some("close"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "gateway exits after draining");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    let mut log = String::new();
+    p.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(log.contains(&format!("driver {}", driver.name())), "log names the driver:\n{log}");
+    assert!(TcpStream::connect(p.addr).is_err(), "no longer accepting");
+}
+
+fn healthz_reports_ready_and_draining(driver: Driver) {
+    let up = Upstream::echo();
+    let gw = Gateway::simple(driver, up.addr);
+    let admin = gw.admin.expect("admin listener");
+    assert_eq!(healthz(admin), Some(200));
+    let mut s = TcpStream::connect(admin).unwrap();
+    s.write_all(b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 404") && out.contains("\"route_not_found\""), "{out}");
+    gw.handle().state().draining.store(true, Ordering::SeqCst);
+    assert_eq!(healthz(admin), Some(503));
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A 1 GiB upload streams through with the gateway's peak memory growing by a few MiB.
+fn one_gib_upload_has_bounded_memory(driver: Driver) {
+    const SIZE: u64 = 1 << 30;
+    let received = Arc::new(AtomicU64::new(0));
+    let rx = received.clone();
+    let up = Upstream::start(move |mut c, _| {
+        // Read the head, then count body bytes without keeping them.
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut head = Vec::new();
+        let body_start = loop {
+            let n = c.stream.read(&mut buf).unwrap();
+            head.extend_from_slice(&buf[..n]);
+            if let Some(i) = find(&head, b"\r\n\r\n") {
+                break head.len() - (i + 4);
+            }
+        };
+        let mut total = body_start as u64;
+        while total < SIZE {
+            let n = c.stream.read(&mut buf).unwrap();
+            assert!(n > 0, "upstream saw the whole body");
+            total += n as u64;
+        }
+        rx.store(total, Ordering::SeqCst);
+        c.respond(total.to_string().as_bytes());
+    });
+    let p = spawn_gateway(&format!("upload-{}", driver.name()), driver.name(), up.addr, "");
+    let mut c = Client::connect(p.addr);
+    let before = vm_hwm_kib(p.child.id());
+    c.send(format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {SIZE}\r\n\r\n").as_bytes());
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..(SIZE >> 20) {
+        c.stream.write_all(&chunk).unwrap();
+    }
+    let r = c.read_response();
+    assert_eq!((r.status, r.body_str()), (200, SIZE.to_string()));
+    assert_eq!(received.load(Ordering::SeqCst), SIZE);
+    let grown_kib = vm_hwm_kib(p.child.id()).saturating_sub(before);
+    assert!(grown_kib < 8 * 1024, "peak memory grew by {grown_kib} KiB for a 1 GiB upload");
+}
+
+on_both_drivers!(sigterm_drains_in_flight_requests_and_exits_zero, healthz_reports_ready_and_draining, one_gib_upload_has_bounded_memory);

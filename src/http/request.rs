@@ -185,3 +185,7 @@ fn split_absolute_form(target: &str) -> Result<Option<(&[u8], &str)>, ProxyError
         _ => Err(bad("absolute-form target with a query but no path")),
     }
 }
+
+#[cfg(test)]
+#[path = "request_tests.rs"]
+mod tests;

@@ -36,8 +36,19 @@ enum Head {
     Gone,
 }
 
-pub async fn serve(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx>) {
-    let _guard = worker.connection_guard();
+/// Serves one accepted connection. Not an `async fn` on purpose (fix): the connection is
+/// counted when this is called, before the accept loop spawns the future and checks
+/// `max_connections_per_worker` again. Counting inside the task let the loop start one
+/// more accept before the new task first ran, so the cap admitted one connection too many.
+pub fn serve(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx>) -> impl std::future::Future<Output = ()> {
+    let guard = worker.connection_guard();
+    async move {
+        let _guard = guard;
+        serve_counted(stream, peer, worker).await;
+    }
+}
+
+async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx>) {
     let _ = stream.set_nodelay(true);
     let mut c = ClientConn {
         stream,

@@ -87,6 +87,7 @@ async fn exchange(c: &mut ClientConn, p: &Prepared, snap: &Snapshot, worker: &Wo
             }
             Err(e) => return Err(e.into()),
         };
+        let mut client_touched = false;
         let relayed = Relay {
             src: &mut up.stream,
             src_buf: &mut up.rbuf,
@@ -97,6 +98,7 @@ async fn exchange(c: &mut ClientConn, p: &Prepared, snap: &Snapshot, worker: &Wo
             limit: u64::MAX,
             read_timeout: ucfg.body_timeout,
             write_timeout: snap.config.server.body_timeout,
+            dst_touched: &mut client_touched,
         }
         .run()
         .await;
@@ -109,7 +111,10 @@ async fn exchange(c: &mut ClientConn, p: &Prepared, snap: &Snapshot, worker: &Wo
                 RelayError::SourceTimeout => ProxyError::upstream(ErrorKind::UpstreamTimeout, "upstream stalled during the response body"),
                 other => ProxyError::upstream(ErrorKind::UpstreamUnavailable, format!("upstream response body failed: {other:?}")),
             };
-            return Err(Failed { error, respond: false });
+            // Fix: a body that fails before any byte went to the client (the head is
+            // still buffered with the first chunk, e.g. bad chunked framing in the same
+            // packet) used to end in a bare close; nothing was sent, so answer 502/504.
+            return Err(Failed { error, respond: !client_touched });
         }
         if meta.upstream_keep_alive && up.rbuf.is_empty() {
             worker.upstreams.borrow_mut().get(p.upstream).checkin(up, Instant::now());
@@ -165,6 +170,7 @@ async fn send_request(c: &mut ClientConn, p: &Prepared, snap: &Snapshot, ucfg: &
         limit: p.max_body,
         read_timeout: snap.config.server.body_timeout,
         write_timeout,
+        dst_touched: &mut false,
     }
     .run()
     .await;

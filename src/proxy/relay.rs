@@ -42,12 +42,15 @@ pub struct Relay<'a> {
     pub limit: u64,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
+    /// Set once any byte has been handed to `dst`. Until then a failure can still be
+    /// answered with an error response of its own (a 502 instead of a bare close).
+    pub dst_touched: &'a mut bool,
 }
 
 impl Relay<'_> {
     /// Relays the whole body; `pending` is flushed first. Returns body bytes relayed.
     pub async fn run(self) -> Result<u64, RelayError> {
-        let Relay { src, src_buf, dst, pending, from, to_chunked, limit, read_timeout, write_timeout } = self;
+        let Relay { src, src_buf, dst, pending, from, to_chunked, limit, read_timeout, write_timeout, dst_touched } = self;
         let mut relayed: u64 = 0;
         let mut decoder = ChunkedDecoder::new();
         let mut remaining = match from {
@@ -55,7 +58,7 @@ impl Relay<'_> {
             _ => u64::MAX,
         };
         if from == Framing::None {
-            return flush(dst, pending, write_timeout).await.map(|()| 0);
+            return flush(dst, pending, write_timeout, dst_touched).await.map(|()| 0);
         }
         loop {
             match from {
@@ -68,11 +71,12 @@ impl Relay<'_> {
                         pending.extend_from_slice(&src_buf.data()[..take]);
                         src_buf.consume(take);
                     } else {
-                        flush(dst, pending, write_timeout).await?;
+                        flush(dst, pending, write_timeout, dst_touched).await?;
+                        *dst_touched = true;
                         src_buf.write_to(dst, take, write_timeout).await.map_err(dest_err)?;
                     }
                     if remaining == 0 {
-                        return flush(dst, pending, write_timeout).await.map(|()| relayed);
+                        return flush(dst, pending, write_timeout, dst_touched).await.map(|()| relayed);
                     }
                 }
                 Framing::Chunked => {
@@ -95,7 +99,7 @@ impl Relay<'_> {
                         if to_chunked {
                             pending.extend_from_slice(LAST_CHUNK);
                         }
-                        return flush(dst, pending, write_timeout).await.map(|()| relayed);
+                        return flush(dst, pending, write_timeout, dst_touched).await.map(|()| relayed);
                     }
                 }
                 Framing::UntilClose | Framing::None => {
@@ -115,14 +119,14 @@ impl Relay<'_> {
             // About to wait on the source: whatever is ready goes out first, so a slow
             // stream (server-sent events, a long poll) is never held back.
             if !pending.is_empty() {
-                flush(dst, pending, write_timeout).await?;
+                flush(dst, pending, write_timeout, dst_touched).await?;
             }
             match src_buf.read_from(src, BODY_BUF_MAX, read_timeout).await {
                 Ok(0) if from == Framing::UntilClose => {
                     if to_chunked {
                         pending.extend_from_slice(LAST_CHUNK);
                     }
-                    return flush(dst, pending, write_timeout).await.map(|()| relayed);
+                    return flush(dst, pending, write_timeout, dst_touched).await.map(|()| relayed);
                 }
                 Ok(0) => return Err(RelayError::SourceClosed),
                 Ok(_) => {}
@@ -146,7 +150,8 @@ fn encode(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
     }
 }
 
-async fn flush(dst: &mut TcpStream, pending: &mut Vec<u8>, timeout: Duration) -> Result<(), RelayError> {
+async fn flush(dst: &mut TcpStream, pending: &mut Vec<u8>, timeout: Duration, touched: &mut bool) -> Result<(), RelayError> {
+    *touched |= !pending.is_empty();
     let res = write_all(dst, pending, timeout).await;
     pending.clear();
     res.map_err(dest_err)

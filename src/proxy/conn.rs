@@ -63,7 +63,12 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
         let snap = worker.snapshot();
         let after = match read_head(&mut c, &snap, &worker, first).await {
             Head::Gone => return,
-            Head::Rejected(r) => respond_error(&mut c, &snap, &r.error, r.request_id.as_str(), r.keep_alive && !worker.draining()).await,
+            Head::Rejected(r) => {
+                // Consume the refused head, or a kept-alive connection (404, 405) would
+                // parse and refuse the same head again, forever.
+                c.rbuf.consume(r.head_len);
+                respond_error(&mut c, &snap, &r.error, r.request_id.as_str(), r.keep_alive && !worker.draining()).await
+            }
             Head::Ready(p) => {
                 c.rbuf.consume(p.head_len);
                 forward(&mut c, &p, &snap, &worker).await
@@ -121,7 +126,7 @@ async fn read_head(c: &mut ClientConn, snap: &Snapshot, worker: &WorkerCtx, firs
 }
 
 fn reject(worker: &WorkerCtx, error: ProxyError) -> Head {
-    Head::Rejected(Rejected { error, request_id: worker.ids.next_id(), keep_alive: false })
+    Head::Rejected(Rejected { error, request_id: worker.ids.next_id(), keep_alive: false, head_len: 0 })
 }
 
 /// Sends the JSON error response; the connection stays open only when the error leaves

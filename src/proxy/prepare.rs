@@ -40,6 +40,9 @@ pub struct Rejected {
     pub request_id: RequestId,
     /// The connection can carry on after the error response.
     pub keep_alive: bool,
+    /// Bytes of the rejected head, to consume before reading the next request (0 when the
+    /// head did not parse; the connection then closes anyway).
+    pub head_len: usize,
 }
 
 /// Per-connection facts and reusable scratch space.
@@ -60,7 +63,7 @@ pub fn prepare(
     let head = match parse_request(data, &mut storage, &snap.config.server.limits) {
         Ok(Some(h)) => h,
         Ok(None) => return Ok(None),
-        Err(error) => return Err(Rejected { error, request_id: ctx.ids.next_id(), keep_alive: false }),
+        Err(error) => return Err(Rejected { error, request_id: ctx.ids.next_id(), keep_alive: false, head_len: 0 }),
     };
     let request_id = head
         .headers
@@ -70,6 +73,7 @@ pub fn prepare(
         .unwrap_or_else(|| ctx.ids.next_id());
     let reject = |error: ProxyError| Rejected {
         keep_alive: head.keep_alive && !error.kind.closes_connection() && head.framing == Framing::None,
+        head_len: head.head_len,
         error,
         request_id,
     };
@@ -151,10 +155,11 @@ fn write_request_line(out: &mut Vec<u8>, head: &RequestHead, rc: &crate::config:
             }
         }
     }
-    if let Some(add) = rc.add_prefix.as_deref() {
-        out.extend_from_slice(add.as_bytes());
-    }
-    if rest.is_empty() {
+    // `/api` -> `/internal` and `/api/x` -> `/internal/x`: the add prefix replaces the
+    // stripped one exactly; only a path that would otherwise be empty becomes "/".
+    let add = rc.add_prefix.as_deref().unwrap_or("");
+    out.extend_from_slice(add.as_bytes());
+    if rest.is_empty() && add.is_empty() {
         out.push(b'/');
     } else {
         out.extend_from_slice(rest.as_bytes());

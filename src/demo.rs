@@ -40,11 +40,15 @@ upstream = "demo"
 pub fn start_backend() -> io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    std::thread::Builder::new().name("demo-backend".into()).spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let _ = std::thread::Builder::new().name("demo-conn".into()).spawn(move || serve(stream));
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("demo-backend".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = std::thread::Builder::new()
+                    .name("demo-conn".into())
+                    .spawn(move || serve(stream));
+            }
+        })?;
     Ok(addr)
 }
 
@@ -57,7 +61,10 @@ fn serve(stream: TcpStream) -> io::Result<()> {
             return Ok(());
         }
         let mut parts = line.split_whitespace();
-        let (method, target) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+        let (method, target) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        );
         let mut headers = Vec::new();
         let mut length = 0usize;
         let mut chunked = false;
@@ -81,13 +88,26 @@ fn serve(stream: TcpStream) -> io::Result<()> {
                 headers.push((k, v));
             }
         }
-        let body_len = if chunked { read_chunked(&mut reader)? } else { io::copy(&mut (&mut reader).take(length as u64), &mut io::sink())? as usize };
+        let body_len = if chunked {
+            read_chunked(&mut reader)?
+        } else {
+            io::copy(&mut (&mut reader).take(length as u64), &mut io::sink())? as usize
+        };
         let mut body = format!("{{\"service\":\"ringgate-demo-backend\",\"method\":{},\"path\":{},\"body_bytes\":{body_len},\"headers\":{{", json(&method), json(&target));
         for (i, (k, v)) in headers.iter().enumerate() {
-            body.push_str(&format!("{}{}:{}", if i > 0 { "," } else { "" }, json(k), json(v)));
+            body.push_str(&format!(
+                "{}{}:{}",
+                if i > 0 { "," } else { "" },
+                json(k),
+                json(v)
+            ));
         }
         body.push_str("}}\n");
-        write!(writer, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len())?;
+        write!(
+            writer,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
     }
 }
 
@@ -136,7 +156,9 @@ pub fn example_commands(gateway: SocketAddr, admin: Option<SocketAddr>) -> Strin
          \n  curl -i -d 'hello' http://{gateway}/api/echo       # request body streamed upstream\n"
     );
     if let Some(a) = admin {
-        s.push_str(&format!("  curl -i http://{a}/healthz                       # admin health\n"));
+        s.push_str(&format!(
+            "  curl -i http://{a}/healthz                       # admin health\n"
+        ));
     }
     s.push_str("\nCtrl-C drains and stops.\n");
     s

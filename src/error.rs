@@ -112,7 +112,12 @@ pub struct ProxyError {
 
 impl ProxyError {
     pub fn new(kind: ErrorKind, side: Side, message: impl Into<Cow<'static, str>>) -> Self {
-        ProxyError { kind, side, retryable: false, message: message.into() }
+        ProxyError {
+            kind,
+            side,
+            retryable: false,
+            message: message.into(),
+        }
     }
 
     pub fn client(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
@@ -131,14 +136,26 @@ impl ProxyError {
 
 impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({:?} side): {}", self.kind.code(), self.side, self.message)
+        write!(
+            f,
+            "{} ({:?} side): {}",
+            self.kind.code(),
+            self.side,
+            self.message
+        )
     }
 }
 
 impl std::error::Error for ProxyError {}
 
 /// Appends a complete error response (head and JSON body) to `out`.
-pub fn write_error_response(out: &mut Vec<u8>, kind: ErrorKind, message: &str, request_id: &str, close: bool) {
+pub fn write_error_response(
+    out: &mut Vec<u8>,
+    kind: ErrorKind,
+    message: &str,
+    request_id: &str,
+    close: bool,
+) {
     let mut body = String::with_capacity(96 + message.len() + request_id.len());
     body.push_str("{\"error\":{\"code\":\"");
     body.push_str(kind.code());
@@ -177,7 +194,13 @@ mod tests {
     #[test]
     fn error_body_is_json_with_code_message_and_request_id() {
         let mut out = Vec::new();
-        write_error_response(&mut out, ErrorKind::RouteNotFound, "no route for \"/x\"", "abc", false);
+        write_error_response(
+            &mut out,
+            ErrorKind::RouteNotFound,
+            "no route for \"/x\"",
+            "abc",
+            false,
+        );
         let text = String::from_utf8(out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"));

@@ -12,7 +12,11 @@ use ringgate::config;
 const DEFAULT_CONFIG: &str = "/etc/ringgate/ringgate.toml";
 
 #[derive(Parser)]
-#[command(name = "ringgate", about = "Thread-per-core API gateway on io_uring", disable_version_flag = true)]
+#[command(
+    name = "ringgate",
+    about = "Thread-per-core API gateway on io_uring",
+    disable_version_flag = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -97,7 +101,11 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn report(source: &str, errors: &[config::ConfigError]) -> ExitCode {
-    eprintln!("{source}: {} problem{}:", errors.len(), if errors.len() == 1 { "" } else { "s" });
+    eprintln!(
+        "{source}: {} problem{}:",
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" }
+    );
     for e in errors {
         eprintln!("  {e}");
     }
@@ -126,10 +134,21 @@ fn serve(cfg: config::Config, demo: Option<()>) -> ExitCode {
         handle.shutdown();
         return ExitCode::FAILURE;
     }
-    let addrs: Vec<String> = handle.listen_addrs().iter().map(ToString::to_string).collect();
-    log::info!("ringgate {} listening on {}", env!("CARGO_PKG_VERSION"), addrs.join(", "));
+    let addrs: Vec<String> = handle
+        .listen_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    log::info!(
+        "ringgate {} listening on {}",
+        env!("CARGO_PKG_VERSION"),
+        addrs.join(", ")
+    );
     if demo.is_some() {
-        println!("{}", ringgate::demo::example_commands(handle.listen_addrs()[0], handle.admin_addr()));
+        println!(
+            "{}",
+            ringgate::demo::example_commands(handle.listen_addrs()[0], handle.admin_addr())
+        );
     }
     for signal in signals.forever() {
         match signal {
@@ -140,7 +159,10 @@ fn serve(cfg: config::Config, demo: Option<()>) -> ExitCode {
     log::info!("draining");
     let report = handle.shutdown();
     if report.unfinished_connections > 0 {
-        log::warn!("drain timeout: {} connections were cut", report.unfinished_connections);
+        log::warn!(
+            "drain timeout: {} connections were cut",
+            report.unfinished_connections
+        );
     }
     log::info!("stopped");
     ExitCode::SUCCESS

@@ -19,7 +19,12 @@ pub fn peek_nonblocking(fd: RawFd) -> Peek {
     // SAFETY: `byte` is a valid, writable one-byte buffer for the duration of the call;
     // MSG_PEEK leaves the socket's data in place and MSG_DONTWAIT never blocks.
     let n = unsafe {
-        libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
     };
     match n {
         0 => Peek::Closed,
@@ -29,18 +34,4 @@ pub fn peek_nonblocking(fd: RawFd) -> Peek {
             _ => Peek::Closed,
         },
     }
-}
-
-/// Monotonic microseconds of CPU time used by this process (user + system).
-pub fn process_cpu_micros() -> u64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
-    // SAFETY: getrusage fills the struct it is given; we read it only on success.
-    let ok = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } == 0;
-    if !ok {
-        return 0;
-    }
-    // SAFETY: initialized by the successful call above.
-    let u = unsafe { usage.assume_init() };
-    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    micros(u.ru_utime) + micros(u.ru_stime)
 }

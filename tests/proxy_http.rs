@@ -10,7 +10,10 @@ use support::*;
 fn get_through_gateway(driver: Driver) {
     let up = Upstream::echo();
     let gw = Gateway::simple(driver, up.addr);
-    let r = exchange(gw.addr, b"GET /hello?x=1 HTTP/1.1\r\nHost: api.test\r\n\r\n");
+    let r = exchange(
+        gw.addr,
+        b"GET /hello?x=1 HTTP/1.1\r\nHost: api.test\r\n\r\n",
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.body_str(), "GET /hello?x=1 0");
     let seen = up.last();
@@ -20,15 +23,25 @@ fn get_through_gateway(driver: Driver) {
     assert_eq!(seen.header("x-forwarded-host"), Some("api.test"));
     let id = seen.header("x-request-id").expect("request id generated");
     assert_eq!(id.len(), 32);
-    assert_eq!(r.header("x-request-id"), Some(id), "the client sees the same id");
+    assert_eq!(
+        r.header("x-request-id"),
+        Some(id),
+        "the client sees the same id"
+    );
 }
 
 fn request_id_kept_when_valid_and_replaced_when_not(driver: Driver) {
     let up = Upstream::echo();
     let gw = Gateway::simple(driver, up.addr);
-    exchange(gw.addr, b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: abc-123\r\n\r\n");
+    exchange(
+        gw.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: abc-123\r\n\r\n",
+    );
     assert_eq!(up.last().header("x-request-id"), Some("abc-123"));
-    exchange(gw.addr, b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: bad id!\r\n\r\n");
+    exchange(
+        gw.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: bad id!\r\n\r\n",
+    );
     let seen = up.last();
     assert_eq!(seen.headers_named("x-request-id").len(), 1);
     assert_ne!(seen.header("x-request-id"), Some("bad id!"));
@@ -60,7 +73,14 @@ fn hop_by_hop_headers_are_removed(driver: Driver) {
     assert_eq!(r.header("keep-alive"), None);
     assert_eq!(r.header("x-kept"), Some("yes"));
     let seen = up.last();
-    for h in ["connection", "x-secret", "keep-alive", "te", "upgrade", "proxy-authorization"] {
+    for h in [
+        "connection",
+        "x-secret",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "proxy-authorization",
+    ] {
         assert_eq!(seen.header(h), None, "{h} must not be forwarded");
     }
     assert_eq!(seen.header("x-normal"), Some("1"));
@@ -75,7 +95,11 @@ fn keep_alive_reuses_both_connections(driver: Driver) {
         assert_eq!(r.status, 200);
         assert_eq!(r.body_str(), format!("GET /n/{i} 0"));
     }
-    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "one pooled upstream connection");
+    assert_eq!(
+        up.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one pooled upstream connection"
+    );
 }
 
 fn pipelined_requests_are_answered_in_order(driver: Driver) {
@@ -84,7 +108,13 @@ fn pipelined_requests_are_answered_in_order(driver: Driver) {
     let mut c = gw.connect();
     let mut batch = Vec::new();
     for i in 0..10 {
-        batch.extend_from_slice(format!("POST /p/{i} HTTP/1.1\r\nHost: a\r\nContent-Length: {i}\r\n\r\n{}", "x".repeat(i)).as_bytes());
+        batch.extend_from_slice(
+            format!(
+                "POST /p/{i} HTTP/1.1\r\nHost: a\r\nContent-Length: {i}\r\n\r\n{}",
+                "x".repeat(i)
+            )
+            .as_bytes(),
+        );
     }
     c.send(&batch);
     for i in 0..10 {
@@ -125,8 +155,16 @@ fn chunked_and_close_delimited_responses(driver: Driver) {
     assert_eq!(r.header("transfer-encoding"), Some("chunked"));
     let r = c.get("/close");
     assert_eq!(r.body_str(), "until-close body");
-    assert_eq!(r.header("transfer-encoding"), Some("chunked"), "re-framed for an HTTP/1.1 client");
-    assert_eq!(c.get("/chunked").status, 200, "client connection still usable");
+    assert_eq!(
+        r.header("transfer-encoding"),
+        Some("chunked"),
+        "re-framed for an HTTP/1.1 client"
+    );
+    assert_eq!(
+        c.get("/chunked").status,
+        200,
+        "client connection still usable"
+    );
     // An HTTP/1.0 client gets the close-delimited body as it is.
     let mut c10 = gw.connect();
     c10.send(b"GET /close HTTP/1.0\r\n\r\n");
@@ -171,7 +209,11 @@ fn expect_100_continue(driver: Driver) {
     c.send(b"hello");
     let r = c.read_response();
     assert_eq!(r.body_str(), "PUT /up 5");
-    assert_eq!(up.last().header("expect"), None, "the gateway answered the expectation itself");
+    assert_eq!(
+        up.last().header("expect"),
+        None,
+        "the gateway answered the expectation itself"
+    );
 }
 
 fn connection_close_is_honoured(driver: Driver) {

@@ -20,7 +20,10 @@ use crate::proxy::router::{RouteId, RouteSpec, Router};
 /// Parses and validates TOML text. Every problem is returned, each with its path.
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     let file: FileConfig = toml::from_str(text).map_err(|e| {
-        vec![ConfigError { path: String::new(), message: e.to_string().trim_end().to_string() }]
+        vec![ConfigError {
+            path: String::new(),
+            message: e.to_string().trim_end().to_string(),
+        }]
     })?;
     validate::validate(&file)
 }
@@ -28,7 +31,10 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
 /// Reads, parses and validates a config file.
 pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![ConfigError { path: String::new(), message: format!("cannot read {}: {e}", path.display()) }]
+        vec![ConfigError {
+            path: String::new(),
+            message: format!("cannot read {}: {e}", path.display()),
+        }]
     })?;
     parse(&text)
 }
@@ -44,21 +50,36 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn build(config: Config, generation: u64) -> Result<Arc<Snapshot>, Vec<ConfigError>> {
-        let methods: Vec<Vec<&str>> =
-            config.routes.iter().map(|r| r.methods.iter().map(String::as_str).collect()).collect();
+        let methods: Vec<Vec<&str>> = config
+            .routes
+            .iter()
+            .map(|r| r.methods.iter().map(String::as_str).collect())
+            .collect();
         let specs: Vec<RouteSpec> = config
             .routes
             .iter()
             .enumerate()
-            .map(|(i, r)| RouteSpec { id: RouteId(i as u32), host: r.host.as_deref(), path: &r.path, methods: &methods[i] })
+            .map(|(i, r)| RouteSpec {
+                id: RouteId(i as u32),
+                host: r.host.as_deref(),
+                path: &r.path,
+                methods: &methods[i],
+            })
             .collect();
         let router = Router::build(&specs).map_err(|errs| {
             errs.into_iter()
-                .map(|(i, message)| ConfigError { path: format!("routes[{i}].path"), message })
+                .map(|(i, message)| ConfigError {
+                    path: format!("routes[{i}].path"),
+                    message,
+                })
                 .collect::<Vec<_>>()
         })?;
         drop(specs);
-        Ok(Arc::new(Snapshot { generation, config, router }))
+        Ok(Arc::new(Snapshot {
+            generation,
+            config,
+            router,
+        }))
     }
 
     pub fn route(&self, id: RouteId) -> &RouteConfig {

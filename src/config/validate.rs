@@ -34,7 +34,10 @@ struct Problems(Vec<ConfigError>);
 
 impl Problems {
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError { path: path.into(), message: message.into() });
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 
     fn duration(&mut self, path: &str, v: &Option<String>, default: Duration) -> Duration {
@@ -65,7 +68,10 @@ impl Problems {
             None => default,
             Some(n) if (min..=max).contains(&n) => n,
             Some(n) => {
-                self.add(path, format!("{n} is out of range: must be between {min} and {max}"));
+                self.add(
+                    path,
+                    format!("{n} is out of range: must be between {min} and {max}"),
+                );
                 default
             }
         }
@@ -78,7 +84,10 @@ impl Problems {
         match s.to_socket_addrs().map(|mut it| it.next()) {
             Ok(Some(a)) => Some(a),
             _ => {
-                self.add(path, format!("invalid address {s:?}: expected host:port, e.g. \"127.0.0.1:8080\""));
+                self.add(
+                    path,
+                    format!("invalid address {s:?}: expected host:port, e.g. \"127.0.0.1:8080\""),
+                );
                 None
             }
         }
@@ -106,7 +115,13 @@ pub fn validate(file: &FileConfig) -> Result<Config, Vec<ConfigError>> {
     let mut seen = HashMap::new();
     for (i, u) in upstreams.iter().enumerate() {
         if let Some(first) = seen.insert(u.name.as_str(), i) {
-            p.add(format!("upstreams[{i}].name"), format!("duplicate upstream name {:?} (also upstreams[{first}])", u.name));
+            p.add(
+                format!("upstreams[{i}].name"),
+                format!(
+                    "duplicate upstream name {:?} (also upstreams[{first}])",
+                    u.name
+                ),
+            );
         }
     }
     let routes: Vec<RouteConfig> = file
@@ -117,7 +132,12 @@ pub fn validate(file: &FileConfig) -> Result<Config, Vec<ConfigError>> {
         .collect();
     check_routes(&mut p, &routes);
     if p.0.is_empty() {
-        Ok(Config { server, admin, upstreams, routes })
+        Ok(Config {
+            server,
+            admin,
+            upstreams,
+            routes,
+        })
     } else {
         Err(p.0)
     }
@@ -125,7 +145,10 @@ pub fn validate(file: &FileConfig) -> Result<Config, Vec<ConfigError>> {
 
 fn validate_server(p: &mut Problems, file: &FileConfig) -> ServerConfig {
     let s = &file.server;
-    let listen_strs = s.listen.clone().unwrap_or_else(|| vec![DEFAULT_LISTEN.to_string()]);
+    let listen_strs = s
+        .listen
+        .clone()
+        .unwrap_or_else(|| vec![DEFAULT_LISTEN.to_string()]);
     if listen_strs.is_empty() {
         p.add("server.listen", "at least one address is required");
     }
@@ -139,7 +162,10 @@ fn validate_server(p: &mut Problems, file: &FileConfig) -> ServerConfig {
         Some(NumOrString::Str(s)) if s == "auto" => WorkerCount::Auto,
         Some(NumOrString::Num(n)) if (1..=1024).contains(n) => WorkerCount::Fixed(*n as usize),
         Some(other) => {
-            p.add("server.workers", format!("invalid value {other:?}: expected \"auto\" or a number from 1 to 1024"));
+            p.add(
+                "server.workers",
+                format!("invalid value {other:?}: expected \"auto\" or a number from 1 to 1024"),
+            );
             WorkerCount::Auto
         }
     };
@@ -148,7 +174,10 @@ fn validate_server(p: &mut Problems, file: &FileConfig) -> ServerConfig {
         "io_uring" => DriverChoice::IoUring,
         "epoll" => DriverChoice::Epoll,
         other => {
-            p.add("server.driver", format!("unknown driver {other:?}: expected \"auto\", \"io_uring\" or \"epoll\""));
+            p.add(
+                "server.driver",
+                format!("unknown driver {other:?}: expected \"auto\", \"io_uring\" or \"epoll\""),
+            );
             DriverChoice::Auto
         }
     };
@@ -161,20 +190,29 @@ fn validate_server(p: &mut Problems, file: &FileConfig) -> ServerConfig {
             .filter_map(|(i, &c)| match usize::try_from(c) {
                 Ok(c) if c < 4096 => Some(c),
                 _ => {
-                    p.add(format!("server.cpus[{i}]"), format!("invalid CPU number {c}"));
+                    p.add(
+                        format!("server.cpus[{i}]"),
+                        format!("invalid CPU number {c}"),
+                    );
                     None
                 }
             })
             .collect()
     });
-    let sqpoll_idle = s.sqpoll_idle.as_ref().map(|v| p.duration("server.sqpoll_idle", &Some(v.clone()), Duration::ZERO));
+    let sqpoll_idle = s
+        .sqpoll_idle
+        .as_ref()
+        .map(|v| p.duration("server.sqpoll_idle", &Some(v.clone()), Duration::ZERO));
     let max_header_bytes = p.size("server.max_header_bytes", &s.max_header_bytes, 16 * 1024);
     if !(1024..=1 << 20).contains(&max_header_bytes) {
         p.add("server.max_header_bytes", "must be between 1KiB and 1MiB");
     }
     let max_uri_bytes = p.size("server.max_uri_bytes", &s.max_uri_bytes, 8 * 1024);
     if max_uri_bytes == 0 || max_uri_bytes > max_header_bytes {
-        p.add("server.max_uri_bytes", "must be at least 1 and at most server.max_header_bytes");
+        p.add(
+            "server.max_uri_bytes",
+            "must be at least 1 and at most server.max_header_bytes",
+        );
     }
     let limits = HttpLimits {
         max_header_bytes: max_header_bytes as usize,
@@ -189,12 +227,34 @@ fn validate_server(p: &mut Problems, file: &FileConfig) -> ServerConfig {
         cpus,
         uring_entries: p.int("server.uring_entries", s.uring_entries, 1024, 256, 32768) as u32,
         sqpoll_idle,
-        max_connections_per_worker: p.int("server.max_connections_per_worker", s.max_connections_per_worker, 16384, 1, 1 << 22) as usize,
+        max_connections_per_worker: p.int(
+            "server.max_connections_per_worker",
+            s.max_connections_per_worker,
+            16384,
+            1,
+            1 << 22,
+        ) as usize,
         backlog: p.int("server.backlog", s.backlog, 4096, 1, 1 << 20) as i32,
-        drain_timeout: p.duration("server.drain_timeout", &s.drain_timeout, Duration::from_secs(30)),
-        head_timeout: p.duration("server.head_timeout", &s.head_timeout, Duration::from_secs(10)),
-        keepalive_timeout: p.duration("server.keepalive_timeout", &s.keepalive_timeout, Duration::from_secs(60)),
-        body_timeout: p.duration("server.body_timeout", &s.body_timeout, Duration::from_secs(30)),
+        drain_timeout: p.duration(
+            "server.drain_timeout",
+            &s.drain_timeout,
+            Duration::from_secs(30),
+        ),
+        head_timeout: p.duration(
+            "server.head_timeout",
+            &s.head_timeout,
+            Duration::from_secs(10),
+        ),
+        keepalive_timeout: p.duration(
+            "server.keepalive_timeout",
+            &s.keepalive_timeout,
+            Duration::from_secs(60),
+        ),
+        body_timeout: p.duration(
+            "server.body_timeout",
+            &s.body_timeout,
+            Duration::from_secs(30),
+        ),
         limits,
         trust_forwarded: s.trust_forwarded.unwrap_or(false),
     }
@@ -226,7 +286,10 @@ fn validate_upstream(p: &mut Problems, i: usize, u: &UpstreamFile) -> UpstreamCo
                 HashOn::Header(name.to_ascii_lowercase())
             }
             _ => {
-                p.add(at("hash_on"), format!("invalid value {h:?}: expected \"client_ip\" or \"header:<Name>\""));
+                p.add(
+                    at("hash_on"),
+                    format!("invalid value {h:?}: expected \"client_ip\" or \"header:<Name>\""),
+                );
                 HashOn::ClientIp
             }
         },
@@ -248,11 +311,33 @@ fn validate_upstream(p: &mut Problems, i: usize, u: &UpstreamFile) -> UpstreamCo
         name: u.name.clone(),
         targets,
         balance,
-        connect_timeout: p.duration(&at("connect_timeout"), &u.connect_timeout, Duration::from_secs(2)),
-        response_timeout: p.duration(&at("response_timeout"), &u.response_timeout, Duration::from_secs(30)),
-        body_timeout: p.duration(&at("body_timeout"), &u.body_timeout, Duration::from_secs(30)),
-        max_idle_per_target: p.int(&at("max_idle_per_target"), u.max_idle_per_target, 64, 0, 65536) as usize,
-        idle_timeout: p.duration(&at("idle_timeout"), &u.idle_timeout, Duration::from_secs(60)),
+        connect_timeout: p.duration(
+            &at("connect_timeout"),
+            &u.connect_timeout,
+            Duration::from_secs(2),
+        ),
+        response_timeout: p.duration(
+            &at("response_timeout"),
+            &u.response_timeout,
+            Duration::from_secs(30),
+        ),
+        body_timeout: p.duration(
+            &at("body_timeout"),
+            &u.body_timeout,
+            Duration::from_secs(30),
+        ),
+        max_idle_per_target: p.int(
+            &at("max_idle_per_target"),
+            u.max_idle_per_target,
+            64,
+            0,
+            65536,
+        ) as usize,
+        idle_timeout: p.duration(
+            &at("idle_timeout"),
+            &u.idle_timeout,
+            Duration::from_secs(60),
+        ),
     }
 }
 
@@ -277,21 +362,35 @@ fn validate_route(
     let methods = r.methods.clone().unwrap_or_default();
     for (j, m) in methods.iter().enumerate() {
         if m.is_empty() || !m.bytes().all(crate::http::is_token_byte) {
-            p.add(at(&format!("methods[{j}]")), format!("invalid method {m:?}"));
+            p.add(
+                at(&format!("methods[{j}]")),
+                format!("invalid method {m:?}"),
+            );
         }
     }
-    for (field, v) in [("strip_prefix", &r.strip_prefix), ("add_prefix", &r.add_prefix)] {
+    for (field, v) in [
+        ("strip_prefix", &r.strip_prefix),
+        ("add_prefix", &r.add_prefix),
+    ] {
         if let Some(v) = v {
             let mut normalized = String::new();
             let ok = crate::proxy::normalize::normalize_path(v.as_bytes(), &mut normalized).is_ok();
             if !ok || normalized != *v || v.ends_with('/') {
-                p.add(at(field), format!("{v:?} must be a normalized path starting with '/' and not ending with '/'"));
+                p.add(
+                    at(field),
+                    format!(
+                        "{v:?} must be a normalized path starting with '/' and not ending with '/'"
+                    ),
+                );
             }
         }
     }
     if let Some(h) = &r.host {
         let name = h.strip_prefix("*.").unwrap_or(h);
-        let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
         if !valid {
             p.add(at("host"), format!("invalid host {h:?}: expected a name like \"api.example.com\" or \"*.example.com\""));
         }
@@ -313,14 +412,25 @@ fn check_routes(p: &mut Problems, routes: &[RouteConfig]) {
     let mut names = HashMap::new();
     for (i, r) in routes.iter().enumerate() {
         if let Some(first) = names.insert(r.name.as_str(), i) {
-            p.add(format!("routes[{i}].name"), format!("duplicate route name {:?} (also routes[{first}])", r.name));
+            p.add(
+                format!("routes[{i}].name"),
+                format!("duplicate route name {:?} (also routes[{first}])", r.name),
+            );
         }
     }
-    let methods: Vec<Vec<&str>> = routes.iter().map(|r| r.methods.iter().map(String::as_str).collect()).collect();
+    let methods: Vec<Vec<&str>> = routes
+        .iter()
+        .map(|r| r.methods.iter().map(String::as_str).collect())
+        .collect();
     let specs: Vec<RouteSpec> = routes
         .iter()
         .enumerate()
-        .map(|(i, r)| RouteSpec { id: RouteId(i as u32), host: r.host.as_deref(), path: &r.path, methods: &methods[i] })
+        .map(|(i, r)| RouteSpec {
+            id: RouteId(i as u32),
+            host: r.host.as_deref(),
+            path: &r.path,
+            methods: &methods[i],
+        })
         .collect();
     if let Err(errors) = Router::build(&specs) {
         for (i, msg) in errors {

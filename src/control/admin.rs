@@ -26,22 +26,26 @@ impl AdminServer {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
-        let thread = std::thread::Builder::new().name("ringgate-admin".into()).spawn(move || {
-            while !stop2.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        if let Err(e) = serve(stream, &state) {
-                            log::debug!("admin: {e}");
+        let thread = std::thread::Builder::new()
+            .name("ringgate-admin".into())
+            .spawn(move || {
+                while !stop2.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            if let Err(e) = serve(stream, &state) {
+                                log::debug!("admin: {e}");
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(20))
+                        }
+                        Err(e) => {
+                            log::warn!("admin: accept failed: {e}");
+                            std::thread::sleep(Duration::from_millis(100));
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
-                    Err(e) => {
-                        log::warn!("admin: accept failed: {e}");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
                 }
-            }
-        })?;
+            })?;
         log::info!("admin listening on {addr}");
         Ok(AdminServer { addr, stop, thread })
     }
@@ -72,10 +76,19 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf[..len]) {
             Ok(httparse::Status::Complete(_)) => {
-                break (req.method.unwrap_or("").to_string(), req.path.unwrap_or("").to_string());
+                break (
+                    req.method.unwrap_or("").to_string(),
+                    req.path.unwrap_or("").to_string(),
+                );
             }
             Ok(httparse::Status::Partial) if len < buf.len() => continue,
-            _ => return respond_error(&mut stream, ErrorKind::BadRequest, "malformed admin request"),
+            _ => {
+                return respond_error(
+                    &mut stream,
+                    ErrorKind::BadRequest,
+                    "malformed admin request",
+                )
+            }
         }
     };
     let path = path.split('?').next().unwrap_or("");
@@ -98,7 +111,11 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
             }
             Ok(())
         }
-        _ => respond_error(&mut stream, ErrorKind::RouteNotFound, &format!("no admin endpoint {method} {path}")),
+        _ => respond_error(
+            &mut stream,
+            ErrorKind::RouteNotFound,
+            &format!("no admin endpoint {method} {path}"),
+        ),
     }
 }
 

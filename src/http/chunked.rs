@@ -51,7 +51,13 @@ impl Default for ChunkedDecoder {
 
 impl ChunkedDecoder {
     pub fn new() -> Self {
-        ChunkedDecoder { state: State::Size, size: 0, digits: 0, ext_bytes: 0, trailer_bytes: 0 }
+        ChunkedDecoder {
+            state: State::Size,
+            size: 0,
+            digits: 0,
+            ext_bytes: 0,
+            trailer_bytes: 0,
+        }
     }
 
     /// The whole body, last chunk and trailers included, has been read.
@@ -72,7 +78,8 @@ impl ChunkedDecoder {
                             return Err("chunk size too large");
                         }
                         let d = (b as char).to_digit(16).unwrap_or(0);
-                        self.size = self.size.checked_mul(16).ok_or("chunk size too large")? + u64::from(d);
+                        self.size =
+                            self.size.checked_mul(16).ok_or("chunk size too large")? + u64::from(d);
                         self.digits += 1;
                     }
                     b';' if self.digits > 0 => self.state = State::Extension,
@@ -93,17 +100,25 @@ impl ChunkedDecoder {
                     if b != b'\n' {
                         return Err("chunk size line must end with CRLF");
                     }
-                    self.state = if self.size == 0 { State::TrailerStart } else { State::Data };
+                    self.state = if self.size == 0 {
+                        State::TrailerStart
+                    } else {
+                        State::Data
+                    };
                     self.digits = 0;
                     self.ext_bytes = 0;
                 }
                 State::Data => {
-                    let take = (input.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
+                    let take =
+                        (input.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
                     self.size -= take as u64;
                     if self.size == 0 {
                         self.state = State::DataCr;
                     }
-                    return Ok(Step { consumed: i + take, data: Some(i..i + take) });
+                    return Ok(Step {
+                        consumed: i + take,
+                        data: Some(i..i + take),
+                    });
                 }
                 State::DataCr => {
                     if b != b'\r' {
@@ -118,7 +133,11 @@ impl ChunkedDecoder {
                     self.state = State::Size;
                 }
                 State::TrailerStart => {
-                    self.state = if b == b'\r' { State::FinalLf } else { State::Trailer };
+                    self.state = if b == b'\r' {
+                        State::FinalLf
+                    } else {
+                        State::Trailer
+                    };
                     self.count_trailer()?;
                     if b != b'\r' && !is_field_byte(b) {
                         return Err("invalid trailer field");
@@ -143,13 +162,24 @@ impl ChunkedDecoder {
                         return Err("chunked body must end with CRLF");
                     }
                     self.state = State::Done;
-                    return Ok(Step { consumed: i + 1, data: None });
+                    return Ok(Step {
+                        consumed: i + 1,
+                        data: None,
+                    });
                 }
-                State::Done => return Ok(Step { consumed: i, data: None }),
+                State::Done => {
+                    return Ok(Step {
+                        consumed: i,
+                        data: None,
+                    })
+                }
             }
             i += 1;
         }
-        Ok(Step { consumed: i, data: None })
+        Ok(Step {
+            consumed: i,
+            data: None,
+        })
     }
 
     fn count_trailer(&mut self) -> Result<(), &'static str> {
@@ -240,7 +270,11 @@ mod tests {
             b"0\r\n\n",
             b"0\r\nbad\0trailer\r\n\r\n",
         ] {
-            assert!(decode_all(raw, raw.len()).is_err(), "{:?}", String::from_utf8_lossy(raw));
+            assert!(
+                decode_all(raw, raw.len()).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 

@@ -46,9 +46,14 @@ pub fn is_hop_by_hop(name: &str) -> bool {
 
 /// Whether `name` is listed in any `Connection` header (and so is hop-by-hop too).
 pub fn named_in_connection(headers: &[Header], name: &str) -> bool {
-    headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).any(|h| {
-        h.value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
-    })
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .any(|h| {
+            h.value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+        })
 }
 
 /// Whether a header must not be forwarded to the next hop.
@@ -78,7 +83,10 @@ mod tests {
 
     #[test]
     fn hop_by_hop_includes_connection_named_headers() {
-        let headers = [Header { name: "Connection", value: b"x-internal, close" }];
+        let headers = [Header {
+            name: "Connection",
+            value: b"x-internal, close",
+        }];
         let mut o = ConnectionOptions::default();
         o.add(headers[0].value);
         assert!(must_drop(&headers, &o, "X-Internal"));

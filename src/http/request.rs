@@ -42,32 +42,55 @@ pub fn parse_request<'h, 'b>(
 ) -> Result<Option<RequestHead<'h, 'b>>, ProxyError> {
     let mut req = httparse::Request::new(&mut []);
     let max = limits.max_headers.min(storage.len());
-    let status = httparse::ParserConfig::default()
-        .parse_request_with_uninit_headers(&mut req, buf, &mut storage[..max]);
+    let status = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        buf,
+        &mut storage[..max],
+    );
     let head_len = match status {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return partial(buf, limits).map(|()| None),
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(ProxyError::client(ErrorKind::HeadersTooLarge, "too many header fields"))
+            return Err(ProxyError::client(
+                ErrorKind::HeadersTooLarge,
+                "too many header fields",
+            ))
         }
-        Err(httparse::Error::HeaderName) => return Err(bad("invalid header name (whitespace before ':' is not allowed)")),
-        Err(httparse::Error::HeaderValue) => return Err(bad("invalid character in a header value")),
-        Err(httparse::Error::NewLine) => return Err(bad("invalid line ending (obs-fold is not allowed)")),
-        Err(httparse::Error::Version) => return Err(bad("unsupported HTTP version: only HTTP/1.0 and HTTP/1.1")),
+        Err(httparse::Error::HeaderName) => {
+            return Err(bad(
+                "invalid header name (whitespace before ':' is not allowed)",
+            ))
+        }
+        Err(httparse::Error::HeaderValue) => {
+            return Err(bad("invalid character in a header value"))
+        }
+        Err(httparse::Error::NewLine) => {
+            return Err(bad("invalid line ending (obs-fold is not allowed)"))
+        }
+        Err(httparse::Error::Version) => {
+            return Err(bad("unsupported HTTP version: only HTTP/1.0 and HTTP/1.1"))
+        }
         Err(httparse::Error::Token) => return Err(bad("invalid request method")),
         Err(_) => return Err(bad("malformed request line")),
     };
     if head_len > limits.max_header_bytes {
-        return Err(ProxyError::client(ErrorKind::HeadersTooLarge, "request head is larger than the limit"));
+        return Err(ProxyError::client(
+            ErrorKind::HeadersTooLarge,
+            "request head is larger than the limit",
+        ));
     }
     if has_bare_lf(&buf[..head_len]) {
         return Err(bad("bare LF line ending in the request head"));
     }
-    let (Some(method), Some(raw_target), Some(version)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(raw_target), Some(version)) = (req.method, req.path, req.version)
+    else {
         return Err(bad("malformed request line"));
     };
     if raw_target.len() > limits.max_uri_bytes {
-        return Err(ProxyError::client(ErrorKind::UriTooLong, "request target is longer than the limit"));
+        return Err(ProxyError::client(
+            ErrorKind::UriTooLong,
+            "request target is longer than the limit",
+        ));
     }
     let http10 = version == 0;
     let headers: &'h [Header<'b>] = req.headers;
@@ -83,13 +106,16 @@ pub fn parse_request<'h, 'b>(
             if content_length.is_some() {
                 return Err(bad("duplicate Content-Length"));
             }
-            content_length = Some(parse_content_length(h.value).ok_or_else(|| bad("invalid Content-Length"))?);
+            content_length =
+                Some(parse_content_length(h.value).ok_or_else(|| bad("invalid Content-Length"))?);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             // Only a single, final "chunked" is accepted: any other coding (or "chunked"
             // twice) is a framing another hop could read differently.
             for coding in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if chunked || !coding.eq_ignore_ascii_case(b"chunked") {
-                    return Err(bad("unsupported Transfer-Encoding: only a single \"chunked\" is accepted"));
+                    return Err(bad(
+                        "unsupported Transfer-Encoding: only a single \"chunked\" is accepted",
+                    ));
                 }
                 chunked = true;
             }
@@ -108,7 +134,10 @@ pub fn parse_request<'h, 'b>(
             connection.add(h.value);
         } else if name.eq_ignore_ascii_case("expect") && !http10 {
             if !h.value.eq_ignore_ascii_case(b"100-continue") {
-                return Err(ProxyError::client(ErrorKind::ExpectationFailed, "only \"Expect: 100-continue\" is supported"));
+                return Err(ProxyError::client(
+                    ErrorKind::ExpectationFailed,
+                    "only \"Expect: 100-continue\" is supported",
+                ));
             }
             expect_continue = true;
         }
@@ -124,7 +153,10 @@ pub fn parse_request<'h, 'b>(
         return Err(bad("missing Host header"));
     }
     if method == "CONNECT" {
-        return Err(ProxyError::client(ErrorKind::NotImplemented, "CONNECT is not supported"));
+        return Err(ProxyError::client(
+            ErrorKind::NotImplemented,
+            "CONNECT is not supported",
+        ));
     }
     let (target, host) = match split_absolute_form(raw_target)? {
         Some((authority, path)) => (path, authority),
@@ -149,10 +181,16 @@ pub fn parse_request<'h, 'b>(
 fn partial(buf: &[u8], limits: &HttpLimits) -> Result<(), ProxyError> {
     let line_done = memchr::memchr(b'\n', buf).is_some();
     if !line_done && buf.len() > limits.max_uri_bytes + 16 {
-        return Err(ProxyError::client(ErrorKind::UriTooLong, "request target is longer than the limit"));
+        return Err(ProxyError::client(
+            ErrorKind::UriTooLong,
+            "request target is longer than the limit",
+        ));
     }
     if buf.len() >= limits.max_header_bytes {
-        return Err(ProxyError::client(ErrorKind::HeadersTooLarge, "request head is larger than the limit"));
+        return Err(ProxyError::client(
+            ErrorKind::HeadersTooLarge,
+            "request head is larger than the limit",
+        ));
     }
     Ok(())
 }
@@ -168,10 +206,18 @@ fn split_absolute_form(target: &str) -> Result<Option<(&[u8], &str)>, ProxyError
     if target.starts_with('/') {
         return Ok(None);
     }
-    let rest = match target.find("://") {
-        Some(i) if target[..i].eq_ignore_ascii_case("http") || target[..i].eq_ignore_ascii_case("https") => &target[i + 3..],
-        _ => return Err(bad("request target must be origin-form (/path) or absolute-form (http://host/path)")),
-    };
+    let rest =
+        match target.find("://") {
+            Some(i)
+                if target[..i].eq_ignore_ascii_case("http")
+                    || target[..i].eq_ignore_ascii_case("https") =>
+            {
+                &target[i + 3..]
+            }
+            _ => return Err(bad(
+                "request target must be origin-form (/path) or absolute-form (http://host/path)",
+            )),
+        };
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
     if authority.is_empty() || !authority.bytes().all(is_host_byte) {

@@ -35,7 +35,9 @@ pub fn parse_response<'h, 'b>(
     max_header_bytes: usize,
 ) -> Result<Option<ResponseHead<'h, 'b>>, ProxyError> {
     let mut res = httparse::Response::new(&mut []);
-    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, storage) {
+    let head_len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, storage)
+    {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() >= max_header_bytes => {
             return Err(malformed("upstream response head is larger than the limit"))
@@ -47,7 +49,9 @@ pub fn parse_response<'h, 'b>(
         return Err(malformed("upstream response head is larger than the limit"));
     }
     if has_bare_lf(&buf[..head_len]) {
-        return Err(malformed("bare LF line ending in the upstream response head"));
+        return Err(malformed(
+            "bare LF line ending in the upstream response head",
+        ));
     }
     let (Some(status), Some(version)) = (res.code, res.version) else {
         return Err(malformed("malformed upstream status line"));
@@ -60,15 +64,20 @@ pub fn parse_response<'h, 'b>(
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
             if content_length.is_some() {
-                return Err(malformed("duplicate Content-Length in the upstream response"));
+                return Err(malformed(
+                    "duplicate Content-Length in the upstream response",
+                ));
             }
             content_length = Some(
-                parse_content_length(h.value).ok_or_else(|| malformed("invalid Content-Length in the upstream response"))?,
+                parse_content_length(h.value)
+                    .ok_or_else(|| malformed("invalid Content-Length in the upstream response"))?,
             );
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             for coding in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if chunked || !coding.eq_ignore_ascii_case(b"chunked") {
-                    return Err(malformed("unsupported Transfer-Encoding in the upstream response"));
+                    return Err(malformed(
+                        "unsupported Transfer-Encoding in the upstream response",
+                    ));
                 }
                 chunked = true;
             }
@@ -77,7 +86,9 @@ pub fn parse_response<'h, 'b>(
         }
     }
     if content_length.is_some() && chunked {
-        return Err(malformed("both Content-Length and Transfer-Encoding in the upstream response"));
+        return Err(malformed(
+            "both Content-Length and Transfer-Encoding in the upstream response",
+        ));
     }
     let bodiless = request_was_head || status < 200 || status == 204 || status == 304;
     let framing = if bodiless {
@@ -111,22 +122,61 @@ mod tests {
 
     fn parse(raw: &[u8], head: bool) -> Result<Option<(u16, Framing, bool)>, ProxyError> {
         let mut storage = [const { MaybeUninit::uninit() }; 32];
-        parse_response(raw, &mut storage, head, 8192).map(|o| o.map(|r| (r.status, r.framing, r.keep_alive)))
+        parse_response(raw, &mut storage, head, 8192)
+            .map(|o| o.map(|r| (r.status, r.framing, r.keep_alive)))
     }
 
     #[test]
     fn framing_rules() {
         let ok = |raw: &[u8], head| parse(raw, head).unwrap().unwrap();
-        assert_eq!(ok(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false), (200, Framing::Length(5), true));
-        assert_eq!(ok(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true), (200, Framing::None, true));
-        assert_eq!(ok(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false), (200, Framing::Chunked, true));
-        assert_eq!(ok(b"HTTP/1.1 204 No Content\r\n\r\n", false), (204, Framing::None, true));
-        assert_eq!(ok(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", false), (304, Framing::None, true));
-        assert_eq!(ok(b"HTTP/1.1 200 OK\r\n\r\n", false), (200, Framing::UntilClose, false));
-        assert_eq!(ok(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false), (200, Framing::Length(1), false));
-        assert_eq!(ok(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", false), (200, Framing::Length(1), false));
-        assert_eq!(ok(b"HTTP/1.1 100 Continue\r\n\r\n", false), (100, Framing::None, true));
-        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Len", false).unwrap().is_none());
+        assert_eq!(
+            ok(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false),
+            (200, Framing::Length(5), true)
+        );
+        assert_eq!(
+            ok(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true),
+            (200, Framing::None, true)
+        );
+        assert_eq!(
+            ok(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            ),
+            (200, Framing::Chunked, true)
+        );
+        assert_eq!(
+            ok(b"HTTP/1.1 204 No Content\r\n\r\n", false),
+            (204, Framing::None, true)
+        );
+        assert_eq!(
+            ok(
+                b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+                false
+            ),
+            (304, Framing::None, true)
+        );
+        assert_eq!(
+            ok(b"HTTP/1.1 200 OK\r\n\r\n", false),
+            (200, Framing::UntilClose, false)
+        );
+        assert_eq!(
+            ok(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false),
+            (200, Framing::Length(1), false)
+        );
+        assert_eq!(
+            ok(
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+                false
+            ),
+            (200, Framing::Length(1), false)
+        );
+        assert_eq!(
+            ok(b"HTTP/1.1 100 Continue\r\n\r\n", false),
+            (100, Framing::None, true)
+        );
+        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Len", false)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -141,7 +191,12 @@ mod tests {
             b"HTTP/1.1 2000 OK\r\n\r\n",
         ] {
             let err = parse(raw, false).unwrap_err();
-            assert_eq!(err.kind, ErrorKind::UpstreamUnavailable, "{:?}", String::from_utf8_lossy(raw));
+            assert_eq!(
+                err.kind,
+                ErrorKind::UpstreamUnavailable,
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 }

@@ -154,11 +154,19 @@ mod tests {
         weights
             .iter()
             .enumerate()
-            .map(|(i, &weight)| Target { addr: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(), weight })
+            .map(|(i, &weight)| Target {
+                addr: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
+                weight,
+            })
             .collect()
     }
 
-    fn counts(b: &mut Balancer, n: usize, picks: usize, mut next: impl FnMut(usize) -> (u64, u64)) -> Vec<usize> {
+    fn counts(
+        b: &mut Balancer,
+        n: usize,
+        picks: usize,
+        mut next: impl FnMut(usize) -> (u64, u64),
+    ) -> Vec<usize> {
         let mut c = vec![0; n];
         for i in 0..picks {
             let (r, k) = next(i);
@@ -199,7 +207,9 @@ mod tests {
     #[test]
     fn hash_is_sticky_spread_and_stable_when_targets_are_removed() {
         let mut b3 = Balancer::new(&Balance::Hash(HashOn::ClientIp), &targets(&[1, 1, 1]));
-        let keys: Vec<u64> = (0..3000).map(|i| hash_key(format!("10.0.{}.{}", i / 256, i % 256).as_bytes())).collect();
+        let keys: Vec<u64> = (0..3000)
+            .map(|i| hash_key(format!("10.0.{}.{}", i / 256, i % 256).as_bytes()))
+            .collect();
         let first: Vec<usize> = keys.iter().map(|&k| b3.pick(0, k)).collect();
         let again: Vec<usize> = keys.iter().map(|&k| b3.pick(7, k)).collect();
         assert_eq!(first, again);

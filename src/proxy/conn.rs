@@ -36,11 +36,15 @@ enum Head {
     Gone,
 }
 
-/// Serves one accepted connection. Not an `async fn` on purpose (fix): the connection is
+/// Serves one accepted connection. Not an `async fn` on purpose: the connection is
 /// counted when this is called, before the accept loop spawns the future and checks
 /// `max_connections_per_worker` again. Counting inside the task let the loop start one
 /// more accept before the new task first ran, so the cap admitted one connection too many.
-pub fn serve(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx>) -> impl std::future::Future<Output = ()> {
+pub fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    worker: Rc<WorkerCtx>,
+) -> impl std::future::Future<Output = ()> {
     let guard = worker.connection_guard();
     async move {
         let _guard = guard;
@@ -67,7 +71,14 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
                 // Consume the refused head, or a kept-alive connection (404, 405) would
                 // parse and refuse the same head again, forever.
                 c.rbuf.consume(r.head_len);
-                respond_error(&mut c, &snap, &r.error, r.request_id.as_str(), r.keep_alive && !worker.draining()).await
+                respond_error(
+                    &mut c,
+                    &snap,
+                    &r.error,
+                    r.request_id.as_str(),
+                    r.keep_alive && !worker.draining(),
+                )
+                .await
             }
             Head::Ready(p) => {
                 c.rbuf.consume(p.head_len);
@@ -86,7 +97,11 @@ async fn read_head(c: &mut ClientConn, snap: &Snapshot, worker: &WorkerCtx, firs
     let mut started = (!c.rbuf.is_empty()).then(Instant::now);
     loop {
         if !c.rbuf.is_empty() {
-            let mut ctx = PrepareCtx { client_ip: c.peer.ip(), ids: &worker.ids, path: &mut c.path };
+            let mut ctx = PrepareCtx {
+                client_ip: c.peer.ip(),
+                ids: &worker.ids,
+                path: &mut c.path,
+            };
             match prepare(c.rbuf.data(), snap, &mut ctx, &mut c.up_head) {
                 Ok(Some(p)) => return Head::Ready(p),
                 Ok(None) => {}
@@ -99,7 +114,11 @@ async fn read_head(c: &mut ClientConn, snap: &Snapshot, worker: &WorkerCtx, firs
             None => server.keepalive_timeout,
         };
         let idle = c.rbuf.is_empty();
-        let read = c.rbuf.read_from(&mut c.stream, server.limits.max_header_bytes, timeout.max(Duration::from_millis(1)));
+        let read = c.rbuf.read_from(
+            &mut c.stream,
+            server.limits.max_header_bytes,
+            timeout.max(Duration::from_millis(1)),
+        );
         let result = if idle {
             // Between requests a drain closes the connection at once.
             monoio::select! {
@@ -115,10 +134,22 @@ async fn read_head(c: &mut ClientConn, snap: &Snapshot, worker: &WorkerCtx, firs
                 started.get_or_insert_with(Instant::now);
             }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut && !idle => {
-                return reject(worker, ProxyError::client(ErrorKind::RequestTimeout, "request head not received in time"))
+                return reject(
+                    worker,
+                    ProxyError::client(
+                        ErrorKind::RequestTimeout,
+                        "request head not received in time",
+                    ),
+                )
             }
             Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
-                return reject(worker, ProxyError::client(ErrorKind::HeadersTooLarge, "request head is larger than the limit"))
+                return reject(
+                    worker,
+                    ProxyError::client(
+                        ErrorKind::HeadersTooLarge,
+                        "request head is larger than the limit",
+                    ),
+                )
             }
             Err(_) => return Head::Gone,
         }
@@ -126,16 +157,38 @@ async fn read_head(c: &mut ClientConn, snap: &Snapshot, worker: &WorkerCtx, firs
 }
 
 fn reject(worker: &WorkerCtx, error: ProxyError) -> Head {
-    Head::Rejected(Rejected { error, request_id: worker.ids.next_id(), keep_alive: false, head_len: 0 })
+    Head::Rejected(Rejected {
+        error,
+        request_id: worker.ids.next_id(),
+        keep_alive: false,
+        head_len: 0,
+    })
 }
 
 /// Sends the JSON error response; the connection stays open only when the error leaves
 /// the byte stream in a known state.
-pub async fn respond_error(c: &mut ClientConn, snap: &Snapshot, error: &ProxyError, request_id: &str, keep_alive: bool) -> After {
+pub async fn respond_error(
+    c: &mut ClientConn,
+    snap: &Snapshot,
+    error: &ProxyError,
+    request_id: &str,
+    keep_alive: bool,
+) -> After {
     let keep_alive = keep_alive && !error.kind.closes_connection();
     c.scratch.clear();
-    write_error_response(&mut c.scratch, error.kind, &error.message, request_id, !keep_alive);
-    let sent = write_all(&mut c.stream, &mut c.scratch, snap.config.server.body_timeout).await;
+    write_error_response(
+        &mut c.scratch,
+        error.kind,
+        &error.message,
+        request_id,
+        !keep_alive,
+    );
+    let sent = write_all(
+        &mut c.stream,
+        &mut c.scratch,
+        snap.config.server.body_timeout,
+    )
+    .await;
     c.scratch.clear();
     if keep_alive && sent.is_ok() {
         return After::KeepAlive;
@@ -159,7 +212,15 @@ async fn linger_close(c: &mut ClientConn) {
     while discarded < 1 << 20 {
         c.rbuf.consume(c.rbuf.len());
         let left = deadline.saturating_duration_since(Instant::now());
-        match c.rbuf.read_from(&mut c.stream, CLIENT_BUF, left.max(Duration::from_millis(1))).await {
+        match c
+            .rbuf
+            .read_from(
+                &mut c.stream,
+                CLIENT_BUF,
+                left.max(Duration::from_millis(1)),
+            )
+            .await
+        {
             Ok(n) if n > 0 && !left.is_zero() => discarded += n,
             _ => return,
         }

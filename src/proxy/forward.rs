@@ -33,11 +33,19 @@ struct Failed {
 
 impl From<ProxyError> for Failed {
     fn from(error: ProxyError) -> Self {
-        Failed { error, respond: true }
+        Failed {
+            error,
+            respond: true,
+        }
     }
 }
 
-pub async fn forward(c: &mut ClientConn, p: &Prepared, snap: &Snapshot, worker: &WorkerCtx) -> After {
+pub async fn forward(
+    c: &mut ClientConn,
+    p: &Prepared,
+    snap: &Snapshot,
+    worker: &WorkerCtx,
+) -> After {
     let target = {
         let mut ups = worker.upstreams.borrow_mut();
         let u = ups.get(p.upstream);
@@ -46,7 +54,12 @@ pub async fn forward(c: &mut ClientConn, p: &Prepared, snap: &Snapshot, worker: 
         t
     };
     let result = exchange(c, p, snap, worker, target).await;
-    worker.upstreams.borrow_mut().get(p.upstream).balancer.end(target);
+    worker
+        .upstreams
+        .borrow_mut()
+        .get(p.upstream)
+        .balancer
+        .end(target);
     match result {
         Ok(after) => after,
         Err(f) => {
@@ -66,7 +79,13 @@ pub async fn forward(c: &mut ClientConn, p: &Prepared, snap: &Snapshot, worker: 
     }
 }
 
-async fn exchange(c: &mut ClientConn, p: &Prepared, snap: &Snapshot, worker: &WorkerCtx, target: usize) -> Result<After, Failed> {
+async fn exchange(
+    c: &mut ClientConn,
+    p: &Prepared,
+    snap: &Snapshot,
+    worker: &WorkerCtx,
+    target: usize,
+) -> Result<After, Failed> {
     let ucfg = snap.upstream(p.upstream);
     let mut retried = false;
     loop {
@@ -105,25 +124,48 @@ async fn exchange(c: &mut ClientConn, p: &Prepared, snap: &Snapshot, worker: &Wo
         c.scratch.clear();
         if let Err(e) = relayed {
             let error = match e {
-                RelayError::DestIo(_) | RelayError::DestTimeout => {
-                    ProxyError::client(ErrorKind::BadRequest, "client went away during the response")
-                }
-                RelayError::SourceTimeout => ProxyError::upstream(ErrorKind::UpstreamTimeout, "upstream stalled during the response body"),
-                other => ProxyError::upstream(ErrorKind::UpstreamUnavailable, format!("upstream response body failed: {other:?}")),
+                RelayError::DestIo(_) | RelayError::DestTimeout => ProxyError::client(
+                    ErrorKind::BadRequest,
+                    "client went away during the response",
+                ),
+                RelayError::SourceTimeout => ProxyError::upstream(
+                    ErrorKind::UpstreamTimeout,
+                    "upstream stalled during the response body",
+                ),
+                other => ProxyError::upstream(
+                    ErrorKind::UpstreamUnavailable,
+                    format!("upstream {:?} response body: {other}", ucfg.name),
+                ),
             };
-            // Fix: a body that fails before any byte went to the client (the head is
-            // still buffered with the first chunk, e.g. bad chunked framing in the same
-            // packet) used to end in a bare close; nothing was sent, so answer 502/504.
-            return Err(Failed { error, respond: !client_touched });
+            // A body that fails before any byte went to the client (the head is still
+            // buffered with the first chunk, e.g. bad chunked framing in the same packet)
+            // can still get a proper 502/504; once bytes went out, only a close is left.
+            return Err(Failed {
+                error,
+                respond: !client_touched,
+            });
         }
         if meta.upstream_keep_alive && up.rbuf.is_empty() {
-            worker.upstreams.borrow_mut().get(p.upstream).checkin(up, Instant::now());
+            worker
+                .upstreams
+                .borrow_mut()
+                .get(p.upstream)
+                .checkin(up, Instant::now());
         }
-        return Ok(if meta.client_keep_alive { After::KeepAlive } else { After::Close });
+        return Ok(if meta.client_keep_alive {
+            After::KeepAlive
+        } else {
+            After::Close
+        });
     }
 }
 
-async fn upstream_conn(worker: &WorkerCtx, p: &Prepared, ucfg: &UpstreamConfig, target: usize) -> Result<UpstreamConn, Failed> {
+async fn upstream_conn(
+    worker: &WorkerCtx,
+    p: &Prepared,
+    ucfg: &UpstreamConfig,
+    target: usize,
+) -> Result<UpstreamConn, Failed> {
     let (pooled, addr) = {
         let mut ups = worker.upstreams.borrow_mut();
         let u = ups.get(p.upstream);
@@ -132,14 +174,29 @@ async fn upstream_conn(worker: &WorkerCtx, p: &Prepared, ucfg: &UpstreamConfig, 
     if let Some(conn) = pooled {
         return Ok(conn);
     }
-    connect(addr, target, ucfg.connect_timeout).await.map_err(|e| {
-        let kind = if is_timeout(&e) { ErrorKind::UpstreamTimeout } else { ErrorKind::UpstreamUnavailable };
-        Failed::from(ProxyError::upstream(kind, format!("upstream {:?}: connect to {addr} failed: {e}", ucfg.name)))
-    })
+    connect(addr, target, ucfg.connect_timeout)
+        .await
+        .map_err(|e| {
+            let kind = if is_timeout(&e) {
+                ErrorKind::UpstreamTimeout
+            } else {
+                ErrorKind::UpstreamUnavailable
+            };
+            Failed::from(ProxyError::upstream(
+                kind,
+                format!("upstream {:?}: connect to {addr} failed: {e}", ucfg.name),
+            ))
+        })
 }
 
 /// Sends the head and streams the request body.
-async fn send_request(c: &mut ClientConn, p: &Prepared, snap: &Snapshot, ucfg: &UpstreamConfig, up: &mut UpstreamConn) -> Result<(), Failed> {
+async fn send_request(
+    c: &mut ClientConn,
+    p: &Prepared,
+    snap: &Snapshot,
+    ucfg: &UpstreamConfig,
+    up: &mut UpstreamConn,
+) -> Result<(), Failed> {
     let write_timeout = ucfg.body_timeout;
     // A small body that is already here travels with the head in one write.
     if let Framing::Length(n) = p.framing {
@@ -157,7 +214,10 @@ async fn send_request(c: &mut ClientConn, p: &Prepared, snap: &Snapshot, ucfg: &
         let mut cont = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
         write_all(&mut c.stream, &mut cont, snap.config.server.body_timeout)
             .await
-            .map_err(|_| Failed { error: ProxyError::client(ErrorKind::BadRequest, "client went away"), respond: false })?;
+            .map_err(|_| Failed {
+                error: ProxyError::client(ErrorKind::BadRequest, "client went away"),
+                respond: false,
+            })?;
     }
     c.scratch.clear();
     let relayed = Relay {
@@ -176,31 +236,67 @@ async fn send_request(c: &mut ClientConn, p: &Prepared, snap: &Snapshot, ucfg: &
     .await;
     c.scratch.clear();
     relayed.map(|_| ()).map_err(|e| match e {
-        RelayError::SourceClosed | RelayError::SourceIo(_) => {
-            Failed { error: ProxyError::client(ErrorKind::BadRequest, "client closed during the request body"), respond: false }
-        }
-        RelayError::SourceTimeout => ProxyError::client(ErrorKind::RequestTimeout, "request body not received in time").into(),
-        RelayError::BadFraming(why) => ProxyError::client(ErrorKind::BadRequest, format!("invalid chunked request body: {why}")).into(),
+        RelayError::SourceClosed | RelayError::SourceIo(_) => Failed {
+            error: ProxyError::client(
+                ErrorKind::BadRequest,
+                "client closed during the request body",
+            ),
+            respond: false,
+        },
+        RelayError::SourceTimeout => ProxyError::client(
+            ErrorKind::RequestTimeout,
+            "request body not received in time",
+        )
+        .into(),
+        RelayError::BadFraming(why) => ProxyError::client(
+            ErrorKind::BadRequest,
+            format!("invalid chunked request body: {why}"),
+        )
+        .into(),
         RelayError::TooLarge => ProxyError::client(
             ErrorKind::PayloadTooLarge,
             format!("request body exceeds the limit of {} bytes", p.max_body),
         )
         .into(),
-        RelayError::DestTimeout => {
-            ProxyError::upstream(ErrorKind::UpstreamTimeout, format!("upstream {:?} stopped reading the request body", ucfg.name)).into()
-        }
-        RelayError::DestIo(e) => {
-            ProxyError::upstream(ErrorKind::UpstreamUnavailable, format!("upstream {:?}: sending the request body failed: {e}", ucfg.name)).into()
-        }
+        RelayError::DestTimeout => ProxyError::upstream(
+            ErrorKind::UpstreamTimeout,
+            format!("upstream {:?} stopped reading the request body", ucfg.name),
+        )
+        .into(),
+        RelayError::DestIo(e) => ProxyError::upstream(
+            ErrorKind::UpstreamUnavailable,
+            format!(
+                "upstream {:?}: sending the request body failed: {e}",
+                ucfg.name
+            ),
+        )
+        .into(),
     })
 }
 
-async fn write_head(up: &mut UpstreamConn, head: &mut Vec<u8>, p: &Prepared, ucfg: &UpstreamConfig, timeout: std::time::Duration) -> Result<(), Failed> {
+async fn write_head(
+    up: &mut UpstreamConn,
+    head: &mut Vec<u8>,
+    p: &Prepared,
+    ucfg: &UpstreamConfig,
+    timeout: std::time::Duration,
+) -> Result<(), Failed> {
     write_all(&mut up.stream, head, timeout).await.map_err(|e| {
-        let kind = if is_timeout(&e) { ErrorKind::UpstreamTimeout } else { ErrorKind::UpstreamUnavailable };
-        let err = ProxyError::upstream(kind, format!("upstream {:?}: sending the request failed: {e}", ucfg.name));
+        let kind = if is_timeout(&e) {
+            ErrorKind::UpstreamTimeout
+        } else {
+            ErrorKind::UpstreamUnavailable
+        };
+        let err = ProxyError::upstream(
+            kind,
+            format!("upstream {:?}: sending the request failed: {e}", ucfg.name),
+        );
         // A pooled connection the peer closed while idle: safe to try a fresh one.
-        Failed::from(if up.reused && p.retry_safe { err.retryable() } else { err })
+        Failed::from(if up.reused && p.retry_safe {
+            err.retryable()
+        } else {
+            err
+        })
     })
 }
 
@@ -214,17 +310,28 @@ struct ResponseMeta {
 
 /// Reads the response head (skipping 1xx), checks it, and writes the client's response
 /// head into `c.scratch`.
-async fn read_response_head(c: &mut ClientConn, p: &Prepared, ucfg: &UpstreamConfig, up: &mut UpstreamConn, worker: &WorkerCtx) -> Result<ResponseMeta, ProxyError> {
+async fn read_response_head(
+    c: &mut ClientConn,
+    p: &Prepared,
+    ucfg: &UpstreamConfig,
+    up: &mut UpstreamConn,
+    worker: &WorkerCtx,
+) -> Result<ResponseMeta, ProxyError> {
     let deadline = Instant::now() + ucfg.response_timeout;
     let mut received_any = false;
     loop {
         if !up.rbuf.is_empty() {
             received_any = true;
             let mut storage = [const { MaybeUninit::uninit() }; 256];
-            if let Some(head) = parse_response(up.rbuf.data(), &mut storage, p.is_head, UPSTREAM_BUF)? {
+            if let Some(head) =
+                parse_response(up.rbuf.data(), &mut storage, p.is_head, UPSTREAM_BUF)?
+            {
                 let head_len = head.head_len;
                 if head.status == 101 {
-                    return Err(ProxyError::upstream(ErrorKind::UpstreamUnavailable, "upstream switched protocols without being asked"));
+                    return Err(ProxyError::upstream(
+                        ErrorKind::UpstreamUnavailable,
+                        "upstream switched protocols without being asked",
+                    ));
                 }
                 if head.status < 200 {
                     up.rbuf.consume(head_len);
@@ -238,22 +345,53 @@ async fn read_response_head(c: &mut ClientConn, p: &Prepared, ucfg: &UpstreamCon
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let res = up.rbuf.read_from(&mut up.stream, UPSTREAM_BUF, left.max(std::time::Duration::from_millis(1))).await;
+        let res = up
+            .rbuf
+            .read_from(
+                &mut up.stream,
+                UPSTREAM_BUF,
+                left.max(std::time::Duration::from_millis(1)),
+            )
+            .await;
         let err = match res {
             Ok(n) if n > 0 => continue,
-            Ok(_) => ProxyError::upstream(ErrorKind::UpstreamUnavailable, format!("upstream {:?} closed the connection before a complete response", ucfg.name)),
+            Ok(_) => ProxyError::upstream(
+                ErrorKind::UpstreamUnavailable,
+                format!(
+                    "upstream {:?} closed the connection before a complete response",
+                    ucfg.name
+                ),
+            ),
             Err(e) if is_timeout(&e) => {
-                return Err(ProxyError::upstream(ErrorKind::UpstreamTimeout, format!("upstream {:?} did not respond within {:?}", ucfg.name, ucfg.response_timeout)))
+                return Err(ProxyError::upstream(
+                    ErrorKind::UpstreamTimeout,
+                    format!(
+                        "upstream {:?} did not respond within {:?}",
+                        ucfg.name, ucfg.response_timeout
+                    ),
+                ))
             }
-            Err(e) => ProxyError::upstream(ErrorKind::UpstreamUnavailable, format!("upstream {:?}: reading the response failed: {e}", ucfg.name)),
+            Err(e) => ProxyError::upstream(
+                ErrorKind::UpstreamUnavailable,
+                format!("upstream {:?}: reading the response failed: {e}", ucfg.name),
+            ),
         };
         // Nothing at all came back on a pooled connection: the peer closed it while it
         // sat idle, so the request never reached the application.
-        return Err(if up.reused && !received_any && p.retry_safe { err.retryable() } else { err });
+        return Err(if up.reused && !received_any && p.retry_safe {
+            err.retryable()
+        } else {
+            err
+        });
     }
 }
 
-fn write_client_head(out: &mut Vec<u8>, head: &ResponseHead, p: &Prepared, draining: bool) -> ResponseMeta {
+fn write_client_head(
+    out: &mut Vec<u8>,
+    head: &ResponseHead,
+    p: &Prepared,
+    draining: bool,
+) -> ResponseMeta {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(&status_digits(head.status));
@@ -267,7 +405,9 @@ fn write_client_head(out: &mut Vec<u8>, head: &ResponseHead, p: &Prepared, drain
         }
         // Content-Length is rewritten below when there is a body; without one (HEAD,
         // 304) the upstream's value describes the representation and passes through.
-        if h.name.eq_ignore_ascii_case("content-length") && (head.framing != Framing::None || head.status == 204) {
+        if h.name.eq_ignore_ascii_case("content-length")
+            && (head.framing != Framing::None || head.status == 204)
+        {
             continue;
         }
         has_request_id |= h.name.eq_ignore_ascii_case("x-request-id");
@@ -298,10 +438,19 @@ fn write_client_head(out: &mut Vec<u8>, head: &ResponseHead, p: &Prepared, drain
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    ResponseMeta { framing: head.framing, upstream_keep_alive: head.keep_alive, client_chunked, client_keep_alive }
+    ResponseMeta {
+        framing: head.framing,
+        upstream_keep_alive: head.keep_alive,
+        client_chunked,
+        client_keep_alive,
+    }
 }
 
 fn status_digits(status: u16) -> [u8; 3] {
     let s = status.min(999);
-    [b'0' + (s / 100) as u8, b'0' + (s / 10 % 10) as u8, b'0' + (s % 10) as u8]
+    [
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]
 }

@@ -18,7 +18,10 @@ pub struct ReadBuf {
 
 impl ReadBuf {
     pub fn with_capacity(cap: usize) -> Self {
-        ReadBuf { vec: Vec::with_capacity(cap), pos: 0 }
+        ReadBuf {
+            vec: Vec::with_capacity(cap),
+            pos: 0,
+        }
     }
 
     pub fn data(&self) -> &[u8] {
@@ -59,7 +62,12 @@ impl ReadBuf {
     /// Reads once, appending to the buffer. `Ok(0)`: end of stream. An error of kind
     /// `TimedOut` when nothing arrived within `timeout`; `OutOfMemory` when the buffer is
     /// full at `max_cap` (the caller's limit was reached).
-    pub async fn read_from(&mut self, stream: &mut TcpStream, max_cap: usize, timeout: Duration) -> io::Result<usize> {
+    pub async fn read_from(
+        &mut self,
+        stream: &mut TcpStream,
+        max_cap: usize,
+        timeout: Duration,
+    ) -> io::Result<usize> {
         if !self.reserve(4096, max_cap) {
             return Err(io::ErrorKind::OutOfMemory.into());
         }
@@ -78,7 +86,12 @@ impl ReadBuf {
     }
 
     /// Writes `vec[pos..pos+n]` (the first `n` unconsumed bytes) to `stream` and consumes them.
-    pub async fn write_to(&mut self, stream: &mut TcpStream, n: usize, timeout: Duration) -> io::Result<()> {
+    pub async fn write_to(
+        &mut self,
+        stream: &mut TcpStream,
+        n: usize,
+        timeout: Duration,
+    ) -> io::Result<()> {
         let start = self.pos;
         let vec = std::mem::take(&mut self.vec);
         let write = stream.write_all(vec.slice(start..start + n));
@@ -95,7 +108,11 @@ impl ReadBuf {
 }
 
 /// Writes all of `buf` within `timeout`; `buf` keeps its contents (callers clear it).
-pub async fn write_all(stream: &mut TcpStream, buf: &mut Vec<u8>, timeout: Duration) -> io::Result<()> {
+pub async fn write_all(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+) -> io::Result<()> {
     if buf.is_empty() {
         return Ok(());
     }

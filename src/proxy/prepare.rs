@@ -63,7 +63,14 @@ pub fn prepare(
     let head = match parse_request(data, &mut storage, &snap.config.server.limits) {
         Ok(Some(h)) => h,
         Ok(None) => return Ok(None),
-        Err(error) => return Err(Rejected { error, request_id: ctx.ids.next_id(), keep_alive: false, head_len: 0 }),
+        Err(error) => {
+            return Err(Rejected {
+                error,
+                request_id: ctx.ids.next_id(),
+                keep_alive: false,
+                head_len: 0,
+            })
+        }
     };
     let request_id = head
         .headers
@@ -72,7 +79,9 @@ pub fn prepare(
         .and_then(|h| RequestId::from_header(h.value))
         .unwrap_or_else(|| ctx.ids.next_id());
     let reject = |error: ProxyError| Rejected {
-        keep_alive: head.keep_alive && !error.kind.closes_connection() && head.framing == Framing::None,
+        keep_alive: head.keep_alive
+            && !error.kind.closes_connection()
+            && head.framing == Framing::None,
         head_len: head.head_len,
         error,
         request_id,
@@ -82,9 +91,16 @@ pub fn prepare(
         Some(i) => head.target.split_at(i),
         None => (head.target, ""),
     };
-    normalize_path(raw_path.as_bytes(), ctx.path)
-        .map_err(|e| reject(ProxyError::client(ErrorKind::BadRequest, format!("invalid request path: {e}"))))?;
-    let route = match snap.router.lookup(head.host, head.method.as_bytes(), ctx.path) {
+    normalize_path(raw_path.as_bytes(), ctx.path).map_err(|e| {
+        reject(ProxyError::client(
+            ErrorKind::BadRequest,
+            format!("invalid request path: {e}"),
+        ))
+    })?;
+    let route = match snap
+        .router
+        .lookup(head.host, head.method.as_bytes(), ctx.path)
+    {
         Match::Found(id) => id,
         Match::MethodNotAllowed => {
             return Err(reject(ProxyError::client(
@@ -93,7 +109,10 @@ pub fn prepare(
             )))
         }
         Match::NotFound => {
-            return Err(reject(ProxyError::client(ErrorKind::RouteNotFound, format!("no route for {}", ctx.path))))
+            return Err(reject(ProxyError::client(
+                ErrorKind::RouteNotFound,
+                format!("no route for {}", ctx.path),
+            )))
         }
     };
     let rc = snap.route(route);
@@ -101,7 +120,10 @@ pub fn prepare(
         if n > rc.max_body_bytes {
             return Err(reject(ProxyError::client(
                 ErrorKind::PayloadTooLarge,
-                format!("request body of {n} bytes exceeds the limit of {} bytes", rc.max_body_bytes),
+                format!(
+                    "request body of {n} bytes exceeds the limit of {} bytes",
+                    rc.max_body_bytes
+                ),
             )));
         }
     }
@@ -113,7 +135,13 @@ pub fn prepare(
 
     out.clear();
     write_request_line(out, &head, rc, ctx.path, query);
-    write_forwarded_headers(out, &head, ctx.client_ip, snap.config.server.trust_forwarded, &request_id);
+    write_forwarded_headers(
+        out,
+        &head,
+        ctx.client_ip,
+        snap.config.server.trust_forwarded,
+        &request_id,
+    );
     match head.framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
@@ -132,7 +160,10 @@ pub fn prepare(
         expect_continue: head.expect_continue,
         is_head,
         retry_safe: head.framing == Framing::None
-            && matches!(head.method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"),
+            && matches!(
+                head.method,
+                "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+            ),
         http10: head.http10,
         route,
         upstream: rc.upstream,
@@ -144,7 +175,13 @@ pub fn prepare(
 
 /// `METHOD /upstream/path?query HTTP/1.1`, with the route's prefix rewrite applied to the
 /// normalized path, never to the raw one.
-fn write_request_line(out: &mut Vec<u8>, head: &RequestHead, rc: &crate::config::RouteConfig, path: &str, query: &str) {
+fn write_request_line(
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+    rc: &crate::config::RouteConfig,
+    path: &str,
+    query: &str,
+) {
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
     let mut rest = path;
@@ -169,7 +206,13 @@ fn write_request_line(out: &mut Vec<u8>, head: &RequestHead, rc: &crate::config:
 }
 
 /// Copies end-to-end headers and sets the X-Forwarded-* family and X-Request-Id.
-fn write_forwarded_headers(out: &mut Vec<u8>, head: &RequestHead, client_ip: IpAddr, trust_forwarded: bool, id: &RequestId) {
+fn write_forwarded_headers(
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+    client_ip: IpAddr,
+    trust_forwarded: bool,
+    id: &RequestId,
+) {
     let mut prior_xff: Option<&[u8]> = None;
     for h in head.headers {
         let name = h.name;

@@ -30,6 +30,20 @@ pub enum RelayError {
     DestIo(io::Error),
 }
 
+impl std::fmt::Display for RelayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RelayError::SourceClosed => f.write_str("closed before the end of the body"),
+            RelayError::SourceTimeout => f.write_str("timed out while sending the body"),
+            RelayError::SourceIo(e) => write!(f, "read failed: {e}"),
+            RelayError::BadFraming(why) => write!(f, "invalid chunked framing: {why}"),
+            RelayError::TooLarge => f.write_str("body larger than the limit"),
+            RelayError::DestTimeout => f.write_str("the receiver stopped reading"),
+            RelayError::DestIo(e) => write!(f, "write failed: {e}"),
+        }
+    }
+}
+
 pub struct Relay<'a> {
     pub src: &'a mut TcpStream,
     pub src_buf: &'a mut ReadBuf,
@@ -50,7 +64,18 @@ pub struct Relay<'a> {
 impl Relay<'_> {
     /// Relays the whole body; `pending` is flushed first. Returns body bytes relayed.
     pub async fn run(self) -> Result<u64, RelayError> {
-        let Relay { src, src_buf, dst, pending, from, to_chunked, limit, read_timeout, write_timeout, dst_touched } = self;
+        let Relay {
+            src,
+            src_buf,
+            dst,
+            pending,
+            from,
+            to_chunked,
+            limit,
+            read_timeout,
+            write_timeout,
+            dst_touched,
+        } = self;
         let mut relayed: u64 = 0;
         let mut decoder = ChunkedDecoder::new();
         let mut remaining = match from {
@@ -58,7 +83,9 @@ impl Relay<'_> {
             _ => u64::MAX,
         };
         if from == Framing::None {
-            return flush(dst, pending, write_timeout, dst_touched).await.map(|()| 0);
+            return flush(dst, pending, write_timeout, dst_touched)
+                .await
+                .map(|()| 0);
         }
         loop {
             match from {
@@ -73,17 +100,24 @@ impl Relay<'_> {
                     } else {
                         flush(dst, pending, write_timeout, dst_touched).await?;
                         *dst_touched = true;
-                        src_buf.write_to(dst, take, write_timeout).await.map_err(dest_err)?;
+                        src_buf
+                            .write_to(dst, take, write_timeout)
+                            .await
+                            .map_err(dest_err)?;
                     }
                     if remaining == 0 {
-                        return flush(dst, pending, write_timeout, dst_touched).await.map(|()| relayed);
+                        return flush(dst, pending, write_timeout, dst_touched)
+                            .await
+                            .map(|()| relayed);
                     }
                 }
                 Framing::Chunked => {
                     let mut pos = 0;
                     let data = src_buf.data();
                     while pos < data.len() && !decoder.is_done() {
-                        let step = decoder.decode(&data[pos..]).map_err(RelayError::BadFraming)?;
+                        let step = decoder
+                            .decode(&data[pos..])
+                            .map_err(RelayError::BadFraming)?;
                         if let Some(r) = step.data {
                             let chunk = &data[pos + r.start..pos + r.end];
                             relayed += chunk.len() as u64;
@@ -99,7 +133,9 @@ impl Relay<'_> {
                         if to_chunked {
                             pending.extend_from_slice(LAST_CHUNK);
                         }
-                        return flush(dst, pending, write_timeout, dst_touched).await.map(|()| relayed);
+                        return flush(dst, pending, write_timeout, dst_touched)
+                            .await
+                            .map(|()| relayed);
                     }
                 }
                 Framing::UntilClose | Framing::None => {
@@ -126,11 +162,15 @@ impl Relay<'_> {
                     if to_chunked {
                         pending.extend_from_slice(LAST_CHUNK);
                     }
-                    return flush(dst, pending, write_timeout, dst_touched).await.map(|()| relayed);
+                    return flush(dst, pending, write_timeout, dst_touched)
+                        .await
+                        .map(|()| relayed);
                 }
                 Ok(0) => return Err(RelayError::SourceClosed),
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(RelayError::SourceTimeout),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Err(RelayError::SourceTimeout)
+                }
                 Err(e) => return Err(RelayError::SourceIo(e)),
             }
         }
@@ -150,7 +190,12 @@ fn encode(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
     }
 }
 
-async fn flush(dst: &mut TcpStream, pending: &mut Vec<u8>, timeout: Duration, touched: &mut bool) -> Result<(), RelayError> {
+async fn flush(
+    dst: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    timeout: Duration,
+    touched: &mut bool,
+) -> Result<(), RelayError> {
     *touched |= !pending.is_empty();
     let res = write_all(dst, pending, timeout).await;
     pending.clear();

@@ -17,11 +17,15 @@ impl RequestId {
     pub fn from_header(v: &[u8]) -> Option<Self> {
         let ok = !v.is_empty()
             && v.len() <= MAX_LEN
-            && v.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+            && v.iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
         ok.then(|| {
             let mut bytes = [0; MAX_LEN];
             bytes[..v.len()].copy_from_slice(v);
-            RequestId { bytes, len: v.len() as u8 }
+            RequestId {
+                bytes,
+                len: v.len() as u8,
+            }
         })
     }
 
@@ -50,7 +54,10 @@ pub struct RequestIdGen {
 
 impl RequestIdGen {
     pub fn new(seed: u64) -> Self {
-        RequestIdGen { prefix: seed, counter: Cell::new(0) }
+        RequestIdGen {
+            prefix: seed,
+            counter: Cell::new(0),
+        }
     }
 
     pub fn next_id(&self) -> RequestId {
@@ -85,7 +92,10 @@ mod tests {
 
     #[test]
     fn client_ids_are_validated() {
-        assert_eq!(RequestId::from_header(b"abc-123_x.y:z").unwrap().as_str(), "abc-123_x.y:z");
+        assert_eq!(
+            RequestId::from_header(b"abc-123_x.y:z").unwrap().as_str(),
+            "abc-123_x.y:z"
+        );
         assert!(RequestId::from_header(b"").is_none());
         assert!(RequestId::from_header(b"has space").is_none());
         assert!(RequestId::from_header(b"quote\"").is_none());

@@ -29,7 +29,10 @@ impl LocalSignal {
     }
 
     pub fn wait(&self) -> Wait<'_> {
-        Wait { signal: self, slot: None }
+        Wait {
+            signal: self,
+            slot: None,
+        }
     }
 }
 

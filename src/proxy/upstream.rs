@@ -49,7 +49,14 @@ pub struct WorkerUpstreams {
 
 impl WorkerUpstreams {
     pub fn build(snapshot: &Snapshot) -> Self {
-        WorkerUpstreams { upstreams: snapshot.config.upstreams.iter().map(WorkerUpstream::new).collect() }
+        WorkerUpstreams {
+            upstreams: snapshot
+                .config
+                .upstreams
+                .iter()
+                .map(WorkerUpstream::new)
+                .collect(),
+        }
     }
 
     pub fn get(&mut self, id: UpstreamId) -> &mut WorkerUpstream {
@@ -61,13 +68,19 @@ impl WorkerUpstreams {
         for u in &mut self.upstreams {
             let timeout = u.idle_timeout;
             for t in &mut u.targets {
-                t.idle.retain(|i| now.duration_since(i.since) < timeout && !peer_closed_or_dirty(&i.conn.stream));
+                t.idle.retain(|i| {
+                    now.duration_since(i.since) < timeout && !peer_closed_or_dirty(&i.conn.stream)
+                });
             }
         }
     }
 
     pub fn idle_count(&self) -> usize {
-        self.upstreams.iter().flat_map(|u| &u.targets).map(|t| t.idle.len()).sum()
+        self.upstreams
+            .iter()
+            .flat_map(|u| &u.targets)
+            .map(|t| t.idle.len())
+            .sum()
     }
 }
 
@@ -75,7 +88,14 @@ impl WorkerUpstream {
     fn new(cfg: &UpstreamConfig) -> Self {
         WorkerUpstream {
             balancer: Balancer::new(&cfg.balance, &cfg.targets),
-            targets: cfg.targets.iter().map(|t| TargetPool { addr: t.addr, idle: Vec::new() }).collect(),
+            targets: cfg
+                .targets
+                .iter()
+                .map(|t| TargetPool {
+                    addr: t.addr,
+                    idle: Vec::new(),
+                })
+                .collect(),
             max_idle: cfg.max_idle_per_target,
             idle_timeout: cfg.idle_timeout,
         }
@@ -89,7 +109,9 @@ impl WorkerUpstream {
     pub fn checkout(&mut self, target: usize, now: Instant) -> Option<UpstreamConn> {
         let pool = &mut self.targets[target].idle;
         while let Some(idle) = pool.pop() {
-            if now.duration_since(idle.since) < self.idle_timeout && !peer_closed_or_dirty(&idle.conn.stream) {
+            if now.duration_since(idle.since) < self.idle_timeout
+                && !peer_closed_or_dirty(&idle.conn.stream)
+            {
                 let mut conn = idle.conn;
                 conn.reused = true;
                 return Some(conn);
@@ -108,11 +130,20 @@ impl WorkerUpstream {
 }
 
 /// Opens a new connection to `addr` within `timeout`.
-pub async fn connect(addr: SocketAddr, target: usize, timeout: Duration) -> io::Result<UpstreamConn> {
+pub async fn connect(
+    addr: SocketAddr,
+    target: usize,
+    timeout: Duration,
+) -> io::Result<UpstreamConn> {
     let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(r) => r?,
         Err(_) => return Err(io::ErrorKind::TimedOut.into()),
     };
     stream.set_nodelay(true)?;
-    Ok(UpstreamConn { stream, rbuf: ReadBuf::with_capacity(UPSTREAM_BUF), target, reused: false })
+    Ok(UpstreamConn {
+        stream,
+        rbuf: ReadBuf::with_capacity(UPSTREAM_BUF),
+        target,
+        reused: false,
+    })
 }

@@ -14,6 +14,7 @@ pub struct WorkerCtx {
     pub id: usize,
     /// The current config generation. Cloning the inner `Rc` per request is a local,
     /// non-atomic increment: no cache line shared with other cores.
+    #[allow(clippy::redundant_allocation)] // the Rc is the point: see above
     snapshot: RefCell<Rc<Arc<Snapshot>>>,
     pub upstreams: RefCell<WorkerUpstreams>,
     pub ids: RequestIdGen,

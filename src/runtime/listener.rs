@@ -8,7 +8,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// Binds `count` listeners on `addr`. With port 0 the first socket picks the port and
 /// the rest join it, so tests can bind `127.0.0.1:0` with several workers.
-pub fn bind_group(addr: SocketAddr, count: usize, backlog: i32, nonblocking: bool) -> io::Result<Vec<TcpListener>> {
+pub fn bind_group(
+    addr: SocketAddr,
+    count: usize,
+    backlog: i32,
+    nonblocking: bool,
+) -> io::Result<Vec<TcpListener>> {
     let mut addr = addr;
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
@@ -17,7 +22,9 @@ pub fn bind_group(addr: SocketAddr, count: usize, backlog: i32, nonblocking: boo
         socket.set_reuse_port(true)?;
         socket.set_nodelay(true)?;
         socket.set_nonblocking(nonblocking)?;
-        socket.bind(&addr.into()).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        socket
+            .bind(&addr.into())
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         socket.listen(backlog)?;
         let listener: TcpListener = socket.into();
         addr = listener.local_addr()?;

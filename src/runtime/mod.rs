@@ -58,20 +58,36 @@ pub struct DrainReport {
 
 /// The CPUs workers are pinned to: `server.cpus`, else the process's affinity mask.
 fn worker_cpus(config: &Config) -> Vec<Option<usize>> {
-    let mask: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
+    let mask: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
     let cpus: Vec<usize> = config.server.cpus.clone().unwrap_or(mask);
     let count = match config.server.workers {
         WorkerCount::Fixed(n) => n,
         WorkerCount::Auto => cpus.len().max(1),
     };
-    (0..count).map(|i| if cpus.is_empty() { None } else { Some(cpus[i % cpus.len()]) }).collect()
+    (0..count)
+        .map(|i| {
+            if cpus.is_empty() {
+                None
+            } else {
+                Some(cpus[i % cpus.len()])
+            }
+        })
+        .collect()
 }
 
 /// Starts workers and the admin listener. Returns once every listener is bound (binding
 /// errors are reported here); workers finish starting in the background (see `wait_ready`).
 pub fn start(config: Config) -> Result<GatewayHandle, String> {
-    let snapshot = Snapshot::build(config, 1)
-        .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
+    let snapshot = Snapshot::build(config, 1).map_err(|errs| {
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
     let server = &snapshot.config.server;
     let cpus = worker_cpus(&snapshot.config);
     let n = cpus.len();
@@ -80,7 +96,8 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
     let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..n).map(|_| Vec::new()).collect();
     let mut listen = Vec::new();
     for &addr in &server.listen {
-        let group = listener::bind_group(addr, n, server.backlog, nonblocking).map_err(|e| e.to_string())?;
+        let group = listener::bind_group(addr, n, server.backlog, nonblocking)
+            .map_err(|e| e.to_string())?;
         listen.push(group[0].local_addr().map_err(|e| e.to_string())?);
         for (w, l) in group.into_iter().enumerate() {
             per_worker[w].push(l);
@@ -95,20 +112,35 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         drivers: Mutex::new(vec![None; n]),
     });
     let admin = match snapshot.config.admin.listen {
-        Some(addr) => Some(AdminServer::start(addr, state.clone()).map_err(|e| format!("admin.listen {addr}: {e}"))?),
+        Some(addr) => Some(
+            AdminServer::start(addr, state.clone())
+                .map_err(|e| format!("admin.listen {addr}: {e}"))?,
+        ),
         None => None,
     };
     let mut workers = Vec::with_capacity(n);
     for (id, (listeners, cpu)) in per_worker.into_iter().zip(cpus).enumerate() {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let spec = WorkerSpec { id, cpu, listeners, snapshot: snapshot.clone(), commands: rx, state: state.clone() };
+        let spec = WorkerSpec {
+            id,
+            cpu,
+            listeners,
+            snapshot: snapshot.clone(),
+            commands: rx,
+            state: state.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name(format!("ringgate-w{id}"))
             .spawn(move || worker::run(spec))
             .map_err(|e| format!("cannot start worker {id}: {e}"))?;
         workers.push((handle, tx));
     }
-    Ok(GatewayHandle { state, workers, admin, listen })
+    Ok(GatewayHandle {
+        state,
+        workers,
+        admin,
+        listen,
+    })
 }
 
 impl GatewayHandle {
@@ -142,7 +174,11 @@ impl GatewayHandle {
 
     /// The drivers the workers ended up with (None: not started yet).
     pub fn drivers(&self) -> Vec<Option<DriverKind>> {
-        self.state.drivers.lock().map(|d| d.clone()).unwrap_or_default()
+        self.state
+            .drivers
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default()
     }
 
     /// Graceful shutdown: stop accepting, let in-flight requests finish (up to the drain
@@ -158,6 +194,8 @@ impl GatewayHandle {
         if let Some(admin) = self.admin.take() {
             admin.stop();
         }
-        DrainReport { unfinished_connections: self.state.unfinished_connections.load(Ordering::SeqCst) }
+        DrainReport {
+            unfinished_connections: self.state.unfinished_connections.load(Ordering::SeqCst),
+        }
     }
 }

@@ -37,13 +37,26 @@ pub struct WorkerSpec {
 }
 
 pub fn run(spec: WorkerSpec) {
-    let WorkerSpec { id, cpu, listeners, snapshot, commands, state } = spec;
+    let WorkerSpec {
+        id,
+        cpu,
+        listeners,
+        snapshot,
+        commands,
+        state,
+    } = spec;
     let pinned = cpu.map(|c| core_affinity::set_for_current(core_affinity::CoreId { id: c }));
     let server = snapshot.config.server.clone();
     let result = run_on_driver(&server, |driver, why| {
         match (cpu, pinned) {
-            (Some(c), Some(true)) => log::info!("worker {id}: pinned to CPU {c}, driver {} ({why})", driver.name()),
-            (Some(c), _) => log::warn!("worker {id}: could not pin to CPU {c}; driver {} ({why})", driver.name()),
+            (Some(c), Some(true)) => log::info!(
+                "worker {id}: pinned to CPU {c}, driver {} ({why})",
+                driver.name()
+            ),
+            (Some(c), _) => log::warn!(
+                "worker {id}: could not pin to CPU {c}; driver {} ({why})",
+                driver.name()
+            ),
             (None, _) => log::info!("worker {id}: not pinned, driver {} ({why})", driver.name()),
         }
         state.drivers.lock().map(|mut d| d[id] = Some(driver)).ok();
@@ -69,7 +82,11 @@ async fn worker_main(
     for l in listeners {
         match TcpListener::from_std(l) {
             Ok(l) => {
-                monoio::spawn(accept_loop(l, ctx.clone(), server.max_connections_per_worker));
+                monoio::spawn(accept_loop(
+                    l,
+                    ctx.clone(),
+                    server.max_connections_per_worker,
+                ));
             }
             Err(e) => {
                 log::error!("worker {id}: cannot register listener: {e}");
@@ -98,9 +115,13 @@ async fn worker_main(
     }
     let left = ctx.open_connections();
     if left > 0 {
-        log::warn!("worker {id}: drain timeout, closing {left} connections with requests in flight");
+        log::warn!(
+            "worker {id}: drain timeout, closing {left} connections with requests in flight"
+        );
     }
-    state.unfinished_connections.fetch_add(left, Ordering::SeqCst);
+    state
+        .unfinished_connections
+        .fetch_add(left, Ordering::SeqCst);
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Rc<WorkerCtx>, max_connections: usize) {
@@ -128,5 +149,7 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<WorkerCtx>, max_connections:
 }
 
 fn nanos_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }

@@ -54,7 +54,8 @@ impl Gateway {
             "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = {workers}\ndriver = \"{}\"\n{server_extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n{body}",
             driver.name()
         );
-        let config = ringgate::config::parse(&text).unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"));
+        let config = ringgate::config::parse(&text)
+            .unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"));
         let handle = runtime::start(config).expect("gateway starts");
         assert!(handle.wait_ready(Duration::from_secs(10)), "workers ready");
         let drivers = handle.drivers();
@@ -62,8 +63,15 @@ impl Gateway {
             Driver::IoUring => runtime::DriverKind::IoUring,
             Driver::Epoll => runtime::DriverKind::Epoll,
         };
-        assert!(drivers.iter().all(|d| *d == Some(want)), "drivers {drivers:?}");
-        Gateway { addr: handle.listen_addrs()[0], admin: handle.admin_addr(), handle: Some(handle) }
+        assert!(
+            drivers.iter().all(|d| *d == Some(want)),
+            "drivers {drivers:?}"
+        );
+        Gateway {
+            addr: handle.listen_addrs()[0],
+            admin: handle.admin_addr(),
+            handle: Some(handle),
+        }
     }
 
     /// One route `/*` to one upstream at `upstream`, with extra upstream/route lines.
@@ -109,7 +117,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn body_str(&self) -> String {
@@ -120,8 +131,18 @@ impl Response {
     pub fn error_code(&self) -> String {
         let v: serde_json::Value = serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {:?}", self.body_str()));
-        assert!(v["error"]["request_id"].as_str().is_some_and(|s| !s.is_empty()), "request_id in {v}");
-        assert!(v["error"]["message"].as_str().is_some_and(|s| !s.is_empty()), "message in {v}");
+        assert!(
+            v["error"]["request_id"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty()),
+            "request_id in {v}"
+        );
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty()),
+            "message in {v}"
+        );
         v["error"]["code"].as_str().unwrap_or_default().to_string()
     }
 }
@@ -135,9 +156,14 @@ pub struct Client {
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect to gateway");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         stream.set_nodelay(true).unwrap();
-        Client { stream, buf: Vec::new() }
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, raw: &[u8]) {
@@ -166,13 +192,20 @@ impl Client {
             self.fill()?;
         };
         self.buf.drain(..head_len);
-        let get = |n: &str| headers.iter().find(|(k, _): &&(String, String)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _): &&(String, String)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
         let body = if head_request || status < 200 || status == 204 || status == 304 {
             Vec::new()
         } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
             self.read_chunked()?
         } else if let Some(n) = get("content-length") {
-            let n: usize = n.parse().map_err(|_| io::Error::other("bad content-length"))?;
+            let n: usize = n
+                .parse()
+                .map_err(|_| io::Error::other("bad content-length"))?;
             while self.buf.len() < n {
                 self.fill()?;
             }
@@ -181,7 +214,11 @@ impl Client {
             while self.fill().is_ok() {}
             std::mem::take(&mut self.buf)
         };
-        Ok(Response { status, headers, body })
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
     }
 
     fn read_chunked(&mut self) -> io::Result<Vec<u8>> {
@@ -234,9 +271,14 @@ impl Client {
         let closed = match self.stream.read(&mut tmp) {
             Ok(0) => true,
             Ok(_) => false,
-            Err(e) => !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut),
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
         };
-        self.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         closed
     }
 }
@@ -255,12 +297,20 @@ fn parse_head(buf: &[u8]) -> io::Result<Option<Head>> {
             let hs = res
                 .headers
                 .iter()
-                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
                 .collect();
             Ok(Some((res.code.unwrap_or(0), hs, n)))
         }
         Ok(httparse::Status::Partial) => Ok(None),
-        Err(e) => Err(io::Error::other(format!("bad response head: {e}: {:?}", String::from_utf8_lossy(buf)))),
+        Err(e) => Err(io::Error::other(format!(
+            "bad response head: {e}: {:?}",
+            String::from_utf8_lossy(buf)
+        ))),
     }
 }
 
@@ -285,11 +335,18 @@ pub struct Seen {
 
 impl Seen {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 }
 
@@ -308,8 +365,16 @@ impl UpConn {
             let mut req = httparse::Request::new(&mut hs);
             match req.parse(&self.buf) {
                 Ok(httparse::Status::Complete(n)) => {
-                    let headers: Vec<(String, String)> =
-                        req.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned())).collect();
+                    let headers: Vec<(String, String)> = req
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.name.to_string(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
+                        .collect();
                     break (req.method?.to_string(), req.path?.to_string(), headers, n);
                 }
                 Ok(httparse::Status::Partial) => {
@@ -317,15 +382,24 @@ impl UpConn {
                         return None;
                     }
                 }
-                Err(e) => panic!("gateway sent a malformed request: {e}: {:?}", String::from_utf8_lossy(&self.buf)),
+                Err(e) => panic!(
+                    "gateway sent a malformed request: {e}: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ),
             }
         };
         self.buf.drain(..head_len);
-        let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
         let body = if get("transfer-encoding").is_some() {
             self.read_chunked_body()?
         } else {
-            let n: usize = get("content-length").map_or(0, |v| v.parse().expect("numeric content-length"));
+            let n: usize =
+                get("content-length").map_or(0, |v| v.parse().expect("numeric content-length"));
             while self.buf.len() < n {
                 if !self.fill() {
                     return None;
@@ -333,7 +407,13 @@ impl UpConn {
             }
             self.buf.drain(..n).collect()
         };
-        Some(Seen { method, target, headers, body, connection: self.id })
+        Some(Seen {
+            method,
+            target,
+            headers,
+            body,
+            connection: self.id,
+        })
     }
 
     fn read_chunked_body(&mut self) -> Option<Vec<u8>> {
@@ -347,7 +427,8 @@ impl UpConn {
                     return None;
                 }
             };
-            let size = usize::from_str_radix(std::str::from_utf8(&self.buf[..end]).ok()?, 16).expect("gateway chunk size is plain hex");
+            let size = usize::from_str_radix(std::str::from_utf8(&self.buf[..end]).ok()?, 16)
+                .expect("gateway chunk size is plain hex");
             self.buf.drain(..end + 2);
             while self.buf.len() < size + 2 {
                 if !self.fill() {
@@ -380,7 +461,10 @@ impl UpConn {
 
     /// Responds 200 with `body` and keeps the connection.
     pub fn respond(&mut self, body: &[u8]) -> bool {
-        let head = format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n", body.len());
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
         self.write(head.as_bytes()) && self.write(body)
     }
 
@@ -421,11 +505,22 @@ impl Upstream {
                 let (script, seen) = (script.clone(), seen2.clone());
                 std::thread::spawn(move || {
                     let _ = stream.set_nodelay(true);
-                    script(UpConn { stream, buf: Vec::new(), id }, &seen);
+                    script(
+                        UpConn {
+                            stream,
+                            buf: Vec::new(),
+                            id,
+                        },
+                        &seen,
+                    );
                 });
             }
         });
-        Upstream { addr, seen, connections }
+        Upstream {
+            addr,
+            seen,
+            connections,
+        }
     }
 
     /// Answers every request with 200 and a body naming the request, on keep-alive.

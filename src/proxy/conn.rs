@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use monoio::io::Canceller;
 use monoio::net::TcpStream;
 
 use super::forward::{forward, After};
@@ -114,19 +115,29 @@ async fn read_head(c: &mut ClientConn, snap: &Snapshot, worker: &WorkerCtx, firs
             None => server.keepalive_timeout,
         };
         let idle = c.rbuf.is_empty();
-        let read = c.rbuf.read_from(
-            &mut c.stream,
-            server.limits.max_header_bytes,
-            timeout.max(Duration::from_millis(1)),
-        );
+        let timeout = timeout.max(Duration::from_millis(1));
+        let max = server.limits.max_header_bytes;
         let result = if idle {
-            // Between requests a drain closes the connection at once.
+            // Between requests a drain closes the connection, unless a request is
+            // already on its way: the read is cancelled, not dropped, so bytes that
+            // arrived are still served (with `Connection: close`).
+            let canceller = Canceller::new();
+            let read = c
+                .rbuf
+                .read_from_cancelable(&mut c.stream, max, timeout, canceller.handle());
+            let mut read = std::pin::pin!(read);
             monoio::select! {
-                r = read => r,
-                _ = worker.drain.wait() => return Head::Gone,
+                r = &mut read => r,
+                _ = worker.drain.wait() => {
+                    let _cancelled = canceller.cancel();
+                    match read.await {
+                        Ok(n) if n > 0 => Ok(n),
+                        _ => return Head::Gone,
+                    }
+                }
             }
         } else {
-            read.await
+            c.rbuf.read_from(&mut c.stream, max, timeout).await
         };
         match result {
             Ok(0) => return Head::Gone,

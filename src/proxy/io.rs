@@ -6,7 +6,7 @@ use std::io;
 use std::time::Duration;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
 
 /// Bytes read from a socket and not yet consumed: `vec[pos..]`.
@@ -68,13 +68,42 @@ impl ReadBuf {
         max_cap: usize,
         timeout: Duration,
     ) -> io::Result<usize> {
+        self.read_inner(stream, max_cap, timeout, None).await
+    }
+
+    /// `read_from` that `cancel` can interrupt. Unlike dropping a read, cancelling one
+    /// that already completed still delivers its bytes, so nothing is lost.
+    pub async fn read_from_cancelable(
+        &mut self,
+        stream: &mut TcpStream,
+        max_cap: usize,
+        timeout: Duration,
+        cancel: CancelHandle,
+    ) -> io::Result<usize> {
+        self.read_inner(stream, max_cap, timeout, Some(cancel))
+            .await
+    }
+
+    async fn read_inner(
+        &mut self,
+        stream: &mut TcpStream,
+        max_cap: usize,
+        timeout: Duration,
+        cancel: Option<CancelHandle>,
+    ) -> io::Result<usize> {
         if !self.reserve(4096, max_cap) {
             return Err(io::ErrorKind::OutOfMemory.into());
         }
         let vec = std::mem::take(&mut self.vec);
         let len = vec.len();
         let cap = vec.capacity();
-        let read = stream.read(vec.slice_mut(len..cap));
+        let buf = vec.slice_mut(len..cap);
+        let read = async {
+            match cancel {
+                Some(handle) => stream.cancelable_read(buf, handle).await,
+                None => stream.read(buf).await,
+            }
+        };
         match monoio::time::timeout(timeout, read).await {
             Ok((res, slice)) => {
                 self.vec = slice.into_inner();

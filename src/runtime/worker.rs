@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
+use monoio::io::Canceller;
 use monoio::net::TcpListener;
 
 use super::driver::{run_on_driver, DriverKind};
@@ -131,14 +132,28 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<WorkerCtx>, max_connections:
         while ctx.open_connections() >= max_connections && !ctx.draining() {
             monoio::time::sleep(Duration::from_millis(1)).await;
         }
+        // Cancelled rather than dropped on drain: an accept that already completed
+        // still hands over its connection, which is then served, not leaked.
+        let canceller = Canceller::new();
+        let accept = listener.cancelable_accept(canceller.handle());
+        let mut accept = std::pin::pin!(accept);
+        let mut draining = false;
         let accepted = monoio::select! {
-            r = listener.accept() => r,
-            _ = ctx.drain.wait() => return,
+            r = &mut accept => r,
+            _ = ctx.drain.wait() => {
+                let _cancelled = canceller.cancel();
+                draining = true;
+                accept.await
+            }
         };
         match accepted {
             Ok((stream, peer)) => {
                 monoio::spawn(conn::serve(stream, peer, ctx.clone()));
+                if draining {
+                    return;
+                }
             }
+            Err(_) if draining => return,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning on the error.
                 log::warn!("worker {}: accept failed: {e}", ctx.id);

@@ -82,6 +82,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let mut ctx = PrepareCtx {
                     client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    client_ip_text: "127.0.0.1",
                     ids: &ids,
                     path: &mut path,
                 };

@@ -28,6 +28,10 @@ pub struct ClientConn {
     pub up_head: Vec<u8>,
     pub scratch: Vec<u8>,
     path: String,
+    /// The client address as text, formatted once per connection for X-Forwarded-For.
+    peer_ip: String,
+    /// Interrupts the wait for the next request when the worker drains.
+    idle_cancel: Canceller,
 }
 
 enum Head {
@@ -62,6 +66,8 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
         up_head: Vec::with_capacity(1024),
         scratch: Vec::with_capacity(1024),
         path: String::with_capacity(128),
+        peer_ip: peer.ip().to_string(),
+        idle_cancel: Canceller::new(),
     };
     let mut first = true;
     loop {
@@ -95,17 +101,22 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
 
 async fn read_head(c: &mut ClientConn, snap: &Snapshot, worker: &WorkerCtx, first: bool) -> Head {
     let server = &snap.config.server;
-    let mut started = (!c.rbuf.is_empty()).then(Instant::now);
+    // When the head started to arrive; read from the clock only once a head turns out
+    // to be incomplete (a complete head in one read, the usual case, never needs it).
+    let mut started: Option<Instant> = None;
     loop {
         if !c.rbuf.is_empty() {
             let mut ctx = PrepareCtx {
                 client_ip: c.peer.ip(),
+                client_ip_text: &c.peer_ip,
                 ids: &worker.ids,
                 path: &mut c.path,
             };
             match prepare(c.rbuf.data(), snap, &mut ctx, &mut c.up_head) {
                 Ok(Some(p)) => return Head::Ready(p),
-                Ok(None) => {}
+                Ok(None) => {
+                    started.get_or_insert_with(Instant::now);
+                }
                 Err(r) => return Head::Rejected(r),
             }
         }
@@ -121,15 +132,14 @@ async fn read_head(c: &mut ClientConn, snap: &Snapshot, worker: &WorkerCtx, firs
             // Between requests a drain closes the connection, unless a request is
             // already on its way: the read is cancelled, not dropped, so bytes that
             // arrived are still served (with `Connection: close`).
-            let canceller = Canceller::new();
-            let read = c
-                .rbuf
-                .read_from_cancelable(&mut c.stream, max, timeout, canceller.handle());
+            let read =
+                c.rbuf
+                    .read_from_cancelable(&mut c.stream, max, timeout, c.idle_cancel.handle());
             let mut read = std::pin::pin!(read);
             monoio::select! {
                 r = &mut read => r,
                 _ = worker.drain.wait() => {
-                    let _cancelled = canceller.cancel();
+                    let _cancelled = std::mem::replace(&mut c.idle_cancel, Canceller::new()).cancel();
                     match read.await {
                         Ok(n) if n > 0 => Ok(n),
                         _ => return Head::Gone,
@@ -141,9 +151,7 @@ async fn read_head(c: &mut ClientConn, snap: &Snapshot, worker: &WorkerCtx, firs
         };
         match result {
             Ok(0) => return Head::Gone,
-            Ok(_) => {
-                started.get_or_insert_with(Instant::now);
-            }
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut && !idle => {
                 return reject(
                     worker,

@@ -421,7 +421,7 @@ fn write_client_head(
     match head.framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
+            crate::http::headers::push_decimal(out, n);
             out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked | Framing::UntilClose if !p.http10 => {

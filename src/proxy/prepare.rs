@@ -2,7 +2,6 @@
 //! the path, route, and write the head the upstream will receive. Synchronous, so the
 //! borrowed head never lives across an `.await`.
 
-use std::io::Write;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
@@ -12,7 +11,7 @@ use super::request_id::{RequestId, RequestIdGen};
 use super::router::{Match, RouteId};
 use crate::config::{HashOn, Snapshot, UpstreamId};
 use crate::error::{ErrorKind, ProxyError};
-use crate::http::headers::{must_drop, write_header};
+use crate::http::headers::{must_drop, push_decimal, write_header};
 use crate::http::{parse_request, Framing, RequestHead, MAX_HEADERS_LIMIT};
 
 /// What the connection driver needs to know about a request once its head is prepared.
@@ -48,6 +47,8 @@ pub struct Rejected {
 /// Per-connection facts and reusable scratch space.
 pub struct PrepareCtx<'a> {
     pub client_ip: IpAddr,
+    /// `client_ip` as text, formatted once per connection.
+    pub client_ip_text: &'a str,
     pub ids: &'a RequestIdGen,
     pub path: &'a mut String,
 }
@@ -138,14 +139,15 @@ pub fn prepare(
     write_forwarded_headers(
         out,
         &head,
-        ctx.client_ip,
+        ctx.client_ip_text,
         snap.config.server.trust_forwarded,
         &request_id,
     );
     match head.framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            let _ = write!(out, "{n}\r\n");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::None | Framing::UntilClose => {}
@@ -209,7 +211,7 @@ fn write_request_line(
 fn write_forwarded_headers(
     out: &mut Vec<u8>,
     head: &RequestHead,
-    client_ip: IpAddr,
+    client_ip: &str,
     trust_forwarded: bool,
     id: &RequestId,
 ) {
@@ -241,7 +243,8 @@ fn write_forwarded_headers(
         out.extend_from_slice(prior);
         out.extend_from_slice(b", ");
     }
-    let _ = write!(out, "{client_ip}\r\n");
+    out.extend_from_slice(client_ip.as_bytes());
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(b"x-forwarded-proto: http\r\n");
     write_header(out, "x-request-id", id.as_bytes());
 }

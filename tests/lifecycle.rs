@@ -307,3 +307,73 @@ on_both_drivers!(
     healthz_reports_ready_and_draining,
     one_gib_upload_has_bounded_memory
 );
+
+/// The CPUs a thread of this process may run on, from /proc (e.g. "1" or "0-3").
+fn thread_cpus(name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+            let line = status
+                .lines()
+                .find(|l| l.starts_with("Cpus_allowed_list:"))
+                .unwrap();
+            out.push(line.split_whitespace().nth(1).unwrap().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn auto_workers_are_one_per_cpu_each_pinned_and_every_listen_address_serves() {
+    let up = Upstream::echo();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\nworkers = \"auto\"\n[admin]\nlisten = \"\"\n{}",
+        simple_routes(up.addr, "", "")
+    );
+    let handle = ringgate::runtime::start(ringgate::config::parse(&text).unwrap()).unwrap();
+    assert!(handle.wait_ready(Duration::from_secs(10)));
+    let cpus: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(handle.state().workers, cpus.len());
+    for (i, cpu) in cpus.iter().enumerate() {
+        assert_eq!(
+            thread_cpus(&format!("ringgate-w{i}")),
+            [cpu.to_string()],
+            "worker {i} pinned to CPU {cpu}"
+        );
+    }
+    assert_eq!(handle.listen_addrs().len(), 2);
+    for &addr in handle.listen_addrs() {
+        assert_eq!(
+            exchange(addr, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").status,
+            200,
+            "{addr}"
+        );
+    }
+    assert_eq!(
+        handle.admin_addr(),
+        None,
+        "admin switched off with listen = \"\""
+    );
+    handle.shutdown();
+}
+
+#[test]
+fn ring_size_and_sqpoll_are_configurable() {
+    let up = Upstream::echo();
+    let gw = Gateway::start(
+        Driver::IoUring,
+        1,
+        "uring_entries = 256\nsqpoll_idle = \"10ms\"",
+        &simple_routes(up.addr, "", ""),
+    );
+    let mut c = gw.connect();
+    for _ in 0..3 {
+        assert_eq!(c.get("/sq").status, 200);
+    }
+}

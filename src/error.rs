@@ -149,12 +149,16 @@ impl fmt::Display for ProxyError {
 impl std::error::Error for ProxyError {}
 
 /// Appends a complete error response (head and JSON body) to `out`.
+/// `head_request`: the answer to HEAD has the same head but no body (the Content-Length
+/// still says how long the body would be), or the client would read the body as the next
+/// response.
 pub fn write_error_response(
     out: &mut Vec<u8>,
     kind: ErrorKind,
     message: &str,
     request_id: &str,
     close: bool,
+    head_request: bool,
 ) {
     let mut body = String::with_capacity(96 + message.len() + request_id.len());
     body.push_str("{\"error\":{\"code\":\"");
@@ -173,7 +177,9 @@ pub fn write_error_response(
         if close { "connection: close\r\n" } else { "" },
     );
     out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(body.as_bytes());
+    if !head_request {
+        out.extend_from_slice(body.as_bytes());
+    }
 }
 
 fn push_json_escaped(out: &mut String, s: &str) {
@@ -199,6 +205,7 @@ mod tests {
             ErrorKind::RouteNotFound,
             "no route for \"/x\"",
             "abc",
+            false,
             false,
         );
         let text = String::from_utf8(out).unwrap();

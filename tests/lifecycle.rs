@@ -377,3 +377,26 @@ fn ring_size_and_sqpoll_are_configurable() {
         assert_eq!(c.get("/sq").status, 200);
     }
 }
+
+#[test]
+fn check_rejects_durations_out_of_range() {
+    let path = write_config(
+        "durations",
+        "[server]\nlisten = [\"127.0.0.1:1\"]\nhead_timeout = \"0s\"\n[[upstreams]]\nname = \"u\"\ntargets = [\"127.0.0.1:2\"]\nresponse_timeout = \"5000000000000000h\"\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("server.head_timeout: must be between 1ms and 7 days"),
+        "{err}"
+    );
+    assert!(
+        err.contains("upstreams[0].response_timeout: must be between 1ms and 7 days"),
+        "{err}"
+    );
+}

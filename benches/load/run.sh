@@ -341,6 +341,14 @@ proxy_body() {  # PORT
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            # The same per-request work ringgate always does: pass the client's Host,
+            # set the X-Forwarded-* family, and tag request and response with an id.
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$remote_addr;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+            proxy_set_header X-Request-Id \$request_id;
+            add_header X-Request-Id \$request_id always;
         }
     }
 EOF

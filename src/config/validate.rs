@@ -40,10 +40,18 @@ impl Problems {
         });
     }
 
+    /// A duration from 1 ms to 7 days: zero would fail every request, and a huge one
+    /// would overflow deadline arithmetic (`Instant + Duration`).
     fn duration(&mut self, path: &str, v: &Option<String>, default: Duration) -> Duration {
+        const MIN: Duration = Duration::from_millis(1);
+        const MAX: Duration = Duration::from_secs(7 * 24 * 3600);
         match v.as_deref().map(parse_duration) {
             None => default,
-            Some(Ok(d)) => d,
+            Some(Ok(d)) if (MIN..=MAX).contains(&d) => d,
+            Some(Ok(_)) => {
+                self.add(path, "must be between 1ms and 7 days");
+                default
+            }
             Some(Err(e)) => {
                 self.add(path, e);
                 default
@@ -262,8 +270,19 @@ fn validate_server(p: &mut Problems, file: &FileConfig) -> ServerConfig {
 
 fn validate_upstream(p: &mut Problems, i: usize, u: &UpstreamFile) -> UpstreamConfig {
     let at = |field: &str| format!("upstreams[{i}].{field}");
-    if u.name.is_empty() {
-        p.add(at("name"), "must not be empty");
+    // The name doubles as the Host sent for requests that had none, so it must be one.
+    let valid_name = !u.name.is_empty()
+        && u.name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if !valid_name {
+        p.add(
+            at("name"),
+            format!(
+                "invalid name {:?}: use letters, digits, '.', '-' and '_'",
+                u.name
+            ),
+        );
     }
     if u.targets.is_empty() {
         p.add(at("targets"), "at least one target is required");

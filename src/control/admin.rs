@@ -4,10 +4,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{write_error_response, ErrorKind};
 use crate::runtime::GatewayState;
@@ -29,12 +29,28 @@ impl AdminServer {
         let thread = std::thread::Builder::new()
             .name("ringgate-admin".into())
             .spawn(move || {
+                let active = Arc::new(AtomicUsize::new(0));
                 while !stop2.load(Ordering::SeqCst) {
                     match listener.accept() {
-                        Ok((stream, _)) => {
-                            if let Err(e) = serve(stream, &state) {
-                                log::debug!("admin: {e}");
+                        // Each connection on its own short-lived thread, so one slow client
+                        // cannot hold up health checks; the cap bounds the threads.
+                        Ok((stream, _)) if active.load(Ordering::SeqCst) < MAX_CONNECTIONS => {
+                            active.fetch_add(1, Ordering::SeqCst);
+                            let (state, active) = (state.clone(), active.clone());
+                            let spawned = std::thread::Builder::new()
+                                .name("ringgate-admin-conn".into())
+                                .spawn(move || {
+                                    if let Err(e) = serve(stream, &state) {
+                                        log::debug!("admin: {e}");
+                                    }
+                                    active.fetch_sub(1, Ordering::SeqCst);
+                                });
+                            if let Err(e) = spawned {
+                                log::warn!("admin: cannot start a connection thread: {e}");
                             }
+                        }
+                        Ok(_) => {
+                            log::warn!("admin: {MAX_CONNECTIONS} connections busy, refusing one")
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             std::thread::sleep(Duration::from_millis(20))
@@ -60,13 +76,23 @@ impl AdminServer {
     }
 }
 
+/// Concurrent admin connections; more are closed at once.
+const MAX_CONNECTIONS: usize = 16;
+/// The whole request must arrive within this, however it is trickled.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+
 fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(REQUEST_DEADLINE))?;
+    let deadline = Instant::now() + REQUEST_DEADLINE;
     let mut buf = vec![0u8; 8192];
     let mut len = 0;
     let (method, path) = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut buf[len..])?;
         if n == 0 {
             return Ok(());
@@ -121,6 +147,6 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
 
 fn respond_error(stream: &mut TcpStream, kind: ErrorKind, message: &str) -> io::Result<()> {
     let mut out = Vec::new();
-    write_error_response(&mut out, kind, message, "admin", true);
+    write_error_response(&mut out, kind, message, "admin", true, false);
     stream.write_all(&out)
 }

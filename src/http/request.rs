@@ -126,7 +126,7 @@ pub fn parse_request<'h, 'b>(
             if host_header.is_some() {
                 return Err(bad("repeated Host header"));
             }
-            if !h.value.iter().all(|&b| is_host_byte(b)) {
+            if !is_valid_host(h.value) {
                 return Err(bad("invalid Host header"));
             }
             host_header = Some(h.value);
@@ -177,6 +177,18 @@ pub fn parse_request<'h, 'b>(
     }))
 }
 
+/// Whether a partial head that grew from `scanned` to `data.len()` bytes is worth
+/// parsing again: on the first bytes (garbage is refused at once), when a new line ended
+/// (the head may be complete, or a header line bad), or when a size limit was crossed.
+/// Skipping the rest keeps a head trickled in byte by byte linear in cost, not quadratic.
+pub fn worth_parsing(data: &[u8], scanned: usize, limits: &HttpLimits) -> bool {
+    let uri_limit = limits.max_uri_bytes + 16;
+    scanned == 0
+        || memchr::memchr(b'\n', &data[scanned.min(data.len())..]).is_some()
+        || (scanned <= uri_limit && data.len() > uri_limit)
+        || data.len() >= limits.max_header_bytes
+}
+
 /// An incomplete head is fine until it reaches the size limit.
 fn partial(buf: &[u8], limits: &HttpLimits) -> Result<(), ProxyError> {
     let line_done = memchr::memchr(b'\n', buf).is_some();
@@ -197,8 +209,35 @@ fn partial(buf: &[u8], limits: &HttpLimits) -> Result<(), ProxyError> {
 
 /// Characters of a Host value: reg-name, IPv4, `[IPv6]`, and `:port`. Rejecting the
 /// rest (`/`, `@`, spaces, commas...) keeps routing decisions unambiguous.
-fn is_host_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']' | b'~' | b'%')
+/// Host syntax (RFC 9110 7.2, RFC 3986 3.2.2): a reg-name or IPv4 address, or an IPv6
+/// literal in brackets, then an optional `:port`. Anything looser (`a:b:c`, `host:x`)
+/// would let the router and the upstream read different hosts. Empty is allowed (RFC
+/// 9112 3.2: a target without an authority).
+fn is_valid_host(v: &[u8]) -> bool {
+    let (name_ok, port) = if v.first() == Some(&b'[') {
+        let Some(end) = v.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inner = &v[1..end];
+        let ok = !inner.is_empty()
+            && inner
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        (ok, &v[end + 1..])
+    } else {
+        let split = v.iter().position(|&b| b == b':').unwrap_or(v.len());
+        let name = &v[..split];
+        let ok = name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~' | b'%'));
+        (ok, &v[split..])
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    name_ok && port_ok
 }
 
 /// `http://host:port/path?q` -> `(host:port, /path?q)`. Origin-form targets give `None`.
@@ -220,7 +259,7 @@ fn split_absolute_form(target: &str) -> Result<Option<(&[u8], &str)>, ProxyError
         };
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
-    if authority.is_empty() || !authority.bytes().all(is_host_byte) {
+    if authority.is_empty() || !is_valid_host(authority.as_bytes()) {
         return Err(bad("invalid authority in the request target"));
     }
     // "http://host?q" has an empty path; the origin-form of it is "/?q". Only "/" is

@@ -85,6 +85,12 @@ pub fn parse_response<'h, 'b>(
             connection.add(h.value);
         }
     }
+    if chunked && http10 {
+        // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+        return Err(malformed(
+            "Transfer-Encoding in an HTTP/1.0 upstream response",
+        ));
+    }
     if content_length.is_some() && chunked {
         return Err(malformed(
             "both Content-Length and Transfer-Encoding in the upstream response",

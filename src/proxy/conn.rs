@@ -15,6 +15,7 @@ use super::prepare::{prepare, PrepareCtx, Prepared, Rejected};
 use super::worker::WorkerCtx;
 use crate::config::Snapshot;
 use crate::error::{write_error_response, ErrorKind, ProxyError};
+use crate::http::request::worth_parsing;
 
 /// Initial size of a client connection's read buffer.
 const CLIENT_BUF: usize = 8 * 1024;
@@ -33,6 +34,22 @@ pub struct ClientConn {
     /// Interrupts the wait for the next request when the worker drains.
     idle_cancel: Canceller,
 }
+
+impl ClientConn {
+    /// Between requests, buffers that grew for a large body or head go back to their
+    /// initial sizes: thousands of idle keep-alive connections must stay cheap.
+    fn shrink_idle_buffers(&mut self) {
+        self.rbuf.shrink_if_empty(CLIENT_BUF);
+        for v in [&mut self.up_head, &mut self.scratch] {
+            if v.capacity() > KEEP_SCRATCH {
+                *v = Vec::with_capacity(1024);
+            }
+        }
+    }
+}
+
+/// Scratch buffers larger than this are given back between requests.
+const KEEP_SCRATCH: usize = 16 * 1024;
 
 enum Head {
     Ready(Prepared),
@@ -84,6 +101,7 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
                     &r.error,
                     r.request_id.as_str(),
                     r.keep_alive && !worker.draining(),
+                    r.is_head,
                 )
                 .await
             }
@@ -96,6 +114,7 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
         if after == After::Close || worker.draining() {
             return;
         }
+        c.shrink_idle_buffers();
     }
 }
 
@@ -104,21 +123,24 @@ async fn read_head(c: &mut ClientConn, snap: &Snapshot, worker: &WorkerCtx, firs
     // When the head started to arrive; read from the clock only once a head turns out
     // to be incomplete (a complete head in one read, the usual case, never needs it).
     let mut started: Option<Instant> = None;
+    let mut scanned = 0;
     loop {
         if !c.rbuf.is_empty() {
-            let mut ctx = PrepareCtx {
-                client_ip: c.peer.ip(),
-                client_ip_text: &c.peer_ip,
-                ids: &worker.ids,
-                path: &mut c.path,
-            };
-            match prepare(c.rbuf.data(), snap, &mut ctx, &mut c.up_head) {
-                Ok(Some(p)) => return Head::Ready(p),
-                Ok(None) => {
-                    started.get_or_insert_with(Instant::now);
+            if worth_parsing(c.rbuf.data(), scanned, &server.limits) {
+                let mut ctx = PrepareCtx {
+                    client_ip: c.peer.ip(),
+                    client_ip_text: &c.peer_ip,
+                    ids: &worker.ids,
+                    path: &mut c.path,
+                };
+                match prepare(c.rbuf.data(), snap, &mut ctx, &mut c.up_head) {
+                    Ok(Some(p)) => return Head::Ready(p),
+                    Ok(None) => {}
+                    Err(r) => return Head::Rejected(r),
                 }
-                Err(r) => return Head::Rejected(r),
             }
+            scanned = c.rbuf.len();
+            started.get_or_insert_with(Instant::now);
         }
         let timeout = match started {
             Some(t) => server.head_timeout.saturating_sub(t.elapsed()),
@@ -181,6 +203,7 @@ fn reject(worker: &WorkerCtx, error: ProxyError) -> Head {
         request_id: worker.ids.next_id(),
         keep_alive: false,
         head_len: 0,
+        is_head: false,
     })
 }
 
@@ -192,6 +215,7 @@ pub async fn respond_error(
     error: &ProxyError,
     request_id: &str,
     keep_alive: bool,
+    head_request: bool,
 ) -> After {
     let keep_alive = keep_alive && !error.kind.closes_connection();
     c.scratch.clear();
@@ -201,6 +225,7 @@ pub async fn respond_error(
         &error.message,
         request_id,
         !keep_alive,
+        head_request,
     );
     let sent = write_all(
         &mut c.stream,

@@ -74,7 +74,15 @@ pub async fn forward(
             }
             // The connection can carry on only if no request body is left unread.
             let keep_alive = p.keep_alive && p.framing == Framing::None && !worker.draining();
-            respond_error(c, snap, &f.error, p.request_id.as_str(), keep_alive).await
+            respond_error(
+                c,
+                snap,
+                &f.error,
+                p.request_id.as_str(),
+                keep_alive,
+                p.is_head,
+            )
+            .await
         }
     }
 }
@@ -291,12 +299,16 @@ async fn write_head(
             kind,
             format!("upstream {:?}: sending the request failed: {e}", ucfg.name),
         );
-        // A pooled connection the peer closed while idle: safe to try a fresh one.
-        Failed::from(if up.reused && p.retry_safe {
-            err.retryable()
-        } else {
-            err
-        })
+        // A pooled connection the peer closed while idle: safe to try a fresh one. Not
+        // after a timeout: the head went down with the cancelled write, and a stuck
+        // upstream deserves its 504 rather than a second wait.
+        Failed::from(
+            if up.reused && p.retry_safe && kind != ErrorKind::UpstreamTimeout {
+                err.retryable()
+            } else {
+                err
+            },
+        )
     })
 }
 
@@ -398,9 +410,11 @@ fn write_client_head(
     out.push(b' ');
     out.extend_from_slice(head.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-    let mut has_request_id = false;
     for h in head.headers {
-        if must_drop(head.headers, &head.connection, h.name) {
+        // The client gets the gateway's request id, the one in its logs and errors.
+        if must_drop(head.headers, &head.connection, h.name)
+            || h.name.eq_ignore_ascii_case("x-request-id")
+        {
             continue;
         }
         // Content-Length is rewritten below when there is a body; without one (HEAD,
@@ -410,12 +424,9 @@ fn write_client_head(
         {
             continue;
         }
-        has_request_id |= h.name.eq_ignore_ascii_case("x-request-id");
         write_header(out, h.name, h.value);
     }
-    if !has_request_id {
-        write_header(out, "x-request-id", p.request_id.as_bytes());
-    }
+    write_header(out, "x-request-id", p.request_id.as_bytes());
     let mut client_chunked = false;
     let mut close_delimited = false;
     match head.framing {

@@ -36,6 +36,15 @@ impl ReadBuf {
         self.pos == self.vec.len()
     }
 
+    /// Gives back a buffer that grew past `cap` (a large body went through) once it is
+    /// empty, so an idle keep-alive connection holds only its initial size.
+    pub fn shrink_if_empty(&mut self, cap: usize) {
+        if self.is_empty() && self.vec.capacity() > cap {
+            self.vec = Vec::with_capacity(cap);
+            self.pos = 0;
+        }
+    }
+
     pub fn consume(&mut self, n: usize) {
         self.pos = (self.pos + n).min(self.vec.len());
         if self.pos == self.vec.len() {
@@ -109,8 +118,12 @@ impl ReadBuf {
                 self.vec = slice.into_inner();
                 res
             }
-            // The buffer went down with the cancelled read: the caller closes the socket.
-            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+            // The buffer went down with the cancelled read: start empty (the caller
+            // closes the socket anyway) so `pos` never points past the data.
+            Err(_) => {
+                self.pos = 0;
+                Err(io::ErrorKind::TimedOut.into())
+            }
         }
     }
 
@@ -131,7 +144,10 @@ impl ReadBuf {
                 self.consume(n);
                 Ok(())
             }
-            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+            Err(_) => {
+                self.pos = 0;
+                Err(io::ErrorKind::TimedOut.into())
+            }
         }
     }
 }

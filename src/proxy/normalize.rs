@@ -19,6 +19,8 @@ pub enum NormalizeError {
     BadEscape { at: usize },
     /// A ".." segment (possibly percent-encoded) would climb above the root.
     EscapesRoot,
+    /// A `..;` or `.;` segment, which servlet containers read as a dot-segment.
+    DotSegmentParameter,
 }
 
 impl fmt::Display for NormalizeError {
@@ -41,6 +43,9 @@ impl fmt::Display for NormalizeError {
                 "malformed percent-escape at offset {at}: '%' must be followed by two hex digits"
             ),
             NormalizeError::EscapesRoot => f.write_str("path climbs above the root with \"..\""),
+            NormalizeError::DotSegmentParameter => {
+                f.write_str("segments starting with \"..;\" or \".;\" are not allowed")
+            }
         }
     }
 }
@@ -79,6 +84,21 @@ const fn byte_table(extra: &[u8]) -> [bool; 256] {
 /// The path is not absolute, has a byte outside `pchar`, a malformed escape, or climbs
 /// above the root; `out` then holds garbage.
 pub fn normalize_path(raw: &[u8], out: &mut String) -> Result<(), NormalizeError> {
+    normalize_segments(raw, out)?;
+    // `..;x` and `.;x` are plain segments to us but dot-segments to servlet containers
+    // (Tomcat, Jetty, Spring strip path parameters first): `/public/..;/admin` would reach
+    // `/admin` behind a `/public/*` route. They have no legitimate use; refuse them.
+    if memchr::memchr(b';', out.as_bytes()).is_some()
+        && out
+            .split('/')
+            .any(|seg| seg.starts_with("..;") || seg.starts_with(".;"))
+    {
+        return Err(NormalizeError::DotSegmentParameter);
+    }
+    Ok(())
+}
+
+fn normalize_segments(raw: &[u8], out: &mut String) -> Result<(), NormalizeError> {
     out.clear();
     // Word-at-a-time for ASCII, and it lets us copy runs as &str without `unsafe`.
     let path = std::str::from_utf8(raw).map_err(|e| NormalizeError::InvalidByte {

@@ -42,6 +42,8 @@ pub struct Rejected {
     /// Bytes of the rejected head, to consume before reading the next request (0 when the
     /// head did not parse; the connection then closes anyway).
     pub head_len: usize,
+    /// The request was HEAD: the error response gets no body.
+    pub is_head: bool,
 }
 
 /// Per-connection facts and reusable scratch space.
@@ -70,6 +72,7 @@ pub fn prepare(
                 request_id: ctx.ids.next_id(),
                 keep_alive: false,
                 head_len: 0,
+                is_head: false,
             })
         }
     };
@@ -84,6 +87,7 @@ pub fn prepare(
             && !error.kind.closes_connection()
             && head.framing == Framing::None,
         head_len: head.head_len,
+        is_head: head.method == "HEAD",
         error,
         request_id,
     };
@@ -136,13 +140,13 @@ pub fn prepare(
 
     out.clear();
     write_request_line(out, &head, rc, ctx.path, query);
-    write_forwarded_headers(
-        out,
-        &head,
-        ctx.client_ip_text,
-        snap.config.server.trust_forwarded,
-        &request_id,
-    );
+    let fwd = Forwarded {
+        client_ip: ctx.client_ip_text,
+        trust_forwarded: snap.config.server.trust_forwarded,
+        fallback_host: &upstream.name,
+        request_id: &request_id,
+    };
+    write_forwarded_headers(out, &head, &fwd);
     match head.framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
@@ -207,46 +211,60 @@ fn write_request_line(
     out.extend_from_slice(b" HTTP/1.1\r\n");
 }
 
-/// Copies end-to-end headers and sets the X-Forwarded-* family and X-Request-Id.
-fn write_forwarded_headers(
-    out: &mut Vec<u8>,
-    head: &RequestHead,
-    client_ip: &str,
+/// What the gateway states about the client on the upstream request.
+struct Forwarded<'a> {
+    client_ip: &'a str,
+    /// Keep what the client says about earlier hops (only behind a trusted LB).
     trust_forwarded: bool,
-    id: &RequestId,
-) {
-    let mut prior_xff: Option<&[u8]> = None;
+    /// Host to send when the client sent none (HTTP/1.0): the upstream's name, as nginx
+    /// does, because an HTTP/1.1 request without Host is invalid.
+    fallback_host: &'a str,
+    request_id: &'a RequestId,
+}
+
+/// Copies end-to-end headers and sets Host, the X-Forwarded-* family and X-Request-Id.
+fn write_forwarded_headers(out: &mut Vec<u8>, head: &RequestHead, fwd: &Forwarded) {
     for h in head.headers {
         let name = h.name;
-        if must_drop(head.headers, &head.connection, name)
-            || name.eq_ignore_ascii_case("content-length")
+        let gateway_owned = name.eq_ignore_ascii_case("content-length")
             || name.eq_ignore_ascii_case("expect")
             || name.eq_ignore_ascii_case("x-request-id")
+            || name.eq_ignore_ascii_case("x-forwarded-for")
             || name.eq_ignore_ascii_case("x-forwarded-proto")
             || name.eq_ignore_ascii_case("x-forwarded-host")
-            || name.eq_ignore_ascii_case("host")
-        {
-            continue;
-        }
-        if name.eq_ignore_ascii_case("x-forwarded-for") {
-            prior_xff = Some(h.value);
+            || name.eq_ignore_ascii_case("host");
+        // Other ways of claiming a client address would let a client spoof one.
+        let spoofable = !fwd.trust_forwarded
+            && (name.eq_ignore_ascii_case("forwarded") || name.eq_ignore_ascii_case("x-real-ip"));
+        if gateway_owned || spoofable || must_drop(head.headers, &head.connection, name) {
             continue;
         }
         write_header(out, name, h.value);
     }
+    let host = if head.host.is_empty() {
+        fwd.fallback_host.as_bytes()
+    } else {
+        head.host
+    };
+    write_header(out, "host", host);
     if !head.host.is_empty() {
-        write_header(out, "host", head.host);
         write_header(out, "x-forwarded-host", head.host);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
-    if let (true, Some(prior)) = (trust_forwarded, prior_xff) {
-        out.extend_from_slice(prior);
-        out.extend_from_slice(b", ");
+    if fwd.trust_forwarded {
+        // Every X-Forwarded-For line, in order, is one list (RFC 9110 5.3).
+        for h in head
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+        {
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b", ");
+        }
     }
-    out.extend_from_slice(client_ip.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(b"x-forwarded-proto: http\r\n");
-    write_header(out, "x-request-id", id.as_bytes());
+    out.extend_from_slice(fwd.client_ip.as_bytes());
+    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    write_header(out, "x-request-id", fwd.request_id.as_bytes());
 }
 
 fn request_hash_key(head: &RequestHead, on: &HashOn, client_ip: IpAddr) -> u64 {

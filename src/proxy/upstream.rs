@@ -15,14 +15,6 @@ use crate::config::{Snapshot, UpstreamConfig, UpstreamId};
 /// Size of an upstream connection's read buffer; response heads must fit in it.
 pub const UPSTREAM_BUF: usize = 16 * 1024;
 
-/// A pooled connection idle at least this long is checked for a close by its peer (one
-/// non-blocking peek, a syscall) before reuse. Upstreams close idle connections on
-/// timeouts of seconds, so one handed back moments ago is alive; skipping the check for
-/// those keeps the syscall off the busy path (about 4% of the CPU per request on the
-/// load bench). A close inside this window still ends in a safe retry for idempotent
-/// requests (see `forward.rs`).
-const STALE_CHECK_AFTER: Duration = Duration::from_millis(5);
-
 /// A connection to one upstream target.
 pub struct UpstreamConn {
     pub stream: TcpStream,
@@ -117,9 +109,11 @@ impl WorkerUpstream {
     pub fn checkout(&mut self, target: usize, now: Instant) -> Option<UpstreamConn> {
         let pool = &mut self.targets[target].idle;
         while let Some(idle) = pool.pop() {
-            let idle_for = now.saturating_duration_since(idle.since);
-            if idle_for < self.idle_timeout
-                && (idle_for < STALE_CHECK_AFTER || !peer_closed_or_dirty(&idle.conn.stream))
+            // Always peeked, however briefly idle: a close, or stray bytes an upstream
+            // sent after its response (a body on a HEAD or 204, in a later segment),
+            // must never be read as the next client's response.
+            if now.saturating_duration_since(idle.since) < self.idle_timeout
+                && !peer_closed_or_dirty(&idle.conn.stream)
             {
                 let mut conn = idle.conn;
                 conn.reused = true;

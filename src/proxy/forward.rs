@@ -65,7 +65,9 @@ pub async fn forward(
         Err(f) => {
             let route = &snap.route(p.route).name;
             if f.error.side == Side::Upstream {
-                log::warn!("route {route}: request {:?}: {}", p.request_id, f.error);
+                worker.warn_limited(|| {
+                    format!("route {route}: request {:?}: {}", p.request_id, f.error)
+                });
             } else {
                 log::debug!("route {route}: request {:?}: {}", p.request_id, f.error);
             }

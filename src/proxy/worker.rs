@@ -4,6 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::request_id::RequestIdGen;
 use super::signal::LocalSignal;
@@ -20,6 +21,10 @@ pub struct WorkerCtx {
     pub ids: RequestIdGen,
     pub drain: LocalSignal,
     open_connections: Cell<usize>,
+    /// At most one warning per second per worker: during an upstream outage every
+    /// request fails, and logging each one would block the worker on stderr.
+    last_warning: Cell<Option<Instant>>,
+    suppressed_warnings: Cell<u64>,
     rng_state: Cell<u64>,
 }
 
@@ -32,6 +37,8 @@ impl WorkerCtx {
             ids: RequestIdGen::new(seed),
             drain: LocalSignal::default(),
             open_connections: Cell::new(0),
+            last_warning: Cell::new(None),
+            suppressed_warnings: Cell::new(0),
             rng_state: Cell::new(seed),
         }
     }
@@ -46,6 +53,30 @@ impl WorkerCtx {
 
     pub fn open_connections(&self) -> usize {
         self.open_connections.get()
+    }
+
+    /// Logs a warning unless one was logged in the last second; says how many were
+    /// suppressed since. The message is only built when it is logged.
+    pub fn warn_limited(&self, message: impl FnOnce() -> String) {
+        let now = Instant::now();
+        if self
+            .last_warning
+            .get()
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed_warnings
+                .set(self.suppressed_warnings.get() + 1);
+            return;
+        }
+        self.last_warning.set(Some(now));
+        match self.suppressed_warnings.replace(0) {
+            0 => log::warn!("worker {}: {}", self.id, message()),
+            n => log::warn!(
+                "worker {}: {} ({n} similar warnings suppressed)",
+                self.id,
+                message()
+            ),
+        }
     }
 
     /// Counts a connection for its lifetime.

@@ -5,6 +5,9 @@
 //! pinned worker threads, `http` is the strict HTTP/1.1 codec, `proxy` drives connections,
 //! routes and upstream pools, `control` is the admin side.
 
+// No unwrap/expect outside tests: a panic on a worker aborts the process (panic = abort).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod config;
 pub mod control;
 pub mod demo;

@@ -23,6 +23,18 @@ fn write_config(name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// Runs `ringgate check` on a config with this text: (exit code, stdout, stderr).
+fn run_check(name: &str, text: &str) -> (Option<i32>, String, String) {
+    let path = write_config(name, text);
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -53,36 +65,21 @@ fn version_prints_the_package_version() {
 
 #[test]
 fn check_accepts_a_valid_config() {
-    let path = write_config(
+    let (code, stdout, err) = run_check(
         "valid",
         "[server]\nlisten = [\"127.0.0.1:8080\"]\n[[upstreams]]\nname = \"orders\"\ntargets = [\"127.0.0.1:9001\", { addr = \"127.0.0.1:9002\", weight = 3 }]\nbalance = \"round_robin\"\n[[routes]]\nname = \"orders.get\"\nhost = \"api.example.com\"\npath = \"/v1/orders/{id}\"\nmethods = [\"GET\"]\nupstream = \"orders\"\n",
     );
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("OK"));
 }
 
 #[test]
 fn check_reports_every_problem_with_its_path() {
-    let path = write_config(
+    let (code, _, err) = run_check(
         "invalid",
         "[server]\nlisten = [\"nowhere\"]\nworkers = 0\ndriver = \"kqueue\"\nhead_timeout = \"10 parsecs\"\n[[upstreams]]\nname = \"orders\"\ntargets = []\nbalance = \"fastest\"\n[[routes]]\nname = \"a\"\npath = \"/a/{\"\nupstream = \"orders\"\n[[routes]]\nname = \"b\"\npath = \"/b\"\nupstream = \"billing\"\n",
     );
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code, Some(1));
     for expected in [
         "server.listen[0]: invalid address \"nowhere\"",
         "server.workers: invalid value",
@@ -99,14 +96,9 @@ fn check_reports_every_problem_with_its_path() {
 
 #[test]
 fn check_rejects_unknown_fields_and_missing_files() {
-    let path = write_config("typo", "[server]\nlisten = [\"127.0.0.1:1\"]\nwokers = 2\n");
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `wokers`"));
+    let (code, _, err) = run_check("typo", "[server]\nlisten = [\"127.0.0.1:1\"]\nwokers = 2\n");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("unknown field `wokers`"), "{err}");
     let out = Command::new(BIN)
         .args(["check", "--config", "/nonexistent/ringgate.toml"])
         .output()
@@ -380,17 +372,11 @@ fn ring_size_and_sqpoll_are_configurable() {
 
 #[test]
 fn check_rejects_durations_out_of_range() {
-    let path = write_config(
+    let (code, _, err) = run_check(
         "durations",
         "[server]\nlisten = [\"127.0.0.1:1\"]\nhead_timeout = \"0s\"\n[[upstreams]]\nname = \"u\"\ntargets = [\"127.0.0.1:2\"]\nresponse_timeout = \"5000000000000000h\"\n",
     );
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code, Some(1));
     assert!(
         err.contains("server.head_timeout: must be between 1ms and 7 days"),
         "{err}"

@@ -289,22 +289,24 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 type Head = (u16, Vec<(String, String)>, usize);
 
+fn owned_headers(headers: &[httparse::Header]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
 fn parse_head(buf: &[u8]) -> io::Result<Option<Head>> {
     let mut headers = [httparse::EMPTY_HEADER; 128];
     let mut res = httparse::Response::new(&mut headers);
     match res.parse(buf) {
         Ok(httparse::Status::Complete(n)) => {
-            let hs = res
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_string(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
-                .collect();
-            Ok(Some((res.code.unwrap_or(0), hs, n)))
+            Ok(Some((res.code.unwrap_or(0), owned_headers(res.headers), n)))
         }
         Ok(httparse::Status::Partial) => Ok(None),
         Err(e) => Err(io::Error::other(format!(
@@ -365,16 +367,7 @@ impl UpConn {
             let mut req = httparse::Request::new(&mut hs);
             match req.parse(&self.buf) {
                 Ok(httparse::Status::Complete(n)) => {
-                    let headers: Vec<(String, String)> = req
-                        .headers
-                        .iter()
-                        .map(|h| {
-                            (
-                                h.name.to_string(),
-                                String::from_utf8_lossy(h.value).into_owned(),
-                            )
-                        })
-                        .collect();
+                    let headers = owned_headers(req.headers);
                     break (req.method?.to_string(), req.path?.to_string(), headers, n);
                 }
                 Ok(httparse::Status::Partial) => {

@@ -124,7 +124,9 @@ impl WorkerUpstream {
     }
 
     /// Returns a connection that finished a response cleanly and may be reused.
-    pub fn checkin(&mut self, conn: UpstreamConn, now: Instant) {
+    pub fn checkin(&mut self, mut conn: UpstreamConn, now: Instant) {
+        // A large response grew the buffer; idle connections keep only the head size.
+        conn.rbuf.shrink_if_empty(UPSTREAM_BUF);
         let pool = &mut self.targets[conn.target].idle;
         if pool.len() < self.max_idle && conn.rbuf.is_empty() {
             pool.push(Idle { conn, since: now });

@@ -53,6 +53,7 @@ fn bench(c: &mut Criterion) {
     let snap = Snapshot::build(config::parse(CONFIG).expect("bench config"), 1).expect("snapshot");
     let limits = snap.config.server.limits;
     let ids = RequestIdGen::new(42);
+    let nonces = ringgate::auth::nonce::NonceCache::new(8, 1024);
     let mut path = String::with_capacity(128);
     let mut out = Vec::with_capacity(2048);
     let mut g = c.benchmark_group("head");
@@ -83,6 +84,7 @@ fn bench(c: &mut Criterion) {
                 let mut ctx = PrepareCtx {
                     client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     client_ip_text: "127.0.0.1",
+                    nonces: &nonces,
                     ids: &ids,
                     path: &mut path,
                 };

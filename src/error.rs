@@ -20,6 +20,8 @@ pub enum Side {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     BadRequest,
+    Unauthorized,
+    Forbidden,
     RouteNotFound,
     MethodNotAllowed,
     RequestTimeout,
@@ -37,6 +39,8 @@ impl ErrorKind {
     pub const fn status(self) -> u16 {
         match self {
             ErrorKind::BadRequest => 400,
+            ErrorKind::Unauthorized => 401,
+            ErrorKind::Forbidden => 403,
             ErrorKind::RouteNotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::RequestTimeout => 408,
@@ -54,6 +58,8 @@ impl ErrorKind {
     pub const fn code(self) -> &'static str {
         match self {
             ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::RouteNotFound => "route_not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::RequestTimeout => "request_timeout",
@@ -71,6 +77,8 @@ impl ErrorKind {
     pub const fn reason(self) -> &'static str {
         match self.status() {
             400 => "Bad Request",
+            401 => "Unauthorized",
+            403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
             408 => "Request Timeout",
@@ -169,11 +177,12 @@ pub fn write_error_response(
     push_json_escaped(&mut body, request_id);
     body.push_str("\"}}\n");
     let head = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {}\r\n{}\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {}\r\n{}{}\r\n",
         kind.status(),
         kind.reason(),
         body.len(),
         request_id,
+        if kind == ErrorKind::Unauthorized { "www-authenticate: RG-HMAC-SHA256\r\n" } else { "" },
         if close { "connection: close\r\n" } else { "" },
     );
     out.extend_from_slice(head.as_bytes());

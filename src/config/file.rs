@@ -17,6 +17,16 @@ pub struct FileConfig {
     pub upstreams: Vec<UpstreamFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
+    pub apps: Option<AppsSectionFile>,
+}
+
+/// `[apps]`: where the app registry lives.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppsSectionFile {
+    pub file: Option<String>,
+    pub redis: Option<String>,
+    pub timestamp_window: Option<String>,
 }
 
 /// A number or a string; used for knobs like `workers = "auto" | 4` and sizes `"8MiB" | 8388608`.
@@ -94,4 +104,6 @@ pub struct RouteFile {
     pub strip_prefix: Option<String>,
     pub add_prefix: Option<String>,
     pub max_body_bytes: Option<NumOrString>,
+    pub group: Option<String>,
+    pub auth: Option<String>,
 }

@@ -19,13 +19,18 @@ use crate::proxy::router::{RouteId, RouteSpec, Router};
 
 /// Parses and validates TOML text. Every problem is returned, each with its path.
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+    parse_in(text, None)
+}
+
+/// Like `parse`, with relative file names (the apps file) resolved against `base_dir`.
+pub fn parse_in(text: &str, base_dir: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
     let file: FileConfig = toml::from_str(text).map_err(|e| {
         vec![ConfigError {
             path: String::new(),
             message: e.to_string().trim_end().to_string(),
         }]
     })?;
-    validate::validate(&file)
+    validate::validate(&file, base_dir)
 }
 
 /// Reads, parses and validates a config file.
@@ -36,7 +41,7 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
             message: format!("cannot read {}: {e}", path.display()),
         }]
     })?;
-    parse(&text)
+    parse_in(&text, path.parent())
 }
 
 /// One immutable, compiled config generation. Workers hold an `Arc<Snapshot>` per

@@ -10,6 +10,24 @@ pub struct Config {
     pub admin: AdminConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    pub apps: AppsConfig,
+}
+
+/// The app registry of this generation and how signatures are checked.
+#[derive(Debug, Clone)]
+pub struct AppsConfig {
+    pub registry: std::sync::Arc<crate::auth::registry::AppRegistry>,
+    /// How far a request's timestamp may be from the gateway's clock (default 300 s).
+    pub timestamp_window: Duration,
+}
+
+/// How a route authenticates callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// No authentication.
+    None,
+    /// `RG-HMAC-SHA256` signatures by registered apps.
+    Hmac,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,4 +127,7 @@ pub struct RouteConfig {
     pub strip_prefix: Option<String>,
     pub add_prefix: Option<String>,
     pub max_body_bytes: u64,
+    pub auth: AuthMode,
+    /// The API group (permission package) an app needs to call this route.
+    pub group: Option<String>,
 }

@@ -7,9 +7,13 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use super::file::{FileConfig, NumOrString, RouteFile, TargetFile, UpstreamFile};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::file::{AppsSectionFile, FileConfig, NumOrString, RouteFile, TargetFile, UpstreamFile};
 use super::model::*;
 use super::units::{parse_duration, parse_size};
+use crate::auth::registry::AppRegistry;
 use crate::proxy::router::{RouteId, RouteSpec, Router};
 
 /// One problem in a config, with the path of the offending value.
@@ -105,7 +109,7 @@ impl Problems {
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 
-pub fn validate(file: &FileConfig) -> Result<Config, Vec<ConfigError>> {
+pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
     let mut p = Problems::default();
     let server = validate_server(&mut p, file);
     let admin = AdminConfig {
@@ -139,12 +143,14 @@ pub fn validate(file: &FileConfig) -> Result<Config, Vec<ConfigError>> {
         .map(|(i, r)| validate_route(&mut p, i, r, &seen, server.limits.max_body_bytes))
         .collect();
     check_routes(&mut p, &routes);
+    let apps = validate_apps(&mut p, file, base_dir, &routes);
     if p.0.is_empty() {
         Ok(Config {
             server,
             admin,
             upstreams,
             routes,
+            apps,
         })
     } else {
         Err(p.0)
@@ -423,6 +429,63 @@ fn validate_route(
         strip_prefix: r.strip_prefix.clone(),
         add_prefix: r.add_prefix.clone(),
         max_body_bytes: p.size(&at("max_body_bytes"), &r.max_body_bytes, default_body),
+        auth: match r.auth.as_deref() {
+            None | Some("none") => AuthMode::None,
+            Some("hmac") => AuthMode::Hmac,
+            Some(other) => {
+                p.add(
+                    at("auth"),
+                    format!("unknown auth {other:?}: expected \"hmac\" or \"none\""),
+                );
+                AuthMode::None
+            }
+        },
+        group: r.group.clone(),
+    }
+}
+
+/// `[apps]`: the registry is loaded here, so `check` validates the apps file too.
+fn validate_apps(
+    p: &mut Problems,
+    file: &FileConfig,
+    base_dir: Option<&Path>,
+    routes: &[RouteConfig],
+) -> AppsConfig {
+    let section = file.apps.as_ref();
+    let timestamp_window = p.duration(
+        "apps.timestamp_window",
+        &section.and_then(|a| a.timestamp_window.clone()),
+        Duration::from_secs(300),
+    );
+    let mut registry = AppRegistry::default();
+    match section {
+        Some(AppsSectionFile { redis: Some(_), .. }) => {
+            p.add(
+                "apps.redis",
+                "the Redis-backed app registry is not available in this release; use apps.file",
+            );
+        }
+        Some(AppsSectionFile {
+            file: Some(name), ..
+        }) => {
+            let path = base_dir.map_or_else(|| PathBuf::from(name), |d| d.join(name));
+            match crate::auth::registry::load_file(&path) {
+                Ok(r) => registry = r,
+                Err(errors) => p.0.extend(errors),
+            }
+        }
+        _ => {
+            if let Some(i) = routes.iter().position(|r| r.auth != AuthMode::None) {
+                p.add(
+                    format!("routes[{i}].auth"),
+                    "needs an app registry: set [apps] file",
+                );
+            }
+        }
+    }
+    AppsConfig {
+        registry: Arc::new(registry),
+        timestamp_window,
     }
 }
 

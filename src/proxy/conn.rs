@@ -105,9 +105,9 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
                 )
                 .await
             }
-            Head::Ready(p) => {
+            Head::Ready(mut p) => {
                 c.rbuf.consume(p.head_len);
-                forward(&mut c, &p, &snap, &worker).await
+                forward(&mut c, &mut p, &snap, &worker).await
             }
         };
         first = false;
@@ -132,6 +132,7 @@ async fn read_head(c: &mut ClientConn, snap: &Snapshot, worker: &WorkerCtx, firs
                     client_ip_text: &c.peer_ip,
                     ids: &worker.ids,
                     path: &mut c.path,
+                    nonces: &worker.nonces,
                 };
                 match prepare(c.rbuf.data(), snap, &mut ctx, &mut c.up_head) {
                     Ok(Some(p)) => return Head::Ready(p),

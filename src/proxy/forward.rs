@@ -5,14 +5,18 @@
 use std::mem::MaybeUninit;
 use std::time::Instant;
 
+use super::buffered::{read_body, BodyError};
 use super::conn::{respond_error, ClientConn};
 use super::io::{is_timeout, write_all};
 use super::prepare::Prepared;
 use super::relay::{Relay, RelayError};
 use super::upstream::{connect, UpstreamConn, UPSTREAM_BUF};
 use super::worker::WorkerCtx;
+use crate::auth::check::{unix_now, Pending};
+use crate::auth::sign::body_sha256_hex;
 use crate::config::{Snapshot, UpstreamConfig};
 use crate::error::{ErrorKind, ProxyError, Side};
+use crate::http::chunked::{write_chunk_header, LAST_CHUNK};
 use crate::http::headers::{must_drop, write_header};
 use crate::http::{parse_response, Framing, ResponseHead};
 
@@ -42,10 +46,18 @@ impl From<ProxyError> for Failed {
 
 pub async fn forward(
     c: &mut ClientConn,
-    p: &Prepared,
+    p: &mut Prepared,
     snap: &Snapshot,
     worker: &WorkerCtx,
 ) -> After {
+    let body = match p.pending_auth.take() {
+        None => None,
+        Some(pending) => match authenticate_body(c, p, *pending, snap, worker).await {
+            Ok(body) => Some(body),
+            Err(after) => return after,
+        },
+    };
+    let p = &*p;
     let target = {
         let mut ups = worker.upstreams.borrow_mut();
         let u = ups.get(p.upstream);
@@ -53,7 +65,7 @@ pub async fn forward(
         u.balancer.begin(t);
         t
     };
-    let result = exchange(c, p, snap, worker, target).await;
+    let result = exchange(c, p, snap, worker, target, body.as_deref()).await;
     worker
         .upstreams
         .borrow_mut()
@@ -89,18 +101,61 @@ pub async fn forward(
     }
 }
 
+/// Reads the body of a signed request, checks the signature over its hash and records
+/// the nonce; answers the client itself when that fails. Nothing reaches the upstream
+/// before the check passes.
+async fn authenticate_body(
+    c: &mut ClientConn,
+    p: &Prepared,
+    pending: Pending,
+    snap: &Snapshot,
+    worker: &WorkerCtx,
+) -> Result<Vec<u8>, After> {
+    let route = snap.route(p.route);
+    let server = &snap.config.server;
+    let read = read_body(
+        c,
+        p.framing,
+        p.expect_continue,
+        route.max_body_bytes,
+        server.body_timeout,
+    )
+    .await;
+    let (error, body_read) = match read {
+        Ok(body) => match pending.finish(&body_sha256_hex(&body), &worker.nonces, unix_now()) {
+            Ok(_) => return Ok(body),
+            Err(e) => (e, true),
+        },
+        Err(BodyError {
+            client_gone: true, ..
+        }) => return Err(After::Close),
+        Err(BodyError { error, .. }) => (error, false),
+    };
+    // With the whole body read the connection is still in step and may carry on.
+    Err(respond_error(
+        c,
+        snap,
+        &error,
+        p.request_id.as_str(),
+        p.keep_alive && body_read,
+        p.is_head,
+    )
+    .await)
+}
+
 async fn exchange(
     c: &mut ClientConn,
     p: &Prepared,
     snap: &Snapshot,
     worker: &WorkerCtx,
     target: usize,
+    body: Option<&[u8]>,
 ) -> Result<After, Failed> {
     let ucfg = snap.upstream(p.upstream);
     let mut retried = false;
     loop {
         let mut up = upstream_conn(worker, p, ucfg, target).await?;
-        match send_request(c, p, snap, ucfg, &mut up).await {
+        match send_request(c, p, snap, ucfg, &mut up, body).await {
             Ok(()) => {}
             Err(e) if e.error.retryable && !retried => {
                 retried = true;
@@ -206,8 +261,24 @@ async fn send_request(
     snap: &Snapshot,
     ucfg: &UpstreamConfig,
     up: &mut UpstreamConn,
+    buffered_body: Option<&[u8]>,
 ) -> Result<(), Failed> {
     let write_timeout = ucfg.body_timeout;
+    // A body already read and checked (a signed request) goes with the head, framed the
+    // way the head announced it.
+    if let Some(body) = buffered_body {
+        if p.framing == Framing::Chunked {
+            if !body.is_empty() {
+                write_chunk_header(&mut c.up_head, body.len());
+                c.up_head.extend_from_slice(body);
+                c.up_head.extend_from_slice(b"\r\n");
+            }
+            c.up_head.extend_from_slice(LAST_CHUNK);
+        } else {
+            c.up_head.extend_from_slice(body);
+        }
+        return write_head(up, &mut c.up_head, p, ucfg, write_timeout).await;
+    }
     // A small body that is already here travels with the head in one write.
     if let Framing::Length(n) = p.framing {
         if n <= 16 * 1024 && c.rbuf.len() as u64 >= n {

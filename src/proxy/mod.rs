@@ -1,6 +1,7 @@
 //! Connection driver, routing, path normalization, upstream pools and balancing.
 
 pub mod balance;
+mod buffered;
 pub mod conn;
 mod forward;
 pub mod io;

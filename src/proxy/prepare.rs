@@ -9,13 +9,20 @@ use super::balance::hash_key;
 use super::normalize::normalize_path;
 use super::request_id::{RequestId, RequestIdGen};
 use super::router::{Match, RouteId};
+use crate::auth::check::{self, unix_now, Pending, Requirement, SignedParts};
+use crate::auth::nonce::NonceCache;
+use crate::config::AuthMode;
 use crate::config::{HashOn, Snapshot, UpstreamId};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::headers::{must_drop, push_decimal, write_header};
 use crate::http::{parse_request, Framing, RequestHead, MAX_HEADERS_LIMIT};
 
+/// SHA-256 of the empty body, lowercase hex.
+pub const EMPTY_BODY_SHA256: [u8; 64] =
+    *b"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
 /// What the connection driver needs to know about a request once its head is prepared.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Prepared {
     pub head_len: usize,
     pub framing: Framing,
@@ -30,6 +37,8 @@ pub struct Prepared {
     pub hash_key: u64,
     pub max_body: u64,
     pub request_id: RequestId,
+    /// Authentication that still needs the request body's hash (auth routes with a body).
+    pub pending_auth: Option<Box<Pending>>,
 }
 
 /// A request answered by the gateway itself.
@@ -53,6 +62,8 @@ pub struct PrepareCtx<'a> {
     pub client_ip_text: &'a str,
     pub ids: &'a RequestIdGen,
     pub path: &'a mut String,
+    /// Replay protection shared by every worker.
+    pub nonces: &'a NonceCache,
 }
 
 /// `Ok(None)`: the head is not complete yet. On success the upstream head is in `out`.
@@ -132,6 +143,35 @@ pub fn prepare(
             )));
         }
     }
+    let (identity, pending_auth) = match rc.auth {
+        AuthMode::None => (None, None),
+        AuthMode::Hmac => {
+            let need = Requirement {
+                registry: &snap.config.apps.registry,
+                group: rc.group.as_deref(),
+                window_secs: snap.config.apps.timestamp_window.as_secs(),
+            };
+            let parts = SignedParts {
+                method: head.method,
+                path: ctx.path,
+                query: query.strip_prefix('?').unwrap_or(query),
+                headers: head.headers,
+                client_ip: ctx.client_ip,
+            };
+            let now = unix_now();
+            let pending = check::begin(&parts, &need, now).map_err(reject)?;
+            let key = pending.app.key.clone();
+            if head.framing == Framing::None {
+                pending
+                    .finish(&EMPTY_BODY_SHA256, ctx.nonces, now)
+                    .map_err(reject)?;
+                (Some(key), None)
+            } else {
+                // Sent only if the signature over the body checks out (forward.rs).
+                (Some(key), Some(Box::new(pending)))
+            }
+        }
+    };
     let upstream = snap.upstream(rc.upstream);
     let hash_key = match &upstream.balance {
         crate::config::Balance::Hash(on) => request_hash_key(&head, on, ctx.client_ip),
@@ -145,6 +185,7 @@ pub fn prepare(
         trust_forwarded: snap.config.server.trust_forwarded,
         fallback_host: &upstream.name,
         request_id: &request_id,
+        app: identity.as_deref(),
     };
     write_forwarded_headers(out, &head, &fwd);
     match head.framing {
@@ -176,6 +217,7 @@ pub fn prepare(
         hash_key,
         max_body: rc.max_body_bytes,
         request_id,
+        pending_auth,
     }))
 }
 
@@ -220,13 +262,20 @@ struct Forwarded<'a> {
     /// does, because an HTTP/1.1 request without Host is invalid.
     fallback_host: &'a str,
     request_id: &'a RequestId,
+    /// The authenticated app, sent as X-Rg-App.
+    app: Option<&'a str>,
 }
 
 /// Copies end-to-end headers and sets Host, the X-Forwarded-* family and X-Request-Id.
 fn write_forwarded_headers(out: &mut Vec<u8>, head: &RequestHead, fwd: &Forwarded) {
     for h in head.headers {
         let name = h.name;
-        let gateway_owned = name.eq_ignore_ascii_case("content-length")
+        // X-Rg-* belong to the gateway: the signature headers stop here, and a client's
+        // own X-Rg-App must never pass for an authenticated identity.
+        let gateway_owned = name
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case("x-rg-"))
+            || name.eq_ignore_ascii_case("content-length")
             || name.eq_ignore_ascii_case("expect")
             || name.eq_ignore_ascii_case("x-request-id")
             || name.eq_ignore_ascii_case("x-forwarded-for")
@@ -265,6 +314,9 @@ fn write_forwarded_headers(out: &mut Vec<u8>, head: &RequestHead, fwd: &Forwarde
     out.extend_from_slice(fwd.client_ip.as_bytes());
     out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
     write_header(out, "x-request-id", fwd.request_id.as_bytes());
+    if let Some(app) = fwd.app {
+        write_header(out, "x-rg-app", app.as_bytes());
+    }
 }
 
 fn request_hash_key(head: &RequestHead, on: &HashOn, client_ip: IpAddr) -> u64 {

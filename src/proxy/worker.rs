@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::request_id::RequestIdGen;
 use super::signal::LocalSignal;
 use super::upstream::WorkerUpstreams;
+use crate::auth::nonce::NonceCache;
 use crate::config::Snapshot;
 
 pub struct WorkerCtx {
@@ -19,6 +20,8 @@ pub struct WorkerCtx {
     snapshot: RefCell<Rc<Arc<Snapshot>>>,
     pub upstreams: RefCell<WorkerUpstreams>,
     pub ids: RequestIdGen,
+    /// Replay protection, shared with every other worker.
+    pub nonces: Arc<NonceCache>,
     pub drain: LocalSignal,
     open_connections: Cell<usize>,
     /// At most one warning per second per worker: during an upstream outage every
@@ -29,12 +32,13 @@ pub struct WorkerCtx {
 }
 
 impl WorkerCtx {
-    pub fn new(id: usize, snapshot: Arc<Snapshot>, seed: u64) -> Self {
+    pub fn new(id: usize, snapshot: Arc<Snapshot>, seed: u64, nonces: Arc<NonceCache>) -> Self {
         WorkerCtx {
             id,
             upstreams: RefCell::new(WorkerUpstreams::build(&snapshot)),
             snapshot: RefCell::new(Rc::new(snapshot)),
             ids: RequestIdGen::new(seed),
+            nonces,
             drain: LocalSignal::default(),
             open_connections: Cell::new(0),
             last_warning: Cell::new(None),

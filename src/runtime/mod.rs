@@ -17,12 +17,12 @@ use crossbeam_channel::Sender;
 pub use driver::DriverKind;
 use worker::{WorkerCommand, WorkerSpec};
 
+use crate::auth::nonce::NonceCache;
 use crate::config::{Config, DriverChoice, Snapshot, WorkerCount};
 use crate::control::admin::AdminServer;
 
 /// State the control side and workers share. Touched at start, drain and by health
 /// checks only, never per request.
-#[derive(Debug)]
 pub struct GatewayState {
     pub workers: usize,
     pub ready_workers: AtomicUsize,
@@ -30,6 +30,9 @@ pub struct GatewayState {
     pub failed: AtomicBool,
     pub unfinished_connections: AtomicUsize,
     pub drivers: Mutex<Vec<Option<DriverKind>>>,
+    /// Nonces of signed requests, shared by all workers so a replay is caught whichever
+    /// core it lands on. Outlives config generations.
+    pub nonces: Arc<NonceCache>,
 }
 
 impl GatewayState {
@@ -40,6 +43,12 @@ impl GatewayState {
             && !self.failed.load(Ordering::SeqCst)
     }
 }
+
+/// Replay-protection capacity: 64 shards of 64 Ki nonces (about 4 M signed requests in
+/// flight within one timestamp window); beyond it signed requests get 503 rather than
+/// risking an accepted replay.
+const NONCE_SHARDS: usize = 64;
+const NONCE_ENTRIES_PER_SHARD: usize = 64 * 1024;
 
 /// A running gateway.
 pub struct GatewayHandle {
@@ -110,6 +119,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         failed: AtomicBool::new(false),
         unfinished_connections: AtomicUsize::new(0),
         drivers: Mutex::new(vec![None; n]),
+        nonces: Arc::new(NonceCache::new(NONCE_SHARDS, NONCE_ENTRIES_PER_SHARD)),
     });
     let admin = match snapshot.config.admin.listen {
         Some(addr) => Some(

@@ -79,7 +79,7 @@ async fn worker_main(
 ) {
     let server = snapshot.config.server.clone();
     let seed = (id as u64) << 56 ^ std::process::id() as u64 ^ nanos_now();
-    let ctx = Rc::new(WorkerCtx::new(id, snapshot, seed));
+    let ctx = Rc::new(WorkerCtx::new(id, snapshot, seed, state.nonces.clone()));
     for l in listeners {
         match TcpListener::from_std(l) {
             Ok(l) => {

@@ -1,0 +1,178 @@
+//! The authentication step of the request path, for routes with `auth = "hmac"`.
+//!
+//! `begin` checks what the head alone decides: credentials present and well formed, app
+//! known and enabled, timestamp in the window. The signature covers the body's hash, so
+//! for a request with a body `Pending::finish` runs once the body has been read; without
+//! one it runs at once. It verifies the signature, then authorizes (group permission, IP
+//! allow list: only a caller who proved who it is learns what it may not do), and only
+//! then records the nonce, so nobody can burn a legitimate client's nonces with forged
+//! requests.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use httparse::Header;
+
+use super::nonce::{NonceCache, Seen};
+use super::registry::{App, AppRegistry};
+use super::sign::{self, canonical_query, string_to_sign, verify};
+use crate::error::{ErrorKind, ProxyError};
+
+fn unauthorized(message: impl Into<std::borrow::Cow<'static, str>>) -> ProxyError {
+    ProxyError::client(ErrorKind::Unauthorized, message)
+}
+
+fn forbidden(message: String) -> ProxyError {
+    ProxyError::client(ErrorKind::Forbidden, message)
+}
+
+/// What a route requires of a caller.
+pub struct Requirement<'a> {
+    pub registry: &'a AppRegistry,
+    pub group: Option<&'a str>,
+    pub window_secs: u64,
+}
+
+/// The request as the signature sees it.
+pub struct SignedParts<'a> {
+    pub method: &'a str,
+    /// The normalized path (before any prefix rewrite).
+    pub path: &'a str,
+    /// The raw query, without '?'.
+    pub query: &'a str,
+    pub headers: &'a [Header<'a>],
+    pub client_ip: IpAddr,
+}
+
+/// An authentication that still needs the body's hash.
+#[derive(Debug)]
+pub struct Pending {
+    pub app: Arc<App>,
+    /// The string to sign up to and including the nonce line and its newline.
+    prefix: String,
+    signature: [u8; 64],
+    nonce: String,
+    expires_at: u64,
+    group: Option<String>,
+    client_ip: IpAddr,
+}
+
+fn header<'h>(headers: &'h [Header<'h>], name: &str) -> Result<&'h [u8], ProxyError> {
+    let mut found = headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name));
+    match (found.next(), found.next()) {
+        (Some(h), None) => Ok(h.value),
+        (None, _) => Err(unauthorized(format!(
+            "missing {name} header (RG-HMAC-SHA256 signature required)"
+        ))),
+        (Some(_), Some(_)) => Err(unauthorized(format!("repeated {name} header"))),
+    }
+}
+
+/// Checks everything but the signature. `now` is unix seconds.
+pub fn begin(req: &SignedParts, need: &Requirement, now: u64) -> Result<Pending, ProxyError> {
+    let h = req.headers;
+    let key = header(h, sign::HEADER_KEY)?;
+    let timestamp = header(h, sign::HEADER_TIMESTAMP)?;
+    let nonce = header(h, sign::HEADER_NONCE)?;
+    let signature = header(h, sign::HEADER_SIGNATURE)?;
+    let key = std::str::from_utf8(key).map_err(|_| unauthorized("malformed X-Rg-Key"))?;
+    let ts = sign::parse_timestamp(timestamp)
+        .ok_or_else(|| unauthorized("malformed X-Rg-Timestamp: unix seconds expected"))?;
+    if !sign::valid_nonce(nonce) {
+        return Err(unauthorized(
+            "malformed X-Rg-Nonce: 16-64 characters of [A-Za-z0-9_-] expected",
+        ));
+    }
+    let signature: [u8; 64] = signature
+        .try_into()
+        .ok()
+        .filter(|s: &[u8; 64]| s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .ok_or_else(|| {
+            unauthorized("malformed X-Rg-Signature: 64 lowercase hex digits expected")
+        })?;
+    let app = need
+        .registry
+        .get(key)
+        .ok_or_else(|| unauthorized("unknown app key"))?;
+    if !app.enabled {
+        return Err(unauthorized("app is disabled"));
+    }
+    if !sign::timestamp_in_window(ts, now, need.window_secs) {
+        return Err(unauthorized(format!(
+            "timestamp {ts} is outside the allowed window of {} s around the gateway's clock ({now})",
+            need.window_secs
+        )));
+    }
+    let mut query = String::new();
+    canonical_query(req.query, &mut query)
+        .map_err(|e| ProxyError::client(ErrorKind::BadRequest, format!("query: {e}")))?;
+    // Both are validated ASCII at this point.
+    let timestamp = std::str::from_utf8(timestamp).unwrap_or_default();
+    let nonce = std::str::from_utf8(nonce).unwrap_or_default();
+    let mut prefix = String::with_capacity(96 + req.path.len() + query.len());
+    // The body-hash line is filled in by `finish`; a placeholder keeps one builder.
+    string_to_sign(
+        req.method,
+        req.path,
+        &query,
+        timestamp,
+        nonce,
+        &[b'0'; 64],
+        &mut prefix,
+    );
+    prefix.truncate(prefix.len() - 64);
+    Ok(Pending {
+        app: app.clone(),
+        prefix,
+        signature,
+        nonce: nonce.to_string(),
+        expires_at: ts.saturating_add(need.window_secs),
+        group: need.group.map(str::to_string),
+        client_ip: req.client_ip,
+    })
+}
+
+impl Pending {
+    /// Verifies the signature over the body's hash, then records the nonce.
+    pub fn finish(
+        mut self,
+        body_sha256_hex: &[u8; 64],
+        nonces: &NonceCache,
+        now: u64,
+    ) -> Result<Arc<App>, ProxyError> {
+        self.prefix
+            .push_str(std::str::from_utf8(body_sha256_hex).unwrap_or_default());
+        if !verify(&self.app.secrets(), &self.prefix, &self.signature) {
+            return Err(unauthorized("signature does not match the request"));
+        }
+        let key = &self.app.key;
+        if !self.app.may_call(self.group.as_deref()) {
+            let group = self.group.as_deref().unwrap_or("");
+            return Err(forbidden(format!(
+                "app {key:?} may not call API group {group:?}"
+            )));
+        }
+        if !self.app.ip_allowed(self.client_ip) {
+            return Err(forbidden(format!(
+                "address {} is not in the allow list of app {key:?}",
+                self.client_ip
+            )));
+        }
+        match nonces.check_and_insert(&self.app.key, &self.nonce, self.expires_at, now) {
+            Seen::Fresh => Ok(self.app),
+            Seen::Replay => Err(unauthorized("nonce already used: replayed request")),
+            Seen::Full => Err(ProxyError::new(
+                ErrorKind::Overloaded,
+                crate::error::Side::Internal,
+                "replay protection is full; try again shortly",
+            )),
+        }
+    }
+}
+
+/// Unix seconds now (the gateway's clock, as the timestamp window is defined).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,8 @@
+//! App authentication: the app registry, the `RG-HMAC-SHA256` signature scheme, replay
+//! protection shared by all workers, and IP allow lists.
+
+pub mod check;
+pub mod cidr;
+pub mod nonce;
+pub mod registry;
+pub mod sign;

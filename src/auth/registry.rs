@@ -1,0 +1,208 @@
+//! The app registry: who may call, with which secrets, from where, and which API groups.
+//! Loaded from the apps file named by `[apps] file` as part of a config generation, so it
+//! is validated with the config and reloaded with it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::cidr::Cidr;
+use crate::config::ConfigError;
+
+/// One registered app. Secrets never appear in `Debug` output.
+pub struct App {
+    pub key: String,
+    secrets: Vec<Box<[u8]>>,
+    pub name: String,
+    pub groups: Vec<String>,
+    /// Empty: any address.
+    pub allow_ips: Vec<Cidr>,
+    pub enabled: bool,
+}
+
+impl App {
+    /// The current secret and, during a rotation, the previous one.
+    pub fn secrets(&self) -> Vec<&[u8]> {
+        self.secrets.iter().map(|s| &s[..]).collect()
+    }
+
+    /// Whether the app holds the permission package for a route's group (routes without
+    /// a group are open to every authenticated app).
+    pub fn may_call(&self, group: Option<&str>) -> bool {
+        group.is_none_or(|g| self.groups.iter().any(|have| have == g))
+    }
+
+    pub fn ip_allowed(&self, ip: IpAddr) -> bool {
+        self.allow_ips.is_empty() || self.allow_ips.iter().any(|c| c.contains(ip))
+    }
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("key", &self.key)
+            .field(
+                "secrets",
+                &format_args!("[{} redacted]", self.secrets.len()),
+            )
+            .field("name", &self.name)
+            .field("groups", &self.groups)
+            .field("allow_ips", &self.allow_ips)
+            .field("enabled", &self.enabled)
+            .finish()
+    }
+}
+
+/// Apps by key.
+#[derive(Debug, Default)]
+pub struct AppRegistry {
+    apps: HashMap<String, Arc<App>>,
+}
+
+impl AppRegistry {
+    pub fn get(&self, key: &str) -> Option<&Arc<App>> {
+        self.apps.get(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.apps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.apps.is_empty()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppsFile {
+    #[serde(default)]
+    apps: Vec<AppFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppFile {
+    key: String,
+    secrets: Vec<String>,
+    name: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    allow_ips: Vec<String>,
+    enabled: Option<bool>,
+}
+
+/// Reads and validates an apps file. Problems are reported with the file and the path
+/// inside it (`apps.file "apps.toml": apps[2].allow_ips[0]: ...`).
+pub fn load_file(path: &Path) -> Result<AppRegistry, Vec<ConfigError>> {
+    let origin = format!("apps.file {:?}", path.display().to_string());
+    let err = |path: String, message: String| ConfigError { path, message };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![err(origin.clone(), format!("cannot read: {e}"))])?;
+    let file: AppsFile = toml::from_str(&text)
+        .map_err(|e| vec![err(origin.clone(), e.to_string().trim_end().to_string())])?;
+    let mut problems = Vec::new();
+    let mut apps = HashMap::new();
+    for (i, a) in file.apps.into_iter().enumerate() {
+        let at = |field: &str| format!("{origin}: apps[{i}].{field}");
+        let key_ok = !a.key.is_empty()
+            && a.key.len() <= 128
+            && a.key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !key_ok {
+            problems.push(err(
+                at("key"),
+                format!(
+                    "invalid key {:?}: 1-128 of letters, digits, '-', '_', '.'",
+                    a.key
+                ),
+            ));
+        }
+        if a.secrets.is_empty() || a.secrets.len() > 2 {
+            problems.push(err(
+                at("secrets"),
+                "one or two secrets (current, and previous during a rotation)".into(),
+            ));
+        }
+        if a.secrets.iter().any(|s| s.len() < 16) {
+            problems.push(err(
+                at("secrets"),
+                "every secret must be at least 16 bytes".into(),
+            ));
+        }
+        let mut allow_ips = Vec::new();
+        for (j, c) in a.allow_ips.iter().enumerate() {
+            match Cidr::parse(c) {
+                Ok(c) => allow_ips.push(c),
+                Err(e) => problems.push(err(at(&format!("allow_ips[{j}]")), e)),
+            }
+        }
+        let app = App {
+            secrets: a.secrets.iter().map(|s| s.as_bytes().into()).collect(),
+            name: a.name.unwrap_or_else(|| a.key.clone()),
+            groups: a.groups,
+            allow_ips,
+            enabled: a.enabled.unwrap_or(true),
+            key: a.key,
+        };
+        if apps.contains_key(&app.key) {
+            problems.push(err(at("key"), format!("duplicate key {:?}", app.key)));
+        }
+        apps.insert(app.key.clone(), Arc::new(app));
+    }
+    if problems.is_empty() {
+        Ok(AppRegistry { apps })
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<AppRegistry, Vec<ConfigError>> {
+        let dir =
+            std::env::temp_dir().join(format!("rg-apps-{}-{}", std::process::id(), text.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("apps.toml");
+        std::fs::write(&p, text).unwrap();
+        load_file(&p)
+    }
+
+    #[test]
+    fn loads_apps_and_hides_secrets() {
+        let r = load("[[apps]]\nkey = \"app-7f3a\"\nsecrets = [\"current-secret-0001\", \"previous-secret-001\"]\nname = \"Shop\"\ngroups = [\"trade\"]\nallow_ips = [\"203.0.113.0/24\"]\n").unwrap();
+        let app = r.get("app-7f3a").unwrap();
+        assert_eq!(app.secrets().len(), 2);
+        assert!(app.may_call(Some("trade")) && !app.may_call(Some("admin")) && app.may_call(None));
+        assert!(app.ip_allowed("203.0.113.5".parse().unwrap()));
+        assert!(!app.ip_allowed("198.51.100.5".parse().unwrap()));
+        let debug = format!("{app:?}");
+        assert!(
+            !debug.contains("current-secret") && debug.contains("redacted"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_path() {
+        let errs = load("[[apps]]\nkey = \"bad key\"\nsecrets = [\"short\"]\nallow_ips = [\"10.0.0.1/40\"]\n[[apps]]\nkey = \"a\"\nsecrets = []\n").unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let all = text.join("\n");
+        for want in [
+            "apps[0].key: invalid key",
+            "apps[0].secrets: every secret",
+            "apps[0].allow_ips[0]: invalid prefix",
+            "apps[1].secrets: one or two",
+        ] {
+            assert!(all.contains(want), "missing {want} in\n{all}");
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Reading a whole request body into memory, for the one feature that needs it before
+//! forwarding: a signature over the body's hash. Bounded by the route's body limit (413
+//! above it); everything else streams.
+
+use std::time::Duration;
+
+use super::conn::ClientConn;
+use super::io::write_all;
+use crate::error::{ErrorKind, ProxyError};
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::Framing;
+
+/// Why a body could not be read. `client_gone`: nothing can be answered.
+pub struct BodyError {
+    pub error: ProxyError,
+    pub client_gone: bool,
+}
+
+fn fail(kind: ErrorKind, message: &'static str) -> BodyError {
+    BodyError {
+        error: ProxyError::client(kind, message),
+        client_gone: false,
+    }
+}
+
+/// Reads the body framed by `framing` into a buffer.
+pub async fn read_body(
+    c: &mut ClientConn,
+    framing: Framing,
+    expect_continue: bool,
+    limit: u64,
+    timeout: Duration,
+) -> Result<Vec<u8>, BodyError> {
+    let gone = || BodyError {
+        error: ProxyError::client(
+            ErrorKind::BadRequest,
+            "client closed during the request body",
+        ),
+        client_gone: true,
+    };
+    if expect_continue && c.rbuf.is_empty() {
+        let mut cont = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+        write_all(&mut c.stream, &mut cont, timeout)
+            .await
+            .map_err(|_| gone())?;
+    }
+    let mut body = Vec::new();
+    let mut decoder = ChunkedDecoder::new();
+    loop {
+        let done = match framing {
+            Framing::Length(n) => {
+                let take = (c.rbuf.len() as u64).min(n - body.len() as u64) as usize;
+                body.extend_from_slice(&c.rbuf.data()[..take]);
+                c.rbuf.consume(take);
+                body.len() as u64 == n
+            }
+            Framing::Chunked => {
+                let mut pos = 0;
+                let data = c.rbuf.data();
+                while pos < data.len() && !decoder.is_done() {
+                    let step = decoder
+                        .decode(&data[pos..])
+                        .map_err(|_| fail(ErrorKind::BadRequest, "invalid chunked request body"))?;
+                    if let Some(r) = step.data {
+                        body.extend_from_slice(&data[pos + r.start..pos + r.end]);
+                    }
+                    pos += step.consumed;
+                }
+                c.rbuf.consume(pos);
+                decoder.is_done()
+            }
+            Framing::None | Framing::UntilClose => true,
+        };
+        if body.len() as u64 > limit {
+            return Err(fail(
+                ErrorKind::PayloadTooLarge,
+                "request body exceeds the route's limit",
+            ));
+        }
+        if done {
+            return Ok(body);
+        }
+        match c
+            .rbuf
+            .read_from(&mut c.stream, super::relay::BODY_BUF_MAX, timeout)
+            .await
+        {
+            Ok(0) => return Err(gone()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(fail(
+                    ErrorKind::RequestTimeout,
+                    "request body not received in time",
+                ))
+            }
+            Err(_) => return Err(gone()),
+        }
+    }
+}

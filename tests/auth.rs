@@ -1,0 +1,427 @@
+//! App authentication over real sockets: RG-HMAC-SHA256 signatures, tampering, replays
+//! across connections and workers, the timestamp window, secret rotation, disabled apps,
+//! group and IP denials, and identity headers sent upstream.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ringgate::auth::sign::sign_request;
+use support::*;
+
+const KEY: &str = "app-7f3a";
+const SECRET: &str = "current-secret-0001";
+const OLD_SECRET: &str = "previous-secret-001";
+
+fn apps_file() -> String {
+    let dir = std::env::temp_dir().join(format!(
+        "ringgate-auth-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("apps.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[apps]]\nkey = \"{KEY}\"\nsecrets = [\"{SECRET}\", \"{OLD_SECRET}\"]\nname = \"Example shop\"\ngroups = [\"trade\"]\n\
+             [[apps]]\nkey = \"app-other\"\nsecrets = [\"other-secret-00001\"]\ngroups = [\"marketing\"]\n\
+             [[apps]]\nkey = \"app-off\"\nsecrets = [\"off-secret-0000001\"]\ngroups = [\"trade\"]\nenabled = false\n\
+             [[apps]]\nkey = \"app-lan\"\nsecrets = [\"lan-secret-0000001\"]\ngroups = [\"trade\"]\nallow_ips = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n"
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+fn gateway(driver: Driver, workers: usize, up: SocketAddr) -> Gateway {
+    Gateway::start(
+        driver,
+        workers,
+        "",
+        &format!(
+            "[apps]\nfile = \"{}\"\ntimestamp_window = \"300s\"\n\
+             [[upstreams]]\nname = \"up\"\ntargets = [\"{up}\"]\n\
+             [[routes]]\nname = \"orders\"\npath = \"/v1/orders/*\"\nupstream = \"up\"\ngroup = \"trade\"\nauth = \"hmac\"\nmax_body_bytes = 1024\n\
+             [[routes]]\nname = \"public\"\npath = \"/public/*\"\nupstream = \"up\"\n",
+            apps_file()
+        ),
+    )
+}
+
+fn now() -> u64 {
+    ringgate::auth::check::unix_now()
+}
+
+fn nonce() -> String {
+    format!(
+        "nonce-{:016x}-{}",
+        NEXT.fetch_add(1, Ordering::SeqCst),
+        std::process::id()
+    )
+}
+
+/// A signed request as raw bytes; `path` and `query` are what gets signed. Takes what
+/// `sign_request` takes.
+#[allow(clippy::too_many_arguments)]
+fn signed(
+    key: &str,
+    secret: &str,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &[u8],
+    ts: u64,
+    nonce: &str,
+) -> Vec<u8> {
+    let s = sign_request(key, secret.as_bytes(), method, path, query, body, ts, nonce).unwrap();
+    let target = if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    };
+    let mut raw = format!(
+        "{method} {target} HTTP/1.1\r\nHost: api.test\r\nX-Rg-Key: {}\r\nX-Rg-Timestamp: {}\r\nX-Rg-Nonce: {}\r\nX-Rg-Signature: {}\r\nContent-Length: {}\r\n\r\n",
+        s.key,
+        s.timestamp,
+        s.nonce,
+        s.signature,
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
+fn valid_calls_pass_and_carry_the_identity(driver: Driver) {
+    let up = Upstream::echo();
+    let gw = gateway(driver, 1, up.addr);
+    let r = exchange(
+        gw.addr,
+        &signed(
+            KEY,
+            SECRET,
+            "GET",
+            "/v1/orders/42",
+            "b=2&a=1",
+            b"",
+            now(),
+            &nonce(),
+        ),
+    );
+    assert_eq!(
+        (r.status, r.body_str().as_str()),
+        (200, "GET /v1/orders/42?b=2&a=1 0")
+    );
+    let seen = up.last();
+    assert_eq!(seen.header("x-rg-app"), Some(KEY));
+    for h in ["x-rg-key", "x-rg-timestamp", "x-rg-nonce", "x-rg-signature"] {
+        assert_eq!(seen.header(h), None, "{h} is not forwarded");
+    }
+    // With a body: the signature covers its hash, and the body arrives intact.
+    let r = exchange(
+        gw.addr,
+        &signed(
+            KEY,
+            SECRET,
+            "POST",
+            "/v1/orders/new",
+            "",
+            b"{\"qty\":3}",
+            now(),
+            &nonce(),
+        ),
+    );
+    assert_eq!(
+        (r.status, r.body_str().as_str()),
+        (200, "POST /v1/orders/new 9")
+    );
+    assert_eq!(up.last().body, b"{\"qty\":3}");
+    // The previous secret still works during a rotation.
+    let r = exchange(
+        gw.addr,
+        &signed(
+            KEY,
+            OLD_SECRET,
+            "GET",
+            "/v1/orders/1",
+            "",
+            b"",
+            now(),
+            &nonce(),
+        ),
+    );
+    assert_eq!(r.status, 200);
+}
+
+fn chunked_signed_body_is_verified(driver: Driver) {
+    let up = Upstream::echo();
+    let gw = gateway(driver, 1, up.addr);
+    let body = b"hello signed world";
+    let s = sign_request(
+        KEY,
+        SECRET.as_bytes(),
+        "PUT",
+        "/v1/orders/9",
+        "",
+        body,
+        now(),
+        &nonce(),
+    )
+    .unwrap();
+    let raw = format!(
+        "PUT /v1/orders/9 HTTP/1.1\r\nHost: a\r\nX-Rg-Key: {KEY}\r\nX-Rg-Timestamp: {}\r\nX-Rg-Nonce: {}\r\nX-Rg-Signature: {}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nd\r\n signed world\r\n0\r\n\r\n",
+        s.timestamp, s.nonce, s.signature
+    );
+    let r = exchange(gw.addr, raw.as_bytes());
+    assert_eq!(r.status, 200);
+    assert_eq!(up.last().body, body);
+}
+
+fn every_tampered_part_fails(driver: Driver) {
+    let up = Upstream::echo();
+    let gw = gateway(driver, 1, up.addr);
+    let ts = now();
+    // Each case signs one request and sends another.
+    let cases: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
+        (
+            "method",
+            signed(KEY, SECRET, "GET", "/v1/orders/1", "", b"", ts, &nonce()),
+            Vec::new(),
+        ),
+        (
+            "path",
+            signed(KEY, SECRET, "GET", "/v1/orders/1", "", b"", ts, &nonce()),
+            Vec::new(),
+        ),
+        (
+            "query value",
+            signed(KEY, SECRET, "GET", "/v1/orders/1", "a=1", b"", ts, &nonce()),
+            Vec::new(),
+        ),
+        (
+            "body",
+            signed(
+                KEY,
+                SECRET,
+                "POST",
+                "/v1/orders/1",
+                "",
+                b"amount=1",
+                ts,
+                &nonce(),
+            ),
+            Vec::new(),
+        ),
+        (
+            "timestamp",
+            signed(KEY, SECRET, "GET", "/v1/orders/1", "", b"", ts, &nonce()),
+            Vec::new(),
+        ),
+        (
+            "nonce",
+            signed(KEY, SECRET, "GET", "/v1/orders/1", "", b"", ts, &nonce()),
+            Vec::new(),
+        ),
+        (
+            "key",
+            signed(KEY, SECRET, "GET", "/v1/orders/1", "", b"", ts, &nonce()),
+            Vec::new(),
+        ),
+        (
+            "secret",
+            signed(
+                KEY,
+                "not-the-secret-000",
+                "GET",
+                "/v1/orders/1",
+                "",
+                b"",
+                ts,
+                &nonce(),
+            ),
+            Vec::new(),
+        ),
+    ];
+    for (what, original, _) in cases {
+        let text = String::from_utf8(original).unwrap();
+        let tampered = match what {
+            "method" => text.replacen("GET", "DELETE", 1),
+            "path" => text.replacen("/v1/orders/1", "/v1/orders/2", 1),
+            "query value" => text.replacen("a=1", "a=2", 1),
+            "body" => text.replace("amount=1", "amount=9"),
+            "timestamp" => text.replace(
+                &format!("X-Rg-Timestamp: {ts}"),
+                &format!("X-Rg-Timestamp: {}", ts - 1),
+            ),
+            "nonce" => text.replacen("X-Rg-Nonce: nonce-", "X-Rg-Nonce: nonce-x", 1),
+            "key" => text.replace(&format!("X-Rg-Key: {KEY}"), "X-Rg-Key: app-other"),
+            _ => text,
+        };
+        let r = exchange(gw.addr, tampered.as_bytes());
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (401, "unauthorized"),
+            "tampered {what}: {}",
+            r.body_str()
+        );
+        assert_eq!(r.header("www-authenticate"), Some("RG-HMAC-SHA256"));
+        let message = r.body_str();
+        assert!(!message.contains(SECRET), "no secret in errors");
+    }
+    assert!(
+        up.requests().is_empty(),
+        "nothing tampered reached the upstream"
+    );
+}
+
+fn query_order_and_encoding_are_canonical(driver: Driver) {
+    let up = Upstream::echo();
+    let gw = gateway(driver, 1, up.addr);
+    // Signed as "a=1&b=x y" canonically; sent reordered and with different but
+    // equivalent escapes: still the same canonical query.
+    let n = nonce();
+    let s = sign_request(
+        KEY,
+        SECRET.as_bytes(),
+        "GET",
+        "/v1/orders/q",
+        "b=x%20y&a=1",
+        b"",
+        now(),
+        &n,
+    )
+    .unwrap();
+    let raw = format!(
+        "GET /v1/orders/q?a=%31&b=x%20y HTTP/1.1\r\nHost: a\r\nX-Rg-Key: {KEY}\r\nX-Rg-Timestamp: {}\r\nX-Rg-Nonce: {n}\r\nX-Rg-Signature: {}\r\n\r\n",
+        s.timestamp, s.signature
+    );
+    assert_eq!(exchange(gw.addr, raw.as_bytes()).status, 200);
+}
+
+fn replays_fail_on_any_connection_and_worker(driver: Driver) {
+    let up = Upstream::echo();
+    let gw = gateway(driver, 2, up.addr);
+    let raw = signed(KEY, SECRET, "GET", "/v1/orders/7", "", b"", now(), &nonce());
+    assert_eq!(exchange(gw.addr, &raw).status, 200);
+    // Fresh connections land on either worker (SO_REUSEPORT); every replay fails.
+    for _ in 0..8 {
+        let r = exchange(gw.addr, &raw);
+        assert_eq!(r.status, 401);
+        assert!(r.body_str().contains("replay"), "{}", r.body_str());
+    }
+    // And on the same keep-alive connection.
+    let mut c = gw.connect();
+    c.send(&raw);
+    assert_eq!(c.read_response().status, 401);
+    assert_eq!(up.requests().len(), 1);
+}
+
+fn timestamp_window_edges(driver: Driver) {
+    let up = Upstream::echo();
+    let gw = gateway(driver, 1, up.addr);
+    let t = now();
+    for (ts, status) in [
+        (t - 290, 200),
+        (t + 290, 200),
+        (t - 310, 401),
+        (t + 310, 401),
+    ] {
+        let r = exchange(
+            gw.addr,
+            &signed(KEY, SECRET, "GET", "/v1/orders/w", "", b"", ts, &nonce()),
+        );
+        assert_eq!(r.status, status, "timestamp now{:+}", ts as i64 - t as i64);
+    }
+}
+
+fn denials(driver: Driver) {
+    let up = Upstream::echo();
+    let gw = gateway(driver, 1, up.addr);
+    let cases = [
+        (
+            "app-off",
+            "off-secret-0000001",
+            401,
+            "unauthorized",
+            "disabled",
+        ),
+        ("app-other", "other-secret-00001", 403, "forbidden", "group"),
+        (
+            "app-lan",
+            "lan-secret-0000001",
+            403,
+            "forbidden",
+            "allow list",
+        ),
+        (
+            "app-nobody",
+            "whatever-secret-01",
+            401,
+            "unauthorized",
+            "unknown app",
+        ),
+    ];
+    for (key, secret, status, code, says) in cases {
+        let r = exchange(
+            gw.addr,
+            &signed(key, secret, "GET", "/v1/orders/1", "", b"", now(), &nonce()),
+        );
+        assert_eq!((r.status, r.error_code().as_str()), (status, code), "{key}");
+        assert!(r.body_str().contains(says), "{key}: {}", r.body_str());
+    }
+    // Missing and malformed credentials.
+    for raw in [
+        &b"GET /v1/orders/1 HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        b"GET /v1/orders/1 HTTP/1.1\r\nHost: a\r\nX-Rg-Key: app-7f3a\r\nX-Rg-Timestamp: soon\r\nX-Rg-Nonce: nonce-0123456789abcdef\r\nX-Rg-Signature: 00\r\n\r\n",
+        b"GET /v1/orders/1 HTTP/1.1\r\nHost: a\r\nX-Rg-Key: app-7f3a\r\nX-Rg-Timestamp: 1\r\nX-Rg-Nonce: short\r\nX-Rg-Signature: 00\r\n\r\n",
+    ] {
+        let r = exchange(gw.addr, raw);
+        assert_eq!((r.status, r.header("www-authenticate")), (401, Some("RG-HMAC-SHA256")));
+    }
+    assert!(up.requests().is_empty());
+}
+
+fn identity_cannot_be_spoofed_and_bodies_are_bounded(driver: Driver) {
+    let up = Upstream::echo();
+    let gw = gateway(driver, 1, up.addr);
+    exchange(
+        gw.addr,
+        b"GET /public/x HTTP/1.1\r\nHost: a\r\nX-Rg-App: app-7f3a\r\nX-Rg-Whatever: 1\r\n\r\n",
+    );
+    let seen = up.last();
+    assert_eq!(seen.header("x-rg-app"), None);
+    assert_eq!(seen.header("x-rg-whatever"), None);
+    let big = vec![b'x'; 2000];
+    let r = exchange(
+        gw.addr,
+        &signed(
+            KEY,
+            SECRET,
+            "POST",
+            "/v1/orders/big",
+            "",
+            &big,
+            now(),
+            &nonce(),
+        ),
+    );
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (413, "payload_too_large")
+    );
+}
+
+on_both_drivers!(
+    valid_calls_pass_and_carry_the_identity,
+    chunked_signed_body_is_verified,
+    every_tampered_part_fails,
+    query_order_and_encoding_are_canonical,
+    replays_fail_on_any_connection_and_worker,
+    timestamp_window_edges,
+    denials,
+    identity_cannot_be_spoofed_and_bodies_are_bounded,
+);

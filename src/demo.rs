@@ -18,6 +18,9 @@ driver = "auto"
 [admin]
 listen = "127.0.0.1:9901"
 
+[apps]
+file = "{apps}"
+
 [[upstreams]]
 name = "demo"
 targets = ["{backend}"]
@@ -30,11 +33,36 @@ strip_prefix = "/api"
 add_prefix = "/backend"
 
 [[routes]]
+name = "demo.trade"
+path = "/v1/trade/*"
+upstream = "demo"
+group = "trade"
+auth = "hmac"
+
+[[routes]]
 name = "demo.orders.get"
 path = "/v1/orders/{id}"
 methods = ["GET"]
 upstream = "demo"
 "#;
+
+/// The demo app: its key and secret are printed by `ringgate demo` (a demo, not a secret).
+pub const DEMO_APP_KEY: &str = "demo-app";
+pub const DEMO_APP_SECRET: &str = "demo-secret-not-for-production";
+
+/// Writes the demo's apps file to a temporary directory; returns its path.
+pub fn write_demo_apps() -> io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("ringgate-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("apps.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[apps]]\nkey = \"{DEMO_APP_KEY}\"\nsecrets = [\"{DEMO_APP_SECRET}\"]\nname = \"Demo app\"\ngroups = [\"trade\"]\n"
+        ),
+    )?;
+    Ok(path)
+}
 
 /// Starts the demo backend on `127.0.0.1:0`; returns its address.
 pub fn start_backend() -> io::Result<SocketAddr> {
@@ -160,6 +188,33 @@ pub fn example_commands(gateway: SocketAddr, admin: Option<SocketAddr>) -> Strin
             "  curl -i http://{a}/healthz                       # admin health\n"
         ));
     }
+    s.push_str(&signed_example(gateway));
     s.push_str("\nCtrl-C drains and stops.\n");
+    s
+}
+
+/// The protected route's commands: one unsigned (401) and one signed now, so it works
+/// once within the timestamp window.
+fn signed_example(gateway: SocketAddr) -> String {
+    let url = format!("http://{gateway}/v1/trade/quote?symbol=RING&qty=3");
+    let mut s = format!(
+        "\nProtected route /v1/trade/* (auth = \"hmac\", group \"trade\"), demo app key {DEMO_APP_KEY}:\
+         \n  curl -i http://{gateway}/v1/trade/quote             # 401 unauthorized: no signature\n"
+    );
+    let nonce = crate::auth::client::fresh_nonce();
+    let now = crate::auth::check::unix_now();
+    let secret = DEMO_APP_SECRET.as_bytes();
+    if let Ok(signed) =
+        crate::auth::client::sign_url(DEMO_APP_KEY, secret, "GET", &url, b"", now, &nonce)
+    {
+        let r = &signed.signed;
+        s.push_str(&format!(
+            "  # signed just now; valid once within 5 minutes (sending it again is a replay: 401)\
+             \n  curl -i -H 'X-Rg-Key: {}' -H 'X-Rg-Timestamp: {}' -H 'X-Rg-Nonce: {}' -H 'X-Rg-Signature: {}' '{url}'\
+             \n  # sign your own:\
+             \n  ringgate sign --key {DEMO_APP_KEY} --secret {DEMO_APP_SECRET} --url '{url}'\n",
+            r.key, r.timestamp, r.nonce, r.signature
+        ));
+    }
     s
 }

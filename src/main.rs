@@ -43,6 +43,30 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: String,
     },
+    /// Print the RG-HMAC-SHA256 headers (and a curl command) for a request, for app developers.
+    Sign {
+        /// The app key.
+        #[arg(long)]
+        key: String,
+        /// The app secret; defaults to the RINGGATE_SECRET environment variable (which,
+        /// unlike an argument, does not show up in `ps` or shell history).
+        #[arg(long, env = "RINGGATE_SECRET", hide_env_values = true)]
+        secret: String,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// http://host[:port]/path[?query]
+        #[arg(long)]
+        url: String,
+        /// A file holding the request body.
+        #[arg(long)]
+        body: Option<PathBuf>,
+        /// Unix seconds (default: now).
+        #[arg(long)]
+        timestamp: Option<u64>,
+        /// 16-64 characters of [A-Za-z0-9_-] (default: fresh random).
+        #[arg(long)]
+        nonce: Option<String>,
+    },
     /// Print the version.
     Version,
 }
@@ -55,6 +79,23 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { config } => check(&config),
+        Command::Sign {
+            key,
+            secret,
+            method,
+            url,
+            body,
+            timestamp,
+            nonce,
+        } => sign(
+            &key,
+            &secret,
+            &method,
+            &url,
+            body.as_deref(),
+            timestamp,
+            nonce,
+        ),
         Command::Run { config } => {
             init_logging();
             match config::load(&config) {
@@ -71,8 +112,16 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let apps = match ringgate::demo::write_demo_apps() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: cannot write the demo apps file: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let text = ringgate::demo::DEMO_CONFIG
                 .replace("{backend}", &backend.to_string())
+                .replace("{apps}", &apps.display().to_string())
                 .replace("127.0.0.1:8080", &listen)
                 .replace("127.0.0.1:9901", &admin);
             match config::parse(&text) {
@@ -97,6 +146,63 @@ fn check(path: &std::path::Path) -> ExitCode {
             Err(errors) => report(&path.display().to_string(), &errors),
         },
         Err(errors) => report(&path.display().to_string(), &errors),
+    }
+}
+
+fn sign(
+    key: &str,
+    secret: &str,
+    method: &str,
+    url: &str,
+    body_file: Option<&std::path::Path>,
+    timestamp: Option<u64>,
+    nonce: Option<String>,
+) -> ExitCode {
+    use ringgate::auth::client::{fresh_nonce, sign_url};
+    let body = match body_file.map(std::fs::read).transpose() {
+        Ok(b) => b.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("error: cannot read the body file: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let timestamp = timestamp.unwrap_or_else(ringgate::auth::check::unix_now);
+    let nonce = nonce.unwrap_or_else(fresh_nonce);
+    match sign_url(
+        key,
+        secret.as_bytes(),
+        method,
+        url,
+        &body,
+        timestamp,
+        &nonce,
+    ) {
+        Ok(s) => {
+            let r = &s.signed;
+            let headers = [
+                ("X-Rg-Key", &r.key),
+                ("X-Rg-Timestamp", &r.timestamp),
+                ("X-Rg-Nonce", &r.nonce),
+                ("X-Rg-Signature", &r.signature),
+            ];
+            for (name, value) in headers {
+                println!("{name}: {value}");
+            }
+            println!("\nstring to sign:\n{}\n", r.string_to_sign);
+            let mut curl = format!("curl -i -X {method}");
+            for (name, value) in headers {
+                curl.push_str(&format!(" -H '{name}: {value}'"));
+            }
+            if let Some(f) = body_file {
+                curl.push_str(&format!(" --data-binary @{}", f.display()));
+            }
+            println!("{curl} '{url}'");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod cidr;
+pub mod client;
 pub mod nonce;
 pub mod registry;
 pub mod sign;

@@ -386,3 +386,46 @@ fn check_rejects_durations_out_of_range() {
         "{err}"
     );
 }
+
+/// `ringgate sign` reproduces the worked example of docs/signing.md, whose signature was
+/// also computed with python3's hmac and hashlib.
+#[test]
+fn sign_prints_the_documented_signature() {
+    let out = Command::new(BIN)
+        .args([
+            "sign",
+            "--key",
+            "app-7f3a",
+            "--method",
+            "GET",
+            "--url",
+            "http://api.example.com/v1/orders/42?b=2&a=1&a=0&q=x%20y+z&tilde=%7e&name=caf%C3%A9&flag",
+            "--timestamp",
+            "1700000000",
+            "--nonce",
+            "n0nce-0123456789abcdef",
+        ])
+        .env("RINGGATE_SECRET", "current-secret")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "X-Rg-Signature: 364e980572b9169bd56dbb2882d2add561f66e3efdff1db90dcff7fc200ab13c"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("a=0&a=1&b=2&flag=&name=caf%C3%A9&q=x%20y%2Bz&tilde=~"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("current-secret"),
+        "the secret is not echoed"
+    );
+}

@@ -99,7 +99,7 @@ fn main() -> ExitCode {
         Command::Run { config } => {
             init_logging();
             match config::load(&config) {
-                Ok(cfg) => serve(cfg, None),
+                Ok(cfg) => serve(cfg, None, Some(&config)),
                 Err(errors) => report(&config.display().to_string(), &errors),
             }
         }
@@ -125,7 +125,7 @@ fn main() -> ExitCode {
                 .replace("127.0.0.1:8080", &listen)
                 .replace("127.0.0.1:9901", &admin);
             match config::parse(&text) {
-                Ok(cfg) => serve(cfg, Some(())),
+                Ok(cfg) => serve(cfg, Some(()), None),
                 Err(errors) => report("embedded demo config", &errors),
             }
         }
@@ -219,7 +219,8 @@ fn report(source: &str, errors: &[config::ConfigError]) -> ExitCode {
 }
 
 /// Starts the gateway and blocks until SIGTERM or SIGINT, then drains and exits 0.
-fn serve(cfg: config::Config, demo: Option<()>) -> ExitCode {
+/// `reload_from`: the config file SIGHUP reloads (none for the embedded demo config).
+fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::Path>) -> ExitCode {
     // Registered before the workers start so an early signal is not lost.
     let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
@@ -257,8 +258,22 @@ fn serve(cfg: config::Config, demo: Option<()>) -> ExitCode {
         );
     }
     for signal in signals.forever() {
-        match signal {
-            SIGHUP => log::warn!("SIGHUP: configuration reload is not available yet; ignoring"),
+        match (signal, reload_from) {
+            (SIGHUP, Some(path)) => match config::load(path) {
+                Ok(cfg) => {
+                    if let Err(e) = handle.reload(cfg) {
+                        log::error!("reload failed, still serving the previous config:\n{e}");
+                    }
+                }
+                Err(errors) => {
+                    let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    log::error!(
+                        "reload failed, still serving the previous config:\n{}",
+                        text.join("\n")
+                    );
+                }
+            },
+            (SIGHUP, None) => log::warn!("SIGHUP: the embedded demo config cannot be reloaded"),
             _ => break,
         }
     }

@@ -15,6 +15,13 @@ const SECRET: &str = "current-secret-0001";
 const OLD_SECRET: &str = "previous-secret-001";
 
 fn apps_file() -> String {
+    write_apps(&[SECRET, OLD_SECRET])
+}
+
+/// Writes an apps file whose first app has these secrets; returns its path.
+fn write_apps(secrets: &[&str]) -> String {
+    let secrets: Vec<String> = secrets.iter().map(|s| format!("\"{s}\"")).collect();
+    let secrets = secrets.join(", ");
     let dir = std::env::temp_dir().join(format!(
         "ringgate-auth-{}-{}",
         std::process::id(),
@@ -25,7 +32,7 @@ fn apps_file() -> String {
     std::fs::write(
         &path,
         format!(
-            "[[apps]]\nkey = \"{KEY}\"\nsecrets = [\"{SECRET}\", \"{OLD_SECRET}\"]\nname = \"Example shop\"\ngroups = [\"trade\"]\n\
+            "[[apps]]\nkey = \"{KEY}\"\nsecrets = [{secrets}]\nname = \"Example shop\"\ngroups = [\"trade\"]\n\
              [[apps]]\nkey = \"app-other\"\nsecrets = [\"other-secret-00001\"]\ngroups = [\"marketing\"]\n\
              [[apps]]\nkey = \"app-off\"\nsecrets = [\"off-secret-0000001\"]\ngroups = [\"trade\"]\nenabled = false\n\
              [[apps]]\nkey = \"app-lan\"\nsecrets = [\"lan-secret-0000001\"]\ngroups = [\"trade\"]\nallow_ips = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n"
@@ -38,17 +45,16 @@ fn apps_file() -> String {
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 fn gateway(driver: Driver, workers: usize, up: SocketAddr) -> Gateway {
-    Gateway::start(
-        driver,
-        workers,
-        "",
-        &format!(
+    Gateway::start(driver, workers, "", &routes(up, &apps_file()))
+}
+
+fn routes(up: SocketAddr, apps: &str) -> String {
+    format!(
             "[apps]\nfile = \"{}\"\ntimestamp_window = \"300s\"\n\
              [[upstreams]]\nname = \"up\"\ntargets = [\"{up}\"]\n\
              [[routes]]\nname = \"orders\"\npath = \"/v1/orders/*\"\nupstream = \"up\"\ngroup = \"trade\"\nauth = \"hmac\"\nmax_body_bytes = 1024\n\
              [[routes]]\nname = \"public\"\npath = \"/public/*\"\nupstream = \"up\"\n",
-            apps_file()
-        ),
+        apps
     )
 }
 
@@ -415,7 +421,29 @@ fn identity_cannot_be_spoofed_and_bodies_are_bounded(driver: Driver) {
     );
 }
 
+/// Rotation without downtime: both secrets work, then a reload with only the new one
+/// retires the old, while the new one keeps working throughout.
+fn secret_rotation_by_reload(driver: Driver) {
+    let up = Upstream::echo();
+    let gw = gateway(driver, 2, up.addr);
+    let call = |secret: &str| {
+        exchange(
+            gw.addr,
+            &signed(KEY, secret, "GET", "/v1/orders/r", "", b"", now(), &nonce()),
+        )
+        .status
+    };
+    assert_eq!((call(SECRET), call(OLD_SECRET)), (200, 200));
+    let generation = gw.reload(driver, 2, "", &routes(up.addr, &write_apps(&[SECRET])));
+    assert_eq!(generation, 2);
+    // Workers pick the new generation up within a tick; poll instead of sleeping.
+    assert!(eventually(std::time::Duration::from_secs(2), || (0..4)
+        .all(|_| call(OLD_SECRET) == 401)));
+    assert_eq!(call(SECRET), 200);
+}
+
 on_both_drivers!(
+    secret_rotation_by_reload,
     valid_calls_pass_and_carry_the_identity,
     chunked_signed_body_is_verified,
     every_tampered_part_fails,

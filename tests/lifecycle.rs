@@ -151,9 +151,58 @@ fn spawn_gateway(name: &str, driver: &str, upstream: SocketAddr, extra_server: &
 }
 
 fn sigterm(child: &Child) {
+    signal(child, libc::SIGTERM);
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
     // SAFETY: kill(2) on a child we spawned and still own; no memory is involved.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
     assert_eq!(rc, 0);
+}
+
+/// SIGHUP reloads the config file: new requests see the new routes; a bad file is
+/// reported and the running config keeps serving.
+#[test]
+fn sighup_reloads_the_config_and_keeps_the_old_one_on_errors() {
+    let (a, b) = (
+        Upstream::echo(),
+        Upstream::start(|mut c, _| {
+            while c.read_request().is_some() {
+                if !c.respond(b"from b") {
+                    return;
+                }
+            }
+        }),
+    );
+    let p = spawn_gateway("sighup", "io_uring", a.addr, "");
+    let config_path = std::env::temp_dir()
+        .join(format!("ringgate-test-{}-sighup", std::process::id()))
+        .join("ringgate.toml");
+    let original = std::fs::read_to_string(&config_path).unwrap();
+    assert_eq!(
+        exchange(p.addr, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").body_str(),
+        "GET /x 0"
+    );
+    std::fs::write(
+        &config_path,
+        original.replace(&a.addr.to_string(), &b.addr.to_string()),
+    )
+    .unwrap();
+    signal(&p.child, libc::SIGHUP);
+    let body = || exchange(p.addr, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").body_str();
+    assert!(
+        eventually(Duration::from_secs(3), || body() == "from b"),
+        "the reloaded route is live"
+    );
+    std::fs::write(&config_path, "[server]\nworkers = \"lots\"\n").unwrap();
+    signal(&p.child, libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        body(),
+        "from b",
+        "a bad config leaves the running one in place"
+    );
+    assert_eq!(healthz(p.admin), Some(200));
 }
 
 fn sigterm_drains_in_flight_requests_and_exits_zero(driver: Driver) {

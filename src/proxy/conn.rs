@@ -88,7 +88,7 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
     };
     let mut first = true;
     loop {
-        let snap = worker.snapshot();
+        let snap = worker.generation();
         let after = match read_head(&mut c, &snap, &worker, first).await {
             Head::Gone => return,
             Head::Rejected(r) => {

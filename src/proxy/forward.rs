@@ -11,7 +11,10 @@ use super::io::{is_timeout, write_all};
 use super::prepare::Prepared;
 use super::relay::{Relay, RelayError};
 use super::upstream::{connect, UpstreamConn, UPSTREAM_BUF};
-use super::worker::WorkerCtx;
+use std::cell::RefCell;
+
+use super::upstream::WorkerUpstreams;
+use super::worker::{WorkerCtx, WorkerGen};
 use crate::auth::check::{unix_now, Pending};
 use crate::auth::sign::body_sha256_hex;
 use crate::config::{Snapshot, UpstreamConfig};
@@ -47,9 +50,11 @@ impl From<ProxyError> for Failed {
 pub async fn forward(
     c: &mut ClientConn,
     p: &mut Prepared,
-    snap: &Snapshot,
+    gen: &WorkerGen,
     worker: &WorkerCtx,
 ) -> After {
+    let snap: &Snapshot = gen;
+    let ups = &gen.upstreams;
     let body = match p.pending_auth.take() {
         None => None,
         Some(pending) => match authenticate_body(c, p, *pending, snap, worker).await {
@@ -59,19 +64,14 @@ pub async fn forward(
     };
     let p = &*p;
     let target = {
-        let mut ups = worker.upstreams.borrow_mut();
+        let mut ups = ups.borrow_mut();
         let u = ups.get(p.upstream);
         let t = u.balancer.pick(worker.random(), p.hash_key);
         u.balancer.begin(t);
         t
     };
-    let result = exchange(c, p, snap, worker, target, body.as_deref()).await;
-    worker
-        .upstreams
-        .borrow_mut()
-        .get(p.upstream)
-        .balancer
-        .end(target);
+    let result = exchange(c, p, snap, worker, ups, target, body.as_deref()).await;
+    ups.borrow_mut().get(p.upstream).balancer.end(target);
     match result {
         Ok(after) => after,
         Err(f) => {
@@ -148,13 +148,14 @@ async fn exchange(
     p: &Prepared,
     snap: &Snapshot,
     worker: &WorkerCtx,
+    ups: &RefCell<WorkerUpstreams>,
     target: usize,
     body: Option<&[u8]>,
 ) -> Result<After, Failed> {
     let ucfg = snap.upstream(p.upstream);
     let mut retried = false;
     loop {
-        let mut up = upstream_conn(worker, p, ucfg, target).await?;
+        let mut up = upstream_conn(ups, p, ucfg, target).await?;
         match send_request(c, p, snap, ucfg, &mut up, body).await {
             Ok(()) => {}
             Err(e) if e.error.retryable && !retried => {
@@ -211,11 +212,7 @@ async fn exchange(
             });
         }
         if meta.upstream_keep_alive && up.rbuf.is_empty() {
-            worker
-                .upstreams
-                .borrow_mut()
-                .get(p.upstream)
-                .checkin(up, Instant::now());
+            ups.borrow_mut().get(p.upstream).checkin(up, Instant::now());
         }
         return Ok(if meta.client_keep_alive {
             After::KeepAlive
@@ -226,13 +223,13 @@ async fn exchange(
 }
 
 async fn upstream_conn(
-    worker: &WorkerCtx,
+    ups: &RefCell<WorkerUpstreams>,
     p: &Prepared,
     ucfg: &UpstreamConfig,
     target: usize,
 ) -> Result<UpstreamConn, Failed> {
     let (pooled, addr) = {
-        let mut ups = worker.upstreams.borrow_mut();
+        let mut ups = ups.borrow_mut();
         let u = ups.get(p.upstream);
         (u.checkout(target, Instant::now()), u.addr(target))
     };

@@ -14,11 +14,9 @@ use crate::config::Snapshot;
 
 pub struct WorkerCtx {
     pub id: usize,
-    /// The current config generation. Cloning the inner `Rc` per request is a local,
+    /// The current config generation. Cloning the `Rc` per request is a local,
     /// non-atomic increment: no cache line shared with other cores.
-    #[allow(clippy::redundant_allocation)] // the Rc is the point: see above
-    snapshot: RefCell<Rc<Arc<Snapshot>>>,
-    pub upstreams: RefCell<WorkerUpstreams>,
+    current: RefCell<Rc<WorkerGen>>,
     pub ids: RequestIdGen,
     /// Replay protection, shared with every other worker.
     pub nonces: Arc<NonceCache>,
@@ -35,8 +33,7 @@ impl WorkerCtx {
     pub fn new(id: usize, snapshot: Arc<Snapshot>, seed: u64, nonces: Arc<NonceCache>) -> Self {
         WorkerCtx {
             id,
-            upstreams: RefCell::new(WorkerUpstreams::build(&snapshot)),
-            snapshot: RefCell::new(Rc::new(snapshot)),
+            current: RefCell::new(Rc::new(WorkerGen::new(snapshot))),
             ids: RequestIdGen::new(seed),
             nonces,
             drain: LocalSignal::default(),
@@ -47,8 +44,16 @@ impl WorkerCtx {
         }
     }
 
-    pub fn snapshot(&self) -> Rc<Arc<Snapshot>> {
-        self.snapshot.borrow().clone()
+    /// The generation a new request starts with; it keeps it to the end, so a reload
+    /// never changes anything under a request in flight.
+    pub fn generation(&self) -> Rc<WorkerGen> {
+        self.current.borrow().clone()
+    }
+
+    /// Makes `snapshot` the generation for new requests. Its upstream pools start empty;
+    /// the old generation's go away with its last request.
+    pub fn install(&self, snapshot: Arc<Snapshot>) {
+        *self.current.borrow_mut() = Rc::new(WorkerGen::new(snapshot));
     }
 
     pub fn draining(&self) -> bool {
@@ -94,6 +99,30 @@ impl WorkerCtx {
         let s = self.rng_state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
         self.rng_state.set(s);
         super::balance::mix64(s)
+    }
+}
+
+/// One config generation as a worker uses it: the shared snapshot plus the worker's own
+/// upstream state built for it (pools and balancers are indexed by that snapshot's ids).
+pub struct WorkerGen {
+    pub snapshot: Arc<Snapshot>,
+    pub upstreams: RefCell<WorkerUpstreams>,
+}
+
+impl WorkerGen {
+    fn new(snapshot: Arc<Snapshot>) -> Self {
+        WorkerGen {
+            upstreams: RefCell::new(WorkerUpstreams::build(&snapshot)),
+            snapshot,
+        }
+    }
+}
+
+impl std::ops::Deref for WorkerGen {
+    type Target = Snapshot;
+
+    fn deref(&self) -> &Snapshot {
+        &self.snapshot
     }
 }
 

@@ -7,7 +7,7 @@ mod listener;
 mod worker;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -33,6 +33,8 @@ pub struct GatewayState {
     /// Nonces of signed requests, shared by all workers so a replay is caught whichever
     /// core it lands on. Outlives config generations.
     pub nonces: Arc<NonceCache>,
+    /// The newest config generation handed to the workers.
+    pub generation: AtomicU64,
 }
 
 impl GatewayState {
@@ -120,6 +122,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         unfinished_connections: AtomicUsize::new(0),
         drivers: Mutex::new(vec![None; n]),
         nonces: Arc::new(NonceCache::new(NONCE_SHARDS, NONCE_ENTRIES_PER_SHARD)),
+        generation: AtomicU64::new(1),
     });
     let admin = match snapshot.config.admin.listen {
         Some(addr) => Some(
@@ -189,6 +192,39 @@ impl GatewayHandle {
             .lock()
             .map(|d| d.clone())
             .unwrap_or_default()
+    }
+
+    /// Hands a new config generation to every worker: requests that start after a
+    /// worker's next tick (10 ms) use it, requests in flight finish on the one they began
+    /// with. Listeners and the worker count stay as they were started (a change to
+    /// `server.listen` or `server.workers` needs a restart and is reported as ignored).
+    /// Returns the new generation number.
+    pub fn reload(&self, config: Config) -> Result<u64, String> {
+        let ignored = config
+            .server
+            .listen
+            .iter()
+            .any(|a| a.port() != 0 && !self.listen.contains(a))
+            || config.server.listen.len() != self.listen.len();
+        let generation = self.state.generation.load(Ordering::SeqCst) + 1;
+        let snapshot = Snapshot::build(config, generation).map_err(|errs| {
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
+        if ignored {
+            log::warn!("reload: server.listen changed; listeners change only on restart");
+        }
+        for (_, tx) in &self.workers {
+            let _ = tx.send(WorkerCommand::Install(snapshot.clone()));
+        }
+        self.state.generation.store(generation, Ordering::SeqCst);
+        log::info!(
+            "reload: generation {generation} handed to {} workers",
+            self.workers.len()
+        );
+        Ok(generation)
     }
 
     /// Graceful shutdown: stop accepting, let in-flight requests finish (up to the drain

@@ -22,6 +22,8 @@ use crate::proxy::{conn, WorkerCtx};
 pub enum WorkerCommand {
     /// Stop accepting, finish in-flight requests, close idle connections, exit.
     Drain,
+    /// Serve new requests with this config generation.
+    Install(Arc<Snapshot>),
 }
 
 /// How often a worker looks at its command channel and sweeps idle upstream connections.
@@ -103,11 +105,12 @@ async fn worker_main(
         while let Ok(cmd) = commands.try_recv() {
             match cmd {
                 WorkerCommand::Drain => ctx.drain.fire(),
+                WorkerCommand::Install(snapshot) => ctx.install(snapshot),
             }
         }
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
-            ctx.upstreams.borrow_mut().sweep(last_sweep);
+            ctx.generation().upstreams.borrow_mut().sweep(last_sweep);
         }
     }
     let deadline = Instant::now() + server.drain_timeout;

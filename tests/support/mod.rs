@@ -50,10 +50,7 @@ impl Gateway {
     /// Starts a gateway. `body` is TOML appended after a `[server]` table that listens on
     /// 127.0.0.1:0 with `workers` workers on `driver`; `server_extra` adds lines to it.
     pub fn start(driver: Driver, workers: usize, server_extra: &str, body: &str) -> Gateway {
-        let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = {workers}\ndriver = \"{}\"\n{server_extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n{body}",
-            driver.name()
-        );
+        let text = config_text(driver, workers, server_extra, body);
         let config = ringgate::config::parse(&text)
             .unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"));
         let handle = runtime::start(config).expect("gateway starts");
@@ -83,6 +80,14 @@ impl Gateway {
         Client::connect(self.addr)
     }
 
+    /// Reloads with a config built like `start`'s (same driver, workers, listeners).
+    pub fn reload(&self, driver: Driver, workers: usize, server_extra: &str, body: &str) -> u64 {
+        let text = config_text(driver, workers, server_extra, body);
+        let config = ringgate::config::parse(&text)
+            .unwrap_or_else(|e| panic!("reload config invalid: {e:?}"));
+        self.handle().reload(config).expect("reload accepted")
+    }
+
     pub fn shutdown(mut self) -> ringgate::runtime::DrainReport {
         self.handle.take().expect("running").shutdown()
     }
@@ -98,6 +103,14 @@ impl Drop for Gateway {
             h.shutdown();
         }
     }
+}
+
+/// The config `Gateway::start` uses: listeners on 127.0.0.1:0, admin on 127.0.0.1:0.
+pub fn config_text(driver: Driver, workers: usize, server_extra: &str, body: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = {workers}\ndriver = \"{}\"\n{server_extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n{body}",
+        driver.name()
+    )
 }
 
 pub fn simple_routes(upstream: SocketAddr, upstream_extra: &str, route_extra: &str) -> String {

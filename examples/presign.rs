@@ -21,7 +21,16 @@ fn main() -> std::io::Result<()> {
     let mut out = BufWriter::new(std::io::stdout().lock());
     for i in 0..count {
         let nonce = format!("bench-{i:016x}");
-        match sign_request(key, secret.as_bytes(), "GET", path, "", b"", timestamp, &nonce) {
+        match sign_request(
+            key,
+            secret.as_bytes(),
+            "GET",
+            path,
+            "",
+            b"",
+            timestamp,
+            &nonce,
+        ) {
             Ok(s) => writeln!(out, "{} {}", s.nonce, s.signature)?,
             Err(e) => {
                 eprintln!("cannot sign: {e}");

@@ -442,7 +442,45 @@ fn secret_rotation_by_reload(driver: Driver) {
     assert_eq!(call(SECRET), 200);
 }
 
+/// A replay cache too small for the traffic refuses with 503 rather than forgetting
+/// nonces (which would let replays through).
+fn full_replay_cache_refuses_instead_of_forgetting(driver: Driver) {
+    let up = Upstream::echo();
+    let body = routes(up.addr, &apps_file()).replace(
+        "timestamp_window = \"300s\"",
+        "timestamp_window = \"300s\"\nreplay_capacity = 1024",
+    );
+    let gw = Gateway::start(driver, 1, "", &body);
+    let mut c = gw.connect();
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for _ in 0..1600 {
+        let raw = signed(KEY, SECRET, "GET", "/v1/orders/f", "", b"", now(), &nonce());
+        c.send(&raw);
+        let r = c.read_response();
+        match r.status {
+            200 => accepted.push(raw),
+            503 => {
+                assert_eq!(r.error_code(), "overloaded");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {}", r.body_str()),
+        }
+    }
+    assert!(refused > 0, "the cache filled up");
+    assert!(
+        accepted.len() <= 1024 + 64,
+        "no more nonces than the capacity were taken"
+    );
+    // Every accepted nonce is still remembered: its replay fails.
+    for raw in accepted.iter().take(50) {
+        c.send(raw);
+        assert_ne!(c.read_response().status, 200);
+    }
+}
+
 on_both_drivers!(
+    full_replay_cache_refuses_instead_of_forgetting,
     secret_rotation_by_reload,
     valid_calls_pass_and_carry_the_identity,
     chunked_signed_body_is_verified,

@@ -161,10 +161,12 @@ impl Pending {
         match nonces.check_and_insert(&self.app.key, &self.nonce, self.expires_at, now) {
             Seen::Fresh => Ok(self.app),
             Seen::Replay => Err(unauthorized("nonce already used: replayed request")),
+            // Refusing is the only safe answer: forgetting old nonces would accept
+            // replays. `[apps] replay_capacity` is sized for the traffic (README).
             Seen::Full => Err(ProxyError::new(
                 ErrorKind::Overloaded,
                 crate::error::Side::Internal,
-                "replay protection is full; try again shortly",
+                "replay protection is full (apps.replay_capacity); try again shortly",
             )),
         }
     }

@@ -27,6 +27,7 @@ pub struct AppsSectionFile {
     pub file: Option<String>,
     pub redis: Option<String>,
     pub timestamp_window: Option<String>,
+    pub replay_capacity: Option<i64>,
 }
 
 /// A number or a string; used for knobs like `workers = "auto" | 4` and sizes `"8MiB" | 8388608`.

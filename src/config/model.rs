@@ -19,6 +19,9 @@ pub struct AppsConfig {
     pub registry: std::sync::Arc<crate::auth::registry::AppRegistry>,
     /// How far a request's timestamp may be from the gateway's clock (default 300 s).
     pub timestamp_window: Duration,
+    /// Nonces the replay cache holds (fixed at start; sized as signed requests per
+    /// second times the window).
+    pub replay_capacity: usize,
 }
 
 /// How a route authenticates callers.

@@ -14,7 +14,7 @@ use super::io::{write_all, ReadBuf};
 use super::prepare::{prepare, PrepareCtx, Prepared, Rejected};
 use super::worker::WorkerCtx;
 use crate::config::Snapshot;
-use crate::error::{write_error_response, ErrorKind, ProxyError};
+use crate::error::{write_error_response, ErrorKind, ProxyError, Side};
 use crate::http::request::worth_parsing;
 
 /// Initial size of a client connection's read buffer.
@@ -95,6 +95,9 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
                 // Consume the refused head, or a kept-alive connection (404, 405) would
                 // parse and refuse the same head again, forever.
                 c.rbuf.consume(r.head_len);
+                if r.error.side == Side::Internal {
+                    worker.warn_limited(|| format!("request {:?}: {}", r.request_id, r.error));
+                }
                 respond_error(
                     &mut c,
                     &snap,

@@ -131,6 +131,9 @@ async fn authenticate_body(
         }) => return Err(After::Close),
         Err(BodyError { error, .. }) => (error, false),
     };
+    if error.side == Side::Internal {
+        worker.warn_limited(|| format!("request {:?}: {}", p.request_id, error));
+    }
     // With the whole body read the connection is still in step and may carry on.
     Err(respond_error(
         c,

@@ -46,11 +46,9 @@ impl GatewayState {
     }
 }
 
-/// Replay-protection capacity: 64 shards of 64 Ki nonces (about 4 M signed requests in
-/// flight within one timestamp window); beyond it signed requests get 503 rather than
-/// risking an accepted replay.
+/// Shards of the replay cache: enough that workers rarely wait on the same lock. Its size
+/// is `[apps] replay_capacity`, fixed at start (a reload does not resize it).
 const NONCE_SHARDS: usize = 64;
-const NONCE_ENTRIES_PER_SHARD: usize = 64 * 1024;
 
 /// A running gateway.
 pub struct GatewayHandle {
@@ -121,7 +119,10 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         failed: AtomicBool::new(false),
         unfinished_connections: AtomicUsize::new(0),
         drivers: Mutex::new(vec![None; n]),
-        nonces: Arc::new(NonceCache::new(NONCE_SHARDS, NONCE_ENTRIES_PER_SHARD)),
+        nonces: Arc::new(NonceCache::new(
+            NONCE_SHARDS,
+            snapshot.config.apps.replay_capacity.div_ceil(NONCE_SHARDS),
+        )),
         generation: AtomicU64::new(1),
     });
     let admin = match snapshot.config.admin.listen {

@@ -118,9 +118,10 @@ fn valid_calls_pass_and_carry_the_identity(driver: Driver) {
             &nonce(),
         ),
     );
+    // The upstream gets the query as signed (canonical), not the raw form.
     assert_eq!(
         (r.status, r.body_str().as_str()),
-        (200, "GET /v1/orders/42?b=2&a=1 0")
+        (200, "GET /v1/orders/42?a=1&b=2 0")
     );
     let seen = up.last();
     assert_eq!(seen.header("x-rg-app"), Some(KEY));
@@ -396,10 +397,15 @@ fn identity_cannot_be_spoofed_and_bodies_are_bounded(driver: Driver) {
     let gw = gateway(driver, 1, up.addr);
     exchange(
         gw.addr,
-        b"GET /public/x HTTP/1.1\r\nHost: a\r\nX-Rg-App: app-7f3a\r\nX-Rg-Whatever: 1\r\n\r\n",
+        b"GET /public/x HTTP/1.1\r\nHost: a\r\nX-Rg-App: app-7f3a\r\nX_Rg_App: evil\r\nX-Rg-Whatever: 1\r\n\r\n",
     );
     let seen = up.last();
     assert_eq!(seen.header("x-rg-app"), None);
+    assert_eq!(
+        seen.header("x_rg_app"),
+        None,
+        "the underscore spelling is stripped too"
+    );
     assert_eq!(seen.header("x-rg-whatever"), None);
     let big = vec![b'x'; 2000];
     let r = exchange(
@@ -479,7 +485,61 @@ fn full_replay_cache_refuses_instead_of_forgetting(driver: Driver) {
     }
 }
 
+/// A body trickled in past the end of the timestamp window must not be accepted: its
+/// nonce's entry may have expired by then (that would make a replay look fresh).
+fn body_arriving_after_the_window_is_refused(driver: Driver) {
+    let up = Upstream::echo();
+    let body = routes(up.addr, &apps_file())
+        .replace("timestamp_window = \"300s\"", "timestamp_window = \"2s\"");
+    let gw = Gateway::start(driver, 1, "", &body);
+    let raw = signed(
+        KEY,
+        SECRET,
+        "POST",
+        "/v1/orders/slow",
+        "",
+        b"late body",
+        now() - 1,
+        &nonce(),
+    );
+    let split = raw.len() - b"late body".len();
+    let mut c = gw.connect();
+    c.send(&raw[..split]);
+    // The head was in the window; wait until the window has closed, then send the body.
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    c.send(&raw[split..]);
+    let r = c.read_response();
+    assert_eq!(r.status, 401, "{}", r.body_str());
+    assert!(r.body_str().contains("window closed"));
+    assert!(up.requests().is_empty());
+}
+
+/// The window and the replay cache size are fixed at start: a reload that changes them
+/// is refused (a wider window would outlive the expiries of stored nonces).
+fn reload_cannot_change_the_replay_window(driver: Driver) {
+    let up = Upstream::echo();
+    let gw = gateway(driver, 1, up.addr);
+    let widened = routes(up.addr, &apps_file())
+        .replace("timestamp_window = \"300s\"", "timestamp_window = \"600s\"");
+    let config = ringgate::config::parse(&config_text(driver, 1, "", &widened)).unwrap();
+    let err = gw.handle().reload(config).unwrap_err();
+    assert!(err.contains("fixed at start"), "{err}");
+}
+
+fn fragments_are_refused(driver: Driver) {
+    let up = Upstream::echo();
+    let gw = gateway(driver, 1, up.addr);
+    let r = exchange(
+        gw.addr,
+        b"GET /public/x?a=1#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
+    assert_eq!((r.status, r.error_code().as_str()), (400, "bad_request"));
+}
+
 on_both_drivers!(
+    body_arriving_after_the_window_is_refused,
+    reload_cannot_change_the_replay_window,
+    fragments_are_refused,
     full_replay_cache_refuses_instead_of_forgetting,
     secret_rotation_by_reload,
     valid_calls_pass_and_carry_the_identity,

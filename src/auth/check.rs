@@ -50,6 +50,8 @@ pub struct Pending {
     pub app: Arc<App>,
     /// The string to sign up to and including the nonce line and its newline.
     prefix: String,
+    /// The canonical query: what was signed, and so what the upstream receives.
+    query: String,
     signature: [u8; 64],
     nonce: String,
     expires_at: u64,
@@ -124,6 +126,7 @@ pub fn begin(req: &SignedParts, need: &Requirement, now: u64) -> Result<Pending,
     Ok(Pending {
         app: app.clone(),
         prefix,
+        query,
         signature,
         nonce: nonce.to_string(),
         expires_at: ts.saturating_add(need.window_secs),
@@ -133,6 +136,12 @@ pub fn begin(req: &SignedParts, need: &Requirement, now: u64) -> Result<Pending,
 }
 
 impl Pending {
+    /// The query as signed (canonical form, without '?'): forwarded instead of the raw
+    /// one, so the upstream can only ever read what the signature covers.
+    pub fn canonical_query(&self) -> &str {
+        &self.query
+    }
+
     /// Verifies the signature over the body's hash, then records the nonce.
     pub fn finish(
         mut self,
@@ -140,6 +149,14 @@ impl Pending {
         nonces: &NonceCache,
         now: u64,
     ) -> Result<Arc<App>, ProxyError> {
+        // Checked again here, not only when the head arrived: a body trickled in past the
+        // end of the window would otherwise reach the nonce cache after its entry expired
+        // and be accepted as fresh (a replay).
+        if now > self.expires_at {
+            return Err(unauthorized(
+                "the timestamp window closed before the request body arrived",
+            ));
+        }
         self.prefix
             .push_str(std::str::from_utf8(body_sha256_hex).unwrap_or_default());
         if !verify(&self.app.secrets(), &self.prefix, &self.signature) {

@@ -104,8 +104,14 @@ pub fn load_file(path: &Path) -> Result<AppRegistry, Vec<ConfigError>> {
     let err = |path: String, message: String| ConfigError { path, message };
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![err(origin.clone(), format!("cannot read: {e}"))])?;
-    let file: AppsFile = toml::from_str(&text)
-        .map_err(|e| vec![err(origin.clone(), e.to_string().trim_end().to_string())])?;
+    // Only the message and position: toml's full error quotes the source line, and in
+    // this file that line may hold a secret.
+    let file: AppsFile = toml::from_str(&text).map_err(|e| {
+        let line = e.span().map_or(0, |r| {
+            text[..r.start.min(text.len())].matches('\n').count() + 1
+        });
+        vec![err(origin.clone(), format!("line {line}: {}", e.message()))]
+    })?;
     let mut problems = Vec::new();
     let mut apps = HashMap::new();
     for (i, a) in file.apps.into_iter().enumerate() {
@@ -189,6 +195,20 @@ mod tests {
             !debug.contains("current-secret") && debug.contains("redacted"),
             "{debug}"
         );
+    }
+
+    #[test]
+    fn syntax_errors_do_not_quote_secrets() {
+        let errs =
+            load("[[apps]]\nkey = \"a\"\nsecret = [\"super-secret-value-123456\"]\n").unwrap_err();
+        let text = errs[0].to_string();
+        assert!(
+            text.contains("line 3") && !text.contains("super-secret"),
+            "{text}"
+        );
+        let errs =
+            load("[[apps]]\nkey = \"a\"\nsecrets = [\"super-secret-value-123456]\n").unwrap_err();
+        assert!(!errs[0].to_string().contains("super-secret"), "{}", errs[0]);
     }
 
     #[test]

@@ -86,6 +86,11 @@ pub fn parse_request<'h, 'b>(
     else {
         return Err(bad("malformed request line"));
     };
+    if raw_target.contains('#') {
+        // A fragment is never sent (RFC 9112 3.2); forwarded raw, a '#' in the query
+        // would be read by the upstream as the end of it.
+        return Err(bad("fragment ('#') in the request target"));
+    }
     if raw_target.len() > limits.max_uri_bytes {
         return Err(ProxyError::client(
             ErrorKind::UriTooLong,

@@ -45,6 +45,16 @@ pub async fn read_body(
             .map_err(|_| gone())?;
     }
     let mut body = Vec::new();
+    if let Framing::Length(n) = framing {
+        // The length was checked against the limit with the head; allocate it once, and
+        // fail cleanly rather than abort if the allocation is refused.
+        body.try_reserve_exact(n as usize).map_err(|_| {
+            fail(
+                ErrorKind::PayloadTooLarge,
+                "request body too large to buffer",
+            )
+        })?;
+    }
     let mut decoder = ChunkedDecoder::new();
     loop {
         let done = match framing {
@@ -62,6 +72,14 @@ pub async fn read_body(
                         .decode(&data[pos..])
                         .map_err(|_| fail(ErrorKind::BadRequest, "invalid chunked request body"))?;
                     if let Some(r) = step.data {
+                        // Checked before growing, so a chunked body never takes more
+                        // memory than the limit.
+                        if (body.len() + r.len()) as u64 > limit {
+                            return Err(fail(
+                                ErrorKind::PayloadTooLarge,
+                                "request body exceeds the route's limit",
+                            ));
+                        }
                         body.extend_from_slice(&data[pos + r.start..pos + r.end]);
                     }
                     pos += step.consumed;

@@ -2,6 +2,7 @@
 //! the path, route, and write the head the upstream will receive. Synchronous, so the
 //! borrowed head never lives across an `.await`.
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
@@ -143,6 +144,7 @@ pub fn prepare(
             )));
         }
     }
+    let mut signed_query = String::new();
     let (identity, pending_auth) = match rc.auth {
         AuthMode::None => (None, None),
         AuthMode::Hmac => {
@@ -161,6 +163,7 @@ pub fn prepare(
             let now = unix_now();
             let pending = check::begin(&parts, &need, now).map_err(reject)?;
             let key = pending.app.key.clone();
+            signed_query = pending.canonical_query().to_string();
             if head.framing == Framing::None {
                 pending
                     .finish(&EMPTY_BODY_SHA256, ctx.nonces, now)
@@ -172,6 +175,13 @@ pub fn prepare(
             }
         }
     };
+    // On a signed route the upstream gets the query exactly as signed (canonical), never
+    // a raw form it might parse differently ('+', ';', duplicate order, bare names).
+    let query: Cow<str> = match rc.auth {
+        AuthMode::Hmac if signed_query.is_empty() => Cow::Borrowed(""),
+        AuthMode::Hmac => Cow::Owned(format!("?{signed_query}")),
+        AuthMode::None => Cow::Borrowed(query),
+    };
     let upstream = snap.upstream(rc.upstream);
     let hash_key = match &upstream.balance {
         crate::config::Balance::Hash(on) => request_hash_key(&head, on, ctx.client_ip),
@@ -179,7 +189,7 @@ pub fn prepare(
     };
 
     out.clear();
-    write_request_line(out, &head, rc, ctx.path, query);
+    write_request_line(out, &head, rc, ctx.path, &query);
     let fwd = Forwarded {
         client_ip: ctx.client_ip_text,
         trust_forwarded: snap.config.server.trust_forwarded,
@@ -272,9 +282,7 @@ fn write_forwarded_headers(out: &mut Vec<u8>, head: &RequestHead, fwd: &Forwarde
         let name = h.name;
         // X-Rg-* belong to the gateway: the signature headers stop here, and a client's
         // own X-Rg-App must never pass for an authenticated identity.
-        let gateway_owned = name
-            .get(..5)
-            .is_some_and(|p| p.eq_ignore_ascii_case("x-rg-"))
+        let gateway_owned = is_gateway_header(name)
             || name.eq_ignore_ascii_case("content-length")
             || name.eq_ignore_ascii_case("expect")
             || name.eq_ignore_ascii_case("x-request-id")
@@ -317,6 +325,23 @@ fn write_forwarded_headers(out: &mut Vec<u8>, head: &RequestHead, fwd: &Forwarde
     if let Some(app) = fwd.app {
         write_header(out, "x-rg-app", app.as_bytes());
     }
+}
+
+/// `X-Rg-*`, also spelled with underscores (`X_Rg_App`): CGI-style upstreams map both
+/// spellings to the same variable, so either could pass for the gateway's identity.
+fn is_gateway_header(name: &str) -> bool {
+    name.len() >= 5
+        && name
+            .bytes()
+            .take(5)
+            .map(|b| {
+                if b == b'_' {
+                    b'-'
+                } else {
+                    b.to_ascii_lowercase()
+                }
+            })
+            .eq(*b"x-rg-")
 }
 
 fn request_hash_key(head: &RequestHead, on: &HashOn, client_ip: IpAddr) -> u64 {

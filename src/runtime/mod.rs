@@ -56,6 +56,8 @@ pub struct GatewayHandle {
     workers: Vec<(JoinHandle<()>, Sender<WorkerCommand>)>,
     admin: Option<AdminServer>,
     listen: Vec<SocketAddr>,
+    /// `[apps] timestamp_window` and `replay_capacity` as started.
+    fixed_at_start: (Duration, usize),
 }
 
 /// How a drain went.
@@ -98,6 +100,10 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
             .join("\n")
     })?;
     let server = &snapshot.config.server;
+    let fixed_at_start = (
+        snapshot.config.apps.timestamp_window,
+        snapshot.config.apps.replay_capacity,
+    );
     let cpus = worker_cpus(&snapshot.config);
     let n = cpus.len();
     // Sockets for the epoll driver must be non-blocking; io_uring does not care.
@@ -154,6 +160,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         workers,
         admin,
         listen,
+        fixed_at_start,
     })
 }
 
@@ -207,6 +214,12 @@ impl GatewayHandle {
             .iter()
             .any(|a| a.port() != 0 && !self.listen.contains(a))
             || config.server.listen.len() != self.listen.len();
+        // Nonces were stored with expiries computed from the running window and the cache
+        // was sized at start: changing either under it could re-admit replays.
+        let apps = &config.apps;
+        if (apps.timestamp_window, apps.replay_capacity) != self.fixed_at_start {
+            return Err("apps.timestamp_window and apps.replay_capacity are fixed at start: restart to change them".into());
+        }
         let generation = self.state.generation.load(Ordering::SeqCst) + 1;
         let snapshot = Snapshot::build(config, generation).map_err(|errs| {
             errs.iter()

@@ -536,7 +536,67 @@ fn fragments_are_refused(driver: Driver) {
     assert_eq!((r.status, r.error_code().as_str()), (400, "bad_request"));
 }
 
+/// Bodies awaiting their signature check share a per-worker memory budget: past it,
+/// 503; the budget is back once a body is done with.
+fn bodies_awaiting_authentication_share_a_budget(driver: Driver) {
+    let up = Upstream::echo();
+    let body = routes(up.addr, &apps_file()).replace(
+        "timestamp_window = \"300s\"",
+        "timestamp_window = \"300s\"\nmax_buffered_bytes = 1000",
+    );
+    let gw = Gateway::start(driver, 1, "", &body);
+    let payload = vec![b'p'; 800];
+    let first = signed(
+        KEY,
+        SECRET,
+        "POST",
+        "/v1/orders/a",
+        "",
+        &payload,
+        now(),
+        &nonce(),
+    );
+    let split = first.len() - payload.len();
+    let mut a = gw.connect();
+    a.send(&first[..split + 10]);
+    // Once the worker has read `a`'s head it holds 800 bytes of budget, and another
+    // 800-byte body does not fit (polled: `a`'s bytes may take a moment to be read).
+    let refused = eventually(std::time::Duration::from_secs(2), || {
+        let second = signed(
+            KEY,
+            SECRET,
+            "POST",
+            "/v1/orders/b",
+            "",
+            &payload,
+            now(),
+            &nonce(),
+        );
+        let r = exchange(gw.addr, &second);
+        r.status == 503 && r.error_code() == "overloaded"
+    });
+    assert!(refused, "a second body over the budget is refused");
+    a.send(&first[split + 10..]);
+    assert_eq!(a.read_response().status, 200);
+    let third = signed(
+        KEY,
+        SECRET,
+        "POST",
+        "/v1/orders/c",
+        "",
+        &payload,
+        now(),
+        &nonce(),
+    );
+    assert_eq!(
+        exchange(gw.addr, &third).status,
+        200,
+        "the budget was given back"
+    );
+}
+
 on_both_drivers!(
+    bodies_awaiting_authentication_share_a_budget,
     body_arriving_after_the_window_is_refused,
     reload_cannot_change_the_replay_window,
     fragments_are_refused,

@@ -28,6 +28,7 @@ pub struct AppsSectionFile {
     pub redis: Option<String>,
     pub timestamp_window: Option<String>,
     pub replay_capacity: Option<i64>,
+    pub max_buffered_bytes: Option<NumOrString>,
 }
 
 /// A number or a string; used for knobs like `workers = "auto" | 4` and sizes `"8MiB" | 8388608`.

@@ -22,6 +22,8 @@ pub struct AppsConfig {
     /// Nonces the replay cache holds (fixed at start; sized as signed requests per
     /// second times the window).
     pub replay_capacity: usize,
+    /// Per worker: request bodies held in memory while their signature is pending.
+    pub max_buffered_bytes: u64,
 }
 
 /// How a route authenticates callers.

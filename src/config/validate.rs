@@ -493,10 +493,16 @@ fn validate_apps(
         1024,
         1 << 34,
     ) as usize;
+    let max_buffered_bytes = p.size(
+        "apps.max_buffered_bytes",
+        &section.and_then(|a| a.max_buffered_bytes.clone()),
+        64 << 20,
+    );
     AppsConfig {
         registry: Arc::new(registry),
         timestamp_window,
         replay_capacity,
+        max_buffered_bytes,
     }
 }
 

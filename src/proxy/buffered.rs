@@ -2,6 +2,7 @@
 //! forwarding: a signature over the body's hash. Bounded by the route's body limit (413
 //! above it); everything else streams.
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use super::conn::ClientConn;
@@ -23,14 +24,76 @@ fn fail(kind: ErrorKind, message: &'static str) -> BodyError {
     }
 }
 
-/// Reads the body framed by `framing` into a buffer.
-pub async fn read_body(
+/// Bytes of request bodies a worker holds in memory while their signatures are pending.
+/// App keys are not secret, so without a budget many connections each sending a body up
+/// to the route limit could make a worker buffer without bound before any check.
+#[derive(Default)]
+pub struct BufferBudget {
+    used: Cell<u64>,
+}
+
+/// A share of the budget, given back when the body is done with.
+pub struct BudgetShare<'a> {
+    budget: &'a BufferBudget,
+    held: u64,
+}
+
+impl BufferBudget {
+    pub fn in_use(&self) -> u64 {
+        self.used.get()
+    }
+
+    fn share(&self) -> BudgetShare<'_> {
+        BudgetShare {
+            budget: self,
+            held: 0,
+        }
+    }
+}
+
+impl BudgetShare<'_> {
+    /// Takes `n` more bytes unless that would pass `cap`.
+    fn take(&mut self, n: u64, cap: u64) -> bool {
+        let used = self.budget.used.get();
+        if used + n > cap {
+            return false;
+        }
+        self.budget.used.set(used + n);
+        self.held += n;
+        true
+    }
+}
+
+impl Drop for BudgetShare<'_> {
+    fn drop(&mut self) {
+        let b = &self.budget.used;
+        b.set(b.get().saturating_sub(self.held));
+    }
+}
+
+fn over_budget() -> BodyError {
+    BodyError {
+        error: ProxyError::new(
+            ErrorKind::Overloaded,
+            crate::error::Side::Internal,
+            "too many request bodies awaiting authentication on this worker (apps.max_buffered_bytes)",
+        ),
+        client_gone: false,
+    }
+}
+
+/// Reads the body framed by `framing` into a buffer, within the worker's budget. The
+/// returned share keeps the body's bytes counted until it is dropped with the body.
+pub async fn read_body<'b>(
     c: &mut ClientConn,
     framing: Framing,
     expect_continue: bool,
     limit: u64,
     timeout: Duration,
-) -> Result<Vec<u8>, BodyError> {
+    budget: &'b BufferBudget,
+    budget_cap: u64,
+) -> Result<(Vec<u8>, BudgetShare<'b>), BodyError> {
+    let mut share = budget.share();
     let gone = || BodyError {
         error: ProxyError::client(
             ErrorKind::BadRequest,
@@ -46,6 +109,9 @@ pub async fn read_body(
     }
     let mut body = Vec::new();
     if let Framing::Length(n) = framing {
+        if !share.take(n, budget_cap) {
+            return Err(over_budget());
+        }
         // The length was checked against the limit with the head; allocate it once, and
         // fail cleanly rather than abort if the allocation is refused.
         body.try_reserve_exact(n as usize).map_err(|_| {
@@ -80,6 +146,9 @@ pub async fn read_body(
                                 "request body exceeds the route's limit",
                             ));
                         }
+                        if !share.take(r.len() as u64, budget_cap) {
+                            return Err(over_budget());
+                        }
                         body.extend_from_slice(&data[pos + r.start..pos + r.end]);
                     }
                     pos += step.consumed;
@@ -96,7 +165,7 @@ pub async fn read_body(
             ));
         }
         if done {
-            return Ok(body);
+            return Ok((body, share));
         }
         match c
             .rbuf

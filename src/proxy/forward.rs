@@ -5,7 +5,7 @@
 use std::mem::MaybeUninit;
 use std::time::Instant;
 
-use super::buffered::{read_body, BodyError};
+use super::buffered::{read_body, BodyError, BudgetShare};
 use super::conn::{respond_error, ClientConn};
 use super::io::{is_timeout, write_all};
 use super::prepare::Prepared;
@@ -58,7 +58,7 @@ pub async fn forward(
     let body = match p.pending_auth.take() {
         None => None,
         Some(pending) => match authenticate_body(c, p, *pending, snap, worker).await {
-            Ok(body) => Some(body),
+            Ok(held) => Some(held),
             Err(after) => return after,
         },
     };
@@ -70,7 +70,9 @@ pub async fn forward(
         u.balancer.begin(t);
         t
     };
-    let result = exchange(c, p, snap, worker, ups, target, body.as_deref()).await;
+    // The budget share lives as long as the body: both go when the exchange is over.
+    let body_bytes = body.as_ref().map(|(b, _)| b.as_slice());
+    let result = exchange(c, p, snap, worker, ups, target, body_bytes).await;
     ups.borrow_mut().get(p.upstream).balancer.end(target);
     match result {
         Ok(after) => after,
@@ -104,13 +106,13 @@ pub async fn forward(
 /// Reads the body of a signed request, checks the signature over its hash and records
 /// the nonce; answers the client itself when that fails. Nothing reaches the upstream
 /// before the check passes.
-async fn authenticate_body(
+async fn authenticate_body<'w>(
     c: &mut ClientConn,
     p: &Prepared,
     pending: Pending,
     snap: &Snapshot,
-    worker: &WorkerCtx,
-) -> Result<Vec<u8>, After> {
+    worker: &'w WorkerCtx,
+) -> Result<(Vec<u8>, BudgetShare<'w>), After> {
     let route = snap.route(p.route);
     let server = &snap.config.server;
     let read = read_body(
@@ -119,13 +121,17 @@ async fn authenticate_body(
         p.expect_continue,
         route.max_body_bytes,
         server.body_timeout,
+        &worker.buffered,
+        snap.config.apps.max_buffered_bytes,
     )
     .await;
     let (error, body_read) = match read {
-        Ok(body) => match pending.finish(&body_sha256_hex(&body), &worker.nonces, unix_now()) {
-            Ok(_) => return Ok(body),
-            Err(e) => (e, true),
-        },
+        Ok((body, share)) => {
+            match pending.finish(&body_sha256_hex(&body), &worker.nonces, unix_now()) {
+                Ok(_) => return Ok((body, share)),
+                Err(e) => (e, true),
+            }
+        }
         Err(BodyError {
             client_gone: true, ..
         }) => return Err(After::Close),

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::buffered::BufferBudget;
 use super::request_id::RequestIdGen;
 use super::signal::LocalSignal;
 use super::upstream::WorkerUpstreams;
@@ -20,6 +21,8 @@ pub struct WorkerCtx {
     pub ids: RequestIdGen,
     /// Replay protection, shared with every other worker.
     pub nonces: Arc<NonceCache>,
+    /// Request bodies held while their signatures are pending.
+    pub buffered: BufferBudget,
     pub drain: LocalSignal,
     open_connections: Cell<usize>,
     /// At most one warning per second per worker: during an upstream outage every
@@ -36,6 +39,7 @@ impl WorkerCtx {
             current: RefCell::new(Rc::new(WorkerGen::new(snapshot))),
             ids: RequestIdGen::new(seed),
             nonces,
+            buffered: BufferBudget::default(),
             drain: LocalSignal::default(),
             open_connections: Cell::new(0),
             last_warning: Cell::new(None),

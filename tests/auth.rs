@@ -192,68 +192,28 @@ fn every_tampered_part_fails(driver: Driver) {
     let up = Upstream::echo();
     let gw = gateway(driver, 1, up.addr);
     let ts = now();
-    // Each case signs one request and sends another.
-    let cases: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
-        (
-            "method",
-            signed(KEY, SECRET, "GET", "/v1/orders/1", "", b"", ts, &nonce()),
-            Vec::new(),
-        ),
-        (
-            "path",
-            signed(KEY, SECRET, "GET", "/v1/orders/1", "", b"", ts, &nonce()),
-            Vec::new(),
-        ),
-        (
-            "query value",
-            signed(KEY, SECRET, "GET", "/v1/orders/1", "a=1", b"", ts, &nonce()),
-            Vec::new(),
-        ),
-        (
-            "body",
-            signed(
-                KEY,
-                SECRET,
-                "POST",
-                "/v1/orders/1",
-                "",
-                b"amount=1",
-                ts,
-                &nonce(),
-            ),
-            Vec::new(),
-        ),
-        (
-            "timestamp",
-            signed(KEY, SECRET, "GET", "/v1/orders/1", "", b"", ts, &nonce()),
-            Vec::new(),
-        ),
-        (
-            "nonce",
-            signed(KEY, SECRET, "GET", "/v1/orders/1", "", b"", ts, &nonce()),
-            Vec::new(),
-        ),
-        (
-            "key",
-            signed(KEY, SECRET, "GET", "/v1/orders/1", "", b"", ts, &nonce()),
-            Vec::new(),
-        ),
-        (
-            "secret",
-            signed(
-                KEY,
-                "not-the-secret-000",
-                "GET",
-                "/v1/orders/1",
-                "",
-                b"",
-                ts,
-                &nonce(),
-            ),
-            Vec::new(),
-        ),
+    // Each case signs one request (method, query, body, secret) and sends another.
+    let cases = [
+        ("method", "GET", "", &b""[..], SECRET),
+        ("path", "GET", "", b"", SECRET),
+        ("query value", "GET", "a=1", b"", SECRET),
+        ("body", "POST", "", b"amount=1", SECRET),
+        ("timestamp", "GET", "", b"", SECRET),
+        ("nonce", "GET", "", b"", SECRET),
+        ("key", "GET", "", b"", SECRET),
+        ("secret", "GET", "", b"", "not-the-secret-000"),
     ];
-    for (what, original, _) in cases {
+    for (what, method, query, body, secret) in cases {
+        let original = signed(
+            KEY,
+            secret,
+            method,
+            "/v1/orders/1",
+            query,
+            body,
+            ts,
+            &nonce(),
+        );
         let text = String::from_utf8(original).unwrap();
         let tampered = match what {
             "method" => text.replacen("GET", "DELETE", 1),

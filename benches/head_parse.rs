@@ -85,6 +85,7 @@ fn bench(c: &mut Criterion) {
                     client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     client_ip_text: "127.0.0.1",
                     nonces: &nonces,
+                    apps: None,
                     ids: &ids,
                     path: &mut path,
                 };

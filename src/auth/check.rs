@@ -14,7 +14,7 @@ use std::sync::Arc;
 use httparse::Header;
 
 use super::nonce::{NonceCache, Seen};
-use super::registry::{App, AppRegistry};
+use super::registry::App;
 use super::sign::{self, canonical_query, string_to_sign, verify};
 use crate::error::{ErrorKind, ProxyError};
 
@@ -28,7 +28,6 @@ fn forbidden(message: String) -> ProxyError {
 
 /// What a route requires of a caller.
 pub struct Requirement<'a> {
-    pub registry: &'a AppRegistry,
     pub group: Option<&'a str>,
     pub window_secs: u64,
 }
@@ -70,14 +69,24 @@ fn header<'h>(headers: &'h [Header<'h>], name: &str) -> Result<&'h [u8], ProxyEr
     }
 }
 
-/// Checks everything but the signature. `now` is unix seconds.
-pub fn begin(req: &SignedParts, need: &Requirement, now: u64) -> Result<Pending, ProxyError> {
+/// The app key a request claims to be from (the `X-Rg-Key` header), to look the app up.
+pub fn app_key<'h>(headers: &'h [Header<'h>]) -> Result<&'h str, ProxyError> {
+    std::str::from_utf8(header(headers, sign::HEADER_KEY)?)
+        .map_err(|_| unauthorized("malformed X-Rg-Key"))
+}
+
+/// Checks everything but the signature. `app`: the record for the claimed key, looked
+/// up by the caller (`None`: no such app). `now` is unix seconds.
+pub fn begin(
+    req: &SignedParts,
+    app: Option<Arc<App>>,
+    need: &Requirement,
+    now: u64,
+) -> Result<Pending, ProxyError> {
     let h = req.headers;
-    let key = header(h, sign::HEADER_KEY)?;
     let timestamp = header(h, sign::HEADER_TIMESTAMP)?;
     let nonce = header(h, sign::HEADER_NONCE)?;
     let signature = header(h, sign::HEADER_SIGNATURE)?;
-    let key = std::str::from_utf8(key).map_err(|_| unauthorized("malformed X-Rg-Key"))?;
     let ts = sign::parse_timestamp(timestamp)
         .ok_or_else(|| unauthorized("malformed X-Rg-Timestamp: unix seconds expected"))?;
     if !sign::valid_nonce(nonce) {
@@ -92,10 +101,7 @@ pub fn begin(req: &SignedParts, need: &Requirement, now: u64) -> Result<Pending,
         .ok_or_else(|| {
             unauthorized("malformed X-Rg-Signature: 64 lowercase hex digits expected")
         })?;
-    let app = need
-        .registry
-        .get(key)
-        .ok_or_else(|| unauthorized("unknown app key"))?;
+    let app = app.ok_or_else(|| unauthorized("unknown app key"))?;
     if !app.enabled {
         return Err(unauthorized("app is disabled"));
     }
@@ -124,7 +130,7 @@ pub fn begin(req: &SignedParts, need: &Requirement, now: u64) -> Result<Pending,
     );
     prefix.truncate(prefix.len() - 64);
     Ok(Pending {
-        app: app.clone(),
+        app,
         prefix,
         query,
         signature,

@@ -41,6 +41,69 @@ impl App {
     }
 }
 
+impl App {
+    /// Builds and validates an app record (same rules as the apps file).
+    pub fn from_parts(
+        key: String,
+        secrets: Vec<String>,
+        name: Option<String>,
+        groups: Vec<String>,
+        allow_ips: &[String],
+        enabled: bool,
+    ) -> Result<App, String> {
+        let mut problems = Vec::new();
+        if let Err(e) = check_key(&key) {
+            problems.push(format!("key: {e}"));
+        }
+        if let Err(e) = check_secrets(&secrets) {
+            problems.push(format!("secrets: {e}"));
+        }
+        let mut cidrs = Vec::new();
+        for (j, c) in allow_ips.iter().enumerate() {
+            match Cidr::parse(c) {
+                Ok(c) => cidrs.push(c),
+                Err(e) => problems.push(format!("allow_ips[{j}]: {e}")),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        Ok(App {
+            secrets: secrets.iter().map(|s| s.as_bytes().into()).collect(),
+            name: name.unwrap_or_else(|| key.clone()),
+            groups,
+            allow_ips: cidrs,
+            enabled,
+            key,
+        })
+    }
+}
+
+fn check_key(key: &str) -> Result<(), String> {
+    let ok = !key.is_empty()
+        && key.len() <= 128
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid key {key:?}: 1-128 of letters, digits, '-', '_', '.'"
+        ))
+    }
+}
+
+fn check_secrets(secrets: &[String]) -> Result<(), String> {
+    if secrets.is_empty() || secrets.len() > 2 {
+        return Err("one or two secrets (current, and previous during a rotation)".into());
+    }
+    if secrets.iter().any(|s| s.len() < 16) {
+        return Err("every secret must be at least 16 bytes".into());
+    }
+    Ok(())
+}
+
 impl fmt::Debug for App {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("App")
@@ -116,31 +179,11 @@ pub fn load_file(path: &Path) -> Result<AppRegistry, Vec<ConfigError>> {
     let mut apps = HashMap::new();
     for (i, a) in file.apps.into_iter().enumerate() {
         let at = |field: &str| format!("{origin}: apps[{i}].{field}");
-        let key_ok = !a.key.is_empty()
-            && a.key.len() <= 128
-            && a.key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !key_ok {
-            problems.push(err(
-                at("key"),
-                format!(
-                    "invalid key {:?}: 1-128 of letters, digits, '-', '_', '.'",
-                    a.key
-                ),
-            ));
+        if let Err(e) = check_key(&a.key) {
+            problems.push(err(at("key"), e));
         }
-        if a.secrets.is_empty() || a.secrets.len() > 2 {
-            problems.push(err(
-                at("secrets"),
-                "one or two secrets (current, and previous during a rotation)".into(),
-            ));
-        }
-        if a.secrets.iter().any(|s| s.len() < 16) {
-            problems.push(err(
-                at("secrets"),
-                "every secret must be at least 16 bytes".into(),
-            ));
+        if let Err(e) = check_secrets(&a.secrets) {
+            problems.push(err(at("secrets"), e));
         }
         let mut allow_ips = Vec::new();
         for (j, c) in a.allow_ips.iter().enumerate() {

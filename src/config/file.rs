@@ -29,6 +29,8 @@ pub struct AppsSectionFile {
     pub timestamp_window: Option<String>,
     pub replay_capacity: Option<i64>,
     pub max_buffered_bytes: Option<NumOrString>,
+    pub cache_ttl: Option<String>,
+    pub cache_size: Option<i64>,
 }
 
 /// A number or a string; used for knobs like `workers = "auto" | 4` and sizes `"8MiB" | 8388608`.

@@ -24,6 +24,22 @@ pub struct AppsConfig {
     pub replay_capacity: usize,
     /// Per worker: request bodies held in memory while their signature is pending.
     pub max_buffered_bytes: u64,
+    /// Where app records come from.
+    pub source: AppsSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppsSource {
+    /// `registry` holds every app, loaded from `[apps] file` (or no apps at all).
+    File,
+    /// Records live in Redis; workers cache them.
+    Redis {
+        url: String,
+        /// How long a cached record is served before a background refresh.
+        cache_ttl: Duration,
+        /// Records cached per worker.
+        cache_size: usize,
+    },
 }
 
 /// How a route authenticates callers.

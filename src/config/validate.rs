@@ -461,12 +461,37 @@ fn validate_apps(
         Duration::from_secs(300),
     );
     let mut registry = AppRegistry::default();
+    let mut source = AppsSource::File;
     match section {
-        Some(AppsSectionFile { redis: Some(_), .. }) => {
-            p.add(
-                "apps.redis",
-                "the Redis-backed app registry is not available in this release; use apps.file",
-            );
+        Some(AppsSectionFile {
+            redis: Some(url),
+            file,
+            ..
+        }) => {
+            if file.is_some() {
+                p.add("apps.redis", "set either apps.file or apps.redis, not both");
+            }
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                p.add(
+                    "apps.redis",
+                    format!("invalid URL {url:?}: expected redis://host:port/db"),
+                );
+            }
+            source = AppsSource::Redis {
+                url: url.clone(),
+                cache_ttl: p.duration(
+                    "apps.cache_ttl",
+                    &section.and_then(|a| a.cache_ttl.clone()),
+                    Duration::from_secs(30),
+                ),
+                cache_size: p.int(
+                    "apps.cache_size",
+                    section.and_then(|a| a.cache_size),
+                    100_000,
+                    16,
+                    1 << 26,
+                ) as usize,
+            };
         }
         Some(AppsSectionFile {
             file: Some(name), ..
@@ -503,6 +528,7 @@ fn validate_apps(
         timestamp_window,
         replay_capacity,
         max_buffered_bytes,
+        source,
     }
 }
 

@@ -4,11 +4,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::auth::cache::CacheStats;
 use crate::error::{write_error_response, ErrorKind};
 use crate::runtime::GatewayState;
 
@@ -119,6 +120,15 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
     };
     let path = path.split('?').next().unwrap_or("");
     match (method.as_str(), path) {
+        ("GET", "/stats") => {
+            let body = stats_json(state);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes())?;
+            stream.write_all(body.as_bytes())
+        }
         ("GET" | "HEAD", "/healthz") => {
             let (status, body) = if state.healthy() {
                 ("200 OK", "{\"status\":\"ok\"}\n")
@@ -143,6 +153,36 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
             &format!("no admin endpoint {method} {path}"),
         ),
     }
+}
+
+/// Counters of the app registry cache (summed over workers) and of its store.
+fn stats_json(state: &GatewayState) -> String {
+    let sum = |f: fn(&CacheStats) -> &AtomicU64| -> u64 {
+        state
+            .app_cache_stats
+            .iter()
+            .map(|s| f(s).load(Ordering::Relaxed))
+            .sum()
+    };
+    let hits = sum(|s| &s.hits);
+    let stale = sum(|s| &s.stale_hits);
+    let misses = sum(|s| &s.misses);
+    let filtered = sum(|s| &s.filtered);
+    let unavailable = sum(|s| &s.unavailable);
+    let lookups = hits + stale + misses + filtered + unavailable;
+    let hit_rate = if lookups == 0 {
+        0.0
+    } else {
+        (hits + stale + filtered) as f64 / lookups as f64
+    };
+    let d = &state.directory_stats;
+    format!(
+        "{{\"apps\":{{\"cache\":{{\"lookups\":{lookups},\"hits\":{hits},\"stale_hits\":{stale},\"misses\":{misses},\"filtered_unknown\":{filtered},\"unavailable\":{unavailable},\"hit_rate\":{hit_rate:.4}}},\"store\":{{\"lookups\":{},\"errors\":{},\"keys_in_filter\":{},\"up\":{}}}}}}}\n",
+        d.store_lookups.load(Ordering::Relaxed),
+        d.store_errors.load(Ordering::Relaxed),
+        d.keys_in_filter.load(Ordering::Relaxed),
+        d.store_up.load(Ordering::Relaxed),
+    )
 }
 
 fn respond_error(stream: &mut TcpStream, kind: ErrorKind, message: &str) -> io::Result<()> {

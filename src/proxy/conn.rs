@@ -11,7 +11,7 @@ use monoio::net::TcpStream;
 
 use super::forward::{forward, After};
 use super::io::{write_all, ReadBuf};
-use super::prepare::{prepare, PrepareCtx, Prepared, Rejected};
+use super::prepare::{prepare, PrepareCtx, Prepared, Rejected, Stop};
 use super::worker::WorkerCtx;
 use crate::config::Snapshot;
 use crate::error::{write_error_response, ErrorKind, ProxyError, Side};
@@ -47,6 +47,9 @@ impl ClientConn {
         }
     }
 }
+
+/// How long a request waits for an app record the control side is fetching.
+const APP_FETCH_WAIT: Duration = Duration::from_secs(2);
 
 /// Scratch buffers larger than this are given back between requests.
 const KEEP_SCRATCH: usize = 16 * 1024;
@@ -136,11 +139,34 @@ async fn read_head(c: &mut ClientConn, snap: &Snapshot, worker: &WorkerCtx, firs
                     ids: &worker.ids,
                     path: &mut c.path,
                     nonces: &worker.nonces,
+                    apps: worker.apps.as_ref(),
                 };
                 match prepare(c.rbuf.data(), snap, &mut ctx, &mut c.up_head) {
                     Ok(Some(p)) => return Head::Ready(p),
                     Ok(None) => {}
-                    Err(r) => return Head::Rejected(r),
+                    Err(Stop::Rejected(r)) => return Head::Rejected(r),
+                    Err(Stop::AwaitApp) => {
+                        // The record is on its way from the control side; the head stays
+                        // in the buffer and is prepared again once it arrives.
+                        let changed = worker.apps.as_ref().map(|a| a.changed());
+                        let arrived = match changed {
+                            Some(signal) => monoio::time::timeout(APP_FETCH_WAIT, signal.wait())
+                                .await
+                                .is_ok(),
+                            None => false,
+                        };
+                        if !arrived {
+                            return reject(
+                                worker,
+                                ProxyError::new(
+                                    ErrorKind::Overloaded,
+                                    crate::error::Side::Internal,
+                                    "the app registry did not answer in time",
+                                ),
+                            );
+                        }
+                        continue;
+                    }
                 }
             }
             scanned = c.rbuf.len();

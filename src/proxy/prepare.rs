@@ -10,13 +10,15 @@ use super::balance::hash_key;
 use super::normalize::normalize_path;
 use super::request_id::{RequestId, RequestIdGen};
 use super::router::{Match, RouteId};
+use crate::auth::cache::{Lookup, WorkerApps};
 use crate::auth::check::{self, unix_now, Pending, Requirement, SignedParts};
 use crate::auth::nonce::NonceCache;
-use crate::config::AuthMode;
+use crate::config::{AppsSource, AuthMode};
 use crate::config::{HashOn, Snapshot, UpstreamId};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::headers::{must_drop, push_decimal, write_header};
 use crate::http::{parse_request, Framing, RequestHead, MAX_HEADERS_LIMIT};
+use std::time::Instant;
 
 /// SHA-256 of the empty body, lowercase hex.
 pub const EMPTY_BODY_SHA256: [u8; 64] =
@@ -56,6 +58,16 @@ pub struct Rejected {
     pub is_head: bool,
 }
 
+/// Why `prepare` did not produce a request to forward.
+#[derive(Debug)]
+pub enum Stop {
+    /// Answered by the gateway itself.
+    Rejected(Rejected),
+    /// The app record is being fetched: wait for `WorkerApps::changed`, then prepare the
+    /// same head again.
+    AwaitApp,
+}
+
 /// Per-connection facts and reusable scratch space.
 pub struct PrepareCtx<'a> {
     pub client_ip: IpAddr,
@@ -65,6 +77,8 @@ pub struct PrepareCtx<'a> {
     pub path: &'a mut String,
     /// Replay protection shared by every worker.
     pub nonces: &'a NonceCache,
+    /// The worker's app cache (Redis-backed registry only).
+    pub apps: Option<&'a WorkerApps>,
 }
 
 /// `Ok(None)`: the head is not complete yet. On success the upstream head is in `out`.
@@ -73,19 +87,19 @@ pub fn prepare(
     snap: &Snapshot,
     ctx: &mut PrepareCtx<'_>,
     out: &mut Vec<u8>,
-) -> Result<Option<Prepared>, Rejected> {
+) -> Result<Option<Prepared>, Stop> {
     let mut storage = [const { MaybeUninit::uninit() }; MAX_HEADERS_LIMIT];
     let head = match parse_request(data, &mut storage, &snap.config.server.limits) {
         Ok(Some(h)) => h,
         Ok(None) => return Ok(None),
         Err(error) => {
-            return Err(Rejected {
+            return Err(Stop::Rejected(Rejected {
                 error,
                 request_id: ctx.ids.next_id(),
                 keep_alive: false,
                 head_len: 0,
                 is_head: false,
-            })
+            }))
         }
     };
     let request_id = head
@@ -94,14 +108,16 @@ pub fn prepare(
         .find(|h| h.name.eq_ignore_ascii_case("x-request-id"))
         .and_then(|h| RequestId::from_header(h.value))
         .unwrap_or_else(|| ctx.ids.next_id());
-    let reject = |error: ProxyError| Rejected {
-        keep_alive: head.keep_alive
-            && !error.kind.closes_connection()
-            && head.framing == Framing::None,
-        head_len: head.head_len,
-        is_head: head.method == "HEAD",
-        error,
-        request_id,
+    let reject = |error: ProxyError| {
+        Stop::Rejected(Rejected {
+            keep_alive: head.keep_alive
+                && !error.kind.closes_connection()
+                && head.framing == Framing::None,
+            head_len: head.head_len,
+            is_head: head.method == "HEAD",
+            error,
+            request_id,
+        })
     };
 
     let (raw_path, query) = match head.target.find('?') {
@@ -148,8 +164,25 @@ pub fn prepare(
     let (identity, pending_auth) = match rc.auth {
         AuthMode::None => (None, None),
         AuthMode::Hmac => {
+            let key = check::app_key(head.headers).map_err(reject)?;
+            let app = match &snap.config.apps.source {
+                AppsSource::File => snap.config.apps.registry.get(key).cloned(),
+                AppsSource::Redis { .. } => match ctx.apps.map(|a| a.lookup(key, Instant::now())) {
+                    Some(Lookup::Found(app)) => Some(app),
+                    Some(Lookup::Unknown) | None => None,
+                    // The head stays in the buffer; the connection waits for the record
+                    // without blocking the worker, then prepares the request again.
+                    Some(Lookup::Fetching) => return Err(Stop::AwaitApp),
+                    Some(Lookup::Unavailable) => {
+                        return Err(reject(ProxyError::new(
+                            ErrorKind::Overloaded,
+                            crate::error::Side::Internal,
+                            "the app registry is unavailable; try again shortly",
+                        )))
+                    }
+                },
+            };
             let need = Requirement {
-                registry: &snap.config.apps.registry,
                 group: rc.group.as_deref(),
                 window_secs: snap.config.apps.timestamp_window.as_secs(),
             };
@@ -161,7 +194,7 @@ pub fn prepare(
                 client_ip: ctx.client_ip,
             };
             let now = unix_now();
-            let pending = check::begin(&parts, &need, now).map_err(reject)?;
+            let pending = check::begin(&parts, app, &need, now).map_err(reject)?;
             let key = pending.app.key.clone();
             signed_query = pending.canonical_query().to_string();
             if head.framing == Framing::None {

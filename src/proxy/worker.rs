@@ -10,6 +10,7 @@ use super::buffered::BufferBudget;
 use super::request_id::RequestIdGen;
 use super::signal::LocalSignal;
 use super::upstream::WorkerUpstreams;
+use crate::auth::cache::WorkerApps;
 use crate::auth::nonce::NonceCache;
 use crate::config::Snapshot;
 
@@ -23,6 +24,8 @@ pub struct WorkerCtx {
     pub nonces: Arc<NonceCache>,
     /// Request bodies held while their signatures are pending.
     pub buffered: BufferBudget,
+    /// App records cached from the Redis-backed registry (`None` with an apps file).
+    pub apps: Option<WorkerApps>,
     pub drain: LocalSignal,
     open_connections: Cell<usize>,
     /// At most one warning per second per worker: during an upstream outage every
@@ -33,13 +36,20 @@ pub struct WorkerCtx {
 }
 
 impl WorkerCtx {
-    pub fn new(id: usize, snapshot: Arc<Snapshot>, seed: u64, nonces: Arc<NonceCache>) -> Self {
+    pub fn new(
+        id: usize,
+        snapshot: Arc<Snapshot>,
+        seed: u64,
+        nonces: Arc<NonceCache>,
+        apps: Option<WorkerApps>,
+    ) -> Self {
         WorkerCtx {
             id,
             current: RefCell::new(Rc::new(WorkerGen::new(snapshot))),
             ids: RequestIdGen::new(seed),
             nonces,
             buffered: BufferBudget::default(),
+            apps,
             drain: LocalSignal::default(),
             open_connections: Cell::new(0),
             last_warning: Cell::new(None),

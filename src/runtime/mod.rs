@@ -15,10 +15,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 pub use driver::DriverKind;
-use worker::{WorkerCommand, WorkerSpec};
+use worker::{WorkerAppsLink, WorkerCommand, WorkerSpec};
 
+use crate::auth::cache::CacheStats;
+use crate::auth::directory::{Directory, DirectoryStats};
 use crate::auth::nonce::NonceCache;
-use crate::config::{Config, DriverChoice, Snapshot, WorkerCount};
+use crate::auth::store::RedisStore;
+use crate::config::{AppsSource, Config, DriverChoice, Snapshot, WorkerCount};
 use crate::control::admin::AdminServer;
 
 /// State the control side and workers share. Touched at start, drain and by health
@@ -35,6 +38,10 @@ pub struct GatewayState {
     pub nonces: Arc<NonceCache>,
     /// The newest config generation handed to the workers.
     pub generation: AtomicU64,
+    /// Per worker: app cache counters (Redis-backed registry).
+    pub app_cache_stats: Vec<Arc<CacheStats>>,
+    /// Store-side counters of the Redis-backed registry.
+    pub directory_stats: Arc<DirectoryStats>,
 }
 
 impl GatewayState {
@@ -56,8 +63,10 @@ pub struct GatewayHandle {
     workers: Vec<(JoinHandle<()>, Sender<WorkerCommand>)>,
     admin: Option<AdminServer>,
     listen: Vec<SocketAddr>,
-    /// `[apps] timestamp_window` and `replay_capacity` as started.
-    fixed_at_start: (Duration, usize),
+    /// `[apps] timestamp_window`, `replay_capacity` and the registry source as started.
+    fixed_at_start: (Duration, usize, AppsSource),
+    /// The Redis-backed registry's control-side thread, if any.
+    directory: Option<Directory>,
 }
 
 /// How a drain went.
@@ -103,6 +112,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
     let fixed_at_start = (
         snapshot.config.apps.timestamp_window,
         snapshot.config.apps.replay_capacity,
+        snapshot.config.apps.source.clone(),
     );
     let cpus = worker_cpus(&snapshot.config);
     let n = cpus.len();
@@ -130,7 +140,44 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
             snapshot.config.apps.replay_capacity.div_ceil(NONCE_SHARDS),
         )),
         generation: AtomicU64::new(1),
+        app_cache_stats: (0..n).map(|_| Arc::new(CacheStats::default())).collect(),
+        directory_stats: Arc::new(DirectoryStats::default()),
     });
+    // The Redis-backed registry: one control-side thread talks to Redis; workers talk to
+    // it through channels and never block.
+    let mut links: Vec<Option<WorkerAppsLink>> = (0..n).map(|_| None).collect();
+    let directory = match &snapshot.config.apps.source {
+        AppsSource::File => None,
+        AppsSource::Redis {
+            url,
+            cache_ttl,
+            cache_size,
+        } => {
+            let store = RedisStore::new(url).map_err(|e| format!("apps.redis: {e}"))?;
+            let (requests, requests_rx) = crossbeam_channel::unbounded();
+            let mut update_txs = Vec::with_capacity(n);
+            for (i, link) in links.iter_mut().enumerate() {
+                let (tx, rx) = crossbeam_channel::unbounded();
+                update_txs.push(tx);
+                *link = Some(WorkerAppsLink {
+                    requests: requests.clone(),
+                    updates: rx,
+                    stats: state.app_cache_stats[i].clone(),
+                    capacity: *cache_size,
+                    ttl: *cache_ttl,
+                });
+            }
+            Some(
+                Directory::start(
+                    store,
+                    requests_rx,
+                    update_txs,
+                    state.directory_stats.clone(),
+                )
+                .map_err(|e| format!("cannot start the app directory: {e}"))?,
+            )
+        }
+    };
     let admin = match snapshot.config.admin.listen {
         Some(addr) => Some(
             AdminServer::start(addr, state.clone())
@@ -139,7 +186,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         None => None,
     };
     let mut workers = Vec::with_capacity(n);
-    for (id, (listeners, cpu)) in per_worker.into_iter().zip(cpus).enumerate() {
+    for (id, ((listeners, cpu), apps)) in per_worker.into_iter().zip(cpus).zip(links).enumerate() {
         let (tx, rx) = crossbeam_channel::unbounded();
         let spec = WorkerSpec {
             id,
@@ -148,6 +195,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
             snapshot: snapshot.clone(),
             commands: rx,
             state: state.clone(),
+            apps,
         };
         let handle = std::thread::Builder::new()
             .name(format!("ringgate-w{id}"))
@@ -161,6 +209,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         admin,
         listen,
         fixed_at_start,
+        directory,
     })
 }
 
@@ -217,8 +266,13 @@ impl GatewayHandle {
         // Nonces were stored with expiries computed from the running window and the cache
         // was sized at start: changing either under it could re-admit replays.
         let apps = &config.apps;
-        if (apps.timestamp_window, apps.replay_capacity) != self.fixed_at_start {
-            return Err("apps.timestamp_window and apps.replay_capacity are fixed at start: restart to change them".into());
+        if (
+            apps.timestamp_window,
+            apps.replay_capacity,
+            apps.source.clone(),
+        ) != self.fixed_at_start
+        {
+            return Err("apps.timestamp_window, apps.replay_capacity and apps.redis are fixed at start: restart to change them".into());
         }
         let generation = self.state.generation.load(Ordering::SeqCst) + 1;
         let snapshot = Snapshot::build(config, generation).map_err(|errs| {
@@ -253,6 +307,9 @@ impl GatewayHandle {
         }
         if let Some(admin) = self.admin.take() {
             admin.stop();
+        }
+        if let Some(directory) = self.directory.take() {
+            directory.stop();
         }
         DrainReport {
             unfinished_connections: self.state.unfinished_connections.load(Ordering::SeqCst),

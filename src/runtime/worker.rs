@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
+
+use crate::auth::cache::{AppUpdate, CacheStats, FetchRequest, WorkerApps};
 use monoio::io::Canceller;
 use monoio::net::TcpListener;
 
-use super::driver::{run_on_driver, DriverKind};
+use super::driver::run_on_driver;
 use super::GatewayState;
 use crate::config::Snapshot;
 use crate::proxy::{conn, WorkerCtx};
@@ -37,6 +39,18 @@ pub struct WorkerSpec {
     pub snapshot: Arc<Snapshot>,
     pub commands: Receiver<WorkerCommand>,
     pub state: Arc<GatewayState>,
+    /// With the Redis-backed registry: the channels to the control side's directory.
+    pub apps: Option<WorkerAppsLink>,
+}
+
+/// What a worker needs to build its app cache (which is `!Send`, so it is built on the
+/// worker's own thread).
+pub struct WorkerAppsLink {
+    pub requests: crossbeam_channel::Sender<FetchRequest>,
+    pub updates: Receiver<AppUpdate>,
+    pub stats: Arc<CacheStats>,
+    pub capacity: usize,
+    pub ttl: Duration,
 }
 
 pub fn run(spec: WorkerSpec) {
@@ -47,6 +61,7 @@ pub fn run(spec: WorkerSpec) {
         snapshot,
         commands,
         state,
+        apps,
     } = spec;
     let pinned = cpu.map(|c| core_affinity::set_for_current(core_affinity::CoreId { id: c }));
     let server = snapshot.config.server.clone();
@@ -63,7 +78,8 @@ pub fn run(spec: WorkerSpec) {
             (None, _) => log::info!("worker {id}: not pinned, driver {} ({why})", driver.name()),
         }
         state.drivers.lock().map(|mut d| d[id] = Some(driver)).ok();
-        worker_main(id, listeners, snapshot, commands, state.clone(), driver)
+        let _ = driver;
+        worker_main(id, listeners, snapshot, commands, state.clone(), apps)
     });
     if let Err(e) = result {
         log::error!("worker {id}: {e}");
@@ -77,11 +93,30 @@ async fn worker_main(
     snapshot: Arc<Snapshot>,
     commands: Receiver<WorkerCommand>,
     state: Arc<GatewayState>,
-    _driver: DriverKind,
+    apps: Option<WorkerAppsLink>,
 ) {
     let server = snapshot.config.server.clone();
     let seed = (id as u64) << 56 ^ std::process::id() as u64 ^ nanos_now();
-    let ctx = Rc::new(WorkerCtx::new(id, snapshot, seed, state.nonces.clone()));
+    let (app_cache, app_updates) = match apps {
+        Some(link) => (
+            Some(WorkerApps::new(
+                id,
+                link.capacity,
+                link.ttl,
+                link.requests,
+                link.stats,
+            )),
+            Some(link.updates),
+        ),
+        None => (None, None),
+    };
+    let ctx = Rc::new(WorkerCtx::new(
+        id,
+        snapshot,
+        seed,
+        state.nonces.clone(),
+        app_cache,
+    ));
     for l in listeners {
         match TcpListener::from_std(l) {
             Ok(l) => {
@@ -107,6 +142,13 @@ async fn worker_main(
                 WorkerCommand::Drain => ctx.drain.fire(),
                 WorkerCommand::Install(snapshot) => ctx.install(snapshot),
             }
+        }
+        if let (Some(updates), Some(cache)) = (&app_updates, &ctx.apps) {
+            let now = Instant::now();
+            while let Ok(update) = updates.try_recv() {
+                cache.apply(update, now);
+            }
+            cache.notify();
         }
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();

@@ -1,0 +1,403 @@
+//! The Redis-backed app store for cluster mode (`[apps] redis = "redis://..."`): one hash
+//! per app at `rg:app:<key>`, shared by every gateway of the cluster.
+//!
+//! Blocking on purpose: it is used only by the control thread, never by a worker. Every
+//! call is bounded in time (connect, handshake, read and write) so a dead or stalled Redis
+//! costs the control thread at most a couple of seconds per call and never hangs it; the
+//! workers keep serving the records they already hold.
+//!
+//! Fields of an app hash: `secret` (required), `previous_secret` (during a rotation),
+//! `name`, `groups` and `allow_ips` (comma-separated), `enabled` (`1`/`0`/`true`/`false`,
+//! default true). Records are validated by the same rules as the apps file.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use redis::{Client, Connection, FromRedisValue, RedisError};
+
+use super::registry::App;
+
+/// Prefix of every app hash; the rest of the Redis key is the app key.
+pub const KEY_PREFIX: &str = "rg:app:";
+
+/// Bound on the TCP connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Bound on every read and write of a command (and of the connection handshake).
+const IO_TIMEOUT: Duration = Duration::from_millis(500);
+/// How many keys one SCAN step asks for: big steps keep the round trips few.
+const SCAN_COUNT: usize = 1000;
+
+/// Fields an app hash may hold. Anything else is rejected, as the apps file does with
+/// `deny_unknown_fields`: a typo such as `allow_ip` must not silently open an app to
+/// every address.
+const FIELDS: [&str; 6] = [
+    "secret",
+    "previous_secret",
+    "name",
+    "groups",
+    "allow_ips",
+    "enabled",
+];
+
+#[derive(Debug)]
+pub enum StoreError {
+    /// Redis could not be reached or did not answer in time; worth retrying later.
+    Unavailable(String),
+    /// The record exists but is not a valid app; retrying does not help until it is fixed.
+    Invalid(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Unavailable(m) => write!(f, "app store unavailable: {m}"),
+            StoreError::Invalid(m) => write!(f, "invalid app record: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// A blocking client of the app store, reconnecting lazily after failures.
+pub struct RedisStore {
+    client: Client,
+    /// `host:port` for error messages (the URL itself may carry a password).
+    addr: String,
+    conn: Option<Connection>,
+    /// A connection attempt that outlived its deadline: the server accepted the TCP
+    /// connection but did not answer the handshake (e.g. a stopped process). The crate
+    /// runs the handshake without a read timeout, so it runs on its own thread; it is
+    /// kept here and waited on again next time, so there is at most one such thread.
+    pending: Option<Receiver<Result<Connection, RedisError>>>,
+}
+
+impl RedisStore {
+    /// Parses the URL (`redis://host:port/db`); does not connect yet, because the gateway
+    /// must start even if Redis is down.
+    pub fn new(url: &str) -> Result<RedisStore, String> {
+        // The URL is not quoted back: it may hold a password.
+        let client = Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+        let addr = client.get_connection_info().addr.to_string();
+        Ok(RedisStore {
+            client,
+            addr,
+            conn: None,
+            pending: None,
+        })
+    }
+
+    /// HGETALL of one app; `Ok(None)` when the hash does not exist.
+    pub fn fetch(&mut self, key: &str) -> Result<Option<App>, StoreError> {
+        let redis_key = format!("{KEY_PREFIX}{key}");
+        let raw: HashMap<Vec<u8>, Vec<u8>> = self
+            .query(redis::cmd("HGETALL").arg(&redis_key))
+            .map_err(|e| match e.code() {
+                // Someone stored another type under an app key: a broken record, not an outage.
+                Some("WRONGTYPE") => invalid(&redis_key, "not a hash"),
+                _ => self.unavailable(&e),
+            })?;
+        // Redis removes a hash with its last field, so empty means missing.
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        let mut fields = HashMap::with_capacity(raw.len());
+        for (name, value) in raw {
+            let name = String::from_utf8(name).map_err(|e| {
+                let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                invalid(&redis_key, &format!("field {lossy:?} is not UTF-8"))
+            })?;
+            // The value is not quoted: it may be a secret.
+            let value = String::from_utf8(value)
+                .map_err(|_| invalid(&redis_key, &format!("{name}: value is not UTF-8")))?;
+            fields.insert(name, value);
+        }
+        app_from_fields(key, &fields).map(Some)
+    }
+
+    /// Every app key in the store (SCAN of `rg:app:*`, prefix stripped), sorted.
+    pub fn all_keys(&mut self) -> Result<Vec<String>, StoreError> {
+        let pattern = format!("{KEY_PREFIX}*");
+        let mut keys = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<Vec<u8>>) = self
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(SCAN_COUNT),
+                )
+                .map_err(|e| self.unavailable(&e))?;
+            // A key that is not UTF-8 cannot be a valid app key; skipping it keeps one
+            // bad key from hiding all the others.
+            keys.extend(batch.into_iter().filter_map(|k| {
+                let k = String::from_utf8(k).ok()?;
+                k.strip_prefix(KEY_PREFIX).map(str::to_owned)
+            }));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        // SCAN may return a key more than once (e.g. while the table is rehashed).
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// Runs one command. A connection that broke since its last use (Redis restarted) is
+    /// replaced once at once rather than failing the call; a timeout is not retried, so
+    /// a stalled Redis costs one bounded wait.
+    fn query<T: FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, RedisError> {
+        let reused = self.conn.is_some();
+        match self.query_once(cmd) {
+            Err(e) if reused && e.is_io_error() && !e.is_timeout() => self.query_once(cmd),
+            other => other,
+        }
+    }
+
+    fn query_once<T: FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, RedisError> {
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        let result = cmd.query(&mut conn);
+        // After an I/O error the connection's state is unknown (a late reply to a
+        // timed-out command would be read as the answer to the next one): start afresh.
+        let broken = result
+            .as_ref()
+            .is_err_and(|e| e.is_io_error() || e.is_unrecoverable_error());
+        if !broken {
+            self.conn = Some(conn);
+        }
+        result
+    }
+
+    fn connect(&mut self) -> Result<Connection, RedisError> {
+        let attempt = match self.pending.take() {
+            Some(attempt) => attempt,
+            None => {
+                let (tx, rx) = mpsc::channel();
+                let client = self.client.clone();
+                std::thread::Builder::new()
+                    .name("rg-redis-connect".into())
+                    .spawn(move || {
+                        let _ = tx.send(client.get_connection_with_timeout(CONNECT_TIMEOUT));
+                    })?;
+                rx
+            }
+        };
+        let conn = match attempt.recv_timeout(CONNECT_TIMEOUT + IO_TIMEOUT) {
+            Ok(result) => result?,
+            Err(RecvTimeoutError::Timeout) => {
+                self.pending = Some(attempt);
+                return Err(timeout_error("no answer to the connection handshake"));
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(timeout_error("connection attempt ended without a result"));
+            }
+        };
+        conn.set_read_timeout(Some(IO_TIMEOUT))?;
+        conn.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(conn)
+    }
+
+    fn unavailable(&self, e: &RedisError) -> StoreError {
+        StoreError::Unavailable(format!("redis at {}: {e}", self.addr))
+    }
+}
+
+fn timeout_error(what: &str) -> RedisError {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_owned()).into()
+}
+
+fn invalid(redis_key: &str, problem: &str) -> StoreError {
+    StoreError::Invalid(format!("{redis_key}: {problem}"))
+}
+
+/// Builds an app from the fields of its hash. Messages name the Redis key and the field
+/// but never quote a secret.
+fn app_from_fields(key: &str, fields: &HashMap<String, String>) -> Result<App, StoreError> {
+    let redis_key = format!("{KEY_PREFIX}{key}");
+    let mut unknown: Vec<&str> = fields
+        .keys()
+        .map(String::as_str)
+        .filter(|f| !FIELDS.contains(f))
+        .collect();
+    if !unknown.is_empty() {
+        unknown.sort_unstable();
+        let problem = format!(
+            "unknown field(s) {unknown:?}; expected {}",
+            FIELDS.join(", ")
+        );
+        return Err(invalid(&redis_key, &problem));
+    }
+    let Some(secret) = fields.get("secret") else {
+        return Err(invalid(&redis_key, "missing field \"secret\""));
+    };
+    let mut secrets = vec![secret.clone()];
+    // An empty `previous_secret` is how a tool may end a rotation without HDEL.
+    if let Some(previous) = fields.get("previous_secret").filter(|s| !s.is_empty()) {
+        secrets.push(previous.clone());
+    }
+    let name = fields.get("name").filter(|s| !s.is_empty()).cloned();
+    let groups = split_list(fields.get("groups"));
+    let allow_ips = split_list(fields.get("allow_ips"));
+    let enabled = match fields.get("enabled") {
+        None => true,
+        Some(v) => parse_enabled(v).ok_or_else(|| {
+            invalid(
+                &redis_key,
+                &format!("enabled: {v:?} is not one of 1, 0, true, false"),
+            )
+        })?,
+    };
+    App::from_parts(key.to_owned(), secrets, name, groups, &allow_ips, enabled)
+        .map_err(|e| invalid(&redis_key, &e))
+}
+
+/// A comma-separated list; blanks around items and empty items are ignored.
+fn split_list(value: Option<&String>) -> Vec<String> {
+    value.map_or_else(Vec::new, |v| {
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+}
+
+fn parse_enabled(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" => Some(true),
+        "0" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "current-secret-0001";
+    const PREVIOUS: &str = "previous-secret-001";
+
+    fn fields(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn invalid_message(result: Result<App, StoreError>) -> String {
+        match result {
+            Err(StoreError::Invalid(m)) => m,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_every_field() {
+        let app = app_from_fields(
+            "app-7f3a",
+            &fields(&[
+                ("secret", SECRET),
+                ("previous_secret", PREVIOUS),
+                ("name", "Example shop"),
+                ("groups", "trade, logistics,,"),
+                ("allow_ips", "203.0.113.0/24,2001:db8::/32"),
+                ("enabled", "0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(app.key, "app-7f3a");
+        assert_eq!(app.secrets(), vec![SECRET.as_bytes(), PREVIOUS.as_bytes()]);
+        assert_eq!(app.name, "Example shop");
+        assert_eq!(app.groups, ["trade", "logistics"]);
+        assert_eq!(app.allow_ips.len(), 2);
+        assert!(app.ip_allowed("2001:db8::1".parse().unwrap()));
+        assert!(!app.ip_allowed("198.51.100.1".parse().unwrap()));
+        assert!(!app.enabled);
+    }
+
+    #[test]
+    fn optional_fields_have_defaults() {
+        let app =
+            app_from_fields("a", &fields(&[("secret", SECRET), ("previous_secret", "")])).unwrap();
+        assert_eq!(app.secrets(), vec![SECRET.as_bytes()]);
+        assert_eq!(app.name, "a");
+        assert!(app.groups.is_empty() && app.allow_ips.is_empty());
+        assert!(app.enabled);
+    }
+
+    #[test]
+    fn enabled_values() {
+        for (v, want) in [
+            ("1", true),
+            ("true", true),
+            ("TRUE", true),
+            ("0", false),
+            ("false", false),
+        ] {
+            let app = app_from_fields("a", &fields(&[("secret", SECRET), ("enabled", v)])).unwrap();
+            assert_eq!(app.enabled, want, "{v}");
+        }
+        let m = invalid_message(app_from_fields(
+            "a",
+            &fields(&[("secret", SECRET), ("enabled", "yes")]),
+        ));
+        assert!(m.contains("rg:app:a: enabled: \"yes\""), "{m}");
+    }
+
+    #[test]
+    fn invalid_records_say_why_without_quoting_secrets() {
+        let m = invalid_message(app_from_fields("a", &fields(&[("name", "x")])));
+        assert_eq!(m, "rg:app:a: missing field \"secret\"");
+
+        let m = invalid_message(app_from_fields(
+            "a",
+            &fields(&[("secret", "short-secret"), ("allow_ips", "10.0.0.1/40")]),
+        ));
+        assert!(
+            m.contains("secrets: every secret must be at least 16 bytes"),
+            "{m}"
+        );
+        assert!(m.contains("allow_ips[0]"), "{m}");
+        assert!(!m.contains("short-secret"), "{m}");
+
+        let m = invalid_message(app_from_fields(
+            "a",
+            &fields(&[("secret", SECRET), ("allow_ip", "10.0.0.0/8")]),
+        ));
+        assert!(m.contains("unknown field(s) [\"allow_ip\"]"), "{m}");
+
+        let m = invalid_message(app_from_fields("bad key", &fields(&[("secret", SECRET)])));
+        assert!(m.contains("key: invalid key"), "{m}");
+    }
+
+    #[test]
+    fn url_is_checked_without_connecting_or_quoting_it() {
+        // Nothing listens on port 1: `new` must still succeed.
+        assert!(RedisStore::new("redis://127.0.0.1:1/0").is_ok());
+        let e = RedisStore::new("http://user:hunter2@example.com/")
+            .err()
+            .unwrap();
+        assert!(
+            e.starts_with("invalid Redis URL") && !e.contains("hunter2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unreachable_store_is_unavailable() {
+        let mut store = RedisStore::new("redis://127.0.0.1:1/0").unwrap();
+        match store.fetch("a") {
+            Err(StoreError::Unavailable(m)) => assert!(m.contains("127.0.0.1:1"), "{m}"),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+}

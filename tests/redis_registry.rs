@@ -1,0 +1,196 @@
+//! The Redis-backed app registry, end to end against a real redis-server started from
+//! PATH (`.ci/run` installs it, so CI never skips): records fetched on first use without
+//! blocking workers, changes picked up after the cache TTL, unknown keys answered from the
+//! key filter at once, and Redis going away (cached records keep serving) and coming back.
+
+#[path = "support/redis.rs"]
+mod redis_support;
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis_support::RedisServer;
+use ringgate::auth::sign::sign_request;
+use support::*;
+
+const SECRET: &str = "redis-secret-00000001";
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+fn redis() -> Option<RedisServer> {
+    let server = RedisServer::start();
+    if server.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs redis-server: it must not be skipped"
+        );
+    }
+    server
+}
+
+fn gateway(driver: Driver, redis: &RedisServer, up: SocketAddr) -> Gateway {
+    Gateway::start(
+        driver,
+        2,
+        "",
+        &format!(
+            "[apps]\nredis = \"{}\"\ncache_ttl = \"300ms\"\n\
+             [[upstreams]]\nname = \"up\"\ntargets = [\"{up}\"]\n\
+             [[routes]]\nname = \"orders\"\npath = \"/v1/orders/*\"\nupstream = \"up\"\ngroup = \"trade\"\nauth = \"hmac\"\n",
+            redis.url()
+        ),
+    )
+}
+
+fn call(gw: &Gateway, key: &str) -> Response {
+    let nonce = format!(
+        "redis-nonce-{:08}-{}",
+        NEXT.fetch_add(1, Ordering::SeqCst),
+        std::process::id()
+    );
+    let now = ringgate::auth::check::unix_now();
+    let s = sign_request(
+        key,
+        SECRET.as_bytes(),
+        "GET",
+        "/v1/orders/1",
+        "",
+        b"",
+        now,
+        &nonce,
+    )
+    .unwrap();
+    let raw = format!(
+        "GET /v1/orders/1 HTTP/1.1\r\nHost: a\r\nX-Rg-Key: {key}\r\nX-Rg-Timestamp: {}\r\nX-Rg-Nonce: {nonce}\r\nX-Rg-Signature: {}\r\n\r\n",
+        s.timestamp, s.signature
+    );
+    exchange(gw.addr, raw.as_bytes())
+}
+
+fn stats(gw: &Gateway) -> serde_json::Value {
+    let mut s = TcpStream::connect(gw.admin.unwrap()).unwrap();
+    s.write_all(b"GET /stats HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+}
+
+fn records_are_fetched_cached_and_refreshed(driver: Driver) {
+    let Some(redis) = redis() else { return };
+    redis.hset(
+        "rg:app:app-r1",
+        &[
+            ("secret", SECRET),
+            ("groups", "trade"),
+            ("name", "Redis app"),
+        ],
+    );
+    let up = Upstream::echo();
+    let gw = gateway(driver, &redis, up.addr);
+    // First use: fetched by the control side while the request waits, then cached.
+    assert_eq!(call(&gw, "app-r1").status, 200);
+    assert_eq!(up.last().header("x-rg-app"), Some("app-r1"));
+    for _ in 0..5 {
+        assert_eq!(call(&gw, "app-r1").status, 200);
+    }
+    let s = stats(&gw);
+    assert!(s["apps"]["cache"]["hits"].as_u64().unwrap() >= 1, "{s}");
+    let lookups = s["apps"]["store"]["lookups"].as_u64().unwrap();
+    assert!(
+        lookups <= 2,
+        "a record is fetched once per worker at most, then cached: {s}"
+    );
+    // A change in Redis is picked up after the TTL (served stale meanwhile, refreshed in
+    // the background).
+    redis.hset("rg:app:app-r1", &[("enabled", "0")]);
+    let disabled = eventually(Duration::from_secs(3), || {
+        let r = call(&gw, "app-r1");
+        r.status == 401 && r.body_str().contains("disabled")
+    });
+    assert!(disabled, "the disabled flag was picked up");
+}
+
+fn unknown_keys_are_answered_without_the_store(driver: Driver) {
+    let Some(redis) = redis() else { return };
+    redis.hset("rg:app:app-r1", &[("secret", SECRET), ("groups", "trade")]);
+    let up = Upstream::echo();
+    let gw = gateway(driver, &redis, up.addr);
+    // Let the key filter arrive, then probe random keys: none reaches Redis.
+    assert!(eventually(Duration::from_secs(3), || stats(&gw)["apps"]
+        ["store"]["keys_in_filter"]
+        == 1));
+    std::thread::sleep(Duration::from_millis(50));
+    let before = stats(&gw)["apps"]["store"]["lookups"].as_u64().unwrap();
+    for i in 0..20 {
+        let r = call(&gw, &format!("random-key-{i}"));
+        assert_eq!((r.status, r.error_code().as_str()), (401, "unauthorized"));
+    }
+    let after = stats(&gw);
+    assert!(
+        after["apps"]["store"]["lookups"].as_u64().unwrap() - before <= 1,
+        "{after}"
+    );
+    assert!(
+        after["apps"]["cache"]["filtered_unknown"].as_u64().unwrap() >= 19,
+        "{after}"
+    );
+}
+
+fn redis_going_away_and_coming_back(driver: Driver) {
+    let Some(mut redis) = redis() else { return };
+    redis.hset("rg:app:app-r1", &[("secret", SECRET), ("groups", "trade")]);
+    redis.hset("rg:app:app-r2", &[("secret", SECRET), ("groups", "trade")]);
+    let up = Upstream::echo();
+    let gw = gateway(driver, &redis, up.addr);
+    // Warm app-r1 on both workers (connections spread over them).
+    assert!(eventually(Duration::from_secs(3), || (0..6).all(|_| call(
+        &gw, "app-r1"
+    )
+    .status
+        == 200)));
+    // The key filter (both apps) is in place before Redis goes away.
+    assert!(eventually(Duration::from_secs(3), || stats(&gw)["apps"]
+        ["store"]["keys_in_filter"]
+        == 2));
+    redis.stop();
+    // Cached records keep serving (stale after the TTL, their refresh failing)...
+    std::thread::sleep(Duration::from_millis(400));
+    for _ in 0..6 {
+        assert_eq!(call(&gw, "app-r1").status, 200);
+    }
+    // ...unknown keys are still answered at once from the key filter...
+    let started = Instant::now();
+    assert_eq!(call(&gw, "no-such-app").status, 401);
+    // "At once": well under the 2 s a request would wait for a record being fetched.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // ...and a known but uncached app gets a quick 503, not a hang.
+    let r = call(&gw, "app-r2");
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (503, "overloaded"),
+        "{}",
+        r.body_str()
+    );
+    assert!(eventually(Duration::from_secs(3), || stats(&gw)["apps"]
+        ["store"]["up"]
+        == false));
+    redis.restart();
+    redis.hset("rg:app:app-r2", &[("secret", SECRET), ("groups", "trade")]);
+    assert!(
+        eventually(Duration::from_secs(5), || call(&gw, "app-r2").status == 200),
+        "back once Redis is"
+    );
+}
+
+on_both_drivers!(
+    records_are_fetched_cached_and_refreshed,
+    unknown_keys_are_answered_without_the_store,
+    redis_going_away_and_coming_back,
+);

@@ -130,6 +130,7 @@ async fn read_head(c: &mut ClientConn, snap: &Snapshot, worker: &WorkerCtx, firs
     // to be incomplete (a complete head in one read, the usual case, never needs it).
     let mut started: Option<Instant> = None;
     let mut scanned = 0;
+    let mut app_deadline: Option<Instant> = None;
     loop {
         if !c.rbuf.is_empty() {
             if worth_parsing(c.rbuf.data(), scanned, &server.limits) {
@@ -148,12 +149,18 @@ async fn read_head(c: &mut ClientConn, snap: &Snapshot, worker: &WorkerCtx, firs
                     Err(Stop::AwaitApp) => {
                         // The record is on its way from the control side; the head stays
                         // in the buffer and is prepared again once it arrives.
+                        // Any batch of updates wakes every waiter; one deadline across
+                        // the waits keeps a request from waiting forever while other
+                        // apps' records keep arriving.
+                        let deadline =
+                            *app_deadline.get_or_insert_with(|| Instant::now() + APP_FETCH_WAIT);
+                        let left = deadline.saturating_duration_since(Instant::now());
                         let changed = worker.apps.as_ref().map(|a| a.changed());
                         let arrived = match changed {
-                            Some(signal) => monoio::time::timeout(APP_FETCH_WAIT, signal.wait())
-                                .await
-                                .is_ok(),
-                            None => false,
+                            Some(signal) if !left.is_zero() => {
+                                monoio::time::timeout(left, signal.wait()).await.is_ok()
+                            }
+                            _ => false,
                         };
                         if !arrived {
                             return reject(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ringgate::auth::bloom::Bloom;
-use ringgate::auth::cache::{AppUpdate, Lookup, WorkerApps};
+use ringgate::auth::cache::{AppUpdate, Fetched, Lookup, WorkerApps};
 use ringgate::auth::registry::App;
 
 fn bench(c: &mut Criterion) {
@@ -28,14 +28,22 @@ fn bench(c: &mut Criterion) {
         )
     };
     let (tx, _rx) = crossbeam_channel::unbounded();
-    let cache = WorkerApps::new(0, 100_000, Duration::from_secs(3600), tx, Arc::default());
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let cache = WorkerApps::new(
+        0,
+        100_000,
+        Duration::from_secs(3600),
+        tx,
+        up,
+        Arc::default(),
+    );
     let now = Instant::now();
     let mut map = HashMap::new();
     for k in &keys {
         cache.apply(
             AppUpdate::Fetched {
                 key: k.clone(),
-                result: Ok(Some(app(k))),
+                result: Fetched::App(app(k)),
             },
             now,
         );
@@ -50,10 +58,20 @@ fn bench(c: &mut Criterion) {
         b.iter(|| map.get(black_box("app-04242")).map(|a| a.enabled))
     });
     g.bench_function("worker_lru_hit", |b| {
-        b.iter(|| matches!(cache.lookup(black_box("app-04242"), now), Lookup::Found(_)))
+        b.iter(|| {
+            matches!(
+                cache.lookup(black_box("app-04242"), now, true),
+                Lookup::Found(_)
+            )
+        })
     });
     g.bench_function("worker_unknown_key_filtered", |b| {
-        b.iter(|| matches!(cache.lookup(black_box("no-such-app"), now), Lookup::Unknown))
+        b.iter(|| {
+            matches!(
+                cache.lookup(black_box("no-such-app"), now, true),
+                Lookup::Unknown
+            )
+        })
     });
     g.bench_function("bloom_contains_hit", |b| {
         b.iter(|| filter.contains(black_box("app-04242")))

@@ -86,6 +86,7 @@ fn bench(c: &mut Criterion) {
                     client_ip_text: "127.0.0.1",
                     nonces: &nonces,
                     apps: None,
+                    app_retry: false,
                     ids: &ids,
                     path: &mut path,
                 };

@@ -189,7 +189,48 @@ fn redis_going_away_and_coming_back(driver: Driver) {
     );
 }
 
+/// A record changed in Redis is never trusted beyond twice the TTL: an idle app that was
+/// disabled is refused on its very next call, and an invalid record refuses the app
+/// (never leaving the old one in force, never looking like an outage).
+fn changed_records_are_not_trusted_past_the_grace(driver: Driver) {
+    let Some(redis) = redis() else { return };
+    redis.hset("rg:app:app-r1", &[("secret", SECRET), ("groups", "trade")]);
+    redis.hset("rg:app:app-r3", &[("secret", SECRET), ("groups", "trade")]);
+    let up = Upstream::echo();
+    let gw = gateway(driver, &redis, up.addr);
+    assert!(eventually(Duration::from_secs(3), || (0..6).all(|_| call(
+        &gw, "app-r1"
+    )
+    .status
+        == 200)));
+    assert!(eventually(Duration::from_secs(3), || (0..6).all(|_| call(
+        &gw, "app-r3"
+    )
+    .status
+        == 200)));
+    redis.hset("rg:app:app-r1", &[("enabled", "0")]);
+    redis.hset("rg:app:app-r3", &[("allow_ip", "10.0.0.0/8")]);
+    // Idle for more than twice the 300 ms TTL: the next call must see the change.
+    std::thread::sleep(Duration::from_millis(700));
+    let r = call(&gw, "app-r1");
+    assert_eq!(r.status, 401, "{}", r.body_str());
+    assert!(r.body_str().contains("disabled"));
+    let r = call(&gw, "app-r3");
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (401, "unauthorized"),
+        "{}",
+        r.body_str()
+    );
+    assert_eq!(
+        stats(&gw)["apps"]["store"]["up"],
+        true,
+        "an invalid record is not an outage"
+    );
+}
+
 on_both_drivers!(
+    changed_records_are_not_trusted_past_the_grace,
     records_are_fetched_cached_and_refreshed,
     unknown_keys_are_answered_without_the_store,
     redis_going_away_and_coming_back,

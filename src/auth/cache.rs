@@ -1,14 +1,14 @@
 //! The per-worker app cache for the Redis-backed registry. Workers never wait on Redis:
-//! a lookup answers from an LRU of app records (fresh, or stale while a refresh is under
-//! way), from the Bloom filter (a key it does not contain is unknown, at once), or asks the
-//! control side to fetch the record and lets the request wait for it asynchronously.
-//! Single-threaded (`RefCell`s): each worker has its own.
+//! a lookup answers from an LRU of app records (fresh, or stale for a bounded grace time
+//! while a refresh is under way), from the Bloom filter (a key it does not contain is
+//! unknown, at once), or asks the control side to fetch the record and lets the request
+//! wait for it asynchronously. Single-threaded (`RefCell`s): each worker has its own.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,12 +25,23 @@ pub struct FetchRequest {
     pub key: String,
 }
 
+/// The control side's answer for one key.
+pub enum Fetched {
+    App(Arc<App>),
+    /// The store has no such app.
+    Missing,
+    /// The store has a record that does not validate: the app is refused (an operator
+    /// fixing or revoking an app must never leave the old record in force).
+    Invalid,
+    /// The store could not be read.
+    Unavailable,
+}
+
 /// What the control side sends a worker.
 pub enum AppUpdate {
-    /// The record of `key` (`Ok(None)`: no such app), or why it could not be read.
     Fetched {
         key: String,
-        result: Result<Option<Arc<App>>, String>,
+        result: Fetched,
     },
     /// A new filter of every key in the store.
     Keys(Arc<Bloom>),
@@ -38,18 +49,20 @@ pub enum AppUpdate {
 
 pub enum Lookup {
     Found(Arc<App>),
-    /// Not in the store: answer 401 at once.
+    /// Not in the store (or refused): answer 401 at once.
     Unknown,
     /// Being fetched: wait on `WorkerApps::changed` and look again.
     Fetching,
-    /// The store could not be read and nothing is cached.
+    /// The store cannot be read and nothing usable is cached.
     Unavailable,
 }
 
 struct Entry {
-    /// `None`: the store said there is no such app (a negative entry).
+    /// `None`: no such app, or an invalid record (refused either way).
     app: Option<Arc<App>>,
     fetched: Instant,
+    /// After a failed refresh: when to ask again.
+    retry_at: Option<Instant>,
 }
 
 /// Counters one worker bumps and the admin endpoint reads (each worker has its own set:
@@ -65,6 +78,9 @@ pub struct CacheStats {
 
 /// How long a failed fetch is remembered before the next request tries again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Requests queued for the control side, all workers together; beyond it lookups answer
+/// `Unavailable` rather than queueing without bound behind a stalled store.
+pub const MAX_QUEUED_FETCHES: usize = 4096;
 
 pub struct WorkerApps {
     worker: usize,
@@ -74,6 +90,9 @@ pub struct WorkerApps {
     failed: RefCell<lru::LruCache<String, Instant>>,
     ttl: Duration,
     requests: Sender<FetchRequest>,
+    /// The control side's view of the store; while it is down, uncached lookups answer
+    /// at once instead of queueing behind timeouts.
+    store_up: Arc<AtomicBool>,
     changed: RefCell<Rc<LocalSignal>>,
     dirty: Cell<bool>,
     pub stats: Arc<CacheStats>,
@@ -85,6 +104,7 @@ impl WorkerApps {
         capacity: usize,
         ttl: Duration,
         requests: Sender<FetchRequest>,
+        store_up: Arc<AtomicBool>,
         stats: Arc<CacheStats>,
     ) -> Self {
         let cap = NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
@@ -96,25 +116,43 @@ impl WorkerApps {
             failed: RefCell::new(lru::LruCache::new(cap)),
             ttl,
             requests,
+            store_up,
             changed: RefCell::new(Rc::new(LocalSignal::default())),
             dirty: Cell::new(false),
             stats,
         }
     }
 
-    pub fn lookup(&self, key: &str, now: Instant) -> Lookup {
+    /// `first_try`: false when a request looks again after waiting, so counters count
+    /// each request once.
+    pub fn lookup(&self, key: &str, now: Instant, first_try: bool) -> Lookup {
         let count = |c: &AtomicU64| {
-            c.fetch_add(1, Ordering::Relaxed);
-        };
-        if let Some(entry) = self.lru.borrow_mut().get(key) {
-            if now.saturating_duration_since(entry.fetched) >= self.ttl {
-                // Stale: keep serving it while the control side refreshes it.
-                self.request(key);
-                count(&self.stats.stale_hits);
-            } else {
-                count(&self.stats.hits);
+            if first_try {
+                c.fetch_add(1, Ordering::Relaxed);
             }
-            return entry.app.clone().map_or(Lookup::Unknown, Lookup::Found);
+        };
+        let store_up = self.store_up.load(Ordering::Relaxed);
+        {
+            let mut lru = self.lru.borrow_mut();
+            if let Some(entry) = lru.get_mut(key) {
+                let age = now.saturating_duration_since(entry.fetched);
+                let answer = entry.app.clone().map_or(Lookup::Unknown, Lookup::Found);
+                if age < self.ttl {
+                    count(&self.stats.hits);
+                    return answer;
+                }
+                // Stale: served while a refresh is under way, but only for one more TTL,
+                // or as long as the store is down; a disabled or deleted app must stop
+                // working soon after its record changed.
+                if age < self.ttl * 2 || !store_up {
+                    if entry.retry_at.is_none_or(|t| now >= t) {
+                        self.request(key);
+                    }
+                    count(&self.stats.stale_hits);
+                    return answer;
+                }
+                lru.pop(key);
+            }
         }
         if self
             .keys
@@ -125,57 +163,87 @@ impl WorkerApps {
             count(&self.stats.filtered);
             return Lookup::Unknown;
         }
-        if let Some(&at) = self.failed.borrow_mut().get(key) {
-            if now.saturating_duration_since(at) < RETRY_AFTER {
-                count(&self.stats.unavailable);
-                return Lookup::Unavailable;
-            }
+        let recently_failed = self
+            .failed
+            .borrow_mut()
+            .get(key)
+            .is_some_and(|&at| now.saturating_duration_since(at) < RETRY_AFTER);
+        if recently_failed || !store_up || !self.request(key) {
+            count(&self.stats.unavailable);
+            return Lookup::Unavailable;
         }
         count(&self.stats.misses);
-        self.request(key);
         Lookup::Fetching
     }
 
-    fn request(&self, key: &str) {
-        if self.in_flight.borrow_mut().insert(key.to_string()) {
-            let sent = self.requests.send(FetchRequest {
-                worker: self.worker,
-                key: key.to_string(),
-            });
-            if sent.is_err() {
-                self.in_flight.borrow_mut().remove(key);
-            }
+    /// Asks the control side for `key` unless already asked; false if it cannot be asked.
+    fn request(&self, key: &str) -> bool {
+        if self.in_flight.borrow().contains(key) {
+            return true;
         }
+        let req = FetchRequest {
+            worker: self.worker,
+            key: key.to_string(),
+        };
+        if self.requests.try_send(req).is_err() {
+            return false;
+        }
+        self.in_flight.borrow_mut().insert(key.to_string());
+        true
     }
 
     /// Applies an update from the control side; waiters are woken by `notify`.
     pub fn apply(&self, update: AppUpdate, now: Instant) {
         match update {
-            AppUpdate::Keys(bloom) => *self.keys.borrow_mut() = Some(bloom),
+            AppUpdate::Keys(bloom) => {
+                self.drop_contradicted(&bloom);
+                *self.keys.borrow_mut() = Some(bloom);
+            }
             AppUpdate::Fetched { key, result } => {
                 self.in_flight.borrow_mut().remove(&key);
-                match result {
-                    Ok(app) => {
-                        self.failed.borrow_mut().pop(&key);
-                        self.lru.borrow_mut().put(key, Entry { app, fetched: now });
-                    }
-                    // A stale record keeps serving, and is not asked for again until
-                    // RETRY_AFTER has passed (a store that is down is not hammered by
-                    // every request); without one, requests get 503 for a moment instead
-                    // of waiting on it.
-                    Err(_) if self.lru.borrow().contains(&key) => {
-                        if let Some(entry) = self.lru.borrow_mut().get_mut(&key) {
-                            let backoff = self.ttl.saturating_sub(RETRY_AFTER);
-                            entry.fetched = now.checked_sub(backoff).unwrap_or(entry.fetched);
+                let app = match result {
+                    Fetched::App(app) => Some(app),
+                    Fetched::Missing | Fetched::Invalid => None,
+                    Fetched::Unavailable => {
+                        let mut lru = self.lru.borrow_mut();
+                        match lru.get_mut(&key) {
+                            // A stale record keeps serving (within its grace) and is not
+                            // asked for again before RETRY_AFTER.
+                            Some(entry) => entry.retry_at = Some(now + RETRY_AFTER),
+                            None => {
+                                self.failed.borrow_mut().put(key, now);
+                            }
                         }
+                        self.dirty.set(true);
+                        return;
                     }
-                    Err(_) => {
-                        self.failed.borrow_mut().put(key, now);
-                    }
-                }
+                };
+                self.failed.borrow_mut().pop(&key);
+                self.lru.borrow_mut().put(
+                    key,
+                    Entry {
+                        app,
+                        fetched: now,
+                        retry_at: None,
+                    },
+                );
             }
         }
         self.dirty.set(true);
+    }
+
+    /// The filter has no false negatives: a cached app whose key it lacks was deleted, and
+    /// a "no such app" for a key it has may be a new app. Both are forgotten.
+    fn drop_contradicted(&self, bloom: &Bloom) {
+        let mut lru = self.lru.borrow_mut();
+        let stale: Vec<String> = lru
+            .iter()
+            .filter(|(k, e)| e.app.is_some() != bloom.contains(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            lru.pop(&k);
+        }
     }
 
     /// Wakes every request waiting for a record, if anything changed since the last call.
@@ -215,8 +283,9 @@ mod tests {
 
     fn cache(ttl_ms: u64) -> (WorkerApps, crossbeam_channel::Receiver<FetchRequest>) {
         let (tx, rx) = crossbeam_channel::unbounded();
+        let up = Arc::new(AtomicBool::new(true));
         (
-            WorkerApps::new(0, 16, Duration::from_millis(ttl_ms), tx, Arc::default()),
+            WorkerApps::new(0, 16, Duration::from_millis(ttl_ms), tx, up, Arc::default()),
             rx,
         )
     }
@@ -225,8 +294,8 @@ mod tests {
     fn miss_fetch_hit_stale_refresh() {
         let (c, rx) = cache(100);
         let t0 = Instant::now();
-        assert!(matches!(c.lookup("a", t0), Lookup::Fetching));
-        assert!(matches!(c.lookup("a", t0), Lookup::Fetching));
+        assert!(matches!(c.lookup("a", t0, true), Lookup::Fetching));
+        assert!(matches!(c.lookup("a", t0, true), Lookup::Fetching));
         assert_eq!(
             rx.try_iter().count(),
             1,
@@ -235,15 +304,15 @@ mod tests {
         c.apply(
             AppUpdate::Fetched {
                 key: "a".into(),
-                result: Ok(Some(app("a"))),
+                result: Fetched::App(app("a")),
             },
             t0,
         );
-        assert!(matches!(c.lookup("a", t0), Lookup::Found(_)));
+        assert!(matches!(c.lookup("a", t0, true), Lookup::Found(_)));
         assert_eq!(rx.try_iter().count(), 0, "fresh: no store traffic");
         let later = t0 + Duration::from_millis(150);
         assert!(
-            matches!(c.lookup("a", later), Lookup::Found(_)),
+            matches!(c.lookup("a", later, true), Lookup::Found(_)),
             "stale keeps serving"
         );
         assert_eq!(
@@ -260,33 +329,116 @@ mod tests {
         c.apply(
             AppUpdate::Fetched {
                 key: "gone".into(),
-                result: Ok(None),
+                result: Fetched::Missing,
             },
             t0,
         );
-        assert!(matches!(c.lookup("gone", t0), Lookup::Unknown));
+        assert!(matches!(c.lookup("gone", t0, true), Lookup::Unknown));
         c.apply(
             AppUpdate::Keys(Arc::new(Bloom::from_keys(["known"].into_iter(), 0.01))),
             t0,
         );
         assert!(
-            matches!(c.lookup("random", t0), Lookup::Unknown),
+            matches!(c.lookup("random", t0, true), Lookup::Unknown),
             "the filter answers at once"
         );
-        assert!(matches!(c.lookup("known", t0), Lookup::Fetching));
+        assert!(matches!(c.lookup("known", t0, true), Lookup::Fetching));
         c.apply(
             AppUpdate::Fetched {
                 key: "known".into(),
-                result: Err("down".into()),
+                result: Fetched::Unavailable,
             },
             t0,
         );
-        assert!(matches!(c.lookup("known", t0), Lookup::Unavailable));
+        assert!(matches!(c.lookup("known", t0, true), Lookup::Unavailable));
         assert!(
-            matches!(c.lookup("known", t0 + RETRY_AFTER), Lookup::Fetching),
+            matches!(c.lookup("known", t0 + RETRY_AFTER, true), Lookup::Fetching),
             "tried again later"
         );
         assert_eq!(rx.try_iter().count(), 2);
+    }
+
+    #[test]
+    fn invalid_records_are_refused_and_the_filter_corrects_the_cache() {
+        let (c, _rx) = cache(60_000);
+        let t0 = Instant::now();
+        c.apply(
+            AppUpdate::Fetched {
+                key: "a".into(),
+                result: Fetched::App(app("a")),
+            },
+            t0,
+        );
+        c.apply(
+            AppUpdate::Fetched {
+                key: "a".into(),
+                result: Fetched::Invalid,
+            },
+            t0,
+        );
+        assert!(
+            matches!(c.lookup("a", t0, true), Lookup::Unknown),
+            "the old record is not kept"
+        );
+        c.apply(
+            AppUpdate::Fetched {
+                key: "b".into(),
+                result: Fetched::App(app("b")),
+            },
+            t0,
+        );
+        c.apply(
+            AppUpdate::Fetched {
+                key: "new".into(),
+                result: Fetched::Missing,
+            },
+            t0,
+        );
+        c.apply(
+            AppUpdate::Keys(Arc::new(Bloom::from_keys(["new"].into_iter(), 0.001))),
+            t0,
+        );
+        assert!(
+            matches!(c.lookup("b", t0, true), Lookup::Unknown),
+            "deleted: gone from the filter"
+        );
+        assert!(
+            matches!(c.lookup("new", t0, true), Lookup::Fetching),
+            "created: fetched again"
+        );
+    }
+
+    #[test]
+    fn store_down_answers_at_once_and_stale_records_keep_serving() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let up = Arc::new(AtomicBool::new(true));
+        let c = WorkerApps::new(
+            0,
+            16,
+            Duration::from_millis(100),
+            tx,
+            up.clone(),
+            Arc::default(),
+        );
+        let t0 = Instant::now();
+        c.apply(
+            AppUpdate::Fetched {
+                key: "a".into(),
+                result: Fetched::App(app("a")),
+            },
+            t0,
+        );
+        up.store(false, Ordering::Relaxed);
+        let much_later = t0 + Duration::from_secs(3600);
+        assert!(
+            matches!(c.lookup("a", much_later, true), Lookup::Found(_)),
+            "kept while the store is down"
+        );
+        assert!(
+            matches!(c.lookup("b", much_later, true), Lookup::Unavailable),
+            "no queueing behind a dead store"
+        );
+        assert_eq!(rx.try_iter().filter(|r| r.key == "b").count(), 0);
     }
 
     #[test]
@@ -298,7 +450,7 @@ mod tests {
         c.apply(
             AppUpdate::Fetched {
                 key: "a".into(),
-                result: Ok(Some(app("a"))),
+                result: Fetched::App(app("a")),
             },
             Instant::now(),
         );

@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::bloom::Bloom;
-use super::cache::{AppUpdate, FetchRequest};
-use super::store::RedisStore;
+use super::cache::{AppUpdate, FetchRequest, Fetched};
+use super::store::{RedisStore, StoreError};
 
 /// How often the key filter is rebuilt: an app added to the store is usable within this.
 pub const KEYS_REFRESH: Duration = Duration::from_secs(5);
+/// How often a store that is down is tried again.
+const PROBE_WHILE_DOWN: Duration = Duration::from_secs(1);
 /// False-positive rate of the key filter.
 const FILTER_FP_RATE: f64 = 0.001;
 
@@ -24,7 +26,8 @@ pub struct DirectoryStats {
     pub store_lookups: AtomicU64,
     pub store_errors: AtomicU64,
     pub keys_in_filter: AtomicU64,
-    pub store_up: AtomicBool,
+    /// Read by every worker's cache (rarely written: only when the store goes or comes).
+    pub store_up: Arc<AtomicBool>,
 }
 
 pub struct Directory {
@@ -40,6 +43,8 @@ impl Directory {
         workers: Vec<Sender<AppUpdate>>,
         stats: Arc<DirectoryStats>,
     ) -> std::io::Result<Directory> {
+        // Optimistic until a call fails: requests at start must not be refused.
+        stats.store_up.store(true, Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
@@ -49,21 +54,22 @@ impl Directory {
                 while !stop2.load(Ordering::SeqCst) {
                     if Instant::now() >= next_keys {
                         refresh_keys(&mut store, &workers, &stats);
-                        next_keys = Instant::now() + KEYS_REFRESH;
+                        // While the store is down nothing else tries it (workers answer
+                        // uncached lookups at once), so probe it more often.
+                        let up = stats.store_up.load(Ordering::Relaxed);
+                        next_keys =
+                            Instant::now() + if up { KEYS_REFRESH } else { PROBE_WHILE_DOWN };
                     }
                     match requests.recv_timeout(Duration::from_millis(50)) {
                         Ok(req) => {
-                            stats.store_lookups.fetch_add(1, Ordering::Relaxed);
-                            let result = store
-                                .fetch(&req.key)
-                                .map(|a| a.map(Arc::new))
-                                .map_err(|e| e.to_string());
-                            note_store(&stats, result.is_ok());
-                            if let Some(tx) = workers.get(req.worker) {
-                                let _ = tx.send(AppUpdate::Fetched {
-                                    key: req.key,
-                                    result,
-                                });
+                            let down = !serve(&mut store, req, &workers, &stats);
+                            if down {
+                                next_keys = next_keys.min(Instant::now() + PROBE_WHILE_DOWN);
+                                // Everything queued behind a failed call gets an answer at
+                                // once instead of a timeout each.
+                                for req in requests.try_iter() {
+                                    send(&workers, req.worker, req.key, Fetched::Unavailable);
+                                }
                             }
                         }
                         Err(RecvTimeoutError::Timeout) => {}
@@ -82,6 +88,37 @@ impl Directory {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Fetches one record for a worker; false when the store could not be read.
+fn serve(
+    store: &mut RedisStore,
+    req: FetchRequest,
+    workers: &[Sender<AppUpdate>],
+    stats: &DirectoryStats,
+) -> bool {
+    stats.store_lookups.fetch_add(1, Ordering::Relaxed);
+    let (result, reachable) = match store.fetch(&req.key) {
+        Ok(Some(app)) => (Fetched::App(Arc::new(app)), true),
+        Ok(None) => (Fetched::Missing, true),
+        Err(StoreError::Invalid(why)) => {
+            log::error!(
+                "app record {:?} in Redis is invalid, refusing the app: {why}",
+                req.key
+            );
+            (Fetched::Invalid, true)
+        }
+        Err(StoreError::Unavailable(_)) => (Fetched::Unavailable, false),
+    };
+    note_store(stats, reachable);
+    send(workers, req.worker, req.key, result);
+    reachable
+}
+
+fn send(workers: &[Sender<AppUpdate>], worker: usize, key: String, result: Fetched) {
+    if let Some(tx) = workers.get(worker) {
+        let _ = tx.send(AppUpdate::Fetched { key, result });
     }
 }
 

@@ -141,6 +141,7 @@ async fn read_head(c: &mut ClientConn, snap: &Snapshot, worker: &WorkerCtx, firs
                     path: &mut c.path,
                     nonces: &worker.nonces,
                     apps: worker.apps.as_ref(),
+                    app_retry: app_deadline.is_some(),
                 };
                 match prepare(c.rbuf.data(), snap, &mut ctx, &mut c.up_head) {
                     Ok(Some(p)) => return Head::Ready(p),

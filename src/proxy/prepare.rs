@@ -79,6 +79,8 @@ pub struct PrepareCtx<'a> {
     pub nonces: &'a NonceCache,
     /// The worker's app cache (Redis-backed registry only).
     pub apps: Option<&'a WorkerApps>,
+    /// The request already waited for its app record (counted once in the stats).
+    pub app_retry: bool,
 }
 
 /// `Ok(None)`: the head is not complete yet. On success the upstream head is in `out`.
@@ -167,7 +169,10 @@ pub fn prepare(
             let key = check::app_key(head.headers).map_err(reject)?;
             let app = match &snap.config.apps.source {
                 AppsSource::File => snap.config.apps.registry.get(key).cloned(),
-                AppsSource::Redis { .. } => match ctx.apps.map(|a| a.lookup(key, Instant::now())) {
+                AppsSource::Redis { .. } => match ctx
+                    .apps
+                    .map(|a| a.lookup(key, Instant::now(), !ctx.app_retry))
+                {
                     Some(Lookup::Found(app)) => Some(app),
                     Some(Lookup::Unknown) | None => None,
                     // The head stays in the buffer; the connection waits for the record

@@ -17,7 +17,7 @@ use crossbeam_channel::Sender;
 pub use driver::DriverKind;
 use worker::{WorkerAppsLink, WorkerCommand, WorkerSpec};
 
-use crate::auth::cache::CacheStats;
+use crate::auth::cache::{CacheStats, MAX_QUEUED_FETCHES};
 use crate::auth::directory::{Directory, DirectoryStats};
 use crate::auth::nonce::NonceCache;
 use crate::auth::store::RedisStore;
@@ -154,7 +154,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
             cache_size,
         } => {
             let store = RedisStore::new(url).map_err(|e| format!("apps.redis: {e}"))?;
-            let (requests, requests_rx) = crossbeam_channel::unbounded();
+            let (requests, requests_rx) = crossbeam_channel::bounded(MAX_QUEUED_FETCHES);
             let mut update_txs = Vec::with_capacity(n);
             for (i, link) in links.iter_mut().enumerate() {
                 let (tx, rx) = crossbeam_channel::unbounded();
@@ -163,6 +163,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
                     requests: requests.clone(),
                     updates: rx,
                     stats: state.app_cache_stats[i].clone(),
+                    store_up: state.directory_stats.store_up.clone(),
                     capacity: *cache_size,
                     ttl: *cache_ttl,
                 });

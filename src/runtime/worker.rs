@@ -49,6 +49,7 @@ pub struct WorkerAppsLink {
     pub requests: crossbeam_channel::Sender<FetchRequest>,
     pub updates: Receiver<AppUpdate>,
     pub stats: Arc<CacheStats>,
+    pub store_up: Arc<std::sync::atomic::AtomicBool>,
     pub capacity: usize,
     pub ttl: Duration,
 }
@@ -104,6 +105,7 @@ async fn worker_main(
                 link.capacity,
                 link.ttl,
                 link.requests,
+                link.store_up,
                 link.stats,
             )),
             Some(link.updates),
@@ -143,13 +145,7 @@ async fn worker_main(
                 WorkerCommand::Install(snapshot) => ctx.install(snapshot),
             }
         }
-        if let (Some(updates), Some(cache)) = (&app_updates, &ctx.apps) {
-            let now = Instant::now();
-            while let Ok(update) = updates.try_recv() {
-                cache.apply(update, now);
-            }
-            cache.notify();
-        }
+        apply_app_updates(&ctx, app_updates.as_ref());
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
             ctx.generation().upstreams.borrow_mut().sweep(last_sweep);
@@ -158,6 +154,8 @@ async fn worker_main(
     let deadline = Instant::now() + server.drain_timeout;
     while ctx.open_connections() > 0 && Instant::now() < deadline {
         monoio::time::sleep(TICK).await;
+        // Requests in flight may be waiting for an app record.
+        apply_app_updates(&ctx, app_updates.as_ref());
     }
     let left = ctx.open_connections();
     if left > 0 {
@@ -168,6 +166,18 @@ async fn worker_main(
     state
         .unfinished_connections
         .fetch_add(left, Ordering::SeqCst);
+}
+
+/// Hands the control side's app records and key filter to the worker's cache and wakes
+/// the requests waiting for them.
+fn apply_app_updates(ctx: &WorkerCtx, updates: Option<&Receiver<AppUpdate>>) {
+    if let (Some(updates), Some(cache)) = (updates, &ctx.apps) {
+        let now = Instant::now();
+        for update in updates.try_iter() {
+            cache.apply(update, now);
+        }
+        cache.notify();
+    }
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Rc<WorkerCtx>, max_connections: usize) {

@@ -151,7 +151,16 @@ impl WorkerApps {
                     count(&self.stats.stale_hits);
                     return answer;
                 }
-                lru.pop(key);
+                // Too old to trust without asking: the request waits for the refresh.
+                // The record stays, so if the refresh finds the store down, the request
+                // is served from it after all (stale while down).
+                drop(lru);
+                if self.request(key) {
+                    count(&self.stats.misses);
+                    return Lookup::Fetching;
+                }
+                count(&self.stats.unavailable);
+                return Lookup::Unavailable;
             }
         }
         if self
@@ -439,6 +448,42 @@ mod tests {
             "no queueing behind a dead store"
         );
         assert_eq!(rx.try_iter().filter(|r| r.key == "b").count(), 0);
+    }
+
+    /// A record too old to trust is kept while its refresh is under way: when the refresh
+    /// finds the store down, it serves after all.
+    #[test]
+    fn too_old_record_serves_when_its_refresh_finds_the_store_down() {
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let up = Arc::new(AtomicBool::new(true));
+        let c = WorkerApps::new(
+            0,
+            16,
+            Duration::from_millis(100),
+            tx,
+            up.clone(),
+            Arc::default(),
+        );
+        let t0 = Instant::now();
+        c.apply(
+            AppUpdate::Fetched {
+                key: "a".into(),
+                result: Fetched::App(app("a")),
+            },
+            t0,
+        );
+        let later = t0 + Duration::from_millis(500);
+        assert!(matches!(c.lookup("a", later, true), Lookup::Fetching));
+        // What the directory does on a failed fetch: mark the store down, then answer.
+        up.store(false, Ordering::Relaxed);
+        c.apply(
+            AppUpdate::Fetched {
+                key: "a".into(),
+                result: Fetched::Unavailable,
+            },
+            later,
+        );
+        assert!(matches!(c.lookup("a", later, false), Lookup::Found(_)));
     }
 
     #[test]

@@ -48,6 +48,15 @@ fn gateway(driver: Driver, workers: usize, up: SocketAddr) -> Gateway {
     Gateway::start(driver, workers, "", &routes(up, &apps_file()))
 }
 
+/// A one-worker gateway whose `[apps]` table gets these extra lines.
+fn gateway_with_apps(driver: Driver, up: SocketAddr, apps_extra: &str) -> Gateway {
+    let body = routes(up, &apps_file()).replace(
+        "timestamp_window = \"300s\"",
+        &format!("timestamp_window = \"300s\"\n{apps_extra}"),
+    );
+    Gateway::start(driver, 1, "", &body)
+}
+
 fn routes(up: SocketAddr, apps: &str) -> String {
     format!(
             "[apps]\nfile = \"{}\"\ntimestamp_window = \"300s\"\n\
@@ -412,11 +421,7 @@ fn secret_rotation_by_reload(driver: Driver) {
 /// nonces (which would let replays through).
 fn full_replay_cache_refuses_instead_of_forgetting(driver: Driver) {
     let up = Upstream::echo();
-    let body = routes(up.addr, &apps_file()).replace(
-        "timestamp_window = \"300s\"",
-        "timestamp_window = \"300s\"\nreplay_capacity = 1024",
-    );
-    let gw = Gateway::start(driver, 1, "", &body);
+    let gw = gateway_with_apps(driver, up.addr, "replay_capacity = 1024");
     let mut c = gw.connect();
     let mut accepted = Vec::new();
     let mut refused = 0;
@@ -500,11 +505,7 @@ fn fragments_are_refused(driver: Driver) {
 /// 503; the budget is back once a body is done with.
 fn bodies_awaiting_authentication_share_a_budget(driver: Driver) {
     let up = Upstream::echo();
-    let body = routes(up.addr, &apps_file()).replace(
-        "timestamp_window = \"300s\"",
-        "timestamp_window = \"300s\"\nmax_buffered_bytes = 1000",
-    );
-    let gw = Gateway::start(driver, 1, "", &body);
+    let gw = gateway_with_apps(driver, up.addr, "max_buffered_bytes = 1000");
     let payload = vec![b'p'; 800];
     let first = signed(
         KEY,

@@ -291,12 +291,23 @@ mod tests {
     }
 
     fn cache(ttl_ms: u64) -> (WorkerApps, crossbeam_channel::Receiver<FetchRequest>) {
+        let (c, rx, _up) = cache_with_store_flag(ttl_ms);
+        (c, rx)
+    }
+
+    /// Also returns the flag the directory flips when the store goes down.
+    fn cache_with_store_flag(
+        ttl_ms: u64,
+    ) -> (
+        WorkerApps,
+        crossbeam_channel::Receiver<FetchRequest>,
+        Arc<AtomicBool>,
+    ) {
         let (tx, rx) = crossbeam_channel::unbounded();
         let up = Arc::new(AtomicBool::new(true));
-        (
-            WorkerApps::new(0, 16, Duration::from_millis(ttl_ms), tx, up, Arc::default()),
-            rx,
-        )
+        let ttl = Duration::from_millis(ttl_ms);
+        let c = WorkerApps::new(0, 16, ttl, tx, up.clone(), Arc::default());
+        (c, rx, up)
     }
 
     #[test]
@@ -419,16 +430,7 @@ mod tests {
 
     #[test]
     fn store_down_answers_at_once_and_stale_records_keep_serving() {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let up = Arc::new(AtomicBool::new(true));
-        let c = WorkerApps::new(
-            0,
-            16,
-            Duration::from_millis(100),
-            tx,
-            up.clone(),
-            Arc::default(),
-        );
+        let (c, rx, up) = cache_with_store_flag(100);
         let t0 = Instant::now();
         c.apply(
             AppUpdate::Fetched {
@@ -454,16 +456,7 @@ mod tests {
     /// finds the store down, it serves after all.
     #[test]
     fn too_old_record_serves_when_its_refresh_finds_the_store_down() {
-        let (tx, _rx) = crossbeam_channel::unbounded();
-        let up = Arc::new(AtomicBool::new(true));
-        let c = WorkerApps::new(
-            0,
-            16,
-            Duration::from_millis(100),
-            tx,
-            up.clone(),
-            Arc::default(),
-        );
+        let (c, _rx, up) = cache_with_store_flag(100);
         let t0 = Instant::now();
         c.apply(
             AppUpdate::Fetched {

@@ -25,9 +25,17 @@ pub struct App {
 }
 
 impl App {
-    /// The current secret and, during a rotation, the previous one.
-    pub fn secrets(&self) -> Vec<&[u8]> {
-        self.secrets.iter().map(|s| &s[..]).collect()
+    /// The current secret and, during a rotation, the previous one. Borrowed into a
+    /// fixed array: checked on every signed request, so no allocation.
+    pub fn secrets(&self) -> Secrets<'_> {
+        let mut refs: [&[u8]; 2] = [&[], &[]];
+        for (slot, s) in refs.iter_mut().zip(&self.secrets) {
+            *slot = s;
+        }
+        Secrets {
+            refs,
+            len: self.secrets.len().min(2),
+        }
     }
 
     /// Whether the app holds the permission package for a route's group (routes without
@@ -117,6 +125,27 @@ impl fmt::Debug for App {
             .field("allow_ips", &self.allow_ips)
             .field("enabled", &self.enabled)
             .finish()
+    }
+}
+
+/// An app's one or two secrets, as a slice of byte strings.
+#[derive(Debug, Clone, Copy)]
+pub struct Secrets<'a> {
+    refs: [&'a [u8]; 2],
+    len: usize,
+}
+
+impl<'a> std::ops::Deref for Secrets<'a> {
+    type Target = [&'a [u8]];
+
+    fn deref(&self) -> &[&'a [u8]] {
+        &self.refs[..self.len]
+    }
+}
+
+impl PartialEq<Vec<&[u8]>> for Secrets<'_> {
+    fn eq(&self, other: &Vec<&[u8]>) -> bool {
+        **self == other[..]
     }
 }
 

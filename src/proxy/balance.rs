@@ -122,10 +122,6 @@ impl Balancer {
     pub fn end(&mut self, target: usize) {
         self.outstanding[target] = self.outstanding[target].saturating_sub(1);
     }
-
-    pub fn outstanding(&self, target: usize) -> u32 {
-        self.outstanding[target]
-    }
 }
 
 /// splitmix64's finalizer: a fast, well-spread, deterministic 64-bit mix.

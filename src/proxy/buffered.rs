@@ -39,10 +39,6 @@ pub struct BudgetShare<'a> {
 }
 
 impl BufferBudget {
-    pub fn in_use(&self) -> u64 {
-        self.used.get()
-    }
-
     fn share(&self) -> BudgetShare<'_> {
         BudgetShare {
             budget: self,

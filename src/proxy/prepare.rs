@@ -201,7 +201,10 @@ pub fn prepare(
             let now = unix_now();
             let pending = check::begin(&parts, app, &need, now).map_err(reject)?;
             let key = pending.app.key.clone();
-            signed_query = pending.canonical_query().to_string();
+            let q = pending.canonical_query();
+            if !q.is_empty() {
+                signed_query = format!("?{q}");
+            }
             if head.framing == Framing::None {
                 pending
                     .finish(&EMPTY_BODY_SHA256, ctx.nonces, now)
@@ -216,8 +219,7 @@ pub fn prepare(
     // On a signed route the upstream gets the query exactly as signed (canonical), never
     // a raw form it might parse differently ('+', ';', duplicate order, bare names).
     let query: Cow<str> = match rc.auth {
-        AuthMode::Hmac if signed_query.is_empty() => Cow::Borrowed(""),
-        AuthMode::Hmac => Cow::Owned(format!("?{signed_query}")),
+        AuthMode::Hmac => Cow::Owned(signed_query),
         AuthMode::None => Cow::Borrowed(query),
     };
     let upstream = snap.upstream(rc.upstream);

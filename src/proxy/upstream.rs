@@ -74,14 +74,6 @@ impl WorkerUpstreams {
             }
         }
     }
-
-    pub fn idle_count(&self) -> usize {
-        self.upstreams
-            .iter()
-            .flat_map(|u| &u.targets)
-            .map(|t| t.idle.len())
-            .sum()
-    }
 }
 
 impl WorkerUpstream {

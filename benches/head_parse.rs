@@ -54,6 +54,8 @@ fn bench(c: &mut Criterion) {
     let limits = snap.config.server.limits;
     let ids = RequestIdGen::new(42);
     let nonces = ringgate::auth::nonce::NonceCache::new(8, 1024);
+    let limiter =
+        ringgate::limits::worker::WorkerLimiter::new(0, 1, ahash::RandomState::new(), 1024);
     let mut path = String::with_capacity(128);
     let mut out = Vec::with_capacity(2048);
     let mut g = c.benchmark_group("head");
@@ -89,6 +91,7 @@ fn bench(c: &mut Criterion) {
                     app_retry: false,
                     ids: &ids,
                     path: &mut path,
+                    limiter: &limiter,
                 };
                 let p = prepare(black_box(raw), &snap, &mut ctx, &mut out);
                 black_box(matches!(p, Ok(Some(_))))

@@ -29,6 +29,8 @@ pub enum ErrorKind {
     UriTooLong,
     ExpectationFailed,
     HeadersTooLarge,
+    RateLimited,
+    QuotaExceeded,
     NotImplemented,
     Overloaded,
     UpstreamUnavailable,
@@ -48,6 +50,7 @@ impl ErrorKind {
             ErrorKind::UriTooLong => 414,
             ErrorKind::ExpectationFailed => 417,
             ErrorKind::HeadersTooLarge => 431,
+            ErrorKind::RateLimited | ErrorKind::QuotaExceeded => 429,
             ErrorKind::NotImplemented => 501,
             ErrorKind::UpstreamUnavailable => 502,
             ErrorKind::Overloaded => 503,
@@ -67,6 +70,8 @@ impl ErrorKind {
             ErrorKind::UriTooLong => "uri_too_long",
             ErrorKind::ExpectationFailed => "expectation_failed",
             ErrorKind::HeadersTooLarge => "headers_too_large",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::QuotaExceeded => "quota_exceeded",
             ErrorKind::NotImplemented => "not_implemented",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::UpstreamUnavailable => "upstream_unavailable",
@@ -85,6 +90,7 @@ impl ErrorKind {
             413 => "Content Too Large",
             414 => "URI Too Long",
             417 => "Expectation Failed",
+            429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
             501 => "Not Implemented",
             502 => "Bad Gateway",
@@ -116,6 +122,8 @@ pub struct ProxyError {
     pub side: Side,
     pub retryable: bool,
     pub message: Cow<'static, str>,
+    /// Extra header lines for the error response (e.g. Retry-After on a 429).
+    pub headers: Option<Box<[u8]>>,
 }
 
 impl ProxyError {
@@ -125,6 +133,7 @@ impl ProxyError {
             side,
             retryable: false,
             message: message.into(),
+            headers: None,
         }
     }
 
@@ -134,6 +143,12 @@ impl ProxyError {
 
     pub fn upstream(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(kind, Side::Upstream, message)
+    }
+
+    /// Adds complete header lines (`name: value\r\n`) to the error response.
+    pub fn with_headers(mut self, lines: Vec<u8>) -> Self {
+        self.headers = Some(lines.into_boxed_slice());
+        self
     }
 
     pub fn retryable(mut self) -> Self {
@@ -167,6 +182,7 @@ pub fn write_error_response(
     request_id: &str,
     close: bool,
     head_request: bool,
+    extra_headers: &[u8],
 ) {
     let mut body = String::with_capacity(96 + message.len() + request_id.len());
     body.push_str("{\"error\":{\"code\":\"");
@@ -177,7 +193,7 @@ pub fn write_error_response(
     push_json_escaped(&mut body, request_id);
     body.push_str("\"}}\n");
     let head = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {}\r\n{}{}\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {}\r\n{}{}",
         kind.status(),
         kind.reason(),
         body.len(),
@@ -186,6 +202,8 @@ pub fn write_error_response(
         if close { "connection: close\r\n" } else { "" },
     );
     out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(extra_headers);
+    out.extend_from_slice(b"\r\n");
     if !head_request {
         out.extend_from_slice(body.as_bytes());
     }
@@ -216,6 +234,7 @@ mod tests {
             "abc",
             false,
             false,
+            b"",
         );
         let text = String::from_utf8(out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();

@@ -14,6 +14,8 @@ pub mod control;
 pub mod demo;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod proxy;
+pub mod redis_link;
 pub mod runtime;
 mod sys;

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::cidr::Cidr;
 use crate::config::ConfigError;
+use crate::limits::spec::{parse_quota, Rate};
 
 /// One registered app. Secrets never appear in `Debug` output.
 pub struct App {
@@ -22,6 +23,48 @@ pub struct App {
     /// Empty: any address.
     pub allow_ips: Vec<Cidr>,
     pub enabled: bool,
+    /// The app's contract: overrides of per-app limits and its priority group.
+    pub limits: AppLimits,
+}
+
+/// What an app record says about traffic control (fields `rate`, `quota`,
+/// `traffic_group`): `rate` replaces the rate of every limit keyed by `app` or
+/// `app_route`, `quota` their daily quota.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppLimits {
+    pub rate: Option<Rate>,
+    pub quota: Option<u64>,
+    pub traffic_group: Option<String>,
+}
+
+impl AppLimits {
+    /// Parses the record's optional fields; problems name the field.
+    pub fn parse(
+        rate: Option<&str>,
+        quota: Option<&str>,
+        traffic_group: Option<&str>,
+    ) -> Result<AppLimits, String> {
+        let mut problems = Vec::new();
+        let rate = rate.and_then(|r| {
+            Rate::parse(r)
+                .map_err(|e| problems.push(format!("rate: {e}")))
+                .ok()
+        });
+        let quota = quota.and_then(|q| {
+            parse_quota(q)
+                .map_err(|e| problems.push(format!("quota: {e}")))
+                .ok()
+        });
+        if problems.is_empty() {
+            Ok(AppLimits {
+                rate,
+                quota,
+                traffic_group: traffic_group.map(str::to_owned),
+            })
+        } else {
+            Err(problems.join("; "))
+        }
+    }
 }
 
 impl App {
@@ -50,6 +93,12 @@ impl App {
 }
 
 impl App {
+    /// The record with its traffic-control fields.
+    pub fn with_limits(mut self, limits: AppLimits) -> App {
+        self.limits = limits;
+        self
+    }
+
     /// Builds and validates an app record (same rules as the apps file).
     pub fn from_parts(
         key: String,
@@ -83,6 +132,7 @@ impl App {
             allow_ips: cidrs,
             enabled,
             key,
+            limits: AppLimits::default(),
         })
     }
 }
@@ -124,6 +174,7 @@ impl fmt::Debug for App {
             .field("groups", &self.groups)
             .field("allow_ips", &self.allow_ips)
             .field("enabled", &self.enabled)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -187,6 +238,9 @@ struct AppFile {
     #[serde(default)]
     allow_ips: Vec<String>,
     enabled: Option<bool>,
+    rate: Option<String>,
+    quota: Option<String>,
+    traffic_group: Option<String>,
 }
 
 /// Reads and validates an apps file. Problems are reported with the file and the path
@@ -221,7 +275,17 @@ pub fn load_file(path: &Path) -> Result<AppRegistry, Vec<ConfigError>> {
                 Err(e) => problems.push(err(at(&format!("allow_ips[{j}]")), e)),
             }
         }
+        let limits = AppLimits::parse(
+            a.rate.as_deref(),
+            a.quota.as_deref(),
+            a.traffic_group.as_deref(),
+        )
+        .unwrap_or_else(|e| {
+            problems.push(err(format!("{origin}: apps[{i}]"), e));
+            AppLimits::default()
+        });
         let app = App {
+            limits,
             secrets: a.secrets.iter().map(|s| s.as_bytes().into()).collect(),
             name: a.name.unwrap_or_else(|| a.key.clone()),
             groups: a.groups,

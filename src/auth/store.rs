@@ -2,9 +2,10 @@
 //! per app at `rg:app:<key>`, shared by every gateway of the cluster.
 //!
 //! Blocking on purpose: it is used only by the control thread, never by a worker. Every
-//! call is bounded in time (connect, handshake, read and write) so a dead or stalled Redis
-//! costs the control thread at most a couple of seconds per call and never hangs it; the
-//! workers keep serving the records they already hold.
+//! call is bounded in time (connect, handshake, read and write: see
+//! [`crate::redis_link`]) so a dead or stalled Redis costs the control thread at most a
+//! couple of seconds per call and never hangs it; the workers keep serving the records
+//! they already hold.
 //!
 //! Fields of an app hash: `secret` (required), `previous_secret` (during a rotation),
 //! `name`, `groups` and `allow_ips` (comma-separated), `enabled` (`1`/`0`/`true`/`false`,
@@ -12,20 +13,15 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::time::Duration;
 
-use redis::{Client, Connection, FromRedisValue, RedisError};
+use redis::RedisError;
 
 use super::registry::App;
+use crate::redis_link::RedisLink;
 
 /// Prefix of every app hash; the rest of the Redis key is the app key.
 pub const KEY_PREFIX: &str = "rg:app:";
 
-/// Bound on the TCP connect.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// Bound on every read and write of a command (and of the connection handshake).
-const IO_TIMEOUT: Duration = Duration::from_millis(500);
 /// How many keys one SCAN step asks for: big steps keep the round trips few.
 const SCAN_COUNT: usize = 1000;
 
@@ -62,29 +58,15 @@ impl std::error::Error for StoreError {}
 
 /// A blocking client of the app store, reconnecting lazily after failures.
 pub struct RedisStore {
-    client: Client,
-    /// `host:port` for error messages (the URL itself may carry a password).
-    addr: String,
-    conn: Option<Connection>,
-    /// A connection attempt that outlived its deadline: the server accepted the TCP
-    /// connection but did not answer the handshake (e.g. a stopped process). The crate
-    /// runs the handshake without a read timeout, so it runs on its own thread; it is
-    /// kept here and waited on again next time, so there is at most one such thread.
-    pending: Option<Receiver<Result<Connection, RedisError>>>,
+    link: RedisLink,
 }
 
 impl RedisStore {
     /// Parses the URL (`redis://host:port/db`); does not connect yet, because the gateway
     /// must start even if Redis is down.
     pub fn new(url: &str) -> Result<RedisStore, String> {
-        // The URL is not quoted back: it may hold a password.
-        let client = Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
-        let addr = client.get_connection_info().addr.to_string();
         Ok(RedisStore {
-            client,
-            addr,
-            conn: None,
-            pending: None,
+            link: RedisLink::new(url)?,
         })
     }
 
@@ -92,6 +74,7 @@ impl RedisStore {
     pub fn fetch(&mut self, key: &str) -> Result<Option<App>, StoreError> {
         let redis_key = format!("{KEY_PREFIX}{key}");
         let raw: HashMap<Vec<u8>, Vec<u8>> = self
+            .link
             .query(redis::cmd("HGETALL").arg(&redis_key))
             .map_err(|e| match e.code() {
                 // Someone stored another type under an app key: a broken record, not an outage.
@@ -123,6 +106,7 @@ impl RedisStore {
         let mut cursor: u64 = 0;
         loop {
             let (next, batch): (u64, Vec<Vec<u8>>) = self
+                .link
                 .query(
                     redis::cmd("SCAN")
                         .arg(cursor)
@@ -149,70 +133,9 @@ impl RedisStore {
         Ok(keys)
     }
 
-    /// Runs one command. A connection that broke since its last use (Redis restarted) is
-    /// replaced once at once rather than failing the call; a timeout is not retried, so
-    /// a stalled Redis costs one bounded wait.
-    fn query<T: FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, RedisError> {
-        let reused = self.conn.is_some();
-        match self.query_once(cmd) {
-            Err(e) if reused && e.is_io_error() && !e.is_timeout() => self.query_once(cmd),
-            other => other,
-        }
-    }
-
-    fn query_once<T: FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, RedisError> {
-        let mut conn = match self.conn.take() {
-            Some(conn) => conn,
-            None => self.connect()?,
-        };
-        let result = cmd.query(&mut conn);
-        // After an I/O error the connection's state is unknown (a late reply to a
-        // timed-out command would be read as the answer to the next one): start afresh.
-        let broken = result
-            .as_ref()
-            .is_err_and(|e| e.is_io_error() || e.is_unrecoverable_error());
-        if !broken {
-            self.conn = Some(conn);
-        }
-        result
-    }
-
-    fn connect(&mut self) -> Result<Connection, RedisError> {
-        let attempt = match self.pending.take() {
-            Some(attempt) => attempt,
-            None => {
-                let (tx, rx) = mpsc::channel();
-                let client = self.client.clone();
-                std::thread::Builder::new()
-                    .name("rg-redis-connect".into())
-                    .spawn(move || {
-                        let _ = tx.send(client.get_connection_with_timeout(CONNECT_TIMEOUT));
-                    })?;
-                rx
-            }
-        };
-        let conn = match attempt.recv_timeout(CONNECT_TIMEOUT + IO_TIMEOUT) {
-            Ok(result) => result?,
-            Err(RecvTimeoutError::Timeout) => {
-                self.pending = Some(attempt);
-                return Err(timeout_error("no answer to the connection handshake"));
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(timeout_error("connection attempt ended without a result"));
-            }
-        };
-        conn.set_read_timeout(Some(IO_TIMEOUT))?;
-        conn.set_write_timeout(Some(IO_TIMEOUT))?;
-        Ok(conn)
-    }
-
     fn unavailable(&self, e: &RedisError) -> StoreError {
-        StoreError::Unavailable(format!("redis at {}: {e}", self.addr))
+        StoreError::Unavailable(format!("redis at {}: {e}", self.link.addr()))
     }
-}
-
-fn timeout_error(what: &str) -> RedisError {
-    std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_owned()).into()
 }
 
 fn invalid(redis_key: &str, problem: &str) -> StoreError {

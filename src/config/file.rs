@@ -18,6 +18,44 @@ pub struct FileConfig {
     #[serde(default)]
     pub routes: Vec<RouteFile>,
     pub apps: Option<AppsSectionFile>,
+    pub traffic: Option<TrafficFile>,
+    pub cluster: Option<ClusterFile>,
+}
+
+/// `[traffic]`: how limits are held on this gateway.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficFile {
+    pub state_file: Option<String>,
+    pub utc_offset: Option<String>,
+    pub reconcile_interval: Option<String>,
+    pub max_keys_per_worker: Option<i64>,
+}
+
+/// `[cluster]`: limits shared by every gateway using this Redis.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    pub redis: String,
+    pub gateways: Option<i64>,
+    pub lease_interval: Option<String>,
+    pub gateway_id: Option<String>,
+}
+
+/// One entry of a route's `limits`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitFile {
+    pub key: String,
+    pub rate: Option<String>,
+    pub quota: Option<String>,
+    pub burst: Option<i64>,
+    pub name: Option<String>,
+    pub shared: Option<String>,
+    pub utc_offset: Option<String>,
+    pub groups: Option<std::collections::BTreeMap<String, f64>>,
+    pub group_by: Option<String>,
+    pub default_group: Option<String>,
 }
 
 /// `[apps]`: where the app registry lives.
@@ -110,4 +148,6 @@ pub struct RouteFile {
     pub max_body_bytes: Option<NumOrString>,
     pub group: Option<String>,
     pub auth: Option<String>,
+    #[serde(default)]
+    pub limits: Vec<LimitFile>,
 }

@@ -6,6 +6,7 @@ mod file;
 mod model;
 mod units;
 mod validate;
+mod validate_limits;
 
 use std::path::Path;
 use std::sync::Arc;

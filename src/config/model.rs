@@ -11,6 +11,31 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
     pub apps: AppsConfig,
+    pub traffic: TrafficConfig,
+}
+
+/// `[traffic]` and `[cluster]`: how limits are held.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrafficConfig {
+    /// Where daily quotas survive a restart (local mode); `None`: they do not.
+    pub state_file: Option<std::path::PathBuf>,
+    /// How often the reconciler moves shares and grants between workers (default 10 ms).
+    pub reconcile_interval: Duration,
+    /// Limit keys (apps, addresses, ...) one worker tracks at most (default 100 000).
+    pub max_keys_per_worker: usize,
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Limits held across every gateway sharing one Redis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    pub redis: String,
+    /// Gateways in the cluster, for the local fallback; `None`: learned from Redis.
+    pub gateways: Option<usize>,
+    /// How often token batches and quota units are leased (default 100 ms).
+    pub lease_interval: Duration,
+    /// This gateway's name in Redis (default: hostname and pid).
+    pub gateway_id: String,
 }
 
 /// The app registry of this generation and how signatures are checked.
@@ -151,4 +176,6 @@ pub struct RouteConfig {
     pub auth: AuthMode,
     /// The API group (permission package) an app needs to call this route.
     pub group: Option<String>,
+    /// Rate limits and quotas, checked in order; all must admit.
+    pub limits: Vec<crate::limits::spec::LimitSpec>,
 }

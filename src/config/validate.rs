@@ -13,6 +13,7 @@ use std::sync::Arc;
 use super::file::{AppsSectionFile, FileConfig, NumOrString, RouteFile, TargetFile, UpstreamFile};
 use super::model::*;
 use super::units::{parse_duration, parse_size};
+use super::validate_limits::{check_shared_limits, validate_route_limits, validate_traffic};
 use crate::auth::registry::AppRegistry;
 use crate::proxy::router::{RouteId, RouteSpec, Router};
 
@@ -34,10 +35,10 @@ impl fmt::Display for ConfigError {
 }
 
 #[derive(Default)]
-struct Problems(Vec<ConfigError>);
+pub(super) struct Problems(Vec<ConfigError>);
 
 impl Problems {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError {
             path: path.into(),
             message: message.into(),
@@ -46,7 +47,12 @@ impl Problems {
 
     /// A duration from 1 ms to 7 days: zero would fail every request, and a huge one
     /// would overflow deadline arithmetic (`Instant + Duration`).
-    fn duration(&mut self, path: &str, v: &Option<String>, default: Duration) -> Duration {
+    pub(super) fn duration(
+        &mut self,
+        path: &str,
+        v: &Option<String>,
+        default: Duration,
+    ) -> Duration {
         const MIN: Duration = Duration::from_millis(1);
         const MAX: Duration = Duration::from_secs(7 * 24 * 3600);
         match v.as_deref().map(parse_duration) {
@@ -75,7 +81,14 @@ impl Problems {
     }
 
     /// An integer knob within `[min, max]`.
-    fn int(&mut self, path: &str, v: Option<i64>, default: i64, min: i64, max: i64) -> i64 {
+    pub(super) fn int(
+        &mut self,
+        path: &str,
+        v: Option<i64>,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> i64 {
         match v {
             None => default,
             Some(n) if (min..=max).contains(&n) => n,
@@ -139,13 +152,19 @@ pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Ve
             );
         }
     }
+    let (traffic, default_offset) = validate_traffic(&mut p, file, base_dir);
     let routes: Vec<RouteConfig> = file
         .routes
         .iter()
         .enumerate()
-        .map(|(i, r)| validate_route(&mut p, i, r, &seen, server.limits.max_body_bytes))
+        .map(|(i, r)| {
+            let mut route = validate_route(&mut p, i, r, &seen, server.limits.max_body_bytes);
+            route.limits = validate_route_limits(&mut p, i, r, route.auth, default_offset);
+            route
+        })
         .collect();
     check_routes(&mut p, &routes);
+    check_shared_limits(&mut p, &routes);
     let apps = validate_apps(&mut p, file, base_dir, &routes);
     if p.0.is_empty() {
         Ok(Config {
@@ -154,6 +173,7 @@ pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Ve
             upstreams,
             routes,
             apps,
+            traffic,
         })
     } else {
         Err(p.0)
@@ -444,6 +464,7 @@ fn validate_route(
             }
         },
         group: r.group.clone(),
+        limits: Vec::new(),
     }
 }
 

@@ -187,6 +187,6 @@ fn stats_json(state: &GatewayState) -> String {
 
 fn respond_error(stream: &mut TcpStream, kind: ErrorKind, message: &str) -> io::Result<()> {
     let mut out = Vec::new();
-    write_error_response(&mut out, kind, message, "admin", true, false);
+    write_error_response(&mut out, kind, message, "admin", true, false, b"");
     stream.write_all(&out)
 }

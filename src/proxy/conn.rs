@@ -142,6 +142,7 @@ async fn read_head(c: &mut ClientConn, snap: &Snapshot, worker: &WorkerCtx, firs
                     nonces: &worker.nonces,
                     apps: worker.apps.as_ref(),
                     app_retry: app_deadline.is_some(),
+                    limiter: &worker.limiter,
                 };
                 match prepare(c.rbuf.data(), snap, &mut ctx, &mut c.up_head) {
                     Ok(Some(p)) => return Head::Ready(p),
@@ -264,6 +265,7 @@ pub async fn respond_error(
         request_id,
         !keep_alive,
         head_request,
+        error.headers.as_deref().unwrap_or_default(),
     );
     let sent = write_all(
         &mut c.stream,

@@ -108,7 +108,7 @@ pub async fn forward(
 /// before the check passes.
 async fn authenticate_body<'w>(
     c: &mut ClientConn,
-    p: &Prepared,
+    p: &mut Prepared,
     pending: Pending,
     snap: &Snapshot,
     worker: &'w WorkerCtx,
@@ -128,7 +128,10 @@ async fn authenticate_body<'w>(
     let (error, body_read) = match read {
         Ok((body, share)) => {
             match pending.finish(&body_sha256_hex(&body), &worker.nonces, unix_now()) {
-                Ok(_) => return Ok((body, share)),
+                Ok(app) => match check_deferred_limits(c, p, route, &app, worker) {
+                    Ok(()) => return Ok((body, share)),
+                    Err(e) => (e, true),
+                },
                 Err(e) => (e, true),
             }
         }
@@ -150,6 +153,41 @@ async fn authenticate_body<'w>(
         p.is_head,
     )
     .await)
+}
+
+/// The route's limits for a request whose signature covered its body: checked now that
+/// the app is known to be who it says.
+fn check_deferred_limits(
+    c: &ClientConn,
+    p: &mut Prepared,
+    route: &crate::config::RouteConfig,
+    app: &crate::auth::registry::App,
+    worker: &WorkerCtx,
+) -> Result<(), ProxyError> {
+    let Some(deferred) = p.deferred_limits.take() else {
+        return Ok(());
+    };
+    let headers: Vec<httparse::Header> = deferred
+        .headers
+        .iter()
+        .map(|(name, value)| httparse::Header { name, value })
+        .collect();
+    let facts = crate::limits::worker::RequestFacts {
+        route: &route.name,
+        app: Some(app),
+        client_ip: c.peer.ip(),
+        headers: &headers,
+        unix_secs: unix_now(),
+    };
+    worker
+        .limiter
+        .check(
+            &route.limits,
+            &facts,
+            std::time::Instant::now(),
+            &mut p.limit_headers,
+        )
+        .map_err(|refusal| refusal.into_error())
 }
 
 async fn exchange(
@@ -506,6 +544,7 @@ fn write_client_head(
         write_header(out, h.name, h.value);
     }
     write_header(out, "x-request-id", p.request_id.as_bytes());
+    p.limit_headers.write_to(out);
     let mut client_chunked = false;
     let mut close_delimited = false;
     match head.framing {

@@ -18,6 +18,9 @@ use crate::config::{HashOn, Snapshot, UpstreamId};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::headers::{must_drop, push_decimal, write_header};
 use crate::http::{parse_request, Framing, RequestHead, MAX_HEADERS_LIMIT};
+use crate::limits::headers::HeaderWriter;
+use crate::limits::spec::{GroupBy, KeyBy};
+use crate::limits::worker::{RequestFacts, WorkerLimiter};
 use std::time::Instant;
 
 /// SHA-256 of the empty body, lowercase hex.
@@ -42,6 +45,17 @@ pub struct Prepared {
     pub request_id: RequestId,
     /// Authentication that still needs the request body's hash (auth routes with a body).
     pub pending_auth: Option<Box<Pending>>,
+    /// The route's RateLimit headers for the response (empty without limits).
+    pub limit_headers: HeaderWriter,
+    /// Limits checked only once the pending signature checks out: the header values
+    /// their keys need, copied out of the head.
+    pub deferred_limits: Option<Box<DeferredLimits>>,
+}
+
+/// What a limit check after body authentication needs from the (by then consumed) head.
+#[derive(Debug, Default)]
+pub struct DeferredLimits {
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// A request answered by the gateway itself.
@@ -81,9 +95,14 @@ pub struct PrepareCtx<'a> {
     pub apps: Option<&'a WorkerApps>,
     /// The request already waited for its app record (counted once in the stats).
     pub app_retry: bool,
+    /// The worker's rate-limit buckets and quota grants.
+    pub limiter: &'a WorkerLimiter,
 }
 
 /// `Ok(None)`: the head is not complete yet. On success the upstream head is in `out`.
+// A large `Err`: refusals are the cold path, and boxing them would cost an allocation
+// on every 4xx, including each 429 of a client hammering a limit.
+#[allow(clippy::result_large_err)]
 pub fn prepare(
     data: &[u8],
     snap: &Snapshot,
@@ -163,6 +182,7 @@ pub fn prepare(
         }
     }
     let mut signed_query = String::new();
+    let mut limit_app: Option<std::sync::Arc<crate::auth::registry::App>> = None;
     let (identity, pending_auth) = match rc.auth {
         AuthMode::None => (None, None),
         AuthMode::Hmac => {
@@ -206,9 +226,11 @@ pub fn prepare(
                 signed_query = format!("?{q}");
             }
             if head.framing == Framing::None {
-                pending
-                    .finish(&EMPTY_BODY_SHA256, ctx.nonces, now)
-                    .map_err(reject)?;
+                limit_app = Some(
+                    pending
+                        .finish(&EMPTY_BODY_SHA256, ctx.nonces, now)
+                        .map_err(reject)?,
+                );
                 (Some(key), None)
             } else {
                 // Sent only if the signature over the body checks out (forward.rs).
@@ -216,6 +238,26 @@ pub fn prepare(
             }
         }
     };
+    // Limits come after authentication (an unsigned request must not spend an app's
+    // budget); with a body still to verify, they wait for the signature (forward.rs).
+    let mut limit_headers = HeaderWriter::default();
+    let mut deferred_limits = None;
+    if !rc.limits.is_empty() {
+        if pending_auth.is_some() {
+            deferred_limits = Some(Box::new(defer_limits(rc, head.headers)));
+        } else {
+            let facts = RequestFacts {
+                route: &rc.name,
+                app: limit_app.as_deref(),
+                client_ip: ctx.client_ip,
+                headers: head.headers,
+                unix_secs: unix_now(),
+            };
+            ctx.limiter
+                .check(&rc.limits, &facts, Instant::now(), &mut limit_headers)
+                .map_err(|refusal| reject(refusal.into_error()))?;
+        }
+    }
     // On a signed route the upstream gets the query exactly as signed (canonical), never
     // a raw form it might parse differently ('+', ';', duplicate order, bare names).
     let query: Cow<str> = match rc.auth {
@@ -268,7 +310,30 @@ pub fn prepare(
         max_body: rc.max_body_bytes,
         request_id,
         pending_auth,
+        limit_headers,
+        deferred_limits,
     }))
+}
+
+/// Copies the header values a route's limits key on or group by.
+fn defer_limits(rc: &crate::config::RouteConfig, headers: &[httparse::Header]) -> DeferredLimits {
+    let mut out = DeferredLimits::default();
+    for l in &rc.limits {
+        let group_header = l.groups.as_ref().and_then(|g| match &g.by {
+            GroupBy::Header(h) => Some(h),
+            GroupBy::App => None,
+        });
+        let key_header = match &l.key {
+            KeyBy::Header(h) => Some(h),
+            _ => None,
+        };
+        for name in [key_header, group_header].into_iter().flatten() {
+            if let Some(h) = headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)) {
+                out.headers.push((name.clone(), h.value.to_vec()));
+            }
+        }
+    }
+    out
 }
 
 /// `METHOD /upstream/path?query HTTP/1.1`, with the route's prefix rewrite applied to the

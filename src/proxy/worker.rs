@@ -13,6 +13,7 @@ use super::upstream::WorkerUpstreams;
 use crate::auth::cache::WorkerApps;
 use crate::auth::nonce::NonceCache;
 use crate::config::Snapshot;
+use crate::limits::worker::WorkerLimiter;
 
 pub struct WorkerCtx {
     pub id: usize,
@@ -26,6 +27,8 @@ pub struct WorkerCtx {
     pub buffered: BufferBudget,
     /// App records cached from the Redis-backed registry (`None` with an apps file).
     pub apps: Option<WorkerApps>,
+    /// This core's rate-limit buckets and quota grants.
+    pub limiter: WorkerLimiter,
     pub drain: LocalSignal,
     open_connections: Cell<usize>,
     /// At most one warning per second per worker: during an upstream outage every
@@ -42,6 +45,7 @@ impl WorkerCtx {
         seed: u64,
         nonces: Arc<NonceCache>,
         apps: Option<WorkerApps>,
+        limiter: WorkerLimiter,
     ) -> Self {
         WorkerCtx {
             id,
@@ -50,6 +54,7 @@ impl WorkerCtx {
             nonces,
             buffered: BufferBudget::default(),
             apps,
+            limiter,
             drain: LocalSignal::default(),
             open_connections: Cell::new(0),
             last_warning: Cell::new(None),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 pub use driver::DriverKind;
-use worker::{WorkerAppsLink, WorkerCommand, WorkerSpec};
+use worker::{WorkerAppsLink, WorkerCommand, WorkerLimitsLink, WorkerSpec};
 
 use crate::auth::cache::{CacheStats, MAX_QUEUED_FETCHES};
 use crate::auth::directory::{Directory, DirectoryStats};
@@ -23,6 +23,7 @@ use crate::auth::nonce::NonceCache;
 use crate::auth::store::RedisStore;
 use crate::config::{AppsSource, Config, DriverChoice, Snapshot, WorkerCount};
 use crate::control::admin::AdminServer;
+use crate::limits::reconciler::{self, Reconciler, ReconcilerSpec};
 
 /// State the control side and workers share. Touched at start, drain and by health
 /// checks only, never per request.
@@ -67,6 +68,8 @@ pub struct GatewayHandle {
     fixed_at_start: (Duration, usize, AppsSource),
     /// The Redis-backed registry's control-side thread, if any.
     directory: Option<Directory>,
+    /// The limit reconciler's thread.
+    reconciler: Option<Reconciler>,
 }
 
 /// How a drain went.
@@ -179,6 +182,34 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
             )
         }
     };
+    // Limits: the reconciler starts first, so the quota use it restores from the state
+    // file is in every worker's channel before the worker serves.
+    let traffic = &snapshot.config.traffic;
+    let (seeds, saved) = reconciler::load_state(traffic.state_file.as_deref());
+    let (reports_tx, reports_rx) = crossbeam_channel::unbounded();
+    let mut limit_links = Vec::with_capacity(n);
+    let mut update_txs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        update_txs.push(tx);
+        limit_links.push(WorkerLimitsLink {
+            reports: reports_tx.clone(),
+            updates: rx,
+            ids: reconciler::key_hasher(seeds),
+            workers: n,
+            max_keys: traffic.max_keys_per_worker,
+        });
+    }
+    let reconciler = Reconciler::start(ReconcilerSpec {
+        workers: n,
+        interval: traffic.reconcile_interval,
+        state_file: traffic.state_file.clone(),
+        reports: reports_rx,
+        updates: update_txs,
+        seeds,
+        saved,
+    })
+    .map_err(|e| format!("cannot start the limit reconciler: {e}"))?;
     let admin = match snapshot.config.admin.listen {
         Some(addr) => Some(
             AdminServer::start(addr, state.clone())
@@ -187,6 +218,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         None => None,
     };
     let mut workers = Vec::with_capacity(n);
+    let mut limit_links = limit_links.into_iter();
     for (id, ((listeners, cpu), apps)) in per_worker.into_iter().zip(cpus).zip(links).enumerate() {
         let (tx, rx) = crossbeam_channel::unbounded();
         let spec = WorkerSpec {
@@ -197,6 +229,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
             commands: rx,
             state: state.clone(),
             apps,
+            limits: limit_links.next().ok_or("worker without a limits link")?,
         };
         let handle = std::thread::Builder::new()
             .name(format!("ringgate-w{id}"))
@@ -211,6 +244,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         listen,
         fixed_at_start,
         directory,
+        reconciler: Some(reconciler),
     })
 }
 
@@ -311,6 +345,10 @@ impl GatewayHandle {
         }
         if let Some(directory) = self.directory.take() {
             directory.stop();
+        }
+        // After the workers: their last reports are counted and saved.
+        if let Some(reconciler) = self.reconciler.take() {
+            reconciler.stop();
         }
         DrainReport {
             unfinished_connections: self.state.unfinished_connections.load(Ordering::SeqCst),

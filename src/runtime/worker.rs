@@ -17,6 +17,8 @@ use monoio::net::TcpListener;
 use super::driver::run_on_driver;
 use super::GatewayState;
 use crate::config::Snapshot;
+use crate::limits::worker::WorkerLimiter;
+use crate::limits::{Report, Update};
 use crate::proxy::{conn, WorkerCtx};
 
 /// Messages from the control side to a worker.
@@ -41,6 +43,16 @@ pub struct WorkerSpec {
     pub state: Arc<GatewayState>,
     /// With the Redis-backed registry: the channels to the control side's directory.
     pub apps: Option<WorkerAppsLink>,
+    pub limits: WorkerLimitsLink,
+}
+
+/// The worker's channels to the limit reconciler.
+pub struct WorkerLimitsLink {
+    pub reports: crossbeam_channel::Sender<Report>,
+    pub updates: Receiver<Update>,
+    pub ids: ahash::RandomState,
+    pub workers: usize,
+    pub max_keys: usize,
 }
 
 /// What a worker needs to build its app cache (which is `!Send`, so it is built on the
@@ -63,6 +75,7 @@ pub fn run(spec: WorkerSpec) {
         commands,
         state,
         apps,
+        limits,
     } = spec;
     let pinned = cpu.map(|c| core_affinity::set_for_current(core_affinity::CoreId { id: c }));
     let server = snapshot.config.server.clone();
@@ -80,7 +93,15 @@ pub fn run(spec: WorkerSpec) {
         }
         state.drivers.lock().map(|mut d| d[id] = Some(driver)).ok();
         let _ = driver;
-        worker_main(id, listeners, snapshot, commands, state.clone(), apps)
+        worker_main(
+            id,
+            listeners,
+            snapshot,
+            commands,
+            state.clone(),
+            apps,
+            limits,
+        )
     });
     if let Err(e) = result {
         log::error!("worker {id}: {e}");
@@ -95,6 +116,7 @@ async fn worker_main(
     commands: Receiver<WorkerCommand>,
     state: Arc<GatewayState>,
     apps: Option<WorkerAppsLink>,
+    limits: WorkerLimitsLink,
 ) {
     let server = snapshot.config.server.clone();
     let seed = (id as u64) << 56 ^ std::process::id() as u64 ^ nanos_now();
@@ -112,13 +134,17 @@ async fn worker_main(
         ),
         None => (None, None),
     };
+    let limiter = WorkerLimiter::new(id, limits.workers, limits.ids.clone(), limits.max_keys);
     let ctx = Rc::new(WorkerCtx::new(
         id,
         snapshot,
         seed,
         state.nonces.clone(),
         app_cache,
+        limiter,
     ));
+    // What the reconciler restored (saved quota use) applies before the first request.
+    exchange_limits(&ctx, &limits);
     for l in listeners {
         match TcpListener::from_std(l) {
             Ok(l) => {
@@ -146,6 +172,7 @@ async fn worker_main(
             }
         }
         apply_app_updates(&ctx, app_updates.as_ref());
+        exchange_limits(&ctx, &limits);
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
             ctx.generation().upstreams.borrow_mut().sweep(last_sweep);
@@ -156,7 +183,10 @@ async fn worker_main(
         monoio::time::sleep(TICK).await;
         // Requests in flight may be waiting for an app record.
         apply_app_updates(&ctx, app_updates.as_ref());
+        exchange_limits(&ctx, &limits);
     }
+    // The last requests' quota use must reach the reconciler before it saves.
+    exchange_limits(&ctx, &limits);
     let left = ctx.open_connections();
     if left > 0 {
         log::warn!(
@@ -177,6 +207,16 @@ fn apply_app_updates(ctx: &WorkerCtx, updates: Option<&Receiver<AppUpdate>>) {
             cache.apply(update, now);
         }
         cache.notify();
+    }
+}
+
+/// Applies the reconciler's updates and sends this round's report.
+fn exchange_limits(ctx: &WorkerCtx, link: &WorkerLimitsLink) {
+    for update in link.updates.try_iter() {
+        ctx.limiter.apply(update);
+    }
+    if let Some(report) = ctx.limiter.end_round() {
+        let _ = link.reports.send(report);
     }
 }
 

@@ -1,0 +1,570 @@
+//! The Redis side of cluster-wide limits: token buckets and daily quotas shared by every
+//! gateway of a cluster, and the heartbeat that tells a gateway how many peers share them.
+//!
+//! Used by the control thread only (blocking, every call bounded in time: see
+//! [`crate::redis_link`]). Each call takes a whole round of leases and sends them as one
+//! pipeline, one Lua script call per lease, so the cost is one round trip per round
+//! whatever the number of keys. The scripts read the clock with `TIME`, so the gateways'
+//! own clocks never matter (Redis 5 or later: scripts replicate their effects).
+//!
+//! Keys: `rg:rl:<key>` (hash: `tokens`, `ts` in µs of Redis time) for token buckets,
+//! `rg:q:<key>` (integer string) for quotas, `rg:gateways` (sorted set of gateway ids
+//! scored by expiry time in ms) for the heartbeat.
+//!
+//! A call that fails answers nothing, but leases of the batch other than the failing one
+//! (e.g. a key of the wrong type) may have been applied: their tokens or units are then
+//! spent without being granted, which errs on the side of admitting less.
+
+use redis::Value;
+
+use crate::redis_link::RedisLink;
+
+/// Prefix of token-bucket keys.
+pub const TOKEN_PREFIX: &str = "rg:rl:";
+/// Prefix of quota keys.
+pub const QUOTA_PREFIX: &str = "rg:q:";
+/// The sorted set of live gateways.
+pub const GATEWAYS_KEY: &str = "rg:gateways";
+
+/// Largest count sent to the scripts: Lua numbers are doubles, exact up to 2^53.
+const MAX_COUNT: u64 = 1 << 53;
+
+/// One token-bucket lease: take up to `want` tokens from the cluster bucket `key`.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenLease<'a> {
+    pub key: &'a str,
+    pub rate_per_sec: f64,
+    pub burst: f64,
+    pub want: u64,
+}
+
+/// One daily-quota reservation: reserve up to `want` units of quota `key` (limit `limit`
+/// per day). `force` units are charged unconditionally first (usage a gateway admitted
+/// while Redis was unreachable), even beyond the limit. The key expires `ttl_secs` after
+/// this call (the caller computes it so that it outlives the quota's day).
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaLease<'a> {
+    pub key: &'a str,
+    pub limit: u64,
+    pub want: u64,
+    pub force: u64,
+    pub ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaGrant {
+    /// Units reserved by this call, at most `want`.
+    pub granted: u64,
+    /// Units used of the quota after this call (forced and granted units included).
+    pub used: u64,
+}
+
+/// Refills the bucket by `rate * elapsed` (a missing or unreadable bucket starts full),
+/// takes what it can and keeps the key until the bucket would be full again.
+/// KEYS[1] = bucket, ARGV = rate per second, burst, want. Returns the tokens granted.
+const TOKEN_SCRIPT: &str = r"
+local key = KEYS[1]
+local kind = redis.call('TYPE', key).ok
+if kind ~= 'hash' and kind ~= 'none' then
+  return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a hash')
+end
+local rate, burst, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local state = redis.call('HMGET', key, 'tokens', 'ts')
+local tokens, ts = tonumber(state[1]), tonumber(state[2])
+if tokens == nil or ts == nil or tokens ~= tokens or ts ~= ts then
+  tokens = burst
+elseif now > ts then
+  tokens = tokens + rate * (now - ts) / 1000000
+end
+if tokens > burst then tokens = burst end
+if tokens < 0 then tokens = 0 end
+local granted = math.min(want, math.floor(tokens))
+tokens = tokens - granted
+redis.call('HSET', key, 'tokens', tokens, 'ts', string.format('%d', now))
+local keep = math.ceil((burst - tokens) / rate * 1000) + 1000
+redis.call('PEXPIRE', key, string.format('%d', keep))
+return granted
+";
+
+/// KEYS[1] = quota, ARGV = limit, want, force, ttl in seconds. Returns {granted, used}.
+const QUOTA_SCRIPT: &str = r"
+local key = KEYS[1]
+local kind = redis.call('TYPE', key).ok
+if kind ~= 'string' and kind ~= 'none' then
+  return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a string')
+end
+local limit, want, force = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local used = 0
+local raw = redis.call('GET', key)
+if raw then
+  used = tonumber(raw)
+  if used == nil or used ~= used or used < 0 or used > 2^53 or used ~= math.floor(used) then
+    return redis.error_reply('ERR ' .. key .. ' does not hold a count of units')
+  end
+end
+used = used + force
+local granted = math.min(want, math.max(0, limit - used))
+used = used + granted
+redis.call('SET', key, string.format('%d', used), 'EX', ARGV[4])
+return {granted, used}
+";
+
+/// KEYS[1] = the gateway set, ARGV = gateway id, ttl in ms. Returns the live count.
+const HEARTBEAT_SCRIPT: &str = r"
+local key = KEYS[1]
+local kind = redis.call('TYPE', key).ok
+if kind ~= 'zset' and kind ~= 'none' then
+  return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a zset')
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', now))
+redis.call('ZADD', key, string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
+local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+local keep = tonumber(last[2]) - now
+if keep > 0 then redis.call('PEXPIRE', key, string.format('%d', keep)) end
+return redis.call('ZCARD', key)
+";
+
+/// A script and the SHA1 Redis knows it by, once learnt from `SCRIPT LOAD`.
+struct Script {
+    src: &'static str,
+    sha: Option<String>,
+}
+
+impl Script {
+    const fn new(src: &'static str) -> Script {
+        Script { src, sha: None }
+    }
+}
+
+/// One script call of a batch: the Redis key and the arguments after it.
+struct Call {
+    key: String,
+    args: Vec<String>,
+}
+
+/// A blocking client of the cluster's limit state, reconnecting lazily after failures.
+pub struct ClusterStore {
+    link: RedisLink,
+    tokens: Script,
+    quota: Script,
+    heartbeat: Script,
+}
+
+impl ClusterStore {
+    /// Parses the URL (`redis://host:port/db`); does not connect yet, because the gateway
+    /// must start even if Redis is down.
+    pub fn new(url: &str) -> Result<ClusterStore, String> {
+        Ok(ClusterStore {
+            link: RedisLink::new(url)?,
+            tokens: Script::new(TOKEN_SCRIPT),
+            quota: Script::new(QUOTA_SCRIPT),
+            heartbeat: Script::new(HEARTBEAT_SCRIPT),
+        })
+    }
+
+    /// All leases in one pipelined round trip; result i answers lease i.
+    pub fn take_tokens(&mut self, leases: &[TokenLease]) -> Result<Vec<u64>, String> {
+        let calls = leases
+            .iter()
+            .map(token_call)
+            .collect::<Result<Vec<_>, _>>()?;
+        let replies = eval_batch(&mut self.link, &mut self.tokens, &calls)?;
+        leases
+            .iter()
+            .zip(replies)
+            .zip(&calls)
+            .map(|((lease, reply), call)| {
+                granted_tokens(reply, lease.want.min(MAX_COUNT))
+                    .ok_or_else(|| self.odd_reply(&call.key))
+            })
+            .collect()
+    }
+
+    /// All reservations in one pipelined round trip; result i answers lease i.
+    pub fn reserve_quota(&mut self, leases: &[QuotaLease]) -> Result<Vec<QuotaGrant>, String> {
+        let calls = leases
+            .iter()
+            .map(quota_call)
+            .collect::<Result<Vec<_>, _>>()?;
+        let replies = eval_batch(&mut self.link, &mut self.quota, &calls)?;
+        leases
+            .iter()
+            .zip(replies)
+            .zip(&calls)
+            .map(|((lease, reply), call)| {
+                quota_grant(reply, lease.want.min(MAX_COUNT), lease.force.min(MAX_COUNT))
+                    .ok_or_else(|| self.odd_reply(&call.key))
+            })
+            .collect()
+    }
+
+    /// Read-only: units used of each quota key (0 when absent), one round trip.
+    pub fn quota_used(&mut self, keys: &[&str]) -> Result<Vec<u64>, String> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("GET").arg(format!("{QUOTA_PREFIX}{key}"));
+        }
+        let replies = self
+            .link
+            .pipeline_replies(&pipe)
+            .map_err(|e| unavailable(&self.link, "quota read", &e))?;
+        if replies.len() != keys.len() {
+            return Err(self.odd_reply("the quota read"));
+        }
+        keys.iter()
+            .zip(replies)
+            .map(|(key, reply)| {
+                let redis_key = format!("{QUOTA_PREFIX}{key}");
+                match reply {
+                    Value::ServerError(e) => Err(server_error(&self.link, &redis_key, e.into())),
+                    reply => parse_used(reply).ok_or_else(|| {
+                        format!(
+                            "redis at {}: {redis_key} does not hold a count of units",
+                            self.link.addr()
+                        )
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// Records this gateway as alive for `ttl` and returns how many gateways are alive,
+    /// this one included. Members whose time is up are removed on the way.
+    pub fn heartbeat(
+        &mut self,
+        gateway_id: &str,
+        ttl: std::time::Duration,
+    ) -> Result<usize, String> {
+        let ttl_ms = u64::try_from(ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .clamp(1, MAX_COUNT);
+        let call = Call {
+            key: GATEWAYS_KEY.to_owned(),
+            args: vec![gateway_id.to_owned(), ttl_ms.to_string()],
+        };
+        let replies = eval_batch(
+            &mut self.link,
+            &mut self.heartbeat,
+            std::slice::from_ref(&call),
+        )?;
+        match replies.as_slice() {
+            [Value::Int(n)] if *n >= 1 => {
+                usize::try_from(*n).map_err(|_| self.odd_reply(GATEWAYS_KEY))
+            }
+            _ => Err(self.odd_reply(GATEWAYS_KEY)),
+        }
+    }
+
+    fn odd_reply(&self, what: &str) -> String {
+        format!("redis at {}: unexpected reply for {what}", self.link.addr())
+    }
+}
+
+fn token_call(lease: &TokenLease) -> Result<Call, String> {
+    let key = format!("{TOKEN_PREFIX}{}", lease.key);
+    if !(lease.rate_per_sec.is_finite() && lease.rate_per_sec > 0.0) {
+        return Err(format!(
+            "{key}: rate_per_sec must be a positive number, not {}",
+            lease.rate_per_sec
+        ));
+    }
+    if !(lease.burst.is_finite() && lease.burst >= 0.0 && lease.burst <= MAX_COUNT as f64) {
+        return Err(format!(
+            "{key}: burst must be a number from 0 to 2^53, not {}",
+            lease.burst
+        ));
+    }
+    let args = vec![
+        lease.rate_per_sec.to_string(),
+        lease.burst.to_string(),
+        lease.want.min(MAX_COUNT).to_string(),
+    ];
+    Ok(Call { key, args })
+}
+
+fn quota_call(lease: &QuotaLease) -> Result<Call, String> {
+    let key = format!("{QUOTA_PREFIX}{}", lease.key);
+    if lease.ttl_secs == 0 {
+        return Err(format!("{key}: ttl_secs must be at least 1"));
+    }
+    let args = [lease.limit, lease.want, lease.force, lease.ttl_secs]
+        .iter()
+        .map(|n| n.min(&MAX_COUNT).to_string())
+        .collect();
+    Ok(Call { key, args })
+}
+
+/// The token script's reply: an integer from 0 to `want`.
+fn granted_tokens(reply: Value, want: u64) -> Option<u64> {
+    match reply {
+        Value::Int(n) => u64::try_from(n).ok().filter(|&n| n <= want),
+        _ => None,
+    }
+}
+
+/// The quota script's reply: `{granted, used}` with granted <= want and used covering
+/// both the granted and the forced units.
+fn quota_grant(reply: Value, want: u64, force: u64) -> Option<QuotaGrant> {
+    let Value::Array(items) = reply else {
+        return None;
+    };
+    let [Value::Int(granted), Value::Int(used)] = items.as_slice() else {
+        return None;
+    };
+    let granted = u64::try_from(*granted).ok().filter(|&g| g <= want)?;
+    let used = u64::try_from(*used)
+        .ok()
+        .filter(|&u| u >= granted.saturating_add(force))?;
+    Some(QuotaGrant { granted, used })
+}
+
+/// A quota read: nil (no usage yet) or a decimal count.
+fn parse_used(reply: Value) -> Option<u64> {
+    match reply {
+        Value::Nil => Some(0),
+        Value::BulkString(bytes) => std::str::from_utf8(&bytes).ok()?.parse().ok(),
+        Value::Int(n) => u64::try_from(n).ok(),
+        _ => None,
+    }
+}
+
+/// Runs `script` once per call in one pipeline and returns one reply per call.
+///
+/// Uses EVALSHA once the script's SHA1 is known. Until then (and after a NOSCRIPT reply:
+/// Redis restarted or its script cache was flushed) the pipeline starts with `SCRIPT LOAD`
+/// to learn it and sends the script itself with EVAL. Only the calls answered NOSCRIPT
+/// are sent again, so no lease is ever applied twice.
+fn eval_batch(
+    link: &mut RedisLink,
+    script: &mut Script,
+    calls: &[Call],
+) -> Result<Vec<Value>, String> {
+    let mut replies: Vec<Option<Value>> = vec![None; calls.len()];
+    let mut todo: Vec<usize> = (0..calls.len()).collect();
+    // The second round sends the script itself, which cannot be answered NOSCRIPT.
+    for _ in 0..2 {
+        if todo.is_empty() {
+            break;
+        }
+        let sha = script.sha.clone();
+        let mut pipe = redis::pipe();
+        if sha.is_none() {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(script.src);
+        }
+        for &i in &todo {
+            match &sha {
+                Some(sha) => pipe.cmd("EVALSHA").arg(sha),
+                None => pipe.cmd("EVAL").arg(script.src),
+            };
+            pipe.arg(1).arg(&calls[i].key).arg(&calls[i].args);
+        }
+        let mut answers = link
+            .pipeline_replies(&pipe)
+            .map_err(|e| unavailable(link, "script call", &e))?
+            .into_iter();
+        if sha.is_none() {
+            script.sha = answers.next().and_then(parse_sha);
+        }
+        if answers.len() != todo.len() {
+            return Err(format!(
+                "redis at {}: {} replies to {} script calls",
+                link.addr(),
+                answers.len(),
+                todo.len()
+            ));
+        }
+        let mut again = Vec::new();
+        for (i, answer) in todo.iter().copied().zip(answers) {
+            match answer {
+                Value::ServerError(e) if e.code() == "NOSCRIPT" => again.push(i),
+                Value::ServerError(e) => return Err(server_error(link, &calls[i].key, e.into())),
+                answer => replies[i] = Some(answer),
+            }
+        }
+        if !again.is_empty() {
+            script.sha = None;
+        }
+        todo = again;
+    }
+    replies
+        .into_iter()
+        .zip(calls)
+        .map(|(reply, call)| {
+            reply.ok_or_else(|| {
+                format!(
+                    "redis at {}: {}: script still unknown after loading it",
+                    link.addr(),
+                    call.key
+                )
+            })
+        })
+        .collect()
+}
+
+fn parse_sha(reply: Value) -> Option<String> {
+    let sha = match reply {
+        Value::BulkString(bytes) => String::from_utf8(bytes).ok()?,
+        Value::SimpleString(s) => s,
+        _ => return None,
+    };
+    (sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit())).then_some(sha)
+}
+
+fn unavailable(link: &RedisLink, what: &str, e: &redis::RedisError) -> String {
+    format!("redis at {}: {what} failed: {e}", link.addr())
+}
+
+/// An error reply to one call. The scripts' own errors already name the key
+/// (`WRONGTYPE rg:q:x holds a hash, not a string`); Redis's may not.
+fn server_error(link: &RedisLink, redis_key: &str, e: redis::RedisError) -> String {
+    let code = e.code().unwrap_or("ERR");
+    let detail = e.detail().unwrap_or("");
+    let mut message = format!("redis at {}: {code} {detail}", link.addr());
+    if !detail.contains(redis_key) {
+        message.push_str(&format!(" ({redis_key})"));
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(rate: f64, burst: f64) -> TokenLease<'static> {
+        TokenLease {
+            key: "k",
+            rate_per_sec: rate,
+            burst,
+            want: 1,
+        }
+    }
+
+    #[test]
+    fn token_leases_are_checked_before_sending() {
+        let call = token_call(&lease(2.5, 10.0)).unwrap();
+        assert_eq!(call.key, "rg:rl:k");
+        assert_eq!(call.args, ["2.5", "10", "1"]);
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let e = token_call(&lease(bad, 10.0)).err().unwrap();
+            assert!(e.starts_with("rg:rl:k: rate_per_sec must be"), "{e}");
+        }
+        for bad in [-1.0, f64::NAN, f64::INFINITY, 1e300] {
+            let e = token_call(&lease(1.0, bad)).err().unwrap();
+            assert!(e.starts_with("rg:rl:k: burst must be"), "{e}");
+        }
+        let huge = TokenLease {
+            want: u64::MAX,
+            ..lease(1e-9, 0.0)
+        };
+        assert_eq!(
+            token_call(&huge).unwrap().args,
+            ["0.000000001", "0", "9007199254740992"]
+        );
+    }
+
+    #[test]
+    fn quota_leases_are_checked_before_sending() {
+        let mut lease = QuotaLease {
+            key: "day",
+            limit: u64::MAX,
+            want: 5,
+            force: 2,
+            ttl_secs: 90_000,
+        };
+        let call = quota_call(&lease).unwrap();
+        assert_eq!(call.key, "rg:q:day");
+        assert_eq!(call.args, ["9007199254740992", "5", "2", "90000"]);
+        lease.ttl_secs = 0;
+        assert_eq!(
+            quota_call(&lease).err().unwrap(),
+            "rg:q:day: ttl_secs must be at least 1"
+        );
+    }
+
+    #[test]
+    fn odd_token_replies_are_refused() {
+        assert_eq!(granted_tokens(Value::Int(3), 5), Some(3));
+        assert_eq!(granted_tokens(Value::Int(0), 0), Some(0));
+        assert_eq!(granted_tokens(Value::Int(6), 5), None);
+        assert_eq!(granted_tokens(Value::Int(-1), 5), None);
+        assert_eq!(granted_tokens(Value::Nil, 5), None);
+        assert_eq!(granted_tokens(Value::BulkString(b"3".to_vec()), 5), None);
+    }
+
+    #[test]
+    fn odd_quota_replies_are_refused() {
+        let reply = |g, u| Value::Array(vec![Value::Int(g), Value::Int(u)]);
+        assert_eq!(
+            quota_grant(reply(3, 10), 5, 2),
+            Some(QuotaGrant {
+                granted: 3,
+                used: 10
+            })
+        );
+        assert_eq!(quota_grant(reply(6, 10), 5, 0), None, "more than wanted");
+        assert_eq!(
+            quota_grant(reply(3, 4), 5, 2),
+            None,
+            "used below forced + granted"
+        );
+        assert_eq!(quota_grant(reply(-1, 4), 5, 0), None);
+        assert_eq!(quota_grant(Value::Array(vec![Value::Int(1)]), 5, 0), None);
+        assert_eq!(quota_grant(Value::Int(1), 5, 0), None);
+    }
+
+    #[test]
+    fn quota_reads_accept_counts_only() {
+        assert_eq!(parse_used(Value::Nil), Some(0));
+        assert_eq!(parse_used(Value::BulkString(b"42".to_vec())), Some(42));
+        assert_eq!(parse_used(Value::BulkString(b"-1".to_vec())), None);
+        assert_eq!(parse_used(Value::BulkString(b"4.5".to_vec())), None);
+        assert_eq!(parse_used(Value::BulkString(vec![0xff])), None);
+        assert_eq!(parse_used(Value::Array(vec![])), None);
+    }
+
+    #[test]
+    fn sha_replies_are_checked() {
+        let sha = "a".repeat(40);
+        assert_eq!(
+            parse_sha(Value::BulkString(sha.clone().into_bytes())),
+            Some(sha)
+        );
+        assert_eq!(parse_sha(Value::BulkString(b"abc".to_vec())), None);
+        assert_eq!(
+            parse_sha(Value::BulkString("z".repeat(40).into_bytes())),
+            None
+        );
+        assert_eq!(parse_sha(Value::Nil), None);
+    }
+
+    #[test]
+    fn empty_batches_need_no_server() {
+        let mut store = ClusterStore::new("redis://127.0.0.1:1/0").unwrap();
+        assert!(store.take_tokens(&[]).unwrap().is_empty());
+        assert!(store.reserve_quota(&[]).unwrap().is_empty());
+        assert!(store.quota_used(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn unreachable_server_names_the_address_not_the_url() {
+        let mut store = ClusterStore::new("redis://:hunter2@127.0.0.1:1/0").unwrap();
+        let e = store.take_tokens(&[lease(1.0, 1.0)]).unwrap_err();
+        assert!(
+            e.starts_with("redis at 127.0.0.1:1: script call failed"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = store.quota_used(&["a"]).unwrap_err();
+        assert!(
+            e.starts_with("redis at 127.0.0.1:1: quota read failed"),
+            "{e}"
+        );
+    }
+}

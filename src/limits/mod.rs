@@ -1,0 +1,86 @@
+//! Traffic control: rate limits and daily quotas, held per core without locks and
+//! reconciled in the background.
+//!
+//! - `spec`: what a limit is (key, amount, priority groups), as validated from config.
+//! - `bucket`: a worker's token bucket for one key (pure).
+//! - `worker`: `WorkerLimiter`, the per-core map of buckets and quota grants checked on
+//!   the request path; it never locks and never waits.
+//! - `shares`, `quota`: how the reconciler splits a rate and hands out a quota (pure).
+//! - `reconciler`: the control-side thread that reads workers' reports every round (10 ms)
+//!   and sends back shares and grants; with `[cluster]`, it leases from Redis (`cluster`).
+//! - `state`: the local quota state file.
+//! - `headers`: the 429 and the RateLimit-Policy / RateLimit headers.
+
+pub mod bucket;
+pub mod cluster;
+pub mod headers;
+pub mod quota;
+pub mod reconciler;
+pub mod shares;
+pub mod spec;
+pub mod state;
+pub mod worker;
+
+use std::sync::Arc;
+
+/// A key's identity, the same on every worker and in the reconciler: a keyed hash of the
+/// limit, the key's value and (quotas) the day.
+pub type KeyId = u64;
+
+/// What a worker tells the reconciler about one key after a round.
+#[derive(Debug, Clone)]
+pub struct ReportEntry {
+    pub id: KeyId,
+    /// `<scope>/<limit>:<value>`: names the key in Redis and in the state file.
+    pub text: Arc<str>,
+    pub params: Params,
+    /// Requests that asked for this key this round, admitted or not.
+    pub attempts: u32,
+    /// Quotas: units this worker admitted for the key since it started counting it.
+    pub used_total: u64,
+}
+
+/// The amount in force for a key (the app record may override the configured one).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Params {
+    Rate {
+        per_sec: f64,
+        burst: f64,
+    },
+    Quota {
+        per_day: u64,
+        day: u32,
+        secs_left: u64,
+    },
+}
+
+/// One worker's round.
+#[derive(Debug)]
+pub struct Report {
+    pub worker: usize,
+    pub entries: Vec<ReportEntry>,
+}
+
+/// What the reconciler tells a worker.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Update {
+    /// The worker's part of a rate limit: its refill rate and its bucket size, as
+    /// fractions of the limit's.
+    Share {
+        id: KeyId,
+        rate_share: f64,
+        burst_share: f64,
+    },
+    /// The worker may admit up to `granted_total` units of a quota key in all;
+    /// `used_everywhere` is the key's total use as the reconciler knows it (for headers).
+    Grant {
+        id: KeyId,
+        granted_total: u64,
+        used_everywhere: u64,
+    },
+    /// The key is idle everywhere: drop it (it starts afresh at the default share).
+    Forget { id: KeyId },
+    /// The share a worker assumes for a rate key it has not been told about (1/workers,
+    /// divided by the gateway count while cluster limits fall back to local ones).
+    DefaultShare(f64),
+}

@@ -1,0 +1,162 @@
+//! How the reconciler splits one rate limit between workers.
+//!
+//! Each worker reports, every round, how many requests it saw for a key (admitted or
+//! not). That demand is smoothed per worker, and the limit's rate is split:
+//!
+//! - total demand below the rate: every worker gets its demand plus an equal part of what
+//!   is left, so a worker that sees its first request in a while still finds tokens;
+//! - total demand at or above the rate: every worker gets its part of the demand, so all
+//!   cores reject the same fraction and nothing is left unused on an idle core.
+//!
+//! Shares always sum to one, so the workers together never refill faster than the limit.
+//! Pure: the caller supplies the round length.
+
+/// Weight of the newest round in the smoothed demand: after 3 rounds (30 ms at the
+/// default interval) a change of load is 90% seen, while one odd round moves it half way.
+const SMOOTHING: f64 = 0.5;
+
+/// A share change smaller than this is not worth a message to the worker.
+const MIN_CHANGE: f64 = 0.002;
+
+#[derive(Debug, Clone)]
+pub struct RateShares {
+    /// Requests per second per worker, smoothed.
+    demand: Box<[f64]>,
+    /// The shares the workers were told (or start with: an equal split).
+    told: Box<[f64]>,
+}
+
+impl RateShares {
+    /// The state every worker starts in without being told: an equal split.
+    pub fn new(workers: usize) -> RateShares {
+        let workers = workers.max(1);
+        RateShares {
+            demand: vec![0.0; workers].into(),
+            told: vec![1.0 / workers as f64; workers].into(),
+        }
+    }
+
+    /// Takes one round's request counts (`attempts[w]` for worker `w`) over `round_secs`.
+    pub fn observe(&mut self, attempts: &[u32], round_secs: f64) {
+        for (d, &a) in self.demand.iter_mut().zip(attempts) {
+            *d += SMOOTHING * (a as f64 / round_secs - *d);
+        }
+    }
+
+    /// No worker has asked for this key for a while.
+    pub fn idle(&self) -> bool {
+        self.demand.iter().all(|&d| d < 1e-3)
+    }
+
+    /// The split for `rate_per_sec`; returns the workers whose share changed enough to be
+    /// worth telling, with their new share (and records them as told).
+    pub fn rebalance(&mut self, rate_per_sec: f64) -> Vec<(usize, f64)> {
+        let target = split(&self.demand, rate_per_sec);
+        let worth_it = target
+            .iter()
+            .zip(self.told.iter())
+            .any(|(&new, &told)| (new - told).abs() >= MIN_CHANGE || (new == 0.0) != (told == 0.0));
+        if !worth_it {
+            return Vec::new();
+        }
+        // All or nothing: the told shares must keep summing to one.
+        let mut changes = Vec::new();
+        for (w, (&new, told)) in target.iter().zip(self.told.iter_mut()).enumerate() {
+            if new != *told {
+                *told = new;
+                changes.push((w, new));
+            }
+        }
+        changes
+    }
+
+    pub fn shares(&self) -> &[f64] {
+        &self.told
+    }
+}
+
+/// Shares for the given per-worker demand (requests/s) under `rate` (requests/s).
+pub fn split(demand: &[f64], rate: f64) -> Vec<f64> {
+    let n = demand.len().max(1) as f64;
+    let total: f64 = demand.iter().sum();
+    if rate <= 0.0 || total <= 0.0 {
+        return vec![1.0 / n; demand.len()];
+    }
+    if total >= rate {
+        demand.iter().map(|d| d / total).collect()
+    } else {
+        let spare = (rate - total) / n;
+        demand.iter().map(|d| (d + spare) / rate).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_sums_to_one(s: &[f64]) {
+        let sum: f64 = s.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-9, "{s:?}");
+    }
+
+    #[test]
+    fn idle_keys_split_evenly() {
+        assert_eq!(split(&[0.0, 0.0, 0.0, 0.0], 100.0), vec![0.25; 4]);
+    }
+
+    #[test]
+    fn overload_on_one_core_gives_it_everything() {
+        let s = split(&[5000.0, 0.0], 100.0);
+        assert_eq!(s, vec![1.0, 0.0]);
+    }
+
+    #[test]
+    fn overload_splits_by_demand() {
+        let s = split(&[300.0, 100.0], 200.0);
+        assert_eq!(s, vec![0.75, 0.25]);
+        assert_sums_to_one(&s);
+    }
+
+    #[test]
+    fn light_load_leaves_spare_capacity_everywhere() {
+        let s = split(&[40.0, 0.0], 100.0);
+        assert_sums_to_one(&s);
+        // Worker 0 can take its 40/s, worker 1 still has 30/s for its next request.
+        assert!((s[0] * 100.0 - 70.0).abs() < 1e-9);
+        assert!((s[1] * 100.0 - 30.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_split_is_continuous_at_the_rate() {
+        let below = split(&[60.0, 39.999], 100.0);
+        let at = split(&[60.0, 40.0], 100.0);
+        assert!((below[0] - at[0]).abs() < 1e-4);
+    }
+
+    #[test]
+    fn demand_moves_the_shares_within_a_few_rounds() {
+        let mut r = RateShares::new(2);
+        assert_eq!(r.shares(), &[0.5, 0.5]);
+        // All load lands on worker 0: 100 requests per 10 ms round under a 1000/s limit.
+        let mut told = Vec::new();
+        for _ in 0..6 {
+            r.observe(&[100, 0], 0.01);
+            told.extend(r.rebalance(1000.0));
+        }
+        assert!(r.shares()[0] > 0.999, "{:?}", r.shares());
+        assert_sums_to_one(r.shares());
+        assert!(told.iter().any(|&(w, s)| w == 1 && s == 0.0));
+    }
+
+    #[test]
+    fn small_changes_are_not_sent() {
+        let mut r = RateShares::new(2);
+        r.observe(&[10, 10], 0.01);
+        assert!(r.rebalance(10_000.0).is_empty(), "an even split stays even");
+        assert!(!r.idle());
+        for _ in 0..40 {
+            r.observe(&[0, 0], 0.01);
+        }
+        assert!(r.idle());
+    }
+}

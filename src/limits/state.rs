@@ -1,0 +1,129 @@
+//! The local quota state file: daily quota use survives a restart without Redis.
+//!
+//! JSON, written to a temporary file and renamed over the old one (a crash never leaves
+//! half a file), once a second while anything changed and when the gateway stops. It also
+//! holds the seed of the key hash, so key ids stay the same across restarts and the
+//! reconciler can tell workers about saved keys before they serve. Up to a second of use
+//! is lost if the process is killed without a chance to save.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuotaState {
+    pub version: u32,
+    /// Seeds of the key hash.
+    pub seeds: [u64; 4],
+    pub quotas: Vec<SavedQuota>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedQuota {
+    pub id: u64,
+    /// `<scope>/<limit>:<value>`, for people reading the file.
+    pub text: String,
+    pub day: u32,
+    pub per_day: u64,
+    pub used: u64,
+}
+
+const VERSION: u32 = 1;
+
+/// Reads the state file. A missing file is a fresh start (`Ok(None)`); an unreadable or
+/// corrupt one is an error the caller reports (and then starts afresh, keeping the bad
+/// file aside so nothing is silently lost).
+pub fn load(path: &Path) -> Result<Option<QuotaState>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let state: QuotaState = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not a ringgate quota state file: {e}", path.display()))?;
+    if state.version != VERSION {
+        return Err(format!(
+            "{}: unsupported version {} (expected {VERSION})",
+            path.display(),
+            state.version
+        ));
+    }
+    Ok(Some(state))
+}
+
+/// Moves an unusable state file aside (`<file>.bad`).
+pub fn set_aside(path: &Path) -> PathBuf {
+    let mut bad = path.as_os_str().to_owned();
+    bad.push(".bad");
+    let bad = PathBuf::from(bad);
+    let _ = std::fs::rename(path, &bad);
+    bad
+}
+
+/// Writes the state atomically (temporary file, fsync, rename).
+pub fn save(path: &Path, state: &QuotaState) -> Result<(), String> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        serde_json::to_writer(
+            &mut f,
+            &QuotaState {
+                version: VERSION,
+                ..state.clone()
+            },
+        )?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "rg-state-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn round_trip() {
+        let path = dir().join("q.json");
+        assert_eq!(load(&path), Ok(None));
+        let state = QuotaState {
+            version: VERSION,
+            seeds: [1, 2, 3, 4],
+            quotas: vec![SavedQuota {
+                id: 9,
+                text: "r/app-day:a".into(),
+                day: 20_000,
+                per_day: 100,
+                used: 42,
+            }],
+        };
+        save(&path, &state).unwrap();
+        assert_eq!(load(&path), Ok(Some(state)));
+    }
+
+    #[test]
+    fn corrupt_files_are_reported_and_set_aside() {
+        let path = dir().join("q.json");
+        std::fs::write(&path, "{not json").unwrap();
+        assert!(load(&path)
+            .unwrap_err()
+            .contains("not a ringgate quota state file"));
+        let bad = set_aside(&path);
+        assert!(bad.exists() && !path.exists());
+    }
+}

@@ -1,0 +1,556 @@
+//! `WorkerLimiter`: one worker's buckets and quota grants, checked on the request path.
+//!
+//! Everything here is the worker's own (`!Send`, no atomics, no locks): a request touches
+//! only this core's memory. What the worker knows about the rest of the gateway arrives
+//! as `Update`s from the reconciler once per worker tick, and what it saw leaves as one
+//! `Report` per tick.
+
+use std::cell::{Cell, RefCell};
+use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Instant;
+
+use lru::LruCache;
+
+use super::bucket::{Bucket, BucketParams, Taken};
+use super::headers::{HeaderWriter, Refusal};
+use super::spec::{day_of, secs_to_day_end, Amount, GroupBy, KeyBy, LimitSpec};
+use super::{KeyId, Params, Report, ReportEntry, Update};
+use crate::auth::registry::App;
+
+/// The most limits one route may have (validated).
+pub const MAX_LIMITS_PER_ROUTE: usize = 16;
+
+/// What the limiter needs to know about a request.
+pub struct RequestFacts<'a> {
+    /// The matched route's name (for `app_route` keys).
+    pub route: &'a str,
+    pub app: Option<&'a App>,
+    pub client_ip: IpAddr,
+    pub headers: &'a [httparse::Header<'a>],
+    pub unix_secs: u64,
+}
+
+enum KeyState {
+    Rate {
+        bucket: Bucket,
+        rate_share: f64,
+        burst_share: f64,
+    },
+    Quota {
+        used: u64,
+        granted: u64,
+        /// The key's use everywhere at the last grant, and this worker's use then.
+        used_everywhere: u64,
+        used_at_grant: u64,
+    },
+}
+
+struct Entry {
+    text: Arc<str>,
+    params: Params,
+    state: KeyState,
+    attempts: u32,
+}
+
+/// How to undo what an admitted limit took when a later limit refuses the request.
+#[derive(Clone, Copy)]
+enum Undo {
+    Token(KeyId, Taken),
+    Unit(KeyId),
+}
+
+pub struct WorkerLimiter {
+    worker: usize,
+    /// Keyed hash shared by every worker (seeded once per process).
+    ids: ahash::RandomState,
+    entries: RefCell<LruCache<KeyId, Entry, ahash::RandomState>>,
+    /// Keys asked for this round, to report.
+    touched: RefCell<Vec<KeyId>>,
+    default_share: Cell<f64>,
+    /// Quota grant a worker holds for a key it has not been told about, per quota size
+    /// and worker count (see `quota::default_grant`).
+    workers: usize,
+    epoch: Instant,
+}
+
+impl WorkerLimiter {
+    pub fn new(worker: usize, workers: usize, ids: ahash::RandomState, max_keys: usize) -> Self {
+        let cap = NonZeroUsize::new(max_keys.max(1)).unwrap_or(NonZeroUsize::MIN);
+        WorkerLimiter {
+            worker,
+            ids,
+            entries: RefCell::new(LruCache::with_hasher(cap, ahash::RandomState::new())),
+            touched: RefCell::new(Vec::new()),
+            default_share: Cell::new(1.0 / workers.max(1) as f64),
+            workers: workers.max(1),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Checks every limit of a route, in order; all must admit. A refusal gives back
+    /// what earlier limits took, so a refused request costs no limit anything. On
+    /// admission the RateLimit headers for the response are written into `headers`.
+    pub fn check(
+        &self,
+        limits: &[LimitSpec],
+        facts: &RequestFacts,
+        now: Instant,
+        headers: &mut HeaderWriter,
+    ) -> Result<(), Refusal> {
+        let now_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+        let mut undo: [Option<Undo>; MAX_LIMITS_PER_ROUTE] = [None; MAX_LIMITS_PER_ROUTE];
+        let mut entries = self.entries.borrow_mut();
+        let mut touched = self.touched.borrow_mut();
+        for (i, limit) in limits.iter().take(MAX_LIMITS_PER_ROUTE).enumerate() {
+            let params = effective_params(limit, facts);
+            let value = key_value(&limit.key, facts);
+            let value = value.as_bytes();
+            let id = self.key_id(limit, value, facts.route_if(&limit.key), &params);
+            let group = group_of(limit, facts);
+            // A key met for the first time, or known so far only from the reconciler's
+            // word (a placeholder holding its share or grant).
+            if entries.peek(&id).is_none_or(|e| e.text.is_empty()) {
+                let told = entries.pop(&id).map(|e| e.state);
+                let entry = self.new_entry(limit, value, facts, params, now_ns, told);
+                entries.push(id, entry);
+            }
+            let Some(entry) = entries.get_mut(&id) else {
+                continue;
+            };
+            entry.params = params;
+            if entry.attempts == 0 {
+                touched.push(id);
+            }
+            entry.attempts = entry.attempts.saturating_add(1);
+            let ratios = limit.groups.as_ref().map_or(&[][..], |g| &g.ratios[..]);
+            let outcome = match (&mut entry.state, params) {
+                (
+                    KeyState::Rate {
+                        bucket,
+                        rate_share,
+                        burst_share,
+                    },
+                    Params::Rate { per_sec, burst },
+                ) => {
+                    let p = bucket_params(per_sec, burst, *rate_share, *burst_share, ratios);
+                    match bucket.try_take(group, &p, now_ns) {
+                        Some(taken) => {
+                            undo[i] = Some(Undo::Token(id, taken));
+                            let remaining =
+                                share_estimate(bucket.available(group), *burst_share).min(burst);
+                            headers.rate(&limit.name, per_sec, burst, remaining);
+                            Ok(())
+                        }
+                        None => Err(Refusal::rate(
+                            &limit.name,
+                            per_sec,
+                            burst,
+                            bucket.wait_secs(group, &p),
+                        )),
+                    }
+                }
+                (
+                    KeyState::Quota {
+                        used,
+                        granted,
+                        used_everywhere,
+                        used_at_grant,
+                    },
+                    Params::Quota {
+                        per_day, secs_left, ..
+                    },
+                ) => {
+                    let everywhere = *used_everywhere + (*used - *used_at_grant);
+                    if *used < *granted && everywhere < per_day {
+                        *used += 1;
+                        undo[i] = Some(Undo::Unit(id));
+                        headers.quota(&limit.name, per_day, per_day - everywhere - 1, secs_left);
+                        Ok(())
+                    } else {
+                        Err(Refusal::quota(&limit.name, per_day, secs_left))
+                    }
+                }
+                // The limit changed kind under a reload: start the key afresh next time.
+                _ => {
+                    entries.pop(&id);
+                    continue;
+                }
+            };
+            if let Err(refusal) = outcome {
+                for u in undo.iter().take(i).flatten() {
+                    match *u {
+                        Undo::Token(id, taken) => {
+                            if let Some(Entry {
+                                state: KeyState::Rate { bucket, .. },
+                                ..
+                            }) = entries.get_mut(&id)
+                            {
+                                bucket.refund(taken);
+                            }
+                        }
+                        Undo::Unit(id) => {
+                            if let Some(Entry {
+                                state: KeyState::Quota { used, .. },
+                                ..
+                            }) = entries.get_mut(&id)
+                            {
+                                *used -= 1;
+                            }
+                        }
+                    }
+                }
+                headers.clear();
+                return Err(refusal);
+            }
+        }
+        Ok(())
+    }
+
+    /// The round's report (keys asked for since the last one), or `None` when idle.
+    pub fn end_round(&self) -> Option<Report> {
+        let mut touched = self.touched.borrow_mut();
+        if touched.is_empty() {
+            return None;
+        }
+        let mut entries = self.entries.borrow_mut();
+        let mut report = Vec::with_capacity(touched.len());
+        for id in touched.drain(..) {
+            // `peek`: reporting is not a use; it must not keep a key from being evicted.
+            if let Some(e) = entries.peek_mut(&id) {
+                let used_total = match e.state {
+                    KeyState::Quota { used, .. } => used,
+                    KeyState::Rate { .. } => 0,
+                };
+                report.push(ReportEntry {
+                    id,
+                    text: e.text.clone(),
+                    params: e.params,
+                    attempts: std::mem::take(&mut e.attempts),
+                    used_total,
+                });
+            }
+        }
+        Some(Report {
+            worker: self.worker,
+            entries: report,
+        })
+    }
+
+    /// Applies what the reconciler decided.
+    pub fn apply(&self, update: Update) {
+        let mut entries = self.entries.borrow_mut();
+        match update {
+            Update::Share {
+                id,
+                rate_share: r,
+                burst_share: b,
+            } => match entries.peek_mut(&id) {
+                Some(Entry {
+                    state:
+                        KeyState::Rate {
+                            rate_share,
+                            burst_share,
+                            ..
+                        },
+                    ..
+                }) => {
+                    *rate_share = r;
+                    *burst_share = b;
+                }
+                // A key this worker has not met yet: remember the share, or its first
+                // request would assume the default one and the shares would not add up.
+                Some(_) => {}
+                None => {
+                    self.remember_share(&mut entries, id, r, b);
+                }
+            },
+            Update::Grant {
+                id,
+                granted_total,
+                used_everywhere: everywhere,
+            } => {
+                if let Some(Entry {
+                    state:
+                        KeyState::Quota {
+                            used,
+                            granted,
+                            used_everywhere,
+                            used_at_grant,
+                        },
+                    ..
+                }) = entries.peek_mut(&id)
+                {
+                    // Never below what was already used: the next report tells the
+                    // reconciler the truth.
+                    *granted = granted_total.max(*used);
+                    *used_everywhere = everywhere;
+                    *used_at_grant = *used;
+                } else {
+                    self.remember_grant(&mut entries, id, granted_total, everywhere);
+                }
+            }
+            Update::Forget { id } => {
+                entries.pop(&id);
+            }
+            Update::DefaultShare(s) => self.default_share.set(s),
+        }
+    }
+
+    fn key_id(&self, limit: &LimitSpec, value: &[u8], route: &str, params: &Params) -> KeyId {
+        let mut h = self.ids.build_hasher();
+        h.write_u64(limit.id);
+        h.write(value);
+        h.write_u8(0xff);
+        h.write(route.as_bytes());
+        if let Params::Quota { day, .. } = params {
+            h.write_u32(*day);
+        }
+        h.finish()
+    }
+
+    fn new_entry(
+        &self,
+        limit: &LimitSpec,
+        value: &[u8],
+        facts: &RequestFacts,
+        params: Params,
+        now_ns: u64,
+        told: Option<KeyState>,
+    ) -> Entry {
+        let route = facts.route_if(&limit.key);
+        let value = match limit.key {
+            KeyBy::Ip => facts.client_ip.to_string(),
+            _ => String::from_utf8_lossy(value).into_owned(),
+        };
+        let text: Arc<str> = if route.is_empty() {
+            format!("{}/{}:{value}", limit.scope, limit.name).into()
+        } else {
+            format!("{}/{}:{value}@{route}", limit.scope, limit.name).into()
+        };
+        let state = match (params, told) {
+            (Params::Rate { per_sec, burst }, told) => {
+                let (rate_share, burst_share) = match told {
+                    Some(KeyState::Rate {
+                        rate_share,
+                        burst_share,
+                        ..
+                    }) => (rate_share, burst_share),
+                    _ => (self.default_share.get(), self.default_share.get()),
+                };
+                let ratios = limit.groups.as_ref().map_or(&[][..], |g| &g.ratios[..]);
+                let p = bucket_params(per_sec, burst, rate_share, burst_share, ratios);
+                KeyState::Rate {
+                    bucket: Bucket::new(&p, now_ns),
+                    rate_share,
+                    burst_share,
+                }
+            }
+            (
+                Params::Quota { .. },
+                Some(KeyState::Quota {
+                    granted,
+                    used_everywhere,
+                    ..
+                }),
+            ) => KeyState::Quota {
+                used: 0,
+                granted,
+                used_everywhere,
+                used_at_grant: 0,
+            },
+            (Params::Quota { per_day, .. }, _) => KeyState::Quota {
+                used: 0,
+                granted: super::quota::default_grant(per_day, self.workers),
+                used_everywhere: 0,
+                used_at_grant: 0,
+            },
+        };
+        Entry {
+            text,
+            params,
+            state,
+            attempts: 0,
+        }
+    }
+
+    fn remember_share(
+        &self,
+        entries: &mut LruCache<KeyId, Entry, ahash::RandomState>,
+        id: KeyId,
+        rate_share: f64,
+        burst_share: f64,
+    ) {
+        // The bucket is built on first use, when the limit's amount is known; until then
+        // a placeholder holds the share (an empty bucket: the share says how it refills).
+        entries.push(
+            id,
+            Entry {
+                text: Arc::from(""),
+                params: Params::Rate {
+                    per_sec: 0.0,
+                    burst: 0.0,
+                },
+                state: KeyState::Rate {
+                    bucket: Bucket::new(
+                        &BucketParams {
+                            rate_per_sec: 0.0,
+                            burst: 0.0,
+                            ratios: &[],
+                        },
+                        0,
+                    ),
+                    rate_share,
+                    burst_share,
+                },
+                attempts: 0,
+            },
+        );
+    }
+
+    fn remember_grant(
+        &self,
+        entries: &mut LruCache<KeyId, Entry, ahash::RandomState>,
+        id: KeyId,
+        granted: u64,
+        used_everywhere: u64,
+    ) {
+        entries.push(
+            id,
+            Entry {
+                text: Arc::from(""),
+                params: Params::Quota {
+                    per_day: 0,
+                    day: 0,
+                    secs_left: 0,
+                },
+                state: KeyState::Quota {
+                    used: 0,
+                    granted,
+                    used_everywhere,
+                    used_at_grant: 0,
+                },
+                attempts: 0,
+            },
+        );
+    }
+
+    /// Keys this worker currently holds.
+    pub fn len(&self) -> usize {
+        self.entries.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl RequestFacts<'_> {
+    /// The route part of a key: only `app_route` keys are per route.
+    fn route_if(&self, key: &KeyBy) -> &str {
+        match key {
+            KeyBy::AppRoute => self.route,
+            _ => "",
+        }
+    }
+}
+
+fn bucket_params(
+    per_sec: f64,
+    burst: f64,
+    rate_share: f64,
+    burst_share: f64,
+    ratios: &[f64],
+) -> BucketParams<'_> {
+    BucketParams {
+        rate_per_sec: per_sec * rate_share,
+        // At least one token, or a worker with a small share of a small limit could never
+        // admit anything: the refill rate still holds the long-run total.
+        burst: (burst * burst_share).max(if rate_share > 0.0 { 1.0 } else { 0.0 }),
+        ratios,
+    }
+}
+
+/// This worker's tokens as the limit's remaining requests, estimated from its share.
+fn share_estimate(tokens: f64, burst_share: f64) -> f64 {
+    if burst_share > 0.0 {
+        (tokens / burst_share).floor()
+    } else {
+        0.0
+    }
+}
+
+fn effective_params(limit: &LimitSpec, facts: &RequestFacts) -> Params {
+    let app = facts.app.filter(|_| limit.key.is_per_app());
+    match &limit.amount {
+        Amount::Rate(rate) => {
+            let r = app.and_then(|a| a.limits.rate).unwrap_or(*rate);
+            Params::Rate {
+                per_sec: r.per_sec,
+                burst: r.burst,
+            }
+        }
+        Amount::Quota {
+            per_day,
+            utc_offset_secs,
+        } => Params::Quota {
+            per_day: app.and_then(|a| a.limits.quota).unwrap_or(*per_day),
+            day: day_of(facts.unix_secs, *utc_offset_secs),
+            secs_left: secs_to_day_end(facts.unix_secs, *utc_offset_secs),
+        },
+    }
+}
+
+/// A key's value: borrowed from the request, or an address's octets.
+enum KeyValue<'a> {
+    Bytes(&'a [u8]),
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+impl KeyValue<'_> {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            KeyValue::Bytes(b) => b,
+            KeyValue::V4(o) => o,
+            KeyValue::V6(o) => o,
+        }
+    }
+}
+
+fn key_value<'a>(key: &KeyBy, facts: &'a RequestFacts) -> KeyValue<'a> {
+    match key {
+        KeyBy::Route => KeyValue::Bytes(b""),
+        KeyBy::App | KeyBy::AppRoute => {
+            KeyValue::Bytes(facts.app.map_or(&b""[..], |a| a.key.as_bytes()))
+        }
+        KeyBy::Ip => match facts.client_ip {
+            IpAddr::V4(v4) => KeyValue::V4(v4.octets()),
+            IpAddr::V6(v6) => KeyValue::V6(v6.octets()),
+        },
+        KeyBy::Header(name) => KeyValue::Bytes(header(facts.headers, name).unwrap_or(b"")),
+    }
+}
+
+fn header<'a>(headers: &'a [httparse::Header<'a>], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
+fn group_of(limit: &LimitSpec, facts: &RequestFacts) -> usize {
+    let Some(groups) = &limit.groups else {
+        return 0;
+    };
+    let name = match &groups.by {
+        GroupBy::App => facts
+            .app
+            .and_then(|a| a.limits.traffic_group.as_deref())
+            .map(str::as_bytes),
+        GroupBy::Header(h) => header(facts.headers, h),
+    };
+    groups.index(name)
+}

@@ -1,0 +1,224 @@
+//! One blocking Redis connection for the control side (app store, cluster limits), every
+//! call bounded in time so that a dead or stalled Redis costs the control thread at most
+//! about a second per call and never hangs it.
+//!
+//! Lazy: nothing connects until the first call, because the gateway must start even if
+//! Redis is down. Never used by a worker.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use redis::{Client, Connection, ConnectionLike, FromRedisValue, RedisError, RedisResult, Value};
+
+/// Bound on the TCP connect.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Bound on every read and write of a command (and of the connection handshake).
+pub const IO_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A lazily connected Redis connection that replaces itself after failures.
+pub struct RedisLink {
+    client: Client,
+    /// `host:port` for error messages (the URL itself may carry a password).
+    addr: String,
+    conn: Option<Connection>,
+    /// A connection attempt that outlived its deadline: the server accepted the TCP
+    /// connection but did not answer the handshake (e.g. a stopped process). The crate
+    /// runs the handshake without a read timeout, so it runs on its own thread; it is
+    /// kept here and waited on again next time, so there is at most one such thread.
+    pending: Option<Receiver<Result<Connection, RedisError>>>,
+}
+
+impl RedisLink {
+    /// Parses the URL (`redis://host:port/db`); does not connect yet.
+    pub fn new(url: &str) -> Result<RedisLink, String> {
+        // The URL is not quoted back: it may hold a password.
+        let client = Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+        let addr = client.get_connection_info().addr.to_string();
+        Ok(RedisLink {
+            client,
+            addr,
+            conn: None,
+            pending: None,
+        })
+    }
+
+    /// `host:port` of the server, safe to put in messages (unlike the URL).
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Runs one command. A connection that broke since its last use (Redis restarted) is
+    /// replaced once at once rather than failing the call; a timeout is not retried, so
+    /// a stalled Redis costs one bounded wait.
+    pub fn query<T: FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, RedisError> {
+        self.run(|conn| cmd.query(conn))
+    }
+
+    /// Runs a pipeline in one round trip, as `Pipeline::query` does (same reply shapes,
+    /// `ignore()` and `atomic()` honoured, the first error reply fails the call), with the
+    /// same reconnect rule as [`RedisLink::query`]. Unlike the crate's own loop, it stops
+    /// reading at the first I/O error, so a stalled Redis costs one read timeout rather
+    /// than one per command.
+    pub fn query_pipeline<T: FromRedisValue>(
+        &mut self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, RedisError> {
+        self.run(|conn| pipe.query(&mut FailFast(conn)))
+    }
+
+    /// Runs a non-atomic pipeline in one round trip and returns every reply in order,
+    /// error replies included as `Value::ServerError`, so the caller can tell which
+    /// command failed. `ignore()` is not honoured here.
+    pub fn pipeline_replies(&mut self, pipe: &redis::Pipeline) -> Result<Vec<Value>, RedisError> {
+        let packed = pipe.get_packed_pipeline();
+        let count = pipe.cmd_iter().count();
+        self.run(|conn| FailFast(conn).req_packed_commands(&packed, 0, count))
+    }
+
+    fn run<T>(
+        &mut self,
+        call: impl Fn(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T, RedisError> {
+        let reused = self.conn.is_some();
+        match self.run_once(&call) {
+            Err(e) if reused && e.is_io_error() && !e.is_timeout() => self.run_once(&call),
+            other => other,
+        }
+    }
+
+    fn run_once<T>(
+        &mut self,
+        call: &impl Fn(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T, RedisError> {
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        let result = call(&mut conn);
+        // After an I/O error the connection's state is unknown (a late reply to a
+        // timed-out command would be read as the answer to the next one): start afresh.
+        let broken = result
+            .as_ref()
+            .is_err_and(|e| e.is_io_error() || e.is_unrecoverable_error());
+        if !broken {
+            self.conn = Some(conn);
+        }
+        result
+    }
+
+    fn connect(&mut self) -> Result<Connection, RedisError> {
+        let attempt = match self.pending.take() {
+            Some(attempt) => attempt,
+            None => {
+                let (tx, rx) = mpsc::channel();
+                let client = self.client.clone();
+                std::thread::Builder::new()
+                    .name("rg-redis-connect".into())
+                    .spawn(move || {
+                        let _ = tx.send(client.get_connection_with_timeout(CONNECT_TIMEOUT));
+                    })?;
+                rx
+            }
+        };
+        let conn = match attempt.recv_timeout(CONNECT_TIMEOUT + IO_TIMEOUT) {
+            Ok(result) => result?,
+            Err(RecvTimeoutError::Timeout) => {
+                self.pending = Some(attempt);
+                return Err(timeout_error("no answer to the connection handshake"));
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(timeout_error("connection attempt ended without a result"));
+            }
+        };
+        conn.set_read_timeout(Some(IO_TIMEOUT))?;
+        conn.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(conn)
+    }
+}
+
+fn timeout_error(what: &str) -> RedisError {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_owned()).into()
+}
+
+/// A connection whose pipelines give up at the first failed read. The crate's own loop
+/// reads on after a timeout, waiting out one more read timeout per remaining reply. A
+/// failed read is an I/O or a parse error, both of which make `run_once` drop the (now
+/// out of step) connection.
+struct FailFast<'a>(&'a mut Connection);
+
+impl ConnectionLike for FailFast<'_> {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        self.0.req_packed_command(cmd)
+    }
+
+    /// Sends the commands and reads `offset + count` replies, returning the last
+    /// `count`; an error reply among the first `offset` (a transaction's `QUEUED`s) fails
+    /// the call once everything is read, as in the crate.
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        self.0.send_packed_command(cmd)?;
+        let mut replies = Vec::with_capacity(count);
+        let mut first_err = None;
+        let mut idx = 0;
+        while idx < offset + count {
+            match self.0.recv_response()? {
+                // RESP3 push data is not a reply to any command.
+                Value::Push { .. } => continue,
+                Value::ServerError(e) if idx < offset => {
+                    first_err.get_or_insert(RedisError::from(e));
+                }
+                _ if idx < offset => {}
+                reply => replies.push(reply),
+            }
+            idx += 1;
+        }
+        first_err.map_or(Ok(replies), Err)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+
+    fn check_connection(&mut self) -> bool {
+        self.0.check_connection()
+    }
+
+    fn is_open(&self) -> bool {
+        self.0.is_open()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_is_checked_without_connecting_or_quoting_it() {
+        // Nothing listens on port 1: `new` must still succeed.
+        let link = RedisLink::new("redis://:hunter2@127.0.0.1:1/0").unwrap();
+        assert_eq!(link.addr(), "127.0.0.1:1");
+        let e = RedisLink::new("http://user:hunter2@example.com/")
+            .err()
+            .unwrap();
+        assert!(
+            e.starts_with("invalid Redis URL") && !e.contains("hunter2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unreachable_server_fails_every_call() {
+        let mut link = RedisLink::new("redis://127.0.0.1:1/0").unwrap();
+        let e = link.query::<String>(&redis::cmd("PING")).unwrap_err();
+        assert!(e.is_io_error(), "{e}");
+        let e = link
+            .query_pipeline::<(String, String)>(redis::pipe().cmd("PING").cmd("PING"))
+            .unwrap_err();
+        assert!(e.is_io_error(), "{e}");
+        assert!(link.pipeline_replies(redis::pipe().cmd("PING")).is_err());
+    }
+}

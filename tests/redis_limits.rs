@@ -1,0 +1,390 @@
+//! Cluster-wide token buckets, quotas and the gateway heartbeat against a real
+//! redis-server (started from PATH on a free port; each test is skipped, saying so, when
+//! redis-server is missing).
+
+#[path = "support/redis.rs"]
+mod redis_support;
+
+use std::time::{Duration, Instant};
+
+use redis_support::RedisServer;
+use ringgate::limits::cluster::{ClusterStore, QuotaGrant, QuotaLease, TokenLease};
+
+/// Generous for a loaded CI machine, far below anything that would look like a hang.
+const QUICK: Duration = Duration::from_millis(1500);
+/// So slow that nothing refills while a test runs.
+const SLOW: f64 = 0.001;
+const DAY: u64 = 90_000;
+
+fn store(server: &RedisServer) -> ClusterStore {
+    ClusterStore::new(&server.url()).expect("valid url")
+}
+
+fn lease(key: &str, rate_per_sec: f64, burst: f64, want: u64) -> TokenLease<'_> {
+    TokenLease {
+        key,
+        rate_per_sec,
+        burst,
+        want,
+    }
+}
+
+fn quota(key: &str, limit: u64, want: u64, force: u64) -> QuotaLease<'_> {
+    QuotaLease {
+        key,
+        limit,
+        want,
+        force,
+        ttl_secs: DAY,
+    }
+}
+
+fn grant(granted: u64, used: u64) -> QuotaGrant {
+    QuotaGrant { granted, used }
+}
+
+fn int(server: &RedisServer, args: &[&str]) -> i64 {
+    match server.cmd(args) {
+        redis::Value::Int(n) => n,
+        other => panic!("{args:?}: expected an integer, got {other:?}"),
+    }
+}
+
+#[test]
+fn fresh_bucket_grants_its_burst_then_nothing() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut store = store(&server);
+    let round = [lease("a", SLOW, 10.0, 10), lease("b", SLOW, 3.0, 5)];
+    // `b` wants more than it holds and gets what is there.
+    assert_eq!(store.take_tokens(&round).unwrap(), [10, 3]);
+    assert_eq!(store.take_tokens(&round).unwrap(), [0, 0]);
+    // Kept until it would be full again (10 tokens at 0.001/s), plus a second.
+    let pttl = int(&server, &["PTTL", "rg:rl:a"]);
+    assert!((9_990_000..=10_001_000).contains(&pttl), "{pttl}");
+    // A partly spent bucket: one key twice in a round is taken in order.
+    let c = [lease("c", SLOW, 10.0, 4), lease("c", SLOW, 10.0, 4)];
+    assert_eq!(store.take_tokens(&c).unwrap(), [4, 4]);
+    assert_eq!(
+        store.take_tokens(&[lease("c", SLOW, 10.0, 100)]).unwrap(),
+        [2]
+    );
+    // Wanting nothing takes nothing.
+    assert_eq!(
+        store.take_tokens(&[lease("d", SLOW, 10.0, 0)]).unwrap(),
+        [0]
+    );
+    assert_eq!(
+        store.take_tokens(&[lease("d", SLOW, 10.0, 10)]).unwrap(),
+        [10]
+    );
+}
+
+#[test]
+fn bucket_refills_at_its_rate_up_to_its_burst() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut store = store(&server);
+    const RATE: f64 = 100.0;
+    let before_drain = Instant::now();
+    assert_eq!(
+        store.take_tokens(&[lease("r", RATE, 100.0, 100)]).unwrap(),
+        [100]
+    );
+    let after_drain = Instant::now();
+    std::thread::sleep(Duration::from_millis(200));
+    let before_take = Instant::now();
+    let got = store.take_tokens(&[lease("r", RATE, 100.0, 1000)]).unwrap()[0];
+    let after_take = Instant::now();
+    // Redis read its clock somewhere inside each call; one token of slack for rounding.
+    let least =
+        ((RATE * (before_take - after_drain).as_secs_f64()).floor() as u64).saturating_sub(1);
+    let most = (RATE * (after_take - before_drain).as_secs_f64()).ceil() as u64 + 1;
+    assert!(
+        (least..=most).contains(&got),
+        "{got} not in {least}..={most}"
+    );
+
+    // Refill stops at the burst: 20 ms at 1000/s would be 20 tokens.
+    assert_eq!(
+        store.take_tokens(&[lease("cap", 1000.0, 5.0, 5)]).unwrap(),
+        [5]
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        store
+            .take_tokens(&[lease("cap", 1000.0, 5.0, 100)])
+            .unwrap(),
+        [5]
+    );
+}
+
+#[test]
+fn gateways_share_one_bucket() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (mut a, mut b) = (store(&server), store(&server));
+    assert_eq!(a.take_tokens(&[lease("s", SLOW, 10.0, 4)]).unwrap(), [4]);
+    assert_eq!(b.take_tokens(&[lease("s", SLOW, 10.0, 10)]).unwrap(), [6]);
+    assert_eq!(a.take_tokens(&[lease("s", SLOW, 10.0, 1)]).unwrap(), [0]);
+}
+
+#[test]
+fn quota_grants_up_to_its_limit_exactly() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut store = store(&server);
+    let mut reserve = |want| store.reserve_quota(&[quota("q", 10, want, 0)]).unwrap()[0];
+    assert_eq!(reserve(4), grant(4, 4));
+    assert_eq!(reserve(4), grant(4, 8));
+    assert_eq!(reserve(4), grant(2, 10));
+    assert_eq!(reserve(1), grant(0, 10));
+    let ttl = int(&server, &["TTL", "rg:q:q"]);
+    assert!((DAY as i64 - 5..=DAY as i64).contains(&ttl), "{ttl}");
+
+    // One round with a key twice and two limits.
+    let round = [
+        quota("x", 5, 3, 0),
+        quota("x", 5, 3, 0),
+        quota("y", 100, 7, 0),
+    ];
+    assert_eq!(
+        store.reserve_quota(&round).unwrap(),
+        [grant(3, 3), grant(2, 5), grant(7, 7)]
+    );
+    assert_eq!(
+        store.quota_used(&["q", "x", "y", "absent"]).unwrap(),
+        [10, 5, 7, 0]
+    );
+    // Reading creates nothing.
+    assert_eq!(int(&server, &["EXISTS", "rg:q:absent"]), 0);
+}
+
+#[test]
+fn forced_units_are_charged_even_beyond_the_limit() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut store = store(&server);
+    let mut reserve = |want, force| store.reserve_quota(&[quota("f", 10, want, force)]).unwrap()[0];
+    assert_eq!(reserve(0, 3), grant(0, 3));
+    // Forced first, then granted from what is left.
+    assert_eq!(reserve(5, 5), grant(2, 10));
+    assert_eq!(reserve(5, 4), grant(0, 14));
+    assert_eq!(reserve(1, 0), grant(0, 14));
+    assert_eq!(store.quota_used(&["f"]).unwrap(), [14]);
+}
+
+#[test]
+fn keys_of_another_type_are_reported_as_such() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut store = store(&server);
+    server.cmd(&["SET", "rg:rl:str", "x"]);
+    server.hset("rg:q:hash", &[("a", "1")]);
+    server.cmd(&["SET", "rg:q:word", "many"]);
+
+    let e = store.take_tokens(&[lease("str", 1.0, 1.0, 1)]).unwrap_err();
+    let at = format!("redis at 127.0.0.1:{}: ", server.port);
+    assert_eq!(
+        e,
+        format!("{at}WRONGTYPE rg:rl:str holds a string, not a hash")
+    );
+    let e = store.reserve_quota(&[quota("hash", 1, 1, 0)]).unwrap_err();
+    assert_eq!(
+        e,
+        format!("{at}WRONGTYPE rg:q:hash holds a hash, not a string")
+    );
+    let e = store.quota_used(&["ok", "hash"]).unwrap_err();
+    assert!(
+        e.starts_with(&format!("{at}WRONGTYPE")) && e.contains("rg:q:hash"),
+        "{e}"
+    );
+    let e = store.reserve_quota(&[quota("word", 1, 1, 0)]).unwrap_err();
+    assert!(e.contains("rg:q:word does not hold a count"), "{e}");
+    let e = store.quota_used(&["word"]).unwrap_err();
+    assert!(e.contains("rg:q:word does not hold a count"), "{e}");
+    server.cmd(&["SET", "rg:gateways", "x"]);
+    let e = store.heartbeat("g", Duration::from_secs(1)).unwrap_err();
+    assert!(e.contains("WRONGTYPE rg:gateways"), "{e}");
+
+    // Nothing was changed, and the connection still works.
+    assert_eq!(int(&server, &["HLEN", "rg:q:hash"]), 1);
+    assert_eq!(
+        store.take_tokens(&[lease("ok", SLOW, 2.0, 5)]).unwrap(),
+        [2]
+    );
+}
+
+#[test]
+fn flushed_scripts_are_loaded_again_without_applying_a_lease_twice() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut store = store(&server);
+    assert_eq!(
+        store.take_tokens(&[lease("n", SLOW, 10.0, 3)]).unwrap(),
+        [3]
+    );
+    assert_eq!(
+        store.take_tokens(&[lease("n", SLOW, 10.0, 3)]).unwrap(),
+        [3]
+    );
+    server.cmd(&["SCRIPT", "FLUSH"]);
+    assert_eq!(
+        store.take_tokens(&[lease("n", SLOW, 10.0, 3)]).unwrap(),
+        [3]
+    );
+    assert_eq!(
+        store.take_tokens(&[lease("n", SLOW, 10.0, 10)]).unwrap(),
+        [1]
+    );
+    server.cmd(&["SCRIPT", "FLUSH"]);
+    assert_eq!(
+        store.reserve_quota(&[quota("n", 10, 4, 0)]).unwrap(),
+        [grant(4, 4)]
+    );
+    assert_eq!(store.quota_used(&["n"]).unwrap(), [4]);
+}
+
+#[test]
+fn heartbeat_counts_live_gateways() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (mut a, mut b) = (store(&server), store(&server));
+    const SHORT: Duration = Duration::from_millis(300);
+    assert_eq!(a.heartbeat("gw-a", SHORT).unwrap(), 1);
+    assert_eq!(b.heartbeat("gw-b", Duration::from_secs(30)).unwrap(), 2);
+    // A beat renews, it does not add.
+    assert_eq!(a.heartbeat("gw-a", SHORT).unwrap(), 2);
+    let last_beat = Instant::now();
+    let deadline = last_beat + Duration::from_secs(5);
+    loop {
+        let alive = b.heartbeat("gw-b", Duration::from_secs(30)).unwrap();
+        if alive == 1 {
+            break;
+        }
+        assert_eq!(alive, 2);
+        assert!(Instant::now() < deadline, "gw-a never expired");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Gone no earlier than its ttl (Redis's and our clocks may differ by a tick).
+    let gone_after = last_beat.elapsed();
+    assert!(
+        gone_after >= SHORT - Duration::from_millis(20),
+        "{gone_after:?}"
+    );
+    assert_eq!(int(&server, &["ZCARD", "rg:gateways"]), 1);
+    let pttl = int(&server, &["PTTL", "rg:gateways"]);
+    assert!((20_000..=30_000).contains(&pttl), "{pttl}");
+}
+
+#[test]
+fn stopped_redis_fails_quickly_then_recovers() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let mut store = store(&server);
+    assert_eq!(store.take_tokens(&[lease("k", SLOW, 5.0, 5)]).unwrap(), [5]);
+
+    server.stop();
+    let addr = format!("redis at 127.0.0.1:{}: ", server.port);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let errors = [
+            store.take_tokens(&[lease("k", SLOW, 5.0, 5)]).unwrap_err(),
+            store.reserve_quota(&[quota("k", 5, 5, 0)]).unwrap_err(),
+            store.quota_used(&["k"]).unwrap_err(),
+            store.heartbeat("g", Duration::from_secs(1)).unwrap_err(),
+        ];
+        assert!(started.elapsed() < QUICK, "took {:?}", started.elapsed());
+        for e in errors {
+            assert!(e.starts_with(&addr) && e.contains("failed"), "{e}");
+        }
+    }
+
+    // The same store reconnects on its own and loads its scripts again; the restarted
+    // server has lost its data, so the bucket is full again.
+    server.restart();
+    assert_eq!(store.take_tokens(&[lease("k", SLOW, 5.0, 5)]).unwrap(), [5]);
+    assert_eq!(
+        store.reserve_quota(&[quota("k", 5, 2, 0)]).unwrap(),
+        [grant(2, 2)]
+    );
+    assert_eq!(store.heartbeat("g", Duration::from_secs(1)).unwrap(), 1);
+}
+
+#[test]
+fn wedged_redis_costs_one_timeout_per_round_not_one_per_lease() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut store = store(&server);
+    let keys: Vec<String> = (0..200).map(|i| format!("w{i}")).collect();
+    let round: Vec<TokenLease> = keys.iter().map(|k| lease(k, SLOW, 1.0, 0)).collect();
+    assert_eq!(store.take_tokens(&round).unwrap(), vec![0; 200]);
+
+    server.pause();
+    let started = Instant::now();
+    let e = store.take_tokens(&round).unwrap_err();
+    assert!(started.elapsed() < QUICK, "took {:?}", started.elapsed());
+    assert!(e.contains("failed"), "{e}");
+    server.resume();
+    assert_eq!(store.take_tokens(&round).unwrap(), vec![0; 200]);
+}
+
+#[test]
+fn link_pipelines_keep_the_crates_reply_shapes() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut link = ringgate::redis_link::RedisLink::new(&server.url()).unwrap();
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET")
+        .arg("p")
+        .arg(1)
+        .ignore()
+        .cmd("INCR")
+        .arg("p")
+        .cmd("GET")
+        .arg("p");
+    assert_eq!(
+        link.query_pipeline::<(i64, String)>(&pipe).unwrap(),
+        (2, "2".into())
+    );
+    pipe.atomic();
+    assert_eq!(
+        link.query_pipeline::<(i64, String)>(&pipe).unwrap(),
+        (2, "2".into())
+    );
+    // An error reply fails the call but leaves the connection in step.
+    let mut bad = redis::pipe();
+    bad.cmd("INCR")
+        .arg("p")
+        .cmd("HGET")
+        .arg("p")
+        .arg("f")
+        .cmd("INCR")
+        .arg("p");
+    let e = link.query_pipeline::<(i64, i64, i64)>(&bad).unwrap_err();
+    assert_eq!(e.code(), Some("WRONGTYPE"), "{e}");
+    let replies = link.pipeline_replies(&bad).unwrap();
+    assert!(
+        matches!(
+            replies[..],
+            [
+                redis::Value::Int(5),
+                redis::Value::ServerError(_),
+                redis::Value::Int(6)
+            ]
+        ),
+        "{replies:?}"
+    );
+    assert_eq!(link.query::<i64>(redis::cmd("GET").arg("p")).unwrap(), 6);
+}

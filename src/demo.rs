@@ -38,12 +38,17 @@ path = "/v1/trade/*"
 upstream = "demo"
 group = "trade"
 auth = "hmac"
+limits = [
+  { key = "app", rate = "20/s" },
+  { key = "app", quota = "10000/day" },
+]
 
 [[routes]]
 name = "demo.orders.get"
 path = "/v1/orders/{id}"
 methods = ["GET"]
 upstream = "demo"
+limits = [{ key = "ip", rate = "5/s" }]
 "#;
 
 /// The demo app: its key and secret are printed by `ringgate demo` (a demo, not a secret).
@@ -177,7 +182,8 @@ pub fn example_commands(gateway: SocketAddr, admin: Option<SocketAddr>) -> Strin
     let mut s = format!(
         "ringgate demo is running. Try:\n\
          \n  curl -i http://{gateway}/api/hello                 # routed, prefix rewritten to /backend/hello\
-         \n  curl -i http://{gateway}/v1/orders/42              # {{id}} route, GET only\
+         \n  curl -i http://{gateway}/v1/orders/42              # {{id}} route, GET only, 5/s per IP (RateLimit headers)\
+         \n  for i in $(seq 8); do curl -s -o /dev/null -w '%{{http_code}} ' http://{gateway}/v1/orders/42; done  # 429 after 5\
          \n  curl -i -X POST http://{gateway}/v1/orders/42      # 405 method_not_allowed\
          \n  curl -i http://{gateway}/nowhere                   # 404 route_not_found\
          \n  curl -i --path-as-is http://{gateway}/api/../../etc/passwd     # 400: .. escapes the root\

@@ -16,7 +16,7 @@ use std::fmt;
 
 use redis::RedisError;
 
-use super::registry::App;
+use super::registry::{App, AppLimits};
 use crate::redis_link::RedisLink;
 
 /// Prefix of every app hash; the rest of the Redis key is the app key.
@@ -28,13 +28,16 @@ const SCAN_COUNT: usize = 1000;
 /// Fields an app hash may hold. Anything else is rejected, as the apps file does with
 /// `deny_unknown_fields`: a typo such as `allow_ip` must not silently open an app to
 /// every address.
-const FIELDS: [&str; 6] = [
+const FIELDS: [&str; 9] = [
     "secret",
     "previous_secret",
     "name",
     "groups",
     "allow_ips",
     "enabled",
+    "rate",
+    "quota",
+    "traffic_group",
 ];
 
 #[derive(Debug)]
@@ -179,7 +182,15 @@ fn app_from_fields(key: &str, fields: &HashMap<String, String>) -> Result<App, S
             )
         })?,
     };
+    let nonempty = |f: &str| fields.get(f).map(String::as_str).filter(|s| !s.is_empty());
+    let limits = AppLimits::parse(
+        nonempty("rate"),
+        nonempty("quota"),
+        nonempty("traffic_group"),
+    )
+    .map_err(|e| invalid(&redis_key, &e))?;
     App::from_parts(key.to_owned(), secrets, name, groups, &allow_ips, enabled)
+        .map(|app| app.with_limits(limits))
         .map_err(|e| invalid(&redis_key, &e))
 }
 
@@ -234,9 +245,15 @@ mod tests {
                 ("groups", "trade, logistics,,"),
                 ("allow_ips", "203.0.113.0/24,2001:db8::/32"),
                 ("enabled", "0"),
+                ("rate", "20/s"),
+                ("quota", "5000/day"),
+                ("traffic_group", "critical"),
             ]),
         )
         .unwrap();
+        assert_eq!(app.limits.rate.map(|r| r.per_sec), Some(20.0));
+        assert_eq!(app.limits.quota, Some(5000));
+        assert_eq!(app.limits.traffic_group.as_deref(), Some("critical"));
         assert_eq!(app.key, "app-7f3a");
         assert_eq!(app.secrets(), vec![SECRET.as_bytes(), PREVIOUS.as_bytes()]);
         assert_eq!(app.name, "Example shop");
@@ -245,6 +262,15 @@ mod tests {
         assert!(app.ip_allowed("2001:db8::1".parse().unwrap()));
         assert!(!app.ip_allowed("198.51.100.1".parse().unwrap()));
         assert!(!app.enabled);
+    }
+
+    #[test]
+    fn bad_limit_fields_name_the_field() {
+        let r = app_from_fields("a", &fields(&[("secret", SECRET), ("rate", "fast")]));
+        assert!(
+            matches!(&r, Err(StoreError::Invalid(m)) if m.contains("rate:") && m.contains("rg:app:a")),
+            "{r:?}"
+        );
     }
 
     #[test]

@@ -97,6 +97,27 @@ impl Bucket {
         }
     }
 
+    /// Lowers the tokens to at most `cap` (a smaller share); returns how many were taken
+    /// away, for the reconciler to hand to another core.
+    pub fn surrender_above(&mut self, cap: f64) -> f64 {
+        let total: f64 = self.tokens.iter().sum();
+        if total <= cap || total <= 0.0 {
+            return 0.0;
+        }
+        let f = cap.max(0.0) / total;
+        self.tokens.iter_mut().for_each(|t| *t *= f);
+        total - cap.max(0.0)
+    }
+
+    /// Adds tokens another core gave up, up to `cap` in all (into the shared pool when
+    /// there are groups: they were nobody's in particular).
+    pub fn receive(&mut self, tokens: f64, cap: f64) {
+        let total: f64 = self.tokens.iter().sum();
+        let add = tokens.min((cap - total).max(0.0));
+        let last = self.tokens.len() - 1;
+        self.tokens[last] += add;
+    }
+
     fn own_slots(&self) -> usize {
         if self.tokens.len() == 1 {
             1
@@ -218,6 +239,18 @@ mod tests {
         assert_eq!(b.wait_secs(0, &p), 0.0);
         b.try_take(0, &p, 0).unwrap();
         assert!((b.wait_secs(0, &p) - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn surrendered_tokens_move_between_buckets() {
+        let p = plain(10.0, 10.0);
+        let mut a = Bucket::new(&p, 0);
+        assert_eq!(a.surrender_above(4.0), 6.0);
+        assert_eq!(drain(&mut a, 0, &plain(10.0, 4.0), 0), 4);
+        let mut b = Bucket::new(&p, 0);
+        drain(&mut b, 0, &p, 0);
+        b.receive(6.0, 5.0);
+        assert_eq!(drain(&mut b, 0, &p, 0), 5, "received up to the cap");
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct ReportEntry {
     pub attempts: u32,
     /// Quotas: units this worker admitted for the key since it started counting it.
     pub used_total: u64,
+    /// Rates: tokens this worker gave up when its share shrank, to go to other cores.
+    pub surrendered: f64,
 }
 
 /// The amount in force for a key (the app record may override the configured one).
@@ -78,6 +80,8 @@ pub enum Update {
         granted_total: u64,
         used_everywhere: u64,
     },
+    /// Tokens other cores gave up (their share shrank), for this core's bucket.
+    Tokens { id: KeyId, tokens: f64 },
     /// The key is idle everywhere: drop it (it starts afresh at the default share).
     Forget { id: KeyId },
     /// The share a worker assumes for a rate key it has not been told about (1/workers,

@@ -125,6 +125,11 @@ struct RateKey {
     per_sec: f64,
     burst: f64,
     idle_since: Option<Instant>,
+    /// Tokens workers gave up this round, to hand to the others.
+    surrendered: f64,
+    /// Workers that reported the key: the others still hold the full bucket of their
+    /// untouched default share, and the reconciler gives up its excess for them.
+    seen: Vec<bool>,
 }
 
 struct QuotaKey {
@@ -242,9 +247,13 @@ impl Core {
                         per_sec,
                         burst,
                         idle_since: None,
+                        surrendered: 0.0,
+                        seen: vec![false; self.workers],
                     });
+                    key.seen[w] = true;
                     key.per_sec = per_sec;
                     key.burst = burst;
+                    key.surrendered += e.surrendered;
                     let attempts = self
                         .round
                         .entry(e.id)
@@ -282,12 +291,31 @@ impl Core {
         for (&id, key) in self.rates.iter_mut() {
             let attempts = self.round.get(&id).unwrap_or(&idle);
             key.shares.observe(attempts, round_secs);
+            let before: Vec<f64> = key.shares.shares().to_vec();
             for (w, share) in key.shares.rebalance(key.per_sec) {
+                if !key.seen[w] && share < before[w] {
+                    // A worker that never met the key has a full bucket at its old share;
+                    // it builds the bucket at the new, smaller one on first use.
+                    key.surrendered += (before[w] - share) * key.burst;
+                }
                 self.outbox[w].push(Update::Share {
                     id,
                     rate_share: share,
                     burst_share: share,
                 });
+            }
+            // Tokens given up by cores whose share shrank go to the cores holding the
+            // share now, in proportion: the burst follows the traffic.
+            let given = std::mem::take(&mut key.surrendered);
+            if given > 0.0 {
+                for (w, &share) in key.shares.shares().iter().enumerate() {
+                    if share > 0.0 {
+                        self.outbox[w].push(Update::Tokens {
+                            id,
+                            tokens: given * share,
+                        });
+                    }
+                }
             }
             if key.shares.idle() {
                 let since = *key.idle_since.get_or_insert(now);

@@ -53,6 +53,8 @@ struct Entry {
     params: Params,
     state: KeyState,
     attempts: u32,
+    /// Tokens given up since the last report.
+    surrendered: f64,
 }
 
 /// How to undo what an admitted limit took when a later limit refuses the request.
@@ -144,12 +146,13 @@ impl WorkerLimiter {
                             headers.rate(&limit.name, per_sec, burst, remaining);
                             Ok(())
                         }
-                        None => Err(Refusal::rate(
-                            &limit.name,
-                            per_sec,
-                            burst,
-                            bucket.wait_secs(group, &p),
-                        )),
+                        None => {
+                            // Retry-After at the limit's own pace: shares follow demand,
+                            // so a client waiting that long finds a token somewhere.
+                            let full = bucket_params(per_sec, burst, 1.0, 1.0, ratios);
+                            let wait = bucket.wait_secs(group, &full);
+                            Err(Refusal::rate(&limit.name, per_sec, burst, wait))
+                        }
                     }
                 }
                 (
@@ -230,6 +233,7 @@ impl WorkerLimiter {
                     params: e.params,
                     attempts: std::mem::take(&mut e.attempts),
                     used_total,
+                    surrendered: std::mem::take(&mut e.surrendered),
                 });
             }
         }
@@ -251,14 +255,27 @@ impl WorkerLimiter {
                 Some(Entry {
                     state:
                         KeyState::Rate {
+                            bucket,
                             rate_share,
                             burst_share,
-                            ..
                         },
+                    params: Params::Rate { burst, .. },
+                    surrendered,
+                    attempts,
                     ..
                 }) => {
                     *rate_share = r;
                     *burst_share = b;
+                    // Tokens above the smaller bucket go back to the reconciler, which
+                    // hands them to the cores that gained the share: a burst's tokens
+                    // follow the traffic instead of vanishing.
+                    let given = bucket.surrender_above(cap(*burst, r, b));
+                    if given > 0.0 {
+                        if *attempts == 0 && *surrendered == 0.0 {
+                            self.touched.borrow_mut().push(id);
+                        }
+                        *surrendered += given;
+                    }
                 }
                 // A key this worker has not met yet: remember the share, or its first
                 // request would assume the default one and the shares would not add up.
@@ -290,6 +307,21 @@ impl WorkerLimiter {
                     *used_at_grant = *used;
                 } else {
                     self.remember_grant(&mut entries, id, granted_total, everywhere);
+                }
+            }
+            Update::Tokens { id, tokens } => {
+                if let Some(Entry {
+                    state:
+                        KeyState::Rate {
+                            bucket,
+                            rate_share,
+                            burst_share,
+                        },
+                    params: Params::Rate { burst, .. },
+                    ..
+                }) = entries.peek_mut(&id)
+                {
+                    bucket.receive(tokens, cap(*burst, *rate_share, *burst_share));
                 }
             }
             Update::Forget { id } => {
@@ -373,6 +405,7 @@ impl WorkerLimiter {
             params,
             state,
             attempts: 0,
+            surrendered: 0.0,
         }
     }
 
@@ -406,6 +439,7 @@ impl WorkerLimiter {
                     burst_share,
                 },
                 attempts: 0,
+                surrendered: 0.0,
             },
         );
     }
@@ -433,6 +467,7 @@ impl WorkerLimiter {
                     used_at_grant: 0,
                 },
                 attempts: 0,
+                surrendered: 0.0,
             },
         );
     }
@@ -457,6 +492,11 @@ impl RequestFacts<'_> {
     }
 }
 
+/// A worker's bucket size for its share (at least one token while it has any share).
+fn cap(burst: f64, rate_share: f64, burst_share: f64) -> f64 {
+    (burst * burst_share).max(if rate_share > 0.0 { 1.0 } else { 0.0 })
+}
+
 fn bucket_params(
     per_sec: f64,
     burst: f64,
@@ -468,7 +508,7 @@ fn bucket_params(
         rate_per_sec: per_sec * rate_share,
         // At least one token, or a worker with a small share of a small limit could never
         // admit anything: the refill rate still holds the long-run total.
-        burst: (burst * burst_share).max(if rate_share > 0.0 { 1.0 } else { 0.0 }),
+        burst: cap(burst, rate_share, burst_share),
         ratios,
     }
 }

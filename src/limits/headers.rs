@@ -120,6 +120,20 @@ impl Refusal {
         }
     }
 
+    /// A daily quota with units left, none of them on this core yet: the reconciler
+    /// moves some here within a few rounds, so the client is told to slow down for a
+    /// second (`rate_limited`), not that the day's quota is gone.
+    pub fn quota_pending(name: &str, per_day: u64) -> Refusal {
+        Refusal {
+            kind: ErrorKind::RateLimited,
+            message: format!("daily quota {name:?} is being shared out; retry in 1 s"),
+            retry_after: 1,
+            name: name.to_owned(),
+            q: per_day,
+            w: 86_400,
+        }
+    }
+
     /// The 429 to send, with Retry-After and the refusing limit's headers.
     pub fn into_error(self) -> ProxyError {
         let mut headers = HeaderWriter::default();
@@ -179,5 +193,10 @@ mod tests {
         let e = Refusal::quota("d", 5, 3600).into_error();
         assert_eq!(e.kind, ErrorKind::QuotaExceeded);
         assert!(e.message.contains("used up"));
+        let e = Refusal::quota_pending("d", 5).into_error();
+        assert_eq!(e.kind, ErrorKind::RateLimited);
+        let h = String::from_utf8(e.headers.clone().unwrap().into_vec()).unwrap();
+        assert!(h.starts_with("retry-after: 1\r\n"), "{h}");
+        assert!(h.contains("\"d\";q=5;w=86400"), "{h}");
     }
 }

@@ -60,6 +60,10 @@ pub enum Params {
 #[derive(Debug)]
 pub struct Report {
     pub worker: usize,
+    /// Seconds since the worker's previous round: the time the attempts were counted
+    /// over. Workers' rounds and the reconciler's drift apart, so a reconciler round may
+    /// hold no report from a worker, or two.
+    pub secs: f64,
     pub entries: Vec<ReportEntry>,
 }
 

@@ -23,11 +23,30 @@ const IDLE_ROUNDS: u32 = 5;
 
 const SMOOTHING: f64 = 0.5;
 
-/// The grant a worker holds for a key before the reconciler tells it anything: a small
-/// slice of the quota, so a fresh key is served at once on every core, and however the
-/// first requests land, they cannot take more than a 64th of a worker's fair part.
+/// The grant a worker holds for a key before the reconciler tells it anything, so a fresh
+/// key is served at once: its fair part (limit / workers) up to 64 units, so a small quota
+/// is not refused after one request while the first top-up is on its way; of a larger
+/// quota a 64th of the fair part (at most 1000), so that however the first requests land
+/// most of it stays with the reconciler for the cores that turn out busy. Never more than
+/// the fair part: with fewer units than workers a worker starts with none, or the grants
+/// together would exceed the quota.
 pub fn default_grant(limit: u64, workers: usize) -> u64 {
-    (limit / (64 * workers.max(1) as u64)).clamp(1, 1_000)
+    let fair = limit / workers.max(1) as u64;
+    (fair / 64).max(fair.min(64)).min(1_000)
+}
+
+/// The grant each worker starts with for a key restored from the state file with `used`
+/// units already spent: the default grant while enough is left for every worker, else an
+/// equal part of what is left.
+pub fn restored_grant(limit: u64, used: u64, workers: usize) -> u64 {
+    let workers = workers.max(1) as u64;
+    let left = limit.saturating_sub(used);
+    let d = default_grant(limit, workers as usize);
+    if left >= d * workers {
+        d
+    } else {
+        left / workers
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -96,9 +115,11 @@ impl QuotaLedger {
         (self.committed() + wanted).saturating_sub(self.cap)
     }
 
-    /// Nobody asked for a while and nothing is outstanding.
+    /// Nobody asked for a while, this round included (its attempts are folded in only by
+    /// `rebalance`, which an idle ledger skips).
     pub fn idle(&self) -> bool {
         self.idle_rounds.iter().all(|&r| r >= IDLE_ROUNDS)
+            && self.attempts_this_round.iter().all(|&a| a == 0)
     }
 
     /// Ends the round: updates demand, tops up busy workers from what is left (taking
@@ -139,6 +160,16 @@ impl QuotaLedger {
             .collect()
     }
 
+    /// Workers that asked this round and hold no unused units, with their grant (call
+    /// after `rebalance`). They are told the key's use every round, so that they can tell
+    /// a quota used up (refused until the day ends) from one still being shared out
+    /// (refused for a moment).
+    pub fn short(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        (0..self.used.len())
+            .filter(|&w| self.idle_rounds[w] == 0 && self.used[w] >= self.granted[w])
+            .map(|w| (w, self.granted[w]))
+    }
+
     /// Units not yet granted to anyone.
     fn left(&self) -> u64 {
         self.cap.saturating_sub(self.committed())
@@ -170,7 +201,7 @@ mod tests {
 
     impl Sim {
         fn new(workers: usize, limit: u64, base_used: u64) -> Sim {
-            let d = default_grant(limit, workers);
+            let d = restored_grant(limit, base_used, workers);
             Sim {
                 ledger: QuotaLedger::new(workers, limit, base_used, d),
                 used: vec![0; workers],
@@ -202,8 +233,53 @@ mod tests {
     #[test]
     fn default_grants_are_small_slices() {
         assert_eq!(default_grant(100_000, 2), 781);
-        assert_eq!(default_grant(10, 16), 1);
         assert_eq!(default_grant(u64::MAX / 2, 1), 1_000);
+        // Small quotas: the whole fair part, and never more than the quota in all.
+        assert_eq!(default_grant(5, 1), 5);
+        assert_eq!(default_grant(5, 2), 2);
+        assert_eq!(default_grant(1_000, 4), 64);
+        assert_eq!(default_grant(10, 16), 0);
+    }
+
+    #[test]
+    fn a_small_quota_is_served_in_full_before_any_round() {
+        let mut s = Sim::new(1, 5, 0);
+        // All five arrive before the reconciler has seen a report.
+        for _ in 0..5 {
+            assert!(s.used[0] < s.granted[0]);
+            s.used[0] += 1;
+        }
+        s.round(&[1]);
+        assert_eq!(s.refused, 1);
+        assert_eq!(s.ledger.used(), 5);
+    }
+
+    /// The reconciler skips idle ledgers; a key's first report must wake it, or no worker
+    /// ever gets more than its default grant.
+    #[test]
+    fn a_report_wakes_an_idle_ledger() {
+        let mut l = QuotaLedger::new(2, 1_000, 0, default_grant(1_000, 2));
+        assert!(l.idle());
+        l.observe(0, 64, 70);
+        assert!(!l.idle(), "asked this round");
+        assert_eq!(l.rebalance().len(), 1, "worker 0 topped up");
+        for _ in 0..IDLE_ROUNDS {
+            assert!(!l.idle());
+            l.rebalance();
+        }
+        assert!(l.idle());
+    }
+
+    #[test]
+    fn short_workers_are_the_busy_ones_holding_nothing() {
+        let mut l = QuotaLedger::new(2, 4, 0, 2);
+        l.observe(0, 2, 5);
+        l.observe(1, 1, 1);
+        l.rebalance();
+        // Worker 0 got nothing more (worker 1 is not idle): it is short.
+        assert_eq!(l.short().collect::<Vec<_>>(), [(0, 2)]);
+        l.rebalance();
+        assert_eq!(l.short().count(), 0, "not asking this round");
     }
 
     #[test]
@@ -255,7 +331,7 @@ mod tests {
     #[test]
     fn earlier_use_counts() {
         let mut s = Sim::new(1, 100, 95);
-        // The default grant of 1 is inside the quota; the rest is what is left.
+        // The restored grant is inside the quota; the rest is what is left.
         for _ in 0..10 {
             s.round(&[10]);
         }

@@ -16,13 +16,17 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::quota::{default_grant, QuotaLedger};
+use super::quota::{default_grant, restored_grant, QuotaLedger};
 use super::shares::RateShares;
 use super::spec::day_of;
 use super::state::{self, QuotaState, SavedQuota};
 use super::{KeyId, Params, Report, Update};
 
 const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// Rounds without any report from a worker after which it counts as idle: a busy worker
+/// reports every round of its own (10 ms), so until then its report is only late.
+const SILENT_ROUNDS: u32 = 3;
 
 /// A rate key idle this long is forgotten, at least: by then every worker's bucket for it
 /// is full again, so starting afresh admits nothing extra.
@@ -151,6 +155,10 @@ struct Core {
     quotas: HashMap<KeyId, QuotaKey>,
     /// Per rate key, this round's attempts per worker.
     round: HashMap<KeyId, Vec<u32>>,
+    /// Per worker, the seconds its reports this round cover (0: none arrived).
+    report_secs: Vec<f64>,
+    /// Per worker, rounds in a row without a report.
+    silent_rounds: Vec<u32>,
     quota_changed: bool,
 }
 
@@ -167,6 +175,8 @@ impl Core {
             rates: HashMap::new(),
             quotas: HashMap::new(),
             round: HashMap::new(),
+            report_secs: vec![0.0; spec.workers.max(1)],
+            silent_rounds: vec![SILENT_ROUNDS; spec.workers.max(1)],
             quota_changed: false,
         }
     }
@@ -175,13 +185,7 @@ impl Core {
     /// when enough is left), told to every worker before it serves.
     fn announce_saved(&mut self, saved: &[SavedQuota]) {
         for q in saved {
-            let left = q.per_day.saturating_sub(q.used);
-            let d = default_grant(q.per_day, self.workers);
-            let grant = if left >= d * self.workers as u64 {
-                d
-            } else {
-                left / self.workers as u64
-            };
+            let grant = restored_grant(q.per_day, q.used, self.workers);
             let ledger = QuotaLedger::new(self.workers, q.per_day, q.used, grant);
             for w in 0..self.workers {
                 self.outbox[w].push(Update::Grant {
@@ -204,14 +208,11 @@ impl Core {
     }
 
     fn run(mut self, stop: &AtomicBool) {
-        let mut last_round = Instant::now();
         let mut last_save = Instant::now();
         loop {
             let stopping = stop.load(Ordering::SeqCst);
             let now = Instant::now();
-            let round_secs = now.duration_since(last_round).as_secs_f64().max(1e-3);
-            last_round = now;
-            self.round_trip(now, round_secs);
+            self.round_trip(now);
             if stopping || now.duration_since(last_save) >= SAVE_EVERY {
                 last_save = now;
                 self.save();
@@ -225,11 +226,11 @@ impl Core {
         }
     }
 
-    fn round_trip(&mut self, now: Instant, round_secs: f64) {
+    fn round_trip(&mut self, now: Instant) {
         for report in self.reports.try_iter().collect::<Vec<_>>() {
             self.take_report(report);
         }
-        self.rebalance_rates(now, round_secs);
+        self.rebalance_rates(now);
         self.rebalance_quotas();
         self.flush();
     }
@@ -239,6 +240,8 @@ impl Core {
         if w >= self.workers {
             return;
         }
+        // At least a millisecond: a report right after the previous one says little.
+        self.report_secs[w] += report.secs.max(1e-3);
         for e in report.entries {
             match e.params {
                 Params::Rate { per_sec, burst } => {
@@ -285,14 +288,33 @@ impl Core {
         }
     }
 
-    fn rebalance_rates(&mut self, now: Instant, round_secs: f64) {
+    fn rebalance_rates(&mut self, now: Instant) {
         let idle = vec![0u32; self.workers];
         let mut forget = Vec::new();
+        let mut demand = vec![None; self.workers];
         for (&id, key) in self.rates.iter_mut() {
             let attempts = self.round.get(&id).unwrap_or(&idle);
-            key.shares.observe(attempts, round_secs);
+            for (w, d) in demand.iter_mut().enumerate() {
+                // A worker that reported this round but not this key is idle for it; one
+                // that did not report at all is late, until it has been silent too long.
+                *d = if self.report_secs[w] > 0.0 {
+                    Some(attempts[w] as f64 / self.report_secs[w])
+                } else if self.silent_rounds[w] >= SILENT_ROUNDS {
+                    Some(0.0)
+                } else {
+                    None
+                };
+            }
+            key.shares.observe(&demand);
             let before: Vec<f64> = key.shares.shares().to_vec();
-            for (w, share) in key.shares.rebalance(key.per_sec) {
+            let ch = key.shares.rebalance(key.per_sec);
+            if std::env::var("RG_DBG").is_ok() {
+                eprintln!(
+                    "R {:?} att {:?} d {:?} -> {:?} surr {:.2}",
+                    now, attempts, demand, ch, key.surrendered
+                );
+            }
+            for (w, share) in ch {
                 if !key.seen[w] && share < before[w] {
                     // A worker that never met the key has a full bucket at its old share;
                     // it builds the bucket at the new, smaller one on first use.
@@ -328,6 +350,14 @@ impl Core {
             }
         }
         self.round.clear();
+        for (secs, silent) in self.report_secs.iter_mut().zip(&mut self.silent_rounds) {
+            *silent = if *secs > 0.0 {
+                0
+            } else {
+                silent.saturating_add(1)
+            };
+            *secs = 0.0;
+        }
         for id in forget {
             self.rates.remove(&id);
             for out in &mut self.outbox {
@@ -350,7 +380,14 @@ impl Core {
                 continue;
             }
             let used = key.ledger.used();
-            for (w, granted_total) in key.ledger.rebalance() {
+            let changed = key.ledger.rebalance();
+            // A short worker that got nothing more still learns the key's use: whether to
+            // refuse until the day ends or only until a grant frees up elsewhere.
+            let short = key
+                .ledger
+                .short()
+                .filter(|(w, _)| !changed.iter().any(|(c, _)| c == w));
+            for (w, granted_total) in changed.iter().copied().chain(short) {
                 self.outbox[w].push(Update::Grant {
                     id,
                     granted_total,

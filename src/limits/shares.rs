@@ -1,7 +1,8 @@
 //! How the reconciler splits one rate limit between workers.
 //!
 //! Each worker reports, every round, how many requests it saw for a key (admitted or
-//! not). That demand is smoothed per worker, and the limit's rate is split:
+//! not) and over how long. That demand is smoothed per worker, and the limit's rate is
+//! split:
 //!
 //! - total demand below the rate: every worker gets its demand plus an equal part of what
 //!   is left, so a worker that sees its first request in a while still finds tokens;
@@ -9,7 +10,7 @@
 //!   cores reject the same fraction and nothing is left unused on an idle core.
 //!
 //! Shares always sum to one, so the workers together never refill faster than the limit.
-//! Pure: the caller supplies the round length.
+//! Pure: the caller supplies each worker's demand in requests per second.
 
 /// Weight of the newest round in the smoothed demand: after 3 rounds (30 ms at the
 /// default interval) a change of load is 90% seen, while one odd round moves it half way.
@@ -36,10 +37,16 @@ impl RateShares {
         }
     }
 
-    /// Takes one round's request counts (`attempts[w]` for worker `w`) over `round_secs`.
-    pub fn observe(&mut self, attempts: &[u32], round_secs: f64) {
-        for (d, &a) in self.demand.iter_mut().zip(attempts) {
-            *d += SMOOTHING * (a as f64 / round_secs - *d);
+    /// Takes one round's demand: `per_sec[w]` requests a second for worker `w`, or
+    /// `None` when the worker's report has not arrived this round. Its estimate is kept
+    /// then: counting a late report as no demand would cut its share for a round and
+    /// give it back the next, and a share applied late on one core and early on another
+    /// loses tokens every time it swings.
+    pub fn observe(&mut self, per_sec: &[Option<f64>]) {
+        for (d, rate) in self.demand.iter_mut().zip(per_sec) {
+            if let Some(rate) = rate {
+                *d += SMOOTHING * (rate - *d);
+            }
         }
     }
 
@@ -137,10 +144,10 @@ mod tests {
     fn demand_moves_the_shares_within_a_few_rounds() {
         let mut r = RateShares::new(2);
         assert_eq!(r.shares(), &[0.5, 0.5]);
-        // All load lands on worker 0: 100 requests per 10 ms round under a 1000/s limit.
+        // All load lands on worker 0: 10 000 requests a second under a 1000/s limit.
         let mut told = Vec::new();
         for _ in 0..6 {
-            r.observe(&[100, 0], 0.01);
+            r.observe(&[Some(10_000.0), Some(0.0)]);
             told.extend(r.rebalance(1000.0));
         }
         assert!(r.shares()[0] > 0.999, "{:?}", r.shares());
@@ -149,13 +156,25 @@ mod tests {
     }
 
     #[test]
+    fn a_late_report_keeps_the_estimate() {
+        let mut r = RateShares::new(2);
+        for _ in 0..6 {
+            r.observe(&[Some(5000.0), Some(5000.0)]);
+            r.rebalance(1000.0);
+        }
+        // Worker 1's report missed the round: no news is not no demand.
+        r.observe(&[Some(5000.0), None]);
+        assert!(r.rebalance(1000.0).is_empty(), "{:?}", r.shares());
+    }
+
+    #[test]
     fn small_changes_are_not_sent() {
         let mut r = RateShares::new(2);
-        r.observe(&[10, 10], 0.01);
+        r.observe(&[Some(1000.0), Some(1000.0)]);
         assert!(r.rebalance(10_000.0).is_empty(), "an even split stays even");
         assert!(!r.idle());
         for _ in 0..40 {
-            r.observe(&[0, 0], 0.01);
+            r.observe(&[Some(0.0), Some(0.0)]);
         }
         assert!(r.idle());
     }

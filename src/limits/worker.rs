@@ -76,6 +76,8 @@ pub struct WorkerLimiter {
     /// and worker count (see `quota::default_grant`).
     workers: usize,
     epoch: Instant,
+    /// When the last round ended (whether or not it had anything to report).
+    last_round: Cell<Instant>,
 }
 
 impl WorkerLimiter {
@@ -89,6 +91,7 @@ impl WorkerLimiter {
             default_share: Cell::new(1.0 / workers.max(1) as f64),
             workers: workers.max(1),
             epoch: Instant::now(),
+            last_round: Cell::new(Instant::now()),
         }
     }
 
@@ -140,6 +143,9 @@ impl WorkerLimiter {
                     let p = bucket_params(per_sec, burst, *rate_share, *burst_share, ratios);
                     match bucket.try_take(group, &p, now_ns) {
                         Some(taken) => {
+                            if std::env::var("RG_DBG").is_ok() {
+                                eprintln!("A{} {:?}", self.worker, now);
+                            }
                             undo[i] = Some(Undo::Token(id, taken));
                             let remaining =
                                 share_estimate(bucket.available(group), *burst_share).min(burst);
@@ -172,8 +178,12 @@ impl WorkerLimiter {
                         undo[i] = Some(Undo::Unit(id));
                         headers.quota(&limit.name, per_day, per_day - everywhere - 1, secs_left);
                         Ok(())
-                    } else {
+                    } else if everywhere >= per_day {
                         Err(Refusal::quota(&limit.name, per_day, secs_left))
+                    } else {
+                        // Units are left, held by other cores or on their way here: not a
+                        // reason to send the client away until tomorrow.
+                        Err(Refusal::quota_pending(&limit.name, per_day))
                     }
                 }
                 // The limit changed kind under a reload: start the key afresh next time.
@@ -214,6 +224,10 @@ impl WorkerLimiter {
 
     /// The round's report (keys asked for since the last one), or `None` when idle.
     pub fn end_round(&self) -> Option<Report> {
+        let now = Instant::now();
+        let secs = now
+            .saturating_duration_since(self.last_round.replace(now))
+            .as_secs_f64();
         let mut touched = self.touched.borrow_mut();
         if touched.is_empty() {
             return None;
@@ -239,6 +253,7 @@ impl WorkerLimiter {
         }
         Some(Report {
             worker: self.worker,
+            secs,
             entries: report,
         })
     }
@@ -264,6 +279,14 @@ impl WorkerLimiter {
                     attempts,
                     ..
                 }) => {
+                    if std::env::var("RG_DBG").is_ok() {
+                        eprintln!(
+                            "W{} {:?} share {r:.4} tokens {:.3}",
+                            self.worker,
+                            Instant::now(),
+                            bucket.available(0)
+                        );
+                    }
                     *rate_share = r;
                     *burst_share = b;
                     // Tokens above the smaller bucket go back to the reconciler, which
@@ -310,6 +333,9 @@ impl WorkerLimiter {
                 }
             }
             Update::Tokens { id, tokens } => {
+                if std::env::var("RG_DBG").is_ok() {
+                    eprintln!("W{} {:?} receive {tokens:.3}", self.worker, Instant::now());
+                }
                 if let Some(Entry {
                     state:
                         KeyState::Rate {

@@ -179,6 +179,29 @@ impl Client {
         }
     }
 
+    /// Connects from a chosen local address (any of 127.0.0.0/8 works on loopback).
+    pub fn connect_from(addr: SocketAddr, local: std::net::IpAddr) -> Client {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("socket");
+        socket
+            .bind(&SocketAddr::new(local, 0).into())
+            .expect("bind the local address");
+        socket.connect(&addr.into()).expect("connect to gateway");
+        let stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub fn send(&mut self, raw: &[u8]) {
         self.stream.write_all(raw).expect("write to gateway");
     }

@@ -157,6 +157,7 @@ fn retry_after(r: &Response) -> u64 {
 
 // ---------------------------------------------------------------- rates across workers
 
+#[derive(Debug)]
 struct Hammered {
     admitted: u64,
     refused: u64,
@@ -207,7 +208,9 @@ fn hammer(addr: SocketAddr, conns: usize, secs: f64, path: &str, headers: &str) 
 }
 
 const RATE: f64 = 200.0;
-const BURST: f64 = 20.0;
+/// Half a second of the rate: a core the scheduler stalls for a while (a loaded CI
+/// machine) finds its tokens waiting rather than lost past a full bucket.
+const BURST: f64 = 100.0;
 const WORKERS: usize = 2;
 
 fn rate_gateway(driver: Driver, up: SocketAddr) -> Gateway {
@@ -221,25 +224,24 @@ fn rate_gateway(driver: Driver, up: SocketAddr) -> Gateway {
             &[(
                 "lim",
                 "/lim/*",
-                "limits = [ { key = \"route\", rate = \"200/s\", burst = 20 } ]",
+                "limits = [ { key = \"route\", rate = \"200/s\", burst = 100 } ]",
             )],
         ),
     )
 }
 
-/// The admitted count must be burst + rate x elapsed within 2%, and never above it by
-/// more than 2%. Below, one more allowance, stated: each worker starts with its default
-/// share (1/2 of the rate and of the burst). A worker that sees no traffic never spends
-/// its half of the burst, and until the reconciler has moved its rate share to the busy
-/// worker (a few 10 ms rounds; 50 ms allowed) that half of the rate is not spent either.
-/// With the load spread over both workers both halves are spent and the allowance is not
-/// needed, but the kernel may put every connection on one worker, so it applies to both.
+/// The admitted count must be burst + rate x elapsed within 2%. Below that, one more
+/// allowance, stated: each worker starts with the default share (1/2 of the rate and of
+/// the burst), and until the reconciler has moved the share of a worker that sees no
+/// traffic to the busy one (a few 10 ms rounds; 50 ms allowed), that half of the rate is
+/// not spent. (Its half of the burst is not lost: an untouched bucket's tokens go to the
+/// core that gained its share.) With the load spread over both workers the allowance is
+/// not needed, but the kernel may put every connection on one worker.
 fn assert_rate_held(h: &Hammered, what: &str) {
     let idle_part = (WORKERS - 1) as f64 / WORKERS as f64;
     let expected = BURST + RATE * h.elapsed;
-    let allowance = idle_part * (BURST + RATE * 0.050);
+    let allowance = idle_part * RATE * 0.050;
     let (low, high) = (expected * 0.98 - allowance, expected * 1.02);
-    eprintln!("DBG {what}: {} admitted {} refused in {:.3}s expected {expected:.0} ({low:.0}..={high:.0})", h.admitted, h.refused, h.elapsed);
     assert!(
         h.refused > h.admitted,
         "{what}: the load must exceed the limit for the test to mean anything: {} admitted, {} refused",
@@ -273,16 +275,15 @@ fn rate_is_held_under_skewed_load(driver: Driver) {
     let up = Upstream::echo();
     let gw = rate_gateway(driver, up.addr);
     let h = hammer(gw.addr, 1, 2.0, "/lim/x", "");
+    // Without the shares moving, the one worker would admit half of it.
     assert_rate_held(&h, "one connection");
-    // Without the share moving, one worker would admit half: 10 + 100/s.
-    let half = BURST / 2.0 + RATE / 2.0 * h.elapsed;
-    assert!(h.admitted as f64 > half * 1.5, "{} admitted", h.admitted);
 }
 
 // ---------------------------------------------------------------- separate budgets
 
 /// Per app (each its own budget; the app record's `rate` overrides), per app x route,
-/// per header value (a missing header is one more value), per client address.
+/// per header value (a missing header is one more value), per client address; and one
+/// budget for two routes sharing a route-keyed limit.
 fn each_key_has_its_own_budget(driver: Driver) {
     let up = Upstream::echo();
     let dir = temp_dir("keys");
@@ -315,6 +316,16 @@ fn each_key_has_its_own_budget(driver: Driver) {
                 "ip",
                 "/ip/*",
                 "limits = [ { key = \"ip\", rate = \"4/min\", name = \"per-ip\" } ]",
+            ),
+            (
+                "pair-1",
+                "/pair1/*",
+                "limits = [ { key = \"route\", rate = \"4/min\", shared = \"pair\" } ]",
+            ),
+            (
+                "pair-2",
+                "/pair2/*",
+                "limits = [ { key = \"route\", rate = \"4/min\", shared = \"pair\" } ]",
             ),
         ],
     );
@@ -355,6 +366,46 @@ fn each_key_has_its_own_budget(driver: Driver) {
         b"GET /ip/1 HTTP/1.1\r\nHost: t\r\n\r\n".to_vec()
     });
     assert_eq!(n, 4, "127.0.0.2");
+
+    let statuses: Vec<u16> = [
+        "/pair1/a", "/pair2/a", "/pair1/b", "/pair2/b", "/pair1/c", "/pair2/c",
+    ]
+    .iter()
+    .map(|path| c.get(path).status)
+    .collect();
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 429, 429],
+        "one shared budget of 4"
+    );
+}
+
+/// `group_by = "app"`: the app record's `traffic_group` picks the group, an app without
+/// one is in the default group. A burst of 10 split 70/30, and nothing refills while the
+/// test runs: exactly 7 for the critical app, 3 for the others together.
+fn groups_by_app_record(driver: Driver) {
+    let up = Upstream::echo();
+    let dir = temp_dir("groups");
+    let apps = write_apps(&dir);
+    let body = config(
+        up.addr,
+        Some(&apps),
+        &[(
+            "grouped",
+            "/g/*",
+            "auth = \"hmac\"\nlimits = [ { key = \"route\", rate = \"10/min\", groups = { critical = 0.7, normal = 0.3 }, group_by = \"app\", default_group = \"normal\" } ]",
+        )],
+    );
+    let gw = Gateway::start(driver, 1, "", &body);
+    let mut c = gw.connect();
+    let (n, _) = admitted_until_refused(&mut c, 20, || signed("app-a", "GET", "/g/1", b""));
+    assert_eq!(n, 3, "app-a, in the default group");
+    let (n, _) = admitted_until_refused(&mut c, 20, || signed("app-b", "GET", "/g/1", b""));
+    assert_eq!(n, 0, "app-b shares the default group's part");
+    let (n, refusal) =
+        admitted_until_refused(&mut c, 20, || signed("app-crit", "GET", "/g/1", b""));
+    assert_eq!(n, 7, "app-crit, critical");
+    assert_refused(&refusal, "rate_limited");
 }
 
 /// Limits are checked in order and all must admit; a request the second refuses gives
@@ -711,61 +762,56 @@ fn corrupt_state_file_is_set_aside(driver: Driver) {
 
 // ---------------------------------------------------------------- priority groups
 
-/// 1000/s split 70/30 by `X-Priority` on one worker: both groups hammering get their
-/// ratios; the normal group alone borrows the idle critical share.
+/// 400/s split 70/30 by `X-Priority` on one worker. Both groups hammering get their
+/// ratios; the normal group alone borrows the idle critical group's rate, but not the
+/// critical group's part of the burst, which stays reserved for it. Each phase starts on
+/// a fresh key (its own route), every bucket full. (The burst is a second of the rate,
+/// so a loaded machine's scheduling stalls lose no tokens.)
 fn priority_groups_split_under_contention(driver: Driver) {
+    const RATE: f64 = 400.0;
+    const BURST: f64 = 400.0;
     let up = Upstream::echo();
+    let limits = "limits = [ { key = \"route\", rate = \"400/s\", burst = 400, groups = { critical = 0.7, normal = 0.3 }, group_by = \"header:X-Priority\", default_group = \"normal\" } ]";
     let body = config(
         up.addr,
         None,
-        &[(
-            "prio",
-            "/prio/*",
-            "limits = [ { key = \"route\", rate = \"1000/s\", burst = 20, groups = { critical = 0.7, normal = 0.3 }, group_by = \"header:X-Priority\", default_group = \"normal\" } ]",
-        )],
+        &[("both", "/both/*", limits), ("alone", "/alone/*", limits)],
     );
     let gw = Gateway::start(driver, 1, "", &body);
     let addr = gw.addr;
-    let both = |secs: f64| {
-        let crit = std::thread::spawn(move || {
-            hammer(addr, 2, secs, "/prio/c", "X-Priority: critical\r\n")
-        });
-        // No header: the default group.
-        let normal = hammer(addr, 2, secs, "/prio/n", "");
-        (crit.join().unwrap(), normal)
-    };
-    let (crit, normal) = both(1.5);
+    let crit =
+        std::thread::spawn(move || hammer(addr, 2, 1.5, "/both/c", "X-Priority: critical\r\n"));
+    // No header: the default group.
+    let normal = hammer(addr, 2, 1.5, "/both/n", "");
+    let crit = crit.join().unwrap();
     let total = (crit.admitted + normal.admitted) as f64;
     assert!(
-        crit.refused > 0 && normal.refused > 0,
-        "both groups over their part: {} / {}",
-        crit.refused,
-        normal.refused
+        crit.refused > crit.admitted && normal.refused > normal.admitted,
+        "both groups far over their part: {crit:?} / {normal:?}"
     );
     let share = crit.admitted as f64 / total;
-    eprintln!(
-        "DBG prio crit {} / {} normal {} / {} share {share:.3}",
-        crit.admitted, crit.refused, normal.admitted, normal.refused
-    );
     assert!(
         (0.67..=0.73).contains(&share),
         "critical got {share:.3} of {total}: {} vs {}",
         crit.admitted,
         normal.admitted
     );
-    let high = 20.0 + 1000.0 * crit.elapsed.max(normal.elapsed);
-    assert!(total <= high * 1.02, "{total} admitted, at most {high:.0}");
-
-    // Let the groups' buckets fill again (20 tokens at 1000/s: 20 ms).
-    std::thread::sleep(Duration::from_millis(50));
-    let alone = hammer(addr, 2, 1.0, "/prio/n", "X-Priority: normal\r\n");
-    assert!(alone.refused > 0, "over the whole rate");
-    let all = 20.0 + 1000.0 * alone.elapsed;
-    let got = alone.admitted as f64;
-    eprintln!("DBG alone {got} of {all:.0}, refused {}", alone.refused);
+    let expected = BURST + RATE * crit.elapsed.max(normal.elapsed);
     assert!(
-        got >= all * 0.95 && got <= all * 1.02,
-        "normal alone: {got} admitted of {all:.0}"
+        (expected * 0.98..=expected * 1.02).contains(&total),
+        "{total} admitted, expected {expected:.0}"
+    );
+
+    let alone = hammer(addr, 2, 1.0, "/alone/n", "X-Priority: normal\r\n");
+    assert!(
+        alone.refused > alone.admitted,
+        "far over the whole rate: {alone:?}"
+    );
+    let expected = 0.3 * BURST + RATE * alone.elapsed;
+    let got = alone.admitted as f64;
+    assert!(
+        (expected * 0.98..=expected * 1.02).contains(&got),
+        "normal alone: {got} admitted, expected {expected:.0} (the critical 280 held back)"
     );
 }
 
@@ -950,6 +996,7 @@ on_both_drivers!(
     rate_is_held_under_skewed_load,
     each_key_has_its_own_budget,
     every_limit_must_admit_and_a_refusal_costs_nothing,
+    groups_by_app_record,
     refusals_are_429s_with_headers_and_keep_alive,
     signed_bodies_count_only_when_genuine,
     daily_quota_is_exact,

@@ -65,6 +65,10 @@ pub struct Report {
     /// hold no report from a worker, or two.
     pub secs: f64,
     pub entries: Vec<ReportEntry>,
+    /// Rate keys this worker had not met when its share shrank, with the fraction of the
+    /// burst it gave up: the untouched bucket it was assumed to hold, for the reconciler to
+    /// hand to the cores that gained the share.
+    pub released: Vec<(KeyId, f64)>,
 }
 
 /// What the reconciler tells a worker.

@@ -24,9 +24,11 @@ use super::{KeyId, Params, Report, Update};
 
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 
-/// Rounds without any report from a worker after which it counts as idle: a busy worker
-/// reports every round of its own (10 ms), so until then its report is only late.
-const SILENT_ROUNDS: u32 = 3;
+/// Rounds without a report from a worker after which it counts as idle for every key.
+/// Workers report every round of their own (10 ms), even with nothing in it, so one
+/// missing from a round is late (rounds drift apart, a core is busy); this long, it is
+/// stalled.
+const SILENT_ROUNDS: u32 = 10;
 
 /// A rate key idle this long is forgotten, at least: by then every worker's bucket for it
 /// is full again, so starting afresh admits nothing extra.
@@ -131,9 +133,6 @@ struct RateKey {
     idle_since: Option<Instant>,
     /// Tokens workers gave up this round, to hand to the others.
     surrendered: f64,
-    /// Workers that reported the key: the others still hold the full bucket of their
-    /// untouched default share, and the reconciler gives up its excess for them.
-    seen: Vec<bool>,
 }
 
 struct QuotaKey {
@@ -242,6 +241,11 @@ impl Core {
         }
         // At least a millisecond: a report right after the previous one says little.
         self.report_secs[w] += report.secs.max(1e-3);
+        for (id, share) in report.released {
+            if let Some(key) = self.rates.get_mut(&id) {
+                key.surrendered += share * key.burst;
+            }
+        }
         for e in report.entries {
             match e.params {
                 Params::Rate { per_sec, burst } => {
@@ -251,9 +255,7 @@ impl Core {
                         burst,
                         idle_since: None,
                         surrendered: 0.0,
-                        seen: vec![false; self.workers],
                     });
-                    key.seen[w] = true;
                     key.per_sec = per_sec;
                     key.burst = burst;
                     key.surrendered += e.surrendered;
@@ -306,20 +308,7 @@ impl Core {
                 };
             }
             key.shares.observe(&demand);
-            let before: Vec<f64> = key.shares.shares().to_vec();
-            let ch = key.shares.rebalance(key.per_sec);
-            if std::env::var("RG_DBG").is_ok() {
-                eprintln!(
-                    "R {:?} att {:?} d {:?} -> {:?} surr {:.2}",
-                    now, attempts, demand, ch, key.surrendered
-                );
-            }
-            for (w, share) in ch {
-                if !key.seen[w] && share < before[w] {
-                    // A worker that never met the key has a full bucket at its old share;
-                    // it builds the bucket at the new, smaller one on first use.
-                    key.surrendered += (before[w] - share) * key.burst;
-                }
+            for (w, share) in key.shares.rebalance(key.per_sec) {
                 self.outbox[w].push(Update::Share {
                     id,
                     rate_share: share,

@@ -46,6 +46,15 @@ enum KeyState {
         used_everywhere: u64,
         used_at_grant: u64,
     },
+    /// A rate key the reconciler told this worker about before its first request: the
+    /// share, and the part of the burst its untouched bucket holds (it starts full at
+    /// the default share, gives up what a smaller share cuts, and a larger share brings
+    /// no tokens: it refills only once the bucket exists).
+    Told {
+        rate_share: f64,
+        burst_share: f64,
+        held: f64,
+    },
 }
 
 struct Entry {
@@ -71,6 +80,8 @@ pub struct WorkerLimiter {
     entries: RefCell<LruCache<KeyId, Entry, ahash::RandomState>>,
     /// Keys asked for this round, to report.
     touched: RefCell<Vec<KeyId>>,
+    /// Burst shares given up this round for keys not met yet (see `Report::released`).
+    released: RefCell<Vec<(KeyId, f64)>>,
     default_share: Cell<f64>,
     /// Quota grant a worker holds for a key it has not been told about, per quota size
     /// and worker count (see `quota::default_grant`).
@@ -88,6 +99,7 @@ impl WorkerLimiter {
             ids,
             entries: RefCell::new(LruCache::with_hasher(cap, ahash::RandomState::new())),
             touched: RefCell::new(Vec::new()),
+            released: RefCell::new(Vec::new()),
             default_share: Cell::new(1.0 / workers.max(1) as f64),
             workers: workers.max(1),
             epoch: Instant::now(),
@@ -143,9 +155,6 @@ impl WorkerLimiter {
                     let p = bucket_params(per_sec, burst, *rate_share, *burst_share, ratios);
                     match bucket.try_take(group, &p, now_ns) {
                         Some(taken) => {
-                            if std::env::var("RG_DBG").is_ok() {
-                                eprintln!("A{} {:?}", self.worker, now);
-                            }
                             undo[i] = Some(Undo::Token(id, taken));
                             let remaining =
                                 share_estimate(bucket.available(group), *burst_share).min(burst);
@@ -222,16 +231,15 @@ impl WorkerLimiter {
         Ok(())
     }
 
-    /// The round's report (keys asked for since the last one), or `None` when idle.
+    /// The round's report: keys asked for since the last one. Always `Some`, empty when
+    /// idle: so the reconciler can tell an idle worker from one whose report is late.
     pub fn end_round(&self) -> Option<Report> {
         let now = Instant::now();
         let secs = now
             .saturating_duration_since(self.last_round.replace(now))
             .as_secs_f64();
         let mut touched = self.touched.borrow_mut();
-        if touched.is_empty() {
-            return None;
-        }
+        let mut released = self.released.borrow_mut();
         let mut entries = self.entries.borrow_mut();
         let mut report = Vec::with_capacity(touched.len());
         for id in touched.drain(..) {
@@ -239,7 +247,7 @@ impl WorkerLimiter {
             if let Some(e) = entries.peek_mut(&id) {
                 let used_total = match e.state {
                     KeyState::Quota { used, .. } => used,
-                    KeyState::Rate { .. } => 0,
+                    KeyState::Rate { .. } | KeyState::Told { .. } => 0,
                 };
                 report.push(ReportEntry {
                     id,
@@ -255,6 +263,7 @@ impl WorkerLimiter {
             worker: self.worker,
             secs,
             entries: report,
+            released: std::mem::take(&mut *released),
         })
     }
 
@@ -279,14 +288,6 @@ impl WorkerLimiter {
                     attempts,
                     ..
                 }) => {
-                    if std::env::var("RG_DBG").is_ok() {
-                        eprintln!(
-                            "W{} {:?} share {r:.4} tokens {:.3}",
-                            self.worker,
-                            Instant::now(),
-                            bucket.available(0)
-                        );
-                    }
                     *rate_share = r;
                     *burst_share = b;
                     // Tokens above the smaller bucket go back to the reconciler, which
@@ -302,9 +303,23 @@ impl WorkerLimiter {
                 }
                 // A key this worker has not met yet: remember the share, or its first
                 // request would assume the default one and the shares would not add up.
+                Some(Entry {
+                    state:
+                        KeyState::Told {
+                            rate_share,
+                            burst_share,
+                            held,
+                        },
+                    ..
+                }) => {
+                    *held = self.release(id, *held, b);
+                    *rate_share = r;
+                    *burst_share = b;
+                }
                 Some(_) => {}
                 None => {
-                    self.remember_share(&mut entries, id, r, b);
+                    let held = self.release(id, self.default_share.get(), b);
+                    self.remember_share(&mut entries, id, r, b, held);
                 }
             },
             Update::Grant {
@@ -333,9 +348,6 @@ impl WorkerLimiter {
                 }
             }
             Update::Tokens { id, tokens } => {
-                if std::env::var("RG_DBG").is_ok() {
-                    eprintln!("W{} {:?} receive {tokens:.3}", self.worker, Instant::now());
-                }
                 if let Some(Entry {
                     state:
                         KeyState::Rate {
@@ -390,18 +402,24 @@ impl WorkerLimiter {
         };
         let state = match (params, told) {
             (Params::Rate { per_sec, burst }, told) => {
-                let (rate_share, burst_share) = match told {
-                    Some(KeyState::Rate {
+                let default = self.default_share.get();
+                let (rate_share, burst_share, held) = match told {
+                    Some(KeyState::Told {
                         rate_share,
                         burst_share,
-                        ..
-                    }) => (rate_share, burst_share),
-                    _ => (self.default_share.get(), self.default_share.get()),
+                        held,
+                    }) => (rate_share, burst_share, Some(held)),
+                    _ => (default, default, None),
                 };
                 let ratios = limit.groups.as_ref().map_or(&[][..], |g| &g.ratios[..]);
                 let p = bucket_params(per_sec, burst, rate_share, burst_share, ratios);
+                let mut bucket = Bucket::new(&p, now_ns);
+                if let Some(held) = held {
+                    // What the untouched bucket still holds; the rest went to other cores.
+                    bucket.surrender_above(burst * held);
+                }
                 KeyState::Rate {
-                    bucket: Bucket::new(&p, now_ns),
+                    bucket,
                     rate_share,
                     burst_share,
                 }
@@ -435,15 +453,30 @@ impl WorkerLimiter {
         }
     }
 
+    /// A key this worker has not met holds `held` of the burst, untouched: a share cut
+    /// below that gives the difference to the cores that gained it (through the
+    /// reconciler, which knows the burst). Only the worker can tell whether it had met
+    /// the key when the new share arrived; had it, it gives up real tokens instead.
+    /// Returns what it holds now.
+    fn release(&self, id: KeyId, held: f64, to_share: f64) -> f64 {
+        if to_share < held {
+            self.released.borrow_mut().push((id, held - to_share));
+            to_share
+        } else {
+            held
+        }
+    }
+
     fn remember_share(
         &self,
         entries: &mut LruCache<KeyId, Entry, ahash::RandomState>,
         id: KeyId,
         rate_share: f64,
         burst_share: f64,
+        held: f64,
     ) {
         // The bucket is built on first use, when the limit's amount is known; until then
-        // a placeholder holds the share (an empty bucket: the share says how it refills).
+        // a placeholder holds the share.
         entries.push(
             id,
             Entry {
@@ -452,17 +485,10 @@ impl WorkerLimiter {
                     per_sec: 0.0,
                     burst: 0.0,
                 },
-                state: KeyState::Rate {
-                    bucket: Bucket::new(
-                        &BucketParams {
-                            rate_per_sec: 0.0,
-                            burst: 0.0,
-                            ratios: &[],
-                        },
-                        0,
-                    ),
+                state: KeyState::Told {
                     rate_share,
                     burst_share,
+                    held,
                 },
                 attempts: 0,
                 surrendered: 0.0,
@@ -619,4 +645,40 @@ fn group_of(limit: &LimitSpec, facts: &RequestFacts) -> usize {
         GroupBy::Header(h) => header(facts.headers, h),
     };
     groups.index(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn share(id: KeyId, s: f64) -> Update {
+        Update::Share {
+            id,
+            rate_share: s,
+            burst_share: s,
+        }
+    }
+
+    /// A key this worker never met is a full bucket at the default share; when a share
+    /// cuts into it the worker says what it gave up, and only the worker can (it alone
+    /// knows whether it had met the key, and so spent from a real bucket, by then).
+    #[test]
+    fn a_shrinking_share_of_a_key_not_met_is_released() {
+        let w = WorkerLimiter::new(1, 2, ahash::RandomState::with_seeds(1, 2, 3, 4), 64);
+        let idle = w.end_round().expect("a report, even when idle");
+        assert!(idle.entries.is_empty() && idle.released.is_empty());
+        w.apply(share(7, 0.0));
+        let r = w.end_round().expect("a report");
+        assert_eq!(r.released, [(7, 0.5)], "the default share, all of it");
+        assert!(r.entries.is_empty());
+        // A share that grows brings no tokens: nothing more to release.
+        w.apply(share(7, 0.25));
+        w.apply(share(7, 0.125));
+        assert!(w.end_round().unwrap().released.is_empty());
+        // Cut after cut, each gives what it takes from what is held.
+        w.apply(share(8, 0.375));
+        w.apply(share(8, 0.5));
+        w.apply(share(8, 0.25));
+        assert_eq!(w.end_round().unwrap().released, [(8, 0.125), (8, 0.125)]);
+    }
 }

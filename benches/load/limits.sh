@@ -268,6 +268,7 @@ measure() {  # ROUND SCENARIO
 
 log "$ROUNDS rounds x (plain, limited), $WARMUP warmup + $DURATION, $CONNECTIONS connections; gateways on CPU $PROXY_CPU${PROXY_CPU_QUOTA:+ capped at $PROXY_CPU_QUOTA%}, wrk+upstream on CPU $LOAD_CPU"
 log "limited: limits = $LIMITS"
+echo "(cpu%P / cpu%L: busy share of the gateways' CPU / of the wrk+upstream CPU during the run)"
 printf '%-5s %-8s %10s %8s %10s %6s %6s %6s\n' round scenario req/s "p99 ms" "cpu us/req" errors cpu%P cpu%L
 for ((round = 1; round <= ROUNDS; round++)); do
     if ((round % 2)); then order="plain limited"; else order="limited plain"; fi

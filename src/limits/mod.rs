@@ -13,6 +13,7 @@
 
 pub mod bucket;
 pub mod cluster;
+pub mod facts;
 pub mod headers;
 pub mod quota;
 pub mod reconciler;

@@ -7,7 +7,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::hash::{BuildHasher, Hasher};
-use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,22 +15,14 @@ use lru::LruCache;
 
 use super::bucket::{Bucket, BucketParams, Taken};
 use super::headers::{HeaderWriter, Refusal};
-use super::spec::{day_of, secs_to_day_end, Amount, GroupBy, KeyBy, LimitSpec};
+use super::spec::{KeyBy, LimitSpec};
 use super::{KeyId, Params, Report, ReportEntry, Update};
-use crate::auth::registry::App;
 
 /// The most limits one route may have (validated).
 pub const MAX_LIMITS_PER_ROUTE: usize = 16;
 
-/// What the limiter needs to know about a request.
-pub struct RequestFacts<'a> {
-    /// The matched route's name (for `app_route` keys).
-    pub route: &'a str,
-    pub app: Option<&'a App>,
-    pub client_ip: IpAddr,
-    pub headers: &'a [httparse::Header<'a>],
-    pub unix_secs: u64,
-}
+pub use super::facts::RequestFacts;
+use super::facts::{effective_params, group_of, key_value};
 
 enum KeyState {
     Rate {
@@ -534,16 +525,6 @@ impl WorkerLimiter {
     }
 }
 
-impl RequestFacts<'_> {
-    /// The route part of a key: only `app_route` keys are per route.
-    fn route_if(&self, key: &KeyBy) -> &str {
-        match key {
-            KeyBy::AppRoute => self.route,
-            _ => "",
-        }
-    }
-}
-
 /// A worker's bucket size for its share (at least one token while it has any share).
 fn cap(burst: f64, rate_share: f64, burst_share: f64) -> f64 {
     (burst * burst_share).max(if rate_share > 0.0 { 1.0 } else { 0.0 })
@@ -572,79 +553,6 @@ fn share_estimate(tokens: f64, burst_share: f64) -> f64 {
     } else {
         0.0
     }
-}
-
-fn effective_params(limit: &LimitSpec, facts: &RequestFacts) -> Params {
-    let app = facts.app.filter(|_| limit.key.is_per_app());
-    match &limit.amount {
-        Amount::Rate(rate) => {
-            let r = app.and_then(|a| a.limits.rate).unwrap_or(*rate);
-            Params::Rate {
-                per_sec: r.per_sec,
-                burst: r.burst,
-            }
-        }
-        Amount::Quota {
-            per_day,
-            utc_offset_secs,
-        } => Params::Quota {
-            per_day: app.and_then(|a| a.limits.quota).unwrap_or(*per_day),
-            day: day_of(facts.unix_secs, *utc_offset_secs),
-            secs_left: secs_to_day_end(facts.unix_secs, *utc_offset_secs),
-        },
-    }
-}
-
-/// A key's value: borrowed from the request, or an address's octets.
-enum KeyValue<'a> {
-    Bytes(&'a [u8]),
-    V4([u8; 4]),
-    V6([u8; 16]),
-}
-
-impl KeyValue<'_> {
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            KeyValue::Bytes(b) => b,
-            KeyValue::V4(o) => o,
-            KeyValue::V6(o) => o,
-        }
-    }
-}
-
-fn key_value<'a>(key: &KeyBy, facts: &'a RequestFacts) -> KeyValue<'a> {
-    match key {
-        KeyBy::Route => KeyValue::Bytes(b""),
-        KeyBy::App | KeyBy::AppRoute => {
-            KeyValue::Bytes(facts.app.map_or(&b""[..], |a| a.key.as_bytes()))
-        }
-        KeyBy::Ip => match facts.client_ip {
-            IpAddr::V4(v4) => KeyValue::V4(v4.octets()),
-            IpAddr::V6(v6) => KeyValue::V6(v6.octets()),
-        },
-        KeyBy::Header(name) => KeyValue::Bytes(header(facts.headers, name).unwrap_or(b"")),
-    }
-}
-
-fn header<'a>(headers: &'a [httparse::Header<'a>], name: &str) -> Option<&'a [u8]> {
-    headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value)
-}
-
-fn group_of(limit: &LimitSpec, facts: &RequestFacts) -> usize {
-    let Some(groups) = &limit.groups else {
-        return 0;
-    };
-    let name = match &groups.by {
-        GroupBy::App => facts
-            .app
-            .and_then(|a| a.limits.traffic_group.as_deref())
-            .map(str::as_bytes),
-        GroupBy::Header(h) => header(facts.headers, h),
-    };
-    groups.index(name)
 }
 
 #[cfg(test)]

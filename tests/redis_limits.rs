@@ -20,14 +20,22 @@ fn store(server: &RedisServer) -> ClusterStore {
     ClusterStore::new(&server.url()).expect("valid url")
 }
 
+/// A lease by a gateway alone on its keys, for an interval so long that its fair part
+/// (the whole rate) never limits it: only the bucket does.
 fn lease(key: &str, rate_per_sec: f64, burst: f64, want: u64) -> TokenLease<'_> {
     TokenLease {
         key,
         rate_per_sec,
         burst,
-        want,
+        want: want as f64,
+        gateway: "g",
+        demand: 0.0,
+        interval_secs: LONG,
     }
 }
+
+/// A lease interval long enough that the bucket, not the fair part, limits a grant.
+const LONG: f64 = 20_000.0;
 
 fn quota(key: &str, limit: u64, want: u64, force: u64) -> QuotaLease<'_> {
     QuotaLease {
@@ -58,26 +66,27 @@ fn fresh_bucket_grants_its_burst_then_nothing() {
     let mut store = store(&server);
     let round = [lease("a", SLOW, 10.0, 10), lease("b", SLOW, 3.0, 5)];
     // `b` wants more than it holds and gets what is there.
-    assert_eq!(store.take_tokens(&round).unwrap(), [10, 3]);
-    assert_eq!(store.take_tokens(&round).unwrap(), [0, 0]);
-    // Kept until it would be full again (10 tokens at 0.001/s), plus a second.
+    assert_eq!(store.take_tokens(&round).unwrap(), [10.0, 3.0]);
+    assert_eq!(store.take_tokens(&round).unwrap(), [0.0, 0.0]);
+    // Kept until it would be full again (10 tokens at 0.001/s: 10 000 s) and the
+    // gateway's demand has expired (three intervals: 60 000 s), plus a second.
     let pttl = int(&server, &["PTTL", "rg:rl:a"]);
-    assert!((9_990_000..=10_001_000).contains(&pttl), "{pttl}");
+    assert!((59_990_000..=60_001_000).contains(&pttl), "{pttl}");
     // A partly spent bucket: one key twice in a round is taken in order.
     let c = [lease("c", SLOW, 10.0, 4), lease("c", SLOW, 10.0, 4)];
-    assert_eq!(store.take_tokens(&c).unwrap(), [4, 4]);
+    assert_eq!(store.take_tokens(&c).unwrap(), [4.0, 4.0]);
     assert_eq!(
         store.take_tokens(&[lease("c", SLOW, 10.0, 100)]).unwrap(),
-        [2]
+        [2.0]
     );
     // Wanting nothing takes nothing.
     assert_eq!(
         store.take_tokens(&[lease("d", SLOW, 10.0, 0)]).unwrap(),
-        [0]
+        [0.0]
     );
     assert_eq!(
         store.take_tokens(&[lease("d", SLOW, 10.0, 10)]).unwrap(),
-        [10]
+        [10.0]
     );
 }
 
@@ -91,17 +100,17 @@ fn bucket_refills_at_its_rate_up_to_its_burst() {
     let before_drain = Instant::now();
     assert_eq!(
         store.take_tokens(&[lease("r", RATE, 100.0, 100)]).unwrap(),
-        [100]
+        [100.0]
     );
     let after_drain = Instant::now();
     std::thread::sleep(Duration::from_millis(200));
     let before_take = Instant::now();
     let got = store.take_tokens(&[lease("r", RATE, 100.0, 1000)]).unwrap()[0];
     let after_take = Instant::now();
-    // Redis read its clock somewhere inside each call; one token of slack for rounding.
-    let least =
-        ((RATE * (before_take - after_drain).as_secs_f64()).floor() as u64).saturating_sub(1);
-    let most = (RATE * (after_take - before_drain).as_secs_f64()).ceil() as u64 + 1;
+    // Redis read its clock somewhere inside each call; grants are rounded down to a
+    // thousandth of a token.
+    let least = RATE * (before_take - after_drain).as_secs_f64() - 0.001;
+    let most = RATE * (after_take - before_drain).as_secs_f64();
     assert!(
         (least..=most).contains(&got),
         "{got} not in {least}..={most}"
@@ -110,14 +119,14 @@ fn bucket_refills_at_its_rate_up_to_its_burst() {
     // Refill stops at the burst: 20 ms at 1000/s would be 20 tokens.
     assert_eq!(
         store.take_tokens(&[lease("cap", 1000.0, 5.0, 5)]).unwrap(),
-        [5]
+        [5.0]
     );
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(
         store
             .take_tokens(&[lease("cap", 1000.0, 5.0, 100)])
             .unwrap(),
-        [5]
+        [5.0]
     );
 }
 
@@ -127,9 +136,62 @@ fn gateways_share_one_bucket() {
         return;
     };
     let (mut a, mut b) = (store(&server), store(&server));
-    assert_eq!(a.take_tokens(&[lease("s", SLOW, 10.0, 4)]).unwrap(), [4]);
-    assert_eq!(b.take_tokens(&[lease("s", SLOW, 10.0, 10)]).unwrap(), [6]);
-    assert_eq!(a.take_tokens(&[lease("s", SLOW, 10.0, 1)]).unwrap(), [0]);
+    assert_eq!(a.take_tokens(&[lease("s", SLOW, 10.0, 4)]).unwrap(), [4.0]);
+    assert_eq!(b.take_tokens(&[lease("s", SLOW, 10.0, 10)]).unwrap(), [6.0]);
+    assert_eq!(a.take_tokens(&[lease("s", SLOW, 10.0, 1)]).unwrap(), [0.0]);
+}
+
+/// Two gateways leasing every 100 ms from a 1000/s bucket (so full that only the fair
+/// part limits them): one lease's grant for `gateway` with `demand` requests a second.
+fn fair_lease<'a>(key: &'a str, gateway: &'a str, demand: f64) -> TokenLease<'a> {
+    TokenLease {
+        key,
+        rate_per_sec: 1000.0,
+        burst: 1_000_000.0,
+        want: 1_000.0,
+        gateway,
+        demand,
+        interval_secs: 0.1,
+    }
+}
+
+#[test]
+fn the_rate_is_split_by_demand_whoever_leases_first() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut store = store(&server);
+    // Alone, a gateway may take the whole rate for its interval: 100 tokens.
+    assert_eq!(
+        store.take_tokens(&[fair_lease("f", "a", 10.0)]).unwrap(),
+        [100.0]
+    );
+    // Below the rate: each gets its demand plus an equal part of what is left.
+    // a: 10 + (1000 - 310) / 2 = 355/s; b: 300 + 345 = 645/s.
+    assert_eq!(
+        store.take_tokens(&[fair_lease("f", "b", 300.0)]).unwrap(),
+        [64.5]
+    );
+    assert_eq!(
+        store.take_tokens(&[fair_lease("f", "a", 10.0)]).unwrap(),
+        [35.5]
+    );
+    // Above it: parts proportional to demand, adding up to the rate whatever the order.
+    assert_eq!(
+        store.take_tokens(&[fair_lease("f", "a", 3000.0)]).unwrap(),
+        [90.909]
+    );
+    assert_eq!(
+        store.take_tokens(&[fair_lease("f", "b", 300.0)]).unwrap(),
+        [9.09]
+    );
+    // A gateway that stops leasing drops out after three of its intervals.
+    std::thread::sleep(Duration::from_millis(350));
+    assert_eq!(
+        store.take_tokens(&[fair_lease("f", "b", 300.0)]).unwrap(),
+        [100.0]
+    );
+    assert_eq!(int(&server, &["HEXISTS", "rg:rl:f", "d:a"]), 0);
 }
 
 #[test]
@@ -217,7 +279,7 @@ fn keys_of_another_type_are_reported_as_such() {
     assert_eq!(int(&server, &["HLEN", "rg:q:hash"]), 1);
     assert_eq!(
         store.take_tokens(&[lease("ok", SLOW, 2.0, 5)]).unwrap(),
-        [2]
+        [2.0]
     );
 }
 
@@ -229,20 +291,20 @@ fn flushed_scripts_are_loaded_again_without_applying_a_lease_twice() {
     let mut store = store(&server);
     assert_eq!(
         store.take_tokens(&[lease("n", SLOW, 10.0, 3)]).unwrap(),
-        [3]
+        [3.0]
     );
     assert_eq!(
         store.take_tokens(&[lease("n", SLOW, 10.0, 3)]).unwrap(),
-        [3]
+        [3.0]
     );
     server.cmd(&["SCRIPT", "FLUSH"]);
     assert_eq!(
         store.take_tokens(&[lease("n", SLOW, 10.0, 3)]).unwrap(),
-        [3]
+        [3.0]
     );
     assert_eq!(
         store.take_tokens(&[lease("n", SLOW, 10.0, 10)]).unwrap(),
-        [1]
+        [1.0]
     );
     server.cmd(&["SCRIPT", "FLUSH"]);
     assert_eq!(
@@ -291,7 +353,10 @@ fn stopped_redis_fails_quickly_then_recovers() {
         return;
     };
     let mut store = store(&server);
-    assert_eq!(store.take_tokens(&[lease("k", SLOW, 5.0, 5)]).unwrap(), [5]);
+    assert_eq!(
+        store.take_tokens(&[lease("k", SLOW, 5.0, 5)]).unwrap(),
+        [5.0]
+    );
 
     server.stop();
     let addr = format!("redis at 127.0.0.1:{}: ", server.port);
@@ -312,7 +377,10 @@ fn stopped_redis_fails_quickly_then_recovers() {
     // The same store reconnects on its own and loads its scripts again; the restarted
     // server has lost its data, so the bucket is full again.
     server.restart();
-    assert_eq!(store.take_tokens(&[lease("k", SLOW, 5.0, 5)]).unwrap(), [5]);
+    assert_eq!(
+        store.take_tokens(&[lease("k", SLOW, 5.0, 5)]).unwrap(),
+        [5.0]
+    );
     assert_eq!(
         store.reserve_quota(&[quota("k", 5, 2, 0)]).unwrap(),
         [grant(2, 2)]
@@ -328,7 +396,7 @@ fn wedged_redis_costs_one_timeout_per_round_not_one_per_lease() {
     let mut store = store(&server);
     let keys: Vec<String> = (0..200).map(|i| format!("w{i}")).collect();
     let round: Vec<TokenLease> = keys.iter().map(|k| lease(k, SLOW, 1.0, 0)).collect();
-    assert_eq!(store.take_tokens(&round).unwrap(), vec![0; 200]);
+    assert_eq!(store.take_tokens(&round).unwrap(), vec![0.0; 200]);
 
     server.pause();
     let started = Instant::now();
@@ -336,7 +404,7 @@ fn wedged_redis_costs_one_timeout_per_round_not_one_per_lease() {
     assert!(started.elapsed() < QUICK, "took {:?}", started.elapsed());
     assert!(e.contains("failed"), "{e}");
     server.resume();
-    assert_eq!(store.take_tokens(&round).unwrap(), vec![0; 200]);
+    assert_eq!(store.take_tokens(&round).unwrap(), vec![0.0; 200]);
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //! whatever the number of keys. The scripts read the clock with `TIME`, so the gateways'
 //! own clocks never matter (Redis 5 or later: scripts replicate their effects).
 //!
-//! Keys: `rg:rl:<key>` (hash: `tokens`, `ts` in µs of Redis time) for token buckets,
+//! Keys: `rg:rl:<key>` (hash: `tokens`, `ts` in µs of Redis time, and per gateway
+//! `d:<id>` its demand and `e:<id>` when that demand expires) for token buckets,
 //! `rg:q:<key>` (integer string) for quotas, `rg:gateways` (sorted set of gateway ids
 //! scored by expiry time in ms) for the heartbeat.
 //!
@@ -29,13 +30,27 @@ pub const GATEWAYS_KEY: &str = "rg:gateways";
 /// Largest count sent to the scripts: Lua numbers are doubles, exact up to 2^53.
 const MAX_COUNT: u64 = 1 << 53;
 
-/// One token-bucket lease: take up to `want` tokens from the cluster bucket `key`.
+/// One token-bucket lease: take up to `want` tokens from the cluster bucket `key`, no
+/// more than this gateway's fair part of the rate for `interval_secs`.
+///
+/// The fair part follows the demand every gateway reported with its last lease (a report
+/// stays fresh for three of its intervals): below the rate each gateway gets its demand
+/// plus an equal part of what is left; above it, a part proportional to its demand. So
+/// the gateways' parts add up to the rate whichever leases first, and a busy gateway is
+/// not starved by one that happens to lease just before it.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenLease<'a> {
     pub key: &'a str,
     pub rate_per_sec: f64,
+    /// The cluster bucket's size (at least the tokens of one interval, or leases could
+    /// never deliver the rate).
     pub burst: f64,
-    pub want: u64,
+    pub want: f64,
+    /// This gateway's id and its demand for the key, in requests per second.
+    pub gateway: &'a str,
+    pub demand: f64,
+    /// How long the tokens are meant to last: the gateway's lease interval.
+    pub interval_secs: f64,
 }
 
 /// One daily-quota reservation: reserve up to `want` units of quota `key` (limit `limit`
@@ -60,8 +75,12 @@ pub struct QuotaGrant {
 }
 
 /// Refills the bucket by `rate * elapsed` (a missing or unreadable bucket starts full),
-/// takes what it can and keeps the key until the bucket would be full again.
-/// KEYS[1] = bucket, ARGV = rate per second, burst, want. Returns the tokens granted.
+/// records the caller's demand, and grants the least of `want`, the tokens held and the
+/// caller's fair part of the rate for its interval (see [`TokenLease`]). Grants are in
+/// thousandths of a token: a small rate leased often is worth less than one per lease.
+/// The key is kept until the bucket would be full again and every demand has expired.
+/// KEYS[1] = bucket, ARGV = rate per second, burst, want, gateway, demand, interval in
+/// seconds. Returns the tokens granted, as a decimal string.
 const TOKEN_SCRIPT: &str = r"
 local key = KEYS[1]
 local kind = redis.call('TYPE', key).ok
@@ -69,6 +88,7 @@ if kind ~= 'hash' and kind ~= 'none' then
   return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a hash')
 end
 local rate, burst, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local gateway, demand, interval = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local state = redis.call('HMGET', key, 'tokens', 'ts')
@@ -80,12 +100,38 @@ elseif now > ts then
 end
 if tokens > burst then tokens = burst end
 if tokens < 0 then tokens = 0 end
-local granted = math.min(want, math.floor(tokens))
+redis.call('HSET', key, 'd:' .. gateway, string.format('%.6f', demand),
+  'e:' .. gateway, string.format('%d', now + 3 * interval * 1000000))
+local fields = redis.call('HGETALL', key)
+local seen = {}
+for i = 1, #fields, 2 do seen[fields[i]] = fields[i + 1] end
+local total, peers, lives = 0, 0, 0
+for field, value in pairs(seen) do
+  if string.sub(field, 1, 2) == 'e:' then
+    local id = string.sub(field, 3)
+    local expires, d = tonumber(value), tonumber(seen['d:' .. id])
+    if expires == nil or d == nil or d ~= d or d < 0 or expires < now then
+      redis.call('HDEL', key, field, 'd:' .. id)
+    else
+      total = total + d
+      peers = peers + 1
+      if expires - now > lives then lives = expires - now end
+    end
+  end
+end
+local fair
+if total <= rate then
+  fair = demand + (rate - total) / peers
+else
+  fair = rate * demand / total
+end
+local granted = math.min(want, tokens, fair * interval)
+granted = math.floor(granted * 1000) / 1000
 tokens = tokens - granted
 redis.call('HSET', key, 'tokens', tokens, 'ts', string.format('%d', now))
-local keep = math.ceil((burst - tokens) / rate * 1000) + 1000
+local keep = math.max(math.ceil((burst - tokens) / rate * 1000), math.ceil(lives / 1000)) + 1000
 redis.call('PEXPIRE', key, string.format('%d', keep))
-return granted
+return string.format('%.3f', granted)
 ";
 
 /// KEYS[1] = quota, ARGV = limit, want, force, ttl in seconds. Returns {granted, used}.
@@ -166,8 +212,9 @@ impl ClusterStore {
         })
     }
 
-    /// All leases in one pipelined round trip; result i answers lease i.
-    pub fn take_tokens(&mut self, leases: &[TokenLease]) -> Result<Vec<u64>, String> {
+    /// All leases in one pipelined round trip; result i answers lease i: the tokens
+    /// granted, to a thousandth.
+    pub fn take_tokens(&mut self, leases: &[TokenLease]) -> Result<Vec<f64>, String> {
         let calls = leases
             .iter()
             .map(token_call)
@@ -178,8 +225,7 @@ impl ClusterStore {
             .zip(replies)
             .zip(&calls)
             .map(|((lease, reply), call)| {
-                granted_tokens(reply, lease.want.min(MAX_COUNT))
-                    .ok_or_else(|| self.odd_reply(&call.key))
+                granted_tokens(reply, lease.want).ok_or_else(|| self.odd_reply(&call.key))
             })
             .collect()
     }
@@ -281,10 +327,34 @@ fn token_call(lease: &TokenLease) -> Result<Call, String> {
             lease.burst
         ));
     }
+    if !(lease.want.is_finite() && lease.want >= 0.0) {
+        return Err(format!(
+            "{key}: want must be a number of tokens, not {}",
+            lease.want
+        ));
+    }
+    if !(lease.demand.is_finite() && lease.demand >= 0.0) {
+        return Err(format!(
+            "{key}: demand must be a number of requests per second, not {}",
+            lease.demand
+        ));
+    }
+    if !(lease.interval_secs.is_finite() && lease.interval_secs > 0.0) {
+        return Err(format!(
+            "{key}: interval_secs must be a positive number, not {}",
+            lease.interval_secs
+        ));
+    }
+    if lease.gateway.is_empty() {
+        return Err(format!("{key}: the gateway id is empty"));
+    }
     let args = vec![
         lease.rate_per_sec.to_string(),
         lease.burst.to_string(),
-        lease.want.min(MAX_COUNT).to_string(),
+        lease.want.min(MAX_COUNT as f64).to_string(),
+        lease.gateway.to_owned(),
+        lease.demand.to_string(),
+        lease.interval_secs.to_string(),
     ];
     Ok(Call { key, args })
 }
@@ -301,12 +371,15 @@ fn quota_call(lease: &QuotaLease) -> Result<Call, String> {
     Ok(Call { key, args })
 }
 
-/// The token script's reply: an integer from 0 to `want`.
-fn granted_tokens(reply: Value, want: u64) -> Option<u64> {
-    match reply {
-        Value::Int(n) => u64::try_from(n).ok().filter(|&n| n <= want),
-        _ => None,
-    }
+/// The token script's reply: a decimal from 0 to `want` (rounded down to a thousandth,
+/// so it never exceeds it by more than rounding).
+fn granted_tokens(reply: Value, want: f64) -> Option<f64> {
+    let text = match reply {
+        Value::BulkString(bytes) => String::from_utf8(bytes).ok()?,
+        _ => return None,
+    };
+    let granted: f64 = text.parse().ok()?;
+    (granted.is_finite() && granted >= 0.0 && granted <= want + 1e-3).then_some(granted)
 }
 
 /// The quota script's reply: `{granted, used}` with granted <= want and used covering
@@ -442,7 +515,10 @@ mod tests {
             key: "k",
             rate_per_sec: rate,
             burst,
-            want: 1,
+            want: 1.0,
+            gateway: "gw",
+            demand: 0.5,
+            interval_secs: 0.1,
         }
     }
 
@@ -450,7 +526,7 @@ mod tests {
     fn token_leases_are_checked_before_sending() {
         let call = token_call(&lease(2.5, 10.0)).unwrap();
         assert_eq!(call.key, "rg:rl:k");
-        assert_eq!(call.args, ["2.5", "10", "1"]);
+        assert_eq!(call.args, ["2.5", "10", "1", "gw", "0.5", "0.1"]);
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
             let e = token_call(&lease(bad, 10.0)).err().unwrap();
             assert!(e.starts_with("rg:rl:k: rate_per_sec must be"), "{e}");
@@ -460,13 +536,38 @@ mod tests {
             assert!(e.starts_with("rg:rl:k: burst must be"), "{e}");
         }
         let huge = TokenLease {
-            want: u64::MAX,
+            want: 1e300,
             ..lease(1e-9, 0.0)
         };
         assert_eq!(
-            token_call(&huge).unwrap().args,
+            token_call(&huge).unwrap().args[..3],
             ["0.000000001", "0", "9007199254740992"]
         );
+        let bad = [
+            TokenLease {
+                want: -1.0,
+                ..lease(1.0, 1.0)
+            },
+            TokenLease {
+                demand: f64::NAN,
+                ..lease(1.0, 1.0)
+            },
+            TokenLease {
+                interval_secs: 0.0,
+                ..lease(1.0, 1.0)
+            },
+            TokenLease {
+                gateway: "",
+                ..lease(1.0, 1.0)
+            },
+        ];
+        for (b, what) in bad
+            .iter()
+            .zip(["want", "demand", "interval_secs", "the gateway"])
+        {
+            let e = token_call(b).err().unwrap();
+            assert!(e.starts_with(&format!("rg:rl:k: {what}")), "{e}");
+        }
     }
 
     #[test]
@@ -490,12 +591,14 @@ mod tests {
 
     #[test]
     fn odd_token_replies_are_refused() {
-        assert_eq!(granted_tokens(Value::Int(3), 5), Some(3));
-        assert_eq!(granted_tokens(Value::Int(0), 0), Some(0));
-        assert_eq!(granted_tokens(Value::Int(6), 5), None);
-        assert_eq!(granted_tokens(Value::Int(-1), 5), None);
-        assert_eq!(granted_tokens(Value::Nil, 5), None);
-        assert_eq!(granted_tokens(Value::BulkString(b"3".to_vec()), 5), None);
+        let text = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        assert_eq!(granted_tokens(text("3.250"), 5.0), Some(3.25));
+        assert_eq!(granted_tokens(text("0.000"), 0.0), Some(0.0));
+        assert_eq!(granted_tokens(text("6"), 5.0), None);
+        assert_eq!(granted_tokens(text("-1"), 5.0), None);
+        assert_eq!(granted_tokens(text("nan"), 5.0), None);
+        assert_eq!(granted_tokens(Value::Nil, 5.0), None);
+        assert_eq!(granted_tokens(Value::Int(3), 5.0), None);
     }
 
     #[test]

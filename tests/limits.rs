@@ -21,15 +21,30 @@ use support::*;
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
-/// A fresh directory for this test's files.
-fn temp_dir(tag: &str) -> PathBuf {
+/// A fresh directory for this test's files, removed with everything in it on drop.
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(tag: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!(
         "ringgate-limits-{tag}-{}-{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::SeqCst)
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 const SECRET_A: &str = "secret-of-app-a-0001";
@@ -722,7 +737,8 @@ fn get_day(c: &mut Client) -> u16 {
 /// Use saved at shutdown is restored by the next process with the same state file.
 fn quota_use_survives_a_restart(driver: Driver) {
     let up = Upstream::echo();
-    let state = temp_dir("restart").join("quotas.json");
+    let dir = temp_dir("restart");
+    let state = dir.join("quotas.json");
     let gw = quota_gateway(driver, up.addr, &state);
     let mut c = gw.connect();
     let statuses: Vec<u16> = (0..3).map(|_| get_day(&mut c)).collect();
@@ -742,7 +758,8 @@ fn quota_use_survives_a_restart(driver: Driver) {
 /// fresh quotas.
 fn corrupt_state_file_is_set_aside(driver: Driver) {
     let up = Upstream::echo();
-    let state = temp_dir("corrupt").join("quotas.json");
+    let dir = temp_dir("corrupt");
+    let state = dir.join("quotas.json");
     std::fs::write(&state, "{\"version\": 1, \"seeds\": [1, 2").unwrap();
     let gw = quota_gateway(driver, up.addr, &state);
     let bad = state.with_file_name("quotas.json.bad");
@@ -951,6 +968,38 @@ fn config_errors_name_the_limit_and_field() {
             ),
             "traffic.utc_offset",
             "expected an offset",
+        ),
+        (
+            format!(
+                "[cluster]\nredis = \"http://x\"\n{}",
+                one("none", "{ key = \"route\", rate = \"10/s\" }")
+            ),
+            "cluster.redis",
+            "invalid Redis URL",
+        ),
+        (
+            format!(
+                "[cluster]\nredis = \"redis://127.0.0.1:1/0\"\ngateways = 0\n{}",
+                one("none", "{ key = \"route\", rate = \"10/s\" }")
+            ),
+            "cluster.gateways",
+            "between 1 and 10000",
+        ),
+        (
+            format!(
+                "[cluster]\nredis = \"redis://127.0.0.1:1/0\"\nlease_interval = \"5ms\"\n{}",
+                one("none", "{ key = \"route\", rate = \"10/s\" }")
+            ),
+            "cluster.lease_interval",
+            "at least traffic.reconcile_interval",
+        ),
+        (
+            format!(
+                "[traffic]\nstate_file = \"q.json\"\n[cluster]\nredis = \"redis://127.0.0.1:1/0\"\n{}",
+                one("none", "{ key = \"route\", quota = \"10/day\" }")
+            ),
+            "traffic.state_file",
+            "kept in Redis",
         ),
     ];
     for (body, path, needle) in cases {

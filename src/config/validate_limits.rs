@@ -75,6 +75,18 @@ pub(super) fn validate_traffic(
         if lease_interval > Duration::from_secs(10) {
             p.add("cluster.lease_interval", "must be at most 10s");
         }
+        if lease_interval < reconcile_interval {
+            p.add(
+                "cluster.lease_interval",
+                "must be at least traffic.reconcile_interval (leases are sent from its rounds)",
+            );
+        }
+        if state_file.is_some() {
+            p.add(
+                "traffic.state_file",
+                "not used with [cluster]: daily quotas are kept in Redis",
+            );
+        }
         let gateway_id = match &c.gateway_id {
             Some(id) if id.is_empty() || id.len() > 128 => {
                 p.add("cluster.gateway_id", "1 to 128 characters");

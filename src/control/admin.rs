@@ -176,8 +176,12 @@ fn stats_json(state: &GatewayState) -> String {
         (hits + stale + filtered) as f64 / lookups as f64
     };
     let d = &state.directory_stats;
+    let limits = match &state.cluster {
+        Some(c) => format!(",\"limits\":{{\"cluster\":{}}}", c.json()),
+        None => String::new(),
+    };
     format!(
-        "{{\"apps\":{{\"cache\":{{\"lookups\":{lookups},\"hits\":{hits},\"stale_hits\":{stale},\"misses\":{misses},\"filtered_unknown\":{filtered},\"unavailable\":{unavailable},\"hit_rate\":{hit_rate:.4}}},\"store\":{{\"lookups\":{},\"errors\":{},\"keys_in_filter\":{},\"up\":{}}}}}}}\n",
+        "{{\"apps\":{{\"cache\":{{\"lookups\":{lookups},\"hits\":{hits},\"stale_hits\":{stale},\"misses\":{misses},\"filtered_unknown\":{filtered},\"unavailable\":{unavailable},\"hit_rate\":{hit_rate:.4}}},\"store\":{{\"lookups\":{},\"errors\":{},\"keys_in_filter\":{},\"up\":{}}}}}{limits}}}\n",
         d.store_lookups.load(Ordering::Relaxed),
         d.store_errors.load(Ordering::Relaxed),
         d.keys_in_filter.load(Ordering::Relaxed),

@@ -7,14 +7,18 @@
 //!   the request path; it never locks and never waits.
 //! - `shares`, `quota`: how the reconciler splits a rate and hands out a quota (pure).
 //! - `reconciler`: the control-side thread that reads workers' reports every round (10 ms)
-//!   and sends back shares and grants; with `[cluster]`, it leases from Redis (`cluster`).
+//!   and sends back shares and grants.
+//! - With `[cluster]`: `cluster` (the Redis scripts), `lease` (the thread that calls
+//!   them), `cluster_mode` (connected or falling back to local limits).
 //! - `state`: the local quota state file.
 //! - `headers`: the 429 and the RateLimit-Policy / RateLimit headers.
 
 pub mod bucket;
 pub mod cluster;
+pub mod cluster_mode;
 pub mod facts;
 pub mod headers;
+pub mod lease;
 pub mod quota;
 pub mod reconciler;
 pub mod shares;
@@ -93,7 +97,9 @@ pub enum Update {
     Tokens { id: KeyId, tokens: f64 },
     /// The key is idle everywhere: drop it (it starts afresh at the default share).
     Forget { id: KeyId },
-    /// The share a worker assumes for a rate key it has not been told about (1/workers,
-    /// divided by the gateway count while cluster limits fall back to local ones).
-    DefaultShare(f64),
+    /// Gateways sharing the limits (cluster mode; 1 otherwise): a key a worker has not
+    /// been told about starts at 1/(workers x gateways) of its rate and with a default
+    /// quota grant sized for that many holders, so that fresh keys on every gateway
+    /// together start within the limit.
+    Gateways(usize),
 }

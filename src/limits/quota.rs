@@ -115,6 +115,18 @@ impl QuotaLedger {
         (self.committed() + wanted).saturating_sub(self.cap)
     }
 
+    /// Units to reserve in a cluster: what the workers would use over `rounds` rounds at
+    /// their current pace, less what is already reserved and not handed out yet (call
+    /// after `rebalance`, which folds in the round's demand).
+    pub fn lease_want(&self, rounds: f64) -> u64 {
+        if self.idle() {
+            return 0;
+        }
+        let pace: f64 = self.demand.iter().sum();
+        let want = (pace * rounds).ceil().max(1.0) as u64;
+        want.saturating_sub(self.left())
+    }
+
     /// Nobody asked for a while, this round included (its attempts are folded in only by
     /// `rebalance`, which an idle ledger skips).
     pub fn idle(&self) -> bool {
@@ -337,6 +349,20 @@ mod tests {
         }
         assert_eq!(s.admitted, 5);
         assert_eq!(s.ledger.used(), 100);
+    }
+
+    #[test]
+    fn a_lease_asks_for_a_few_rounds_of_the_pace_less_what_is_left() {
+        // Reserved nothing yet; the workers hold their default grants of 2.
+        let mut l = QuotaLedger::new(2, 0, 0, 2);
+        assert_eq!(l.lease_want(20.0), 0, "idle: nothing to ask");
+        l.observe(0, 2, 10);
+        l.rebalance();
+        // Demand 5 a round (smoothed from 10) for 20 rounds.
+        assert_eq!(l.lease_want(20.0), 100);
+        l.set_cap(64);
+        // 64 reserved, 4 of them granted: 60 left to hand out.
+        assert_eq!(l.lease_want(20.0), 40);
     }
 
     #[test]

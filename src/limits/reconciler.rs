@@ -6,6 +6,12 @@
 //! takes back quota grants (`quota`), forgets keys that went idle, and sends each worker
 //! what changed for it. Workers never wait for it: between rounds they decide alone.
 //! Once a second it saves daily quota use to the state file, if there is one.
+//!
+//! In cluster mode (`[cluster]`) it also leases every lease interval (100 ms): for each
+//! rate key, its fair part of the rate from Redis, which scales what its workers split;
+//! for each quota key, units reserved in Redis, which cap what its workers are granted.
+//! The Redis calls run on the lease thread (`lease`); `cluster_mode` tracks whether they
+//! succeed and falls back to local limits when they do not.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::cluster_mode::ClusterMode;
+use super::lease::{self, ClusterStatus, LeaseBatch, LeaseReply, QuotaAsk, RateAsk};
 use super::quota::{default_grant, restored_grant, QuotaLedger};
 use super::shares::RateShares;
 use super::spec::day_of;
@@ -44,6 +52,8 @@ pub struct ReconcilerSpec {
     pub seeds: [u64; 4],
     /// Quota use saved by an earlier process, for today and later.
     pub saved: Vec<SavedQuota>,
+    /// Cluster mode: where limits are shared, and what `/stats` shows of it.
+    pub cluster: Option<(crate::config::ClusterConfig, Arc<ClusterStatus>)>,
 }
 
 /// The running reconciler thread.
@@ -52,59 +62,37 @@ pub struct Reconciler {
     handle: Option<JoinHandle<()>>,
 }
 
-/// Reads the state file at start: the hash seeds to use and today's saved quota use.
-/// A corrupt file is set aside and reported, and counting starts afresh.
-pub fn load_state(path: Option<&std::path::Path>) -> ([u64; 4], Vec<SavedQuota>) {
-    let fresh = || {
-        let r = ahash::RandomState::new();
-        let mut seeds = [0u64; 4];
-        for (i, s) in seeds.iter_mut().enumerate() {
-            *s = r.hash_one(i);
-        }
-        seeds
-    };
-    let Some(path) = path else {
-        return (fresh(), Vec::new());
-    };
-    match state::load(path) {
-        Ok(Some(s)) => {
-            let today = day_of(super::super::auth::check::unix_now(), 0);
-            // Quota days may be offset by up to 14 hours either way: keep yesterday's too.
-            let quotas = s
-                .quotas
-                .into_iter()
-                .filter(|q| q.day + 1 >= today)
-                .collect();
-            (s.seeds, quotas)
-        }
-        Ok(None) => (fresh(), Vec::new()),
-        Err(e) => {
-            let bad = state::set_aside(path);
-            log::error!(
-                "traffic.state_file: {e}; starting with empty quotas (kept as {})",
-                bad.display()
-            );
-            (fresh(), Vec::new())
-        }
-    }
-}
-
-/// The key hash every worker uses.
-pub fn key_hasher(seeds: [u64; 4]) -> ahash::RandomState {
-    ahash::RandomState::with_seeds(seeds[0], seeds[1], seeds[2], seeds[3])
-}
-
 impl Reconciler {
     /// Starts the thread. Saved quotas are announced to the workers first, so that no
     /// worker serves a saved key on a default grant.
-    pub fn start(spec: ReconcilerSpec) -> std::io::Result<Reconciler> {
+    pub fn start(spec: ReconcilerSpec) -> Result<Reconciler, String> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut core = Core::new(&spec);
+        if let Some((config, status)) = &spec.cluster {
+            let store = super::cluster::ClusterStore::new(&config.redis)
+                .map_err(|e| format!("cluster.redis: {e}"))?;
+            let (link, first_beat) =
+                lease::start(store, config.gateway_id.clone(), config.lease_interval)
+                    .map_err(|e| format!("cannot start the lease thread: {e}"))?;
+            let mode = ClusterMode::new(
+                link,
+                config.lease_interval,
+                config.gateways,
+                first_beat,
+                status.clone(),
+            );
+            // Before any worker serves, so fresh keys start within the cluster's limit.
+            for out in &mut core.outbox {
+                out.push(Update::Gateways(mode.gateways()));
+            }
+            core.cluster = Some(mode);
+        }
         core.announce_saved(&spec.saved);
         let flag = stop.clone();
         let handle = std::thread::Builder::new()
             .name("ringgate-limits".into())
-            .spawn(move || core.run(&flag))?;
+            .spawn(move || core.run(&flag))
+            .map_err(|e| format!("cannot start the limit reconciler: {e}"))?;
         Ok(Reconciler {
             stop,
             handle: Some(handle),
@@ -128,8 +116,12 @@ impl Drop for Reconciler {
 
 struct RateKey {
     shares: RateShares,
+    text: Arc<str>,
     per_sec: f64,
     burst: f64,
+    /// The part of the limit this gateway may use: 1 without a cluster, else what its
+    /// last lease granted (or 1/gateways while not connected).
+    scale: f64,
     idle_since: Option<Instant>,
     /// Tokens workers gave up this round, to hand to the others.
     surrendered: f64,
@@ -140,6 +132,24 @@ struct QuotaKey {
     text: Arc<str>,
     per_day: u64,
     day: u32,
+    secs_left: u64,
+    /// Cluster mode: units this gateway reserved or was charged in Redis, and the key's
+    /// use there (every gateway's, reservations included) at the last lease.
+    reserved: u64,
+    cluster_used: u64,
+}
+
+impl QuotaKey {
+    /// The key's use everywhere as workers should see it: in cluster mode the cluster's,
+    /// less what this gateway reserved and has not used yet.
+    fn used_everywhere(&self, cluster: bool) -> u64 {
+        let used = self.ledger.used();
+        if cluster {
+            (self.cluster_used + used).saturating_sub(self.reserved)
+        } else {
+            used
+        }
+    }
 }
 
 struct Core {
@@ -159,6 +169,7 @@ struct Core {
     /// Per worker, rounds in a row without a report.
     silent_rounds: Vec<u32>,
     quota_changed: bool,
+    cluster: Option<ClusterMode>,
 }
 
 impl Core {
@@ -177,6 +188,7 @@ impl Core {
             report_secs: vec![0.0; spec.workers.max(1)],
             silent_rounds: vec![SILENT_ROUNDS; spec.workers.max(1)],
             quota_changed: false,
+            cluster: None,
         }
     }
 
@@ -200,6 +212,9 @@ impl Core {
                     text: q.text.as_str().into(),
                     per_day: q.per_day,
                     day: q.day,
+                    secs_left: 0,
+                    reserved: 0,
+                    cluster_used: 0,
                 },
             );
         }
@@ -229,9 +244,88 @@ impl Core {
         for report in self.reports.try_iter().collect::<Vec<_>>() {
             self.take_report(report);
         }
+        self.take_leases(now);
         self.rebalance_rates(now);
         self.rebalance_quotas();
+        self.send_leases(now);
         self.flush();
+    }
+
+    /// Cluster mode: applies what leases granted, or the local fallback.
+    fn take_leases(&mut self, now: Instant) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let gateways = cluster.gateways();
+        let no_keys = self.rates.is_empty() && self.quotas.is_empty();
+        let replies = cluster.poll(no_keys, now);
+        if cluster.gateways() != gateways {
+            for out in &mut self.outbox {
+                out.push(Update::Gateways(cluster.gateways()));
+            }
+        }
+        let lease_secs = cluster.interval.as_secs_f64();
+        for LeaseReply { rates, quotas } in replies {
+            for (id, granted) in rates.unwrap_or_default() {
+                if let Some(key) = self.rates.get_mut(&id) {
+                    key.scale = (granted / (key.per_sec * lease_secs)).clamp(0.0, 1.0);
+                }
+            }
+            for (id, forced, grant) in quotas.unwrap_or_default() {
+                if let Some(key) = self.quotas.get_mut(&id) {
+                    key.reserved += forced + grant.granted;
+                    key.cluster_used = grant.used;
+                }
+            }
+        }
+        if !cluster.connected() {
+            let part = cluster.local_part();
+            for key in self.rates.values_mut() {
+                key.scale = part;
+            }
+        }
+    }
+
+    /// Cluster mode: every lease interval, one batch for every key.
+    fn send_leases(&mut self, now: Instant) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let lease_secs = cluster.interval.as_secs_f64();
+        // Quota units for two lease intervals of the current pace.
+        let rounds = 2.0 * lease_secs / self.interval.as_secs_f64().max(1e-3);
+        let (rates, quotas) = (&self.rates, &self.quotas);
+        cluster.maybe_send(now, || LeaseBatch {
+            rates: rates
+                .iter()
+                .map(|(&id, k)| RateAsk {
+                    id,
+                    key: k.text.to_string(),
+                    rate_per_sec: k.per_sec,
+                    // The cluster bucket holds at least two leases' worth, or leases
+                    // could not deliver the rate.
+                    burst: k.burst.max(2.0 * k.per_sec * lease_secs),
+                    want: k.per_sec * lease_secs,
+                    demand: k.shares.total_demand(),
+                })
+                .collect(),
+            quotas: quotas
+                .iter()
+                .filter_map(|(&id, k)| {
+                    let force = k.ledger.used().saturating_sub(k.reserved);
+                    let want = k.ledger.lease_want(rounds);
+                    (force > 0 || want > 0).then(|| QuotaAsk {
+                        id,
+                        key: format!("{}:{}", k.text, k.day),
+                        limit: k.per_day,
+                        want,
+                        force,
+                        // Outlives the key's day, whatever its offset.
+                        ttl_secs: k.secs_left + 86_400,
+                    })
+                })
+                .collect(),
+        });
     }
 
     fn take_report(&mut self, report: Report) {
@@ -249,10 +343,13 @@ impl Core {
         for e in report.entries {
             match e.params {
                 Params::Rate { per_sec, burst } => {
+                    let part = self.cluster.as_ref().map_or(1.0, ClusterMode::local_part);
                     let key = self.rates.entry(e.id).or_insert_with(|| RateKey {
-                        shares: RateShares::new(self.workers),
+                        shares: RateShares::new(self.workers, part),
+                        text: e.text.clone(),
                         per_sec,
                         burst,
+                        scale: part,
                         idle_since: None,
                         surrendered: 0.0,
                     });
@@ -265,23 +362,36 @@ impl Core {
                         .or_insert_with(|| vec![0; self.workers]);
                     attempts[w] = attempts[w].saturating_add(e.attempts);
                 }
-                Params::Quota { per_day, day, .. } => {
+                Params::Quota {
+                    per_day,
+                    day,
+                    secs_left,
+                } => {
                     let workers = self.workers;
+                    // Workers hold default grants sized for every holder in the cluster.
+                    let holders = workers * self.cluster.as_ref().map_or(1, ClusterMode::gateways);
                     let key = self.quotas.entry(e.id).or_insert_with(|| QuotaKey {
                         ledger: QuotaLedger::new(
                             workers,
                             per_day,
                             0,
-                            default_grant(per_day, workers),
+                            default_grant(per_day, holders),
                         ),
                         text: e.text.clone(),
                         per_day,
                         day,
+                        secs_left,
+                        reserved: 0,
+                        cluster_used: 0,
                     });
+                    key.secs_left = secs_left;
                     if key.per_day != per_day {
-                        // An app's quota changed: the new one applies from now on.
+                        // An app's quota changed: the new one applies from now on (in
+                        // cluster mode the cap follows the reservations).
                         key.per_day = per_day;
-                        key.ledger.set_cap(per_day);
+                        if self.cluster.is_none() {
+                            key.ledger.set_cap(per_day);
+                        }
                     }
                     key.ledger.observe(w, e.used_total, e.attempts);
                     self.quota_changed = true;
@@ -308,7 +418,7 @@ impl Core {
                 };
             }
             key.shares.observe(&demand);
-            for (w, share) in key.shares.rebalance(key.per_sec) {
+            for (w, share) in key.shares.rebalance(key.per_sec, key.scale) {
                 self.outbox[w].push(Update::Share {
                     id,
                     rate_share: share,
@@ -357,6 +467,10 @@ impl Core {
 
     fn rebalance_quotas(&mut self) {
         let today = day_of(crate::auth::check::unix_now(), 0);
+        let cluster = self
+            .cluster
+            .as_ref()
+            .map(|c| (c.connected(), c.gateways() as u64));
         let mut over = Vec::new();
         for (&id, key) in self.quotas.iter_mut() {
             // Days are offset by at most 14 hours: two days on, the key's day is over
@@ -365,10 +479,20 @@ impl Core {
                 over.push(id);
                 continue;
             }
+            if let Some((connected, gateways)) = cluster {
+                // What this gateway may hand out: what it reserved, or while Redis is
+                // out of reach, its part of the day's quota.
+                let cap = if connected {
+                    key.reserved
+                } else {
+                    key.reserved.max(key.per_day / gateways)
+                };
+                key.ledger.set_cap(cap);
+            }
             if key.ledger.idle() {
                 continue;
             }
-            let used = key.ledger.used();
+            let used = key.used_everywhere(cluster.is_some());
             let changed = key.ledger.rebalance();
             // A short worker that got nothing more still learns the key's use: whether to
             // refuse until the day ends or only until a grant frees up elsewhere.

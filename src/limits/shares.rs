@@ -10,6 +10,8 @@
 //!   cores reject the same fraction and nothing is left unused on an idle core.
 //!
 //! Shares always sum to one, so the workers together never refill faster than the limit.
+//! In a cluster the workers split this gateway's part of the limit instead (`scale`, from
+//! its leases), and their shares sum to that part.
 //! Pure: the caller supplies each worker's demand in requests per second.
 
 /// Weight of the newest round in the smoothed demand: after 3 rounds (30 ms at the
@@ -28,13 +30,19 @@ pub struct RateShares {
 }
 
 impl RateShares {
-    /// The state every worker starts in without being told: an equal split.
-    pub fn new(workers: usize) -> RateShares {
+    /// The state every worker starts in without being told: an equal split of `scale`,
+    /// this gateway's part of the limit (1 without a cluster).
+    pub fn new(workers: usize, scale: f64) -> RateShares {
         let workers = workers.max(1);
         RateShares {
             demand: vec![0.0; workers].into(),
-            told: vec![1.0 / workers as f64; workers].into(),
+            told: vec![scale / workers as f64; workers].into(),
         }
+    }
+
+    /// This gateway's demand for the key, in requests per second (smoothed).
+    pub fn total_demand(&self) -> f64 {
+        self.demand.iter().sum()
     }
 
     /// Takes one round's demand: `per_sec[w]` requests a second for worker `w`, or
@@ -55,14 +63,17 @@ impl RateShares {
         self.demand.iter().all(|&d| d < 1e-3)
     }
 
-    /// The split for `rate_per_sec`; returns the workers whose share changed enough to be
-    /// worth telling, with their new share (and records them as told).
-    pub fn rebalance(&mut self, rate_per_sec: f64) -> Vec<(usize, f64)> {
-        let target = split(&self.demand, rate_per_sec);
-        let worth_it = target
-            .iter()
-            .zip(self.told.iter())
-            .any(|(&new, &told)| (new - told).abs() >= MIN_CHANGE || (new == 0.0) != (told == 0.0));
+    /// The split of `scale` of `rate_per_sec` (this gateway's part of the limit); returns
+    /// the workers whose share changed enough to be worth telling, with their new share
+    /// as a fraction of the whole limit (and records them as told).
+    pub fn rebalance(&mut self, rate_per_sec: f64, scale: f64) -> Vec<(usize, f64)> {
+        let target: Vec<f64> = split(&self.demand, rate_per_sec * scale)
+            .into_iter()
+            .map(|s| s * scale)
+            .collect();
+        let worth_it = target.iter().zip(self.told.iter()).any(|(&new, &told)| {
+            (new - told).abs() >= MIN_CHANGE * scale || (new == 0.0) != (told == 0.0)
+        });
         if !worth_it {
             return Vec::new();
         }
@@ -142,13 +153,13 @@ mod tests {
 
     #[test]
     fn demand_moves_the_shares_within_a_few_rounds() {
-        let mut r = RateShares::new(2);
+        let mut r = RateShares::new(2, 1.0);
         assert_eq!(r.shares(), &[0.5, 0.5]);
         // All load lands on worker 0: 10 000 requests a second under a 1000/s limit.
         let mut told = Vec::new();
         for _ in 0..6 {
             r.observe(&[Some(10_000.0), Some(0.0)]);
-            told.extend(r.rebalance(1000.0));
+            told.extend(r.rebalance(1000.0, 1.0));
         }
         assert!(r.shares()[0] > 0.999, "{:?}", r.shares());
         assert_sums_to_one(r.shares());
@@ -157,25 +168,42 @@ mod tests {
 
     #[test]
     fn a_late_report_keeps_the_estimate() {
-        let mut r = RateShares::new(2);
+        let mut r = RateShares::new(2, 1.0);
         for _ in 0..6 {
             r.observe(&[Some(5000.0), Some(5000.0)]);
-            r.rebalance(1000.0);
+            r.rebalance(1000.0, 1.0);
         }
         // Worker 1's report missed the round: no news is not no demand.
         r.observe(&[Some(5000.0), None]);
-        assert!(r.rebalance(1000.0).is_empty(), "{:?}", r.shares());
+        assert!(r.rebalance(1000.0, 1.0).is_empty(), "{:?}", r.shares());
     }
 
     #[test]
     fn small_changes_are_not_sent() {
-        let mut r = RateShares::new(2);
+        let mut r = RateShares::new(2, 1.0);
         r.observe(&[Some(1000.0), Some(1000.0)]);
-        assert!(r.rebalance(10_000.0).is_empty(), "an even split stays even");
+        assert!(r.rebalance(10_000.0, 1.0).is_empty(), "an even split stays even");
         assert!(!r.idle());
         for _ in 0..40 {
             r.observe(&[Some(0.0), Some(0.0)]);
         }
         assert!(r.idle());
+    }
+
+    #[test]
+    fn a_gateways_part_is_split_between_its_workers() {
+        // The gateway may use 40% of a 1000/s limit (400/s): worker 0 wants 300/s, worker
+        // 1 wants 20/s, so each gets its demand plus 40/s, told as parts of the limit.
+        let mut r = RateShares::new(2, 0.5);
+        assert_eq!(r.shares(), &[0.25, 0.25]);
+        r.observe(&[Some(600.0), Some(40.0)]);
+        r.rebalance(1000.0, 0.4);
+        let s = r.shares();
+        assert!((s[0] - 0.34).abs() < 1e-9 && (s[1] - 0.06).abs() < 1e-9, "{s:?}");
+        assert!((r.total_demand() - 320.0).abs() < 1e-9);
+        // Its part shrinks to 10%: every worker is told, and the shares sum to it.
+        let told = r.rebalance(1000.0, 0.1);
+        assert_eq!(told.len(), 2);
+        assert!((r.shares().iter().sum::<f64>() - 0.1).abs() < 1e-9);
     }
 }

@@ -82,6 +82,48 @@ pub fn save(path: &Path, state: &QuotaState) -> Result<(), String> {
     write().map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// Reads the state file at start: the hash seeds to use and today's saved quota use.
+/// A corrupt file is set aside and reported, and counting starts afresh.
+pub fn load_state(path: Option<&std::path::Path>) -> ([u64; 4], Vec<SavedQuota>) {
+    let fresh = || {
+        let r = ahash::RandomState::new();
+        let mut seeds = [0u64; 4];
+        for (i, s) in seeds.iter_mut().enumerate() {
+            *s = r.hash_one(i);
+        }
+        seeds
+    };
+    let Some(path) = path else {
+        return (fresh(), Vec::new());
+    };
+    match load(path) {
+        Ok(Some(s)) => {
+            let today = super::spec::day_of(crate::auth::check::unix_now(), 0);
+            // Quota days may be offset by up to 14 hours either way: keep yesterday's too.
+            let quotas = s
+                .quotas
+                .into_iter()
+                .filter(|q| q.day + 1 >= today)
+                .collect();
+            (s.seeds, quotas)
+        }
+        Ok(None) => (fresh(), Vec::new()),
+        Err(e) => {
+            let bad = set_aside(path);
+            log::error!(
+                "traffic.state_file: {e}; starting with empty quotas (kept as {})",
+                bad.display()
+            );
+            (fresh(), Vec::new())
+        }
+    }
+}
+
+/// The key hash every worker uses.
+pub fn key_hasher(seeds: [u64; 4]) -> ahash::RandomState {
+    ahash::RandomState::with_seeds(seeds[0], seeds[1], seeds[2], seeds[3])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

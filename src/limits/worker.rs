@@ -73,10 +73,13 @@ pub struct WorkerLimiter {
     touched: RefCell<Vec<KeyId>>,
     /// Burst shares given up this round for keys not met yet (see `Report::released`).
     released: RefCell<Vec<(KeyId, f64)>>,
+    /// The share of a rate key it has not been told about: 1/(workers x gateways).
     default_share: Cell<f64>,
-    /// Quota grant a worker holds for a key it has not been told about, per quota size
-    /// and worker count (see `quota::default_grant`).
     workers: usize,
+    /// Gateways sharing the limits (1 without a cluster); with the worker count, sizes the
+    /// quota grant a worker holds for a key it has not been told about (see
+    /// `quota::default_grant`).
+    gateways: Cell<usize>,
     epoch: Instant,
     /// When the last round ended (whether or not it had anything to report).
     last_round: Cell<Instant>,
@@ -93,6 +96,7 @@ impl WorkerLimiter {
             released: RefCell::new(Vec::new()),
             default_share: Cell::new(1.0 / workers.max(1) as f64),
             workers: workers.max(1),
+            gateways: Cell::new(1),
             epoch: Instant::now(),
             last_round: Cell::new(Instant::now()),
         }
@@ -356,7 +360,11 @@ impl WorkerLimiter {
             Update::Forget { id } => {
                 entries.pop(&id);
             }
-            Update::DefaultShare(s) => self.default_share.set(s),
+            Update::Gateways(g) => {
+                let g = g.max(1);
+                self.gateways.set(g);
+                self.default_share.set(1.0 / (self.workers * g) as f64);
+            }
         }
     }
 
@@ -430,7 +438,10 @@ impl WorkerLimiter {
             },
             (Params::Quota { per_day, .. }, _) => KeyState::Quota {
                 used: 0,
-                granted: super::quota::default_grant(per_day, self.workers),
+                granted: super::quota::default_grant(
+                    per_day,
+                    self.workers * self.gateways.get(),
+                ),
                 used_everywhere: 0,
                 used_at_grant: 0,
             },

@@ -23,7 +23,9 @@ use crate::auth::nonce::NonceCache;
 use crate::auth::store::RedisStore;
 use crate::config::{AppsSource, Config, DriverChoice, Snapshot, WorkerCount};
 use crate::control::admin::AdminServer;
-use crate::limits::reconciler::{self, Reconciler, ReconcilerSpec};
+use crate::limits::lease::ClusterStatus;
+use crate::limits::reconciler::{Reconciler, ReconcilerSpec};
+use crate::limits::state;
 
 /// State the control side and workers share. Touched at start, drain and by health
 /// checks only, never per request.
@@ -43,6 +45,8 @@ pub struct GatewayState {
     pub app_cache_stats: Vec<Arc<CacheStats>>,
     /// Store-side counters of the Redis-backed registry.
     pub directory_stats: Arc<DirectoryStats>,
+    /// Cluster limits (`[cluster]`): connected or holding limits locally.
+    pub cluster: Option<Arc<ClusterStatus>>,
 }
 
 impl GatewayState {
@@ -145,6 +149,12 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         generation: AtomicU64::new(1),
         app_cache_stats: (0..n).map(|_| Arc::new(CacheStats::default())).collect(),
         directory_stats: Arc::new(DirectoryStats::default()),
+        cluster: snapshot
+            .config
+            .traffic
+            .cluster
+            .as_ref()
+            .map(|_| Arc::new(ClusterStatus::default())),
     });
     // The Redis-backed registry: one control-side thread talks to Redis; workers talk to
     // it through channels and never block.
@@ -185,7 +195,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
     // Limits: the reconciler starts first, so the quota use it restores from the state
     // file is in every worker's channel before the worker serves.
     let traffic = &snapshot.config.traffic;
-    let (seeds, saved) = reconciler::load_state(traffic.state_file.as_deref());
+    let (seeds, saved) = state::load_state(traffic.state_file.as_deref());
     let (reports_tx, reports_rx) = crossbeam_channel::unbounded();
     let mut limit_links = Vec::with_capacity(n);
     let mut update_txs = Vec::with_capacity(n);
@@ -195,7 +205,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         limit_links.push(WorkerLimitsLink {
             reports: reports_tx.clone(),
             updates: rx,
-            ids: reconciler::key_hasher(seeds),
+            ids: state::key_hasher(seeds),
             workers: n,
             max_keys: traffic.max_keys_per_worker,
         });
@@ -208,8 +218,8 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         updates: update_txs,
         seeds,
         saved,
-    })
-    .map_err(|e| format!("cannot start the limit reconciler: {e}"))?;
+        cluster: traffic.cluster.clone().zip(state.cluster.clone()),
+    })?;
     let admin = match snapshot.config.admin.listen {
         Some(addr) => Some(
             AdminServer::start(addr, state.clone())

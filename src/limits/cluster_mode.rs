@@ -116,14 +116,14 @@ impl ClusterMode {
         replies
     }
 
-    /// Sends a batch when a lease interval has passed and the last one was answered.
+    /// Sends a batch when a lease interval has passed (or, while connected, at once when
+    /// `urgent`: a key is served from default grants) and the last one was answered.
     /// `make` builds it (only then: building costs an allocation per key).
-    pub fn maybe_send(&mut self, now: Instant, make: impl FnOnce() -> LeaseBatch) {
-        if self.in_flight.is_some()
-            || self
-                .last_sent
-                .is_some_and(|t| now.duration_since(t) < self.interval)
-        {
+    pub fn maybe_send(&mut self, now: Instant, urgent: bool, make: impl FnOnce() -> LeaseBatch) {
+        let due = self
+            .last_sent
+            .is_none_or(|t| now.duration_since(t) >= self.interval);
+        if self.in_flight.is_some() || !(due || urgent && self.connected) {
             return;
         }
         let batch = make();
@@ -165,7 +165,9 @@ impl ClusterMode {
     }
 
     fn publish(&self) {
-        self.status.connected.store(self.connected, Ordering::Relaxed);
+        self.status
+            .connected
+            .store(self.connected, Ordering::Relaxed);
         self.status.gateways.store(self.gateways, Ordering::Relaxed);
     }
 }

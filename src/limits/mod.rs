@@ -97,9 +97,9 @@ pub enum Update {
     Tokens { id: KeyId, tokens: f64 },
     /// The key is idle everywhere: drop it (it starts afresh at the default share).
     Forget { id: KeyId },
-    /// Gateways sharing the limits (cluster mode; 1 otherwise): a key a worker has not
-    /// been told about starts at 1/(workers x gateways) of its rate and with a default
-    /// quota grant sized for that many holders, so that fresh keys on every gateway
+    /// Cluster mode, with this many gateways sharing the limits: a key a worker has not
+    /// been told about starts at 1/(workers x gateways) of its rate and with the cluster
+    /// default quota grant for that many holders, so that fresh keys on every gateway
     /// together start within the limit.
-    Gateways(usize),
+    Cluster { gateways: usize },
 }

@@ -35,6 +35,15 @@ pub fn default_grant(limit: u64, workers: usize) -> u64 {
     (fair / 64).max(fair.min(64)).min(1_000)
 }
 
+/// The grant a worker starts with for a key in cluster mode, where the gateway knows
+/// nothing of the key's use elsewhere until its first lease (a round or two later): a
+/// thousandth of the fair part (at least 1, at most 64). So a gateway restarted or joining
+/// after the quota is used up admits at most this per worker for each key.
+pub fn cluster_default_grant(limit: u64, holders: usize) -> u64 {
+    let fair = limit / holders.max(1) as u64;
+    (fair / 1024).clamp(1, 64).min(fair)
+}
+
 /// The grant each worker starts with for a key restored from the state file with `used`
 /// units already spent: the default grant while enough is left for every worker, else an
 /// equal part of what is left.
@@ -251,6 +260,10 @@ mod tests {
         assert_eq!(default_grant(5, 2), 2);
         assert_eq!(default_grant(1_000, 4), 64);
         assert_eq!(default_grant(10, 16), 0);
+        assert_eq!(cluster_default_grant(60, 4), 1);
+        assert_eq!(cluster_default_grant(100_000, 4), 24);
+        assert_eq!(cluster_default_grant(u64::MAX, 4), 64);
+        assert_eq!(cluster_default_grant(3, 4), 0);
     }
 
     #[test]
@@ -361,8 +374,9 @@ mod tests {
         // Demand 5 a round (smoothed from 10) for 20 rounds.
         assert_eq!(l.lease_want(20.0), 100);
         l.set_cap(64);
-        // 64 reserved, 4 of them granted: 60 left to hand out.
-        assert_eq!(l.lease_want(20.0), 40);
+        // 64 reserved; worker 0 holds 2 (worker 1, idle, gave its grant back when the
+        // round found nothing left): 62 left to hand out.
+        assert_eq!(l.lease_want(20.0), 38);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::cluster_mode::ClusterMode;
 use super::lease::{self, ClusterStatus, LeaseBatch, LeaseReply, QuotaAsk, RateAsk};
-use super::quota::{default_grant, restored_grant, QuotaLedger};
+use super::quota::{cluster_default_grant, default_grant, restored_grant, QuotaLedger};
 use super::shares::RateShares;
 use super::spec::day_of;
 use super::state::{self, QuotaState, SavedQuota};
@@ -83,7 +83,9 @@ impl Reconciler {
             );
             // Before any worker serves, so fresh keys start within the cluster's limit.
             for out in &mut core.outbox {
-                out.push(Update::Gateways(mode.gateways()));
+                out.push(Update::Cluster {
+                    gateways: mode.gateways(),
+                });
             }
             core.cluster = Some(mode);
         }
@@ -137,6 +139,9 @@ struct QuotaKey {
     /// use there (every gateway's, reservations included) at the last lease.
     reserved: u64,
     cluster_used: u64,
+    /// A lease for it was answered: until then its workers serve from default grants, so
+    /// its first lease goes out at once rather than at the next lease interval.
+    leased: bool,
 }
 
 impl QuotaKey {
@@ -215,6 +220,7 @@ impl Core {
                     secs_left: 0,
                     reserved: 0,
                     cluster_used: 0,
+                    leased: false,
                 },
             );
         }
@@ -261,7 +267,9 @@ impl Core {
         let replies = cluster.poll(no_keys, now);
         if cluster.gateways() != gateways {
             for out in &mut self.outbox {
-                out.push(Update::Gateways(cluster.gateways()));
+                out.push(Update::Cluster {
+                    gateways: cluster.gateways(),
+                });
             }
         }
         let lease_secs = cluster.interval.as_secs_f64();
@@ -275,6 +283,7 @@ impl Core {
                 if let Some(key) = self.quotas.get_mut(&id) {
                     key.reserved += forced + grant.granted;
                     key.cluster_used = grant.used;
+                    key.leased = true;
                 }
             }
         }
@@ -295,7 +304,8 @@ impl Core {
         // Quota units for two lease intervals of the current pace.
         let rounds = 2.0 * lease_secs / self.interval.as_secs_f64().max(1e-3);
         let (rates, quotas) = (&self.rates, &self.quotas);
-        cluster.maybe_send(now, || LeaseBatch {
+        let urgent = quotas.values().any(|k| !k.leased && !k.ledger.idle());
+        cluster.maybe_send(now, urgent, || LeaseBatch {
             rates: rates
                 .iter()
                 .map(|(&id, k)| RateAsk {
@@ -368,21 +378,20 @@ impl Core {
                     secs_left,
                 } => {
                     let workers = self.workers;
-                    // Workers hold default grants sized for every holder in the cluster.
-                    let holders = workers * self.cluster.as_ref().map_or(1, ClusterMode::gateways);
+                    // What each worker holds before it is told anything (as it computed).
+                    let initial = match &self.cluster {
+                        Some(c) => cluster_default_grant(per_day, workers * c.gateways()),
+                        None => default_grant(per_day, workers),
+                    };
                     let key = self.quotas.entry(e.id).or_insert_with(|| QuotaKey {
-                        ledger: QuotaLedger::new(
-                            workers,
-                            per_day,
-                            0,
-                            default_grant(per_day, holders),
-                        ),
+                        ledger: QuotaLedger::new(workers, per_day, 0, initial),
                         text: e.text.clone(),
                         per_day,
                         day,
                         secs_left,
                         reserved: 0,
                         cluster_used: 0,
+                        leased: false,
                     });
                     key.secs_left = secs_left;
                     if key.per_day != per_day {

@@ -182,7 +182,10 @@ mod tests {
     fn small_changes_are_not_sent() {
         let mut r = RateShares::new(2, 1.0);
         r.observe(&[Some(1000.0), Some(1000.0)]);
-        assert!(r.rebalance(10_000.0, 1.0).is_empty(), "an even split stays even");
+        assert!(
+            r.rebalance(10_000.0, 1.0).is_empty(),
+            "an even split stays even"
+        );
         assert!(!r.idle());
         for _ in 0..40 {
             r.observe(&[Some(0.0), Some(0.0)]);
@@ -199,7 +202,10 @@ mod tests {
         r.observe(&[Some(600.0), Some(40.0)]);
         r.rebalance(1000.0, 0.4);
         let s = r.shares();
-        assert!((s[0] - 0.34).abs() < 1e-9 && (s[1] - 0.06).abs() < 1e-9, "{s:?}");
+        assert!(
+            (s[0] - 0.34).abs() < 1e-9 && (s[1] - 0.06).abs() < 1e-9,
+            "{s:?}"
+        );
         assert!((r.total_demand() - 320.0).abs() < 1e-9);
         // Its part shrinks to 10%: every worker is told, and the shares sum to it.
         let told = r.rebalance(1000.0, 0.1);

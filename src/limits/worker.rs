@@ -76,10 +76,10 @@ pub struct WorkerLimiter {
     /// The share of a rate key it has not been told about: 1/(workers x gateways).
     default_share: Cell<f64>,
     workers: usize,
-    /// Gateways sharing the limits (1 without a cluster); with the worker count, sizes the
+    /// Cluster mode: the gateways sharing the limits. With the worker count, sizes the
     /// quota grant a worker holds for a key it has not been told about (see
-    /// `quota::default_grant`).
-    gateways: Cell<usize>,
+    /// `quota::default_grant` and `quota::cluster_default_grant`).
+    cluster_gateways: Cell<Option<usize>>,
     epoch: Instant,
     /// When the last round ended (whether or not it had anything to report).
     last_round: Cell<Instant>,
@@ -96,7 +96,7 @@ impl WorkerLimiter {
             released: RefCell::new(Vec::new()),
             default_share: Cell::new(1.0 / workers.max(1) as f64),
             workers: workers.max(1),
-            gateways: Cell::new(1),
+            cluster_gateways: Cell::new(None),
             epoch: Instant::now(),
             last_round: Cell::new(Instant::now()),
         }
@@ -360,9 +360,9 @@ impl WorkerLimiter {
             Update::Forget { id } => {
                 entries.pop(&id);
             }
-            Update::Gateways(g) => {
-                let g = g.max(1);
-                self.gateways.set(g);
+            Update::Cluster { gateways } => {
+                let g = gateways.max(1);
+                self.cluster_gateways.set(Some(g));
                 self.default_share.set(1.0 / (self.workers * g) as f64);
             }
         }
@@ -438,10 +438,10 @@ impl WorkerLimiter {
             },
             (Params::Quota { per_day, .. }, _) => KeyState::Quota {
                 used: 0,
-                granted: super::quota::default_grant(
-                    per_day,
-                    self.workers * self.gateways.get(),
-                ),
+                granted: match self.cluster_gateways.get() {
+                    Some(g) => super::quota::cluster_default_grant(per_day, self.workers * g),
+                    None => super::quota::default_grant(per_day, self.workers),
+                },
                 used_everywhere: 0,
                 used_at_grant: 0,
             },

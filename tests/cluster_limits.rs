@@ -1,0 +1,436 @@
+//! Cluster limits with real gateway processes sharing a real redis-server (started from
+//! PATH; each test is skipped, saying so, when it is missing): two gateways hold one rate
+//! and one daily quota together; Redis killed mid-run costs no request a 5xx, the limits
+//! are held locally at 1/gateways meanwhile, and cluster mode returns with Redis.
+//!
+//! One gateway runs io_uring, the other epoll.
+
+#[path = "support/redis.rs"]
+mod redis_support;
+mod support;
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis_support::RedisServer;
+use support::{eventually, Client, Upstream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringgate");
+const RATE: f64 = 200.0;
+const BURST: f64 = 20.0;
+
+/// A `ringgate run` process, killed on drop; its log goes to a file.
+struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    log: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Gateway {
+    /// Starts `ringgate run` with two workers on `driver`, `[cluster]` on `redis` plus
+    /// `cluster_extra`, and route `/r/*` with `limits`. Ports are probed free, so another
+    /// process may take one first: then the gateway exits and is started again.
+    fn start(name: &str, driver: &str, redis: &str, cluster_extra: &str, limits: &str) -> Self {
+        let up = upstream();
+        for attempt in 0.. {
+            let dir = std::env::temp_dir().join(format!(
+                "ringgate-cluster-{name}-{}-{attempt}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let (port, admin) = (free_port(), free_port());
+            let config = dir.join("ringgate.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "[server]\nlisten = [\"127.0.0.1:{port}\"]\nworkers = 2\ndriver = \"{driver}\"\n\
+                     [admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+                     [cluster]\nredis = \"{redis}\"\ngateway_id = \"{name}\"\n{cluster_extra}\n\
+                     [[upstreams]]\nname = \"up\"\ntargets = [\"{up}\"]\n\
+                     [[routes]]\nname = \"r\"\npath = \"/r/*\"\nupstream = \"up\"\nlimits = [ {limits} ]\n"
+                ),
+            )
+            .unwrap();
+            let log = dir.join("stderr.log");
+            let child = Command::new(BIN)
+                .args(["run", "--config"])
+                .arg(&config)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            let mut g = Gateway {
+                child,
+                addr: format!("127.0.0.1:{port}").parse().unwrap(),
+                admin: format!("127.0.0.1:{admin}").parse().unwrap(),
+                log,
+                dir,
+            };
+            let ready = eventually(Duration::from_secs(10), || {
+                g.exited() || g.stats().is_some()
+            });
+            if ready && !g.exited() {
+                return g;
+            }
+            assert!(attempt < 3, "{name} did not start:\n{}", g.log_text());
+        }
+        unreachable!()
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
+    /// `GET /stats` from the admin listener (`None` until it listens).
+    fn stats(&self) -> Option<String> {
+        // Probed first: `Client::connect` panics when nothing listens.
+        TcpStream::connect(self.admin).ok()?;
+        let mut c = Client::connect(self.admin);
+        let r = c.get("/stats");
+        (r.status == 200).then(|| r.body_str())
+    }
+
+    fn mode(&self) -> String {
+        let stats = self.stats().expect("stats");
+        let at = stats.find("\"mode\":\"").expect("a cluster mode in /stats") + 8;
+        stats[at..].split('"').next().unwrap().to_owned()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An upstream answering 200 on keep-alive, left running for the test process's life.
+fn upstream() -> SocketAddr {
+    let up = Upstream::start(|mut c, _| {
+        while c.read_request().is_some() {
+            if !c.respond(b"ok") {
+                return;
+            }
+        }
+    });
+    let addr = up.addr;
+    std::mem::forget(up);
+    addr
+}
+
+/// Load on one gateway from `conns` keep-alive connections until stopped: when each
+/// request was answered and whether it was admitted, and every answer that was neither
+/// 200 nor 429.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Outcome>>,
+}
+
+#[derive(Default)]
+struct Outcome {
+    answers: Vec<(Instant, bool)>,
+    unexpected: Vec<String>,
+}
+
+impl Outcome {
+    fn between(&self, from: Instant, to: Instant) -> impl Iterator<Item = bool> + '_ {
+        self.answers
+            .iter()
+            .filter(move |(t, _)| *t >= from && *t < to)
+            .map(|&(_, admitted)| admitted)
+    }
+
+    fn admitted_between(&self, from: Instant, to: Instant) -> usize {
+        self.between(from, to).filter(|&a| a).count()
+    }
+
+    /// The fraction of requests admitted.
+    fn admitted_part(&self, from: Instant, to: Instant) -> f64 {
+        let all = self.between(from, to).count().max(1);
+        self.admitted_between(from, to) as f64 / all as f64
+    }
+}
+
+impl Load {
+    fn start(addr: SocketAddr, conns: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..conns)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut c = Client::connect(addr);
+                    let mut out = Outcome::default();
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = c.get("/r/x");
+                        match r.status {
+                            200 | 429 => out.answers.push((Instant::now(), r.status == 200)),
+                            other => out.unexpected.push(format!("{other} {}", r.body_str())),
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    fn finish(self) -> Outcome {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut out = Outcome::default();
+        for t in self.threads {
+            let o = t.join().unwrap();
+            out.answers.extend(o.answers);
+            out.unexpected.extend(o.unexpected);
+        }
+        out
+    }
+}
+
+fn rate_limit() -> String {
+    format!("{{ key = \"route\", rate = \"{RATE}/s\", burst = {BURST} }}")
+}
+
+/// `admitted` requests over `secs` against the rate, within `tolerance` (a fraction).
+fn assert_near_rate(admitted: usize, secs: f64, extra: f64, tolerance: f64, what: &str) {
+    let expected = RATE * secs + extra;
+    let error = (admitted as f64 - expected) / expected;
+    eprintln!(
+        "{what}: admitted {admitted}, expected {expected:.0} ({:+.1}%)",
+        error * 100.0
+    );
+    assert!(
+        error.abs() <= tolerance,
+        "{what}: admitted {admitted} over {secs:.2}s, expected {expected:.0} within {:.0}%",
+        tolerance * 100.0
+    );
+}
+
+#[test]
+fn two_gateways_hold_one_rate_together() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = Gateway::start("share-a", "io_uring", &redis.url(), "", &rate_limit());
+    let b = Gateway::start("share-b", "epoll", &redis.url(), "", &rate_limit());
+    assert!(
+        eventually(Duration::from_secs(5), || a
+            .stats()
+            .unwrap()
+            .contains("\"gateways\":2")
+            && b.stats().unwrap().contains("\"gateways\":2")),
+        "each gateway learns the other from the heartbeat: {:?}",
+        a.stats()
+    );
+    // Skewed first: all traffic on one gateway gets the whole rate (after the first
+    // lease: the key starts at half the rate on each gateway).
+    let (from, to, only_a, _) = measure(Load::start(a.addr, 2), None);
+    assert!(only_a.unexpected.is_empty(), "{:?}", only_a.unexpected);
+    let secs = (to - from).as_secs_f64();
+    assert_near_rate(
+        only_a.admitted_between(from, to),
+        secs,
+        0.0,
+        0.10,
+        "one gateway busy",
+    );
+
+    // Then both busy, sharing it.
+    let (from, to, oa, ob) = measure_two(Load::start(a.addr, 2), Load::start(b.addr, 2));
+    assert!(oa.unexpected.is_empty() && ob.unexpected.is_empty());
+    let (na, nb) = (oa.admitted_between(from, to), ob.admitted_between(from, to));
+    assert_near_rate(
+        na + nb,
+        (to - from).as_secs_f64(),
+        0.0,
+        0.10,
+        "both gateways busy",
+    );
+    // Neither is starved: the rate is split by demand, so both refuse about the same
+    // part of their requests (how many each sends depends on how fast it answers).
+    let (pa, pb) = (oa.admitted_part(from, to), ob.admitted_part(from, to));
+    eprintln!("admitted {na} of a's requests ({pa:.4}), {nb} of b's ({pb:.4})");
+    assert!(
+        (pa / pb - 1.0).abs() <= 0.25,
+        "a admitted {pa:.4} of its requests, b {pb:.4}"
+    );
+    assert_eq!(a.mode(), "cluster");
+}
+
+/// Runs the load(s) for half a second to settle, then measures for 1.5 s.
+fn measure(load: Load, other: Option<Load>) -> (Instant, Instant, Outcome, Option<Outcome>) {
+    std::thread::sleep(Duration::from_millis(500));
+    let from = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    let to = Instant::now();
+    (from, to, load.finish(), other.map(Load::finish))
+}
+
+fn measure_two(a: Load, b: Load) -> (Instant, Instant, Outcome, Outcome) {
+    let (from, to, oa, ob) = measure(a, Some(b));
+    (from, to, oa, ob.unwrap())
+}
+
+#[test]
+fn redis_outage_falls_back_to_local_limits_and_recovers() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    // `gateways = 2`: while Redis is out each holds half the rate.
+    let a = Gateway::start(
+        "out-a",
+        "io_uring",
+        &redis.url(),
+        "gateways = 2",
+        &rate_limit(),
+    );
+    let b = Gateway::start(
+        "out-b",
+        "epoll",
+        &redis.url(),
+        "gateways = 2",
+        &rate_limit(),
+    );
+    let (la, lb) = (Load::start(a.addr, 2), Load::start(b.addr, 2));
+    std::thread::sleep(Duration::from_millis(1000));
+    let connected_from = Instant::now();
+    std::thread::sleep(Duration::from_millis(1000));
+    let killed_at = Instant::now();
+    redis.stop();
+    assert!(
+        eventually(Duration::from_secs(3), || a.mode() == "local_fallback"
+            && b.mode() == "local_fallback"),
+        "both fall back: {:?}",
+        a.stats()
+    );
+    let fallback_from = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    let fallback_to = Instant::now();
+    redis.restart();
+    assert!(
+        eventually(Duration::from_secs(5), || a.mode() == "cluster"
+            && b.mode() == "cluster"),
+        "both return to cluster mode: {:?}",
+        a.stats()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let recovered_from = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    let recovered_to = Instant::now();
+    let (oa, ob) = (la.finish(), lb.finish());
+    // Not one request failed, whatever Redis did.
+    assert!(oa.unexpected.is_empty(), "{:?}", oa.unexpected);
+    assert!(ob.unexpected.is_empty(), "{:?}", ob.unexpected);
+    let both = |from, to| oa.admitted_between(from, to) + ob.admitted_between(from, to);
+    let secs = |from: Instant, to: Instant| (to - from).as_secs_f64();
+    assert_near_rate(
+        both(connected_from, killed_at),
+        secs(connected_from, killed_at),
+        0.0,
+        0.10,
+        "connected",
+    );
+    // Each holds half the rate alone.
+    for (o, g) in [(&oa, "a"), (&ob, "b")] {
+        let n = o.admitted_between(fallback_from, fallback_to);
+        let expected = RATE / 2.0 * secs(fallback_from, fallback_to);
+        assert!(
+            (n as f64 - expected).abs() <= expected * 0.10,
+            "fallback on {g}: {n}, expected {expected:.0}"
+        );
+    }
+    assert_near_rate(
+        both(recovered_from, recovered_to),
+        secs(recovered_from, recovered_to),
+        0.0,
+        0.10,
+        "recovered",
+    );
+    let stats = a.stats().unwrap();
+    assert!(stats.contains("\"fallbacks\":1"), "{stats}");
+    let log = a.log_text();
+    assert!(log.contains("holding limits locally at 1/2"), "{log}");
+    assert!(log.contains("Redis answers again"), "{log}");
+}
+
+/// The Redis key of the route's daily quota holds exactly what was admitted.
+fn quota_used_in_redis(redis: &RedisServer) -> i64 {
+    let keys = match redis.cmd(&["KEYS", "rg:q:*"]) {
+        redis::Value::Array(keys) => keys,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let redis::Value::BulkString(key) = &keys[0] else {
+        panic!("{keys:?}")
+    };
+    match redis.cmd(&["GET", std::str::from_utf8(key).unwrap()]) {
+        redis::Value::BulkString(v) => std::str::from_utf8(&v).unwrap().parse().unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn two_gateways_hold_one_daily_quota_exactly_and_a_restart_does_not_reset_it() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    const QUOTA: usize = 300;
+    let limit = format!("{{ key = \"route\", quota = \"{QUOTA}/day\" }}");
+    let a = Gateway::start("quota-a", "io_uring", &redis.url(), "", &limit);
+    let mut b = Gateway::start("quota-b", "epoll", &redis.url(), "", &limit);
+    let (la, lb) = (Load::start(a.addr, 2), Load::start(b.addr, 2));
+    std::thread::sleep(Duration::from_millis(1500));
+    let (oa, ob) = (la.finish(), lb.finish());
+    assert!(oa.unexpected.is_empty() && ob.unexpected.is_empty());
+    let all = |o: &Outcome| o.answers.iter().filter(|(_, admitted)| *admitted).count();
+    let (na, nb) = (all(&oa), all(&ob));
+    assert_eq!(na + nb, QUOTA, "a admitted {na}, b admitted {nb}");
+    assert!(na > 0 && nb > 0, "a admitted {na}, b admitted {nb}");
+    assert_eq!(quota_used_in_redis(&redis), QUOTA as i64);
+
+    // Restarted, b knows nothing until its first lease: each worker may admit its default
+    // grant (1 unit for this quota) before that, and no more.
+    let _ = b.child.kill();
+    let _ = b.child.wait();
+    let b = Gateway::start("quota-b2", "epoll", &redis.url(), "", &limit);
+    let mut c = Client::connect(b.addr);
+    let mut admitted = 0;
+    let mut last = None;
+    for _ in 0..20 {
+        let r = c.get("/r/x");
+        if r.status == 200 {
+            admitted += 1;
+        }
+        last = Some(r);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(admitted <= 2, "a restarted gateway admitted {admitted}");
+    let last = last.unwrap();
+    assert_eq!(last.status, 429);
+    assert_eq!(last.error_code(), "quota_exceeded");
+    assert_eq!(
+        quota_used_in_redis(&redis),
+        (QUOTA + admitted) as i64,
+        "what it admitted is charged"
+    );
+}

@@ -35,3 +35,14 @@ pub fn peek_nonblocking(fd: RawFd) -> Peek {
         },
     }
 }
+
+/// `shutdown(SHUT_RDWR)` of a listening socket: the kernel stops completing handshakes
+/// for it (new connections to it are refused once no other socket listens on the port)
+/// and a pending accept returns an error. Closing the fd is not enough while an accept
+/// operation still holds it (io_uring, or an epoll wait that is never woken).
+pub fn stop_listening(fd: RawFd) {
+    // SAFETY: shutdown(2) takes no pointers; on a bad or closed fd it only returns an error.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}

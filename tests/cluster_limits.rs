@@ -434,3 +434,61 @@ fn two_gateways_hold_one_daily_quota_exactly_and_a_restart_does_not_reset_it() {
         "what it admitted is charged"
     );
 }
+
+#[test]
+fn quota_use_while_redis_is_out_is_charged_when_it_returns() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    const QUOTA: usize = 200;
+    let limit = format!("{{ key = \"route\", quota = \"{QUOTA}/day\" }}");
+    let a = Gateway::start("charge-a", "io_uring", &redis.url(), "gateways = 2", &limit);
+    let b = Gateway::start("charge-b", "epoll", &redis.url(), "gateways = 2", &limit);
+    redis.stop();
+    assert!(
+        eventually(Duration::from_secs(3), || a.mode() == "local_fallback"
+            && b.mode() == "local_fallback"),
+        "both fall back: {:?}",
+        a.stats()
+    );
+    // Out of touch, each gateway holds half the day's quota, exactly.
+    let (la, lb) = (Load::start(a.addr, 2), Load::start(b.addr, 2));
+    std::thread::sleep(Duration::from_millis(1000));
+    let (oa, ob) = (la.finish(), lb.finish());
+    assert!(oa.unexpected.is_empty() && ob.unexpected.is_empty());
+    let admitted = |o: &Outcome| o.answers.iter().filter(|(_, ok)| *ok).count();
+    assert_eq!(admitted(&oa), QUOTA / 2);
+    assert_eq!(admitted(&ob), QUOTA / 2);
+
+    // The restarted Redis lost everything; each gateway charges what it admitted as
+    // soon as it is back (no request needed), and refuses from then on.
+    redis.restart();
+    assert!(
+        eventually(Duration::from_secs(5), || redis_has_quota_key(&redis)
+            && quota_used_in_redis(&redis) == QUOTA as i64),
+        "both gateways charged their use"
+    );
+    for g in [&a, &b] {
+        assert!(
+            eventually(Duration::from_secs(3), || g.mode() == "cluster"),
+            "back in cluster mode"
+        );
+        // A gateway learns the others' use from its next lease: until then it may say
+        // "retry in 1 s" (`rate_limited`), never admit.
+        let mut c = Client::connect(g.addr);
+        assert!(
+            eventually(Duration::from_secs(3), || {
+                let r = c.get("/r/x");
+                eprintln!("{} {} {}", g.addr, r.status, quota_used_in_redis(&redis));
+                assert_eq!(r.status, 429);
+                r.error_code() == "quota_exceeded"
+            }),
+            "refused until the day ends"
+        );
+    }
+    assert_eq!(quota_used_in_redis(&redis), QUOTA as i64);
+}
+
+fn redis_has_quota_key(redis: &RedisServer) -> bool {
+    matches!(redis.cmd(&["KEYS", "rg:q:*"]), redis::Value::Array(k) if !k.is_empty())
+}

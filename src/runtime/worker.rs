@@ -3,6 +3,7 @@
 //! (polled between events, never blocking) and a few atomics.
 
 use std::net::TcpListener as StdListener;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -145,6 +146,7 @@ async fn worker_main(
     ));
     // What the reconciler restored (saved quota use) applies before the first request.
     exchange_limits(&ctx, &limits);
+    let listening: Vec<RawFd> = listeners.iter().map(|l| l.as_raw_fd()).collect();
     for l in listeners {
         match TcpListener::from_std(l) {
             Ok(l) => {
@@ -167,7 +169,18 @@ async fn worker_main(
         monoio::time::sleep(TICK).await;
         while let Ok(cmd) = commands.try_recv() {
             match cmd {
-                WorkerCommand::Drain => ctx.drain.fire(),
+                WorkerCommand::Drain if !ctx.draining() => {
+                    // The sockets stop taking connections at once (new clients are
+                    // refused and retry elsewhere), even if this worker's runtime ends
+                    // before its accept tasks run again. Done before the drain fires:
+                    // until then no accept task has closed its listener, so no fd here
+                    // can have been reused by another socket.
+                    for &fd in &listening {
+                        crate::sys::stop_listening(fd);
+                    }
+                    ctx.drain.fire();
+                }
+                WorkerCommand::Drain => {}
                 WorkerCommand::Install(snapshot) => ctx.install(snapshot),
             }
         }

@@ -37,18 +37,24 @@ fn lease(key: &str, rate_per_sec: f64, burst: f64, want: u64) -> TokenLease<'_> 
 /// A lease interval long enough that the bucket, not the fair part, limits a grant.
 const LONG: f64 = 20_000.0;
 
-fn quota(key: &str, limit: u64, want: u64, force: u64) -> QuotaLease<'_> {
+/// A reservation by holder `h1`, which has used `used` units in all.
+fn quota(key: &str, limit: u64, want: u64, used: u64) -> QuotaLease<'_> {
     QuotaLease {
         key,
+        holder: "h1",
         limit,
         want,
-        force,
+        used,
         ttl_secs: DAY,
     }
 }
 
-fn grant(granted: u64, used: u64) -> QuotaGrant {
-    QuotaGrant { granted, used }
+fn grant(granted: u64, used: u64, held: u64) -> QuotaGrant {
+    QuotaGrant {
+        granted,
+        used,
+        held,
+    }
 }
 
 fn int(server: &RedisServer, args: &[&str]) -> i64 {
@@ -201,10 +207,10 @@ fn quota_grants_up_to_its_limit_exactly() {
     };
     let mut store = store(&server);
     let mut reserve = |want| store.reserve_quota(&[quota("q", 10, want, 0)]).unwrap()[0];
-    assert_eq!(reserve(4), grant(4, 4));
-    assert_eq!(reserve(4), grant(4, 8));
-    assert_eq!(reserve(4), grant(2, 10));
-    assert_eq!(reserve(1), grant(0, 10));
+    assert_eq!(reserve(4), grant(4, 4, 4));
+    assert_eq!(reserve(4), grant(4, 8, 8));
+    assert_eq!(reserve(4), grant(2, 10, 10));
+    assert_eq!(reserve(1), grant(0, 10, 10));
     let ttl = int(&server, &["TTL", "rg:q:q"]);
     assert!((DAY as i64 - 5..=DAY as i64).contains(&ttl), "{ttl}");
 
@@ -216,7 +222,7 @@ fn quota_grants_up_to_its_limit_exactly() {
     ];
     assert_eq!(
         store.reserve_quota(&round).unwrap(),
-        [grant(3, 3), grant(2, 5), grant(7, 7)]
+        [grant(3, 3, 3), grant(2, 5, 5), grant(7, 7, 7)]
     );
     assert_eq!(
         store.quota_used(&["q", "x", "y", "absent"]).unwrap(),
@@ -227,18 +233,50 @@ fn quota_grants_up_to_its_limit_exactly() {
 }
 
 #[test]
-fn forced_units_are_charged_even_beyond_the_limit() {
+fn a_holders_own_use_is_charged_once_even_beyond_the_limit() {
     let Some(server) = RedisServer::start() else {
         return;
     };
     let mut store = store(&server);
-    let mut reserve = |want, force| store.reserve_quota(&[quota("f", 10, want, force)]).unwrap()[0];
-    assert_eq!(reserve(0, 3), grant(0, 3));
-    // Forced first, then granted from what is left.
-    assert_eq!(reserve(5, 5), grant(2, 10));
-    assert_eq!(reserve(5, 4), grant(0, 14));
-    assert_eq!(reserve(1, 0), grant(0, 14));
-    assert_eq!(store.quota_used(&["f"]).unwrap(), [14]);
+    let mut reserve = |holder, want, used| {
+        let lease = QuotaLease {
+            holder,
+            ..quota("f", 10, want, used)
+        };
+        store.reserve_quota(&[lease]).unwrap()[0]
+    };
+    // Units used without a reservation (default grants, Redis out of reach) are charged.
+    assert_eq!(reserve("h1", 0, 3), grant(0, 3, 3));
+    // Charged first, then reserved from what is left.
+    assert_eq!(reserve("h1", 5, 5), grant(5, 10, 10));
+    assert_eq!(reserve("h1", 5, 14), grant(0, 14, 14));
+    // The same call again (its reply was lost) charges nothing twice.
+    assert_eq!(reserve("h1", 5, 14), grant(0, 14, 14));
+    // Another holder's use is its own.
+    assert_eq!(reserve("h2", 1, 2), grant(0, 16, 2));
+    assert_eq!(store.quota_used(&["f"]).unwrap(), [16]);
+}
+
+#[test]
+fn a_repeated_reservation_is_reported_not_lost() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut store = store(&server);
+    assert_eq!(
+        store.reserve_quota(&[quota("r", 10, 3, 0)]).unwrap(),
+        [grant(3, 3, 3)]
+    );
+    // The holder never saw that reply and asks again: it holds both reservations, and
+    // its next lease says so.
+    assert_eq!(
+        store.reserve_quota(&[quota("r", 10, 3, 0)]).unwrap(),
+        [grant(3, 6, 6)]
+    );
+    assert_eq!(
+        store.reserve_quota(&[quota("r", 10, 0, 6)]).unwrap(),
+        [grant(0, 6, 6)]
+    );
 }
 
 #[test]
@@ -248,8 +286,8 @@ fn keys_of_another_type_are_reported_as_such() {
     };
     let mut store = store(&server);
     server.cmd(&["SET", "rg:rl:str", "x"]);
-    server.hset("rg:q:hash", &[("a", "1")]);
-    server.cmd(&["SET", "rg:q:word", "many"]);
+    server.cmd(&["SET", "rg:q:str", "1"]);
+    server.hset("rg:q:word", &[("used", "many")]);
 
     let e = store.take_tokens(&[lease("str", 1.0, 1.0, 1)]).unwrap_err();
     let at = format!("redis at 127.0.0.1:{}: ", server.port);
@@ -257,18 +295,18 @@ fn keys_of_another_type_are_reported_as_such() {
         e,
         format!("{at}WRONGTYPE rg:rl:str holds a string, not a hash")
     );
-    let e = store.reserve_quota(&[quota("hash", 1, 1, 0)]).unwrap_err();
+    let e = store.reserve_quota(&[quota("str", 1, 1, 0)]).unwrap_err();
     assert_eq!(
         e,
-        format!("{at}WRONGTYPE rg:q:hash holds a hash, not a string")
+        format!("{at}WRONGTYPE rg:q:str holds a string, not a hash")
     );
-    let e = store.quota_used(&["ok", "hash"]).unwrap_err();
+    let e = store.quota_used(&["ok", "str"]).unwrap_err();
     assert!(
-        e.starts_with(&format!("{at}WRONGTYPE")) && e.contains("rg:q:hash"),
+        e.starts_with(&format!("{at}WRONGTYPE")) && e.contains("rg:q:str"),
         "{e}"
     );
     let e = store.reserve_quota(&[quota("word", 1, 1, 0)]).unwrap_err();
-    assert!(e.contains("rg:q:word does not hold a count"), "{e}");
+    assert!(e.contains("rg:q:word does not hold counts"), "{e}");
     let e = store.quota_used(&["word"]).unwrap_err();
     assert!(e.contains("rg:q:word does not hold a count"), "{e}");
     server.cmd(&["SET", "rg:gateways", "x"]);
@@ -276,7 +314,7 @@ fn keys_of_another_type_are_reported_as_such() {
     assert!(e.contains("WRONGTYPE rg:gateways"), "{e}");
 
     // Nothing was changed, and the connection still works.
-    assert_eq!(int(&server, &["HLEN", "rg:q:hash"]), 1);
+    assert_eq!(int(&server, &["HLEN", "rg:q:word"]), 1);
     assert_eq!(
         store.take_tokens(&[lease("ok", SLOW, 2.0, 5)]).unwrap(),
         [2.0]
@@ -309,7 +347,7 @@ fn flushed_scripts_are_loaded_again_without_applying_a_lease_twice() {
     server.cmd(&["SCRIPT", "FLUSH"]);
     assert_eq!(
         store.reserve_quota(&[quota("n", 10, 4, 0)]).unwrap(),
-        [grant(4, 4)]
+        [grant(4, 4, 4)]
     );
     assert_eq!(store.quota_used(&["n"]).unwrap(), [4]);
 }
@@ -383,7 +421,7 @@ fn stopped_redis_fails_quickly_then_recovers() {
     );
     assert_eq!(
         store.reserve_quota(&[quota("k", 5, 2, 0)]).unwrap(),
-        [grant(2, 2)]
+        [grant(2, 2, 2)]
     );
     assert_eq!(store.heartbeat("g", Duration::from_secs(1)).unwrap(), 1);
 }

@@ -9,12 +9,16 @@
 //!
 //! Keys: `rg:rl:<key>` (hash: `tokens`, `ts` in µs of Redis time, and per gateway
 //! `d:<id>` its demand and `e:<id>` when that demand expires) for token buckets,
-//! `rg:q:<key>` (integer string) for quotas, `rg:gateways` (sorted set of gateway ids
-//! scored by expiry time in ms) for the heartbeat.
+//! `rg:q:<key>` (hash: `used`, and per holder `h:<holder>` the units charged to it) for
+//! quotas, `rg:gateways` (sorted set of gateway ids scored by expiry time in ms) for the
+//! heartbeat.
 //!
 //! A call that fails answers nothing, but leases of the batch other than the failing one
-//! (e.g. a key of the wrong type) may have been applied: their tokens or units are then
-//! spent without being granted, which errs on the side of admitting less.
+//! (e.g. a key of the wrong type) may have been applied. Tokens are then spent without
+//! being granted, which errs on the side of admitting less. Quota charges are idempotent:
+//! a holder states its own total use, and Redis charges only what it has not charged it
+//! yet, so a call repeated after a lost reply never charges the same units twice (its
+//! reservation is reported back by the next call, and so is not lost either).
 
 use redis::Value;
 
@@ -53,16 +57,19 @@ pub struct TokenLease<'a> {
     pub interval_secs: f64,
 }
 
-/// One daily-quota reservation: reserve up to `want` units of quota `key` (limit `limit`
-/// per day). `force` units are charged unconditionally first (usage a gateway admitted
-/// while Redis was unreachable), even beyond the limit. The key expires `ttl_secs` after
-/// this call (the caller computes it so that it outlives the quota's day).
+/// One daily-quota reservation by `holder` (one gateway process): first, what it used
+/// beyond what is charged to it already (`used`: its own total, admitted while Redis was
+/// unreachable or from default grants) is charged, even beyond the limit; then up to
+/// `want` more units are reserved for it from what is left of `limit`. The key expires
+/// `ttl_secs` after this call (the caller computes it so that it outlives the quota's
+/// day).
 #[derive(Debug, Clone, Copy)]
 pub struct QuotaLease<'a> {
     pub key: &'a str,
+    pub holder: &'a str,
     pub limit: u64,
     pub want: u64,
-    pub force: u64,
+    pub used: u64,
     pub ttl_secs: u64,
 }
 
@@ -70,8 +77,10 @@ pub struct QuotaLease<'a> {
 pub struct QuotaGrant {
     /// Units reserved by this call, at most `want`.
     pub granted: u64,
-    /// Units used of the quota after this call (forced and granted units included).
+    /// Units used of the quota after this call, by every holder (charged and reserved).
     pub used: u64,
+    /// Units charged to or reserved for this holder in all.
+    pub held: u64,
 }
 
 /// Refills the bucket by `rate * elapsed` (a missing or unreadable bucket starts full),
@@ -134,27 +143,35 @@ redis.call('PEXPIRE', key, string.format('%d', keep))
 return string.format('%.3f', granted)
 ";
 
-/// KEYS[1] = quota, ARGV = limit, want, force, ttl in seconds. Returns {granted, used}.
+/// KEYS[1] = quota, ARGV = limit, want, the holder's own use, ttl in seconds, holder.
+/// Returns {granted, used, held}.
 const QUOTA_SCRIPT: &str = r"
 local key = KEYS[1]
 local kind = redis.call('TYPE', key).ok
-if kind ~= 'string' and kind ~= 'none' then
-  return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a string')
+if kind ~= 'hash' and kind ~= 'none' then
+  return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a hash')
 end
-local limit, want, force = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local used = 0
-local raw = redis.call('GET', key)
-if raw then
-  used = tonumber(raw)
-  if used == nil or used ~= used or used < 0 or used > 2^53 or used ~= math.floor(used) then
-    return redis.error_reply('ERR ' .. key .. ' does not hold a count of units')
-  end
+local limit, want, own = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local field = 'h:' .. ARGV[5]
+local state = redis.call('HMGET', key, 'used', field)
+local function count(raw)
+  if not raw then return 0 end
+  local n = tonumber(raw)
+  if n == nil or n ~= n or n < 0 or n > 2^53 or n ~= math.floor(n) then return nil end
+  return n
 end
+local used, held = count(state[1]), count(state[2])
+if used == nil or held == nil then
+  return redis.error_reply('ERR ' .. key .. ' does not hold counts of units')
+end
+local force = math.max(0, own - held)
 used = used + force
 local granted = math.min(want, math.max(0, limit - used))
 used = used + granted
-redis.call('SET', key, string.format('%d', used), 'EX', ARGV[4])
-return {granted, used}
+held = held + force + granted
+redis.call('HSET', key, 'used', string.format('%d', used), field, string.format('%d', held))
+redis.call('EXPIRE', key, ARGV[4])
+return {granted, used, held}
 ";
 
 /// KEYS[1] = the gateway set, ARGV = gateway id, ttl in ms. Returns the live count.
@@ -242,7 +259,7 @@ impl ClusterStore {
             .zip(replies)
             .zip(&calls)
             .map(|((lease, reply), call)| {
-                quota_grant(reply, lease.want.min(MAX_COUNT), lease.force.min(MAX_COUNT))
+                quota_grant(reply, lease.want.min(MAX_COUNT), lease.used.min(MAX_COUNT))
                     .ok_or_else(|| self.odd_reply(&call.key))
             })
             .collect()
@@ -255,7 +272,9 @@ impl ClusterStore {
         }
         let mut pipe = redis::pipe();
         for key in keys {
-            pipe.cmd("GET").arg(format!("{QUOTA_PREFIX}{key}"));
+            pipe.cmd("HGET")
+                .arg(format!("{QUOTA_PREFIX}{key}"))
+                .arg("used");
         }
         let replies = self
             .link
@@ -364,10 +383,14 @@ fn quota_call(lease: &QuotaLease) -> Result<Call, String> {
     if lease.ttl_secs == 0 {
         return Err(format!("{key}: ttl_secs must be at least 1"));
     }
-    let args = [lease.limit, lease.want, lease.force, lease.ttl_secs]
+    if lease.holder.is_empty() {
+        return Err(format!("{key}: the holder is empty"));
+    }
+    let mut args: Vec<String> = [lease.limit, lease.want, lease.used, lease.ttl_secs]
         .iter()
         .map(|n| n.min(&MAX_COUNT).to_string())
         .collect();
+    args.push(lease.holder.to_owned());
     Ok(Call { key, args })
 }
 
@@ -382,20 +405,25 @@ fn granted_tokens(reply: Value, want: f64) -> Option<f64> {
     (granted.is_finite() && granted >= 0.0 && granted <= want + 1e-3).then_some(granted)
 }
 
-/// The quota script's reply: `{granted, used}` with granted <= want and used covering
-/// both the granted and the forced units.
-fn quota_grant(reply: Value, want: u64, force: u64) -> Option<QuotaGrant> {
+/// The quota script's reply: `{granted, used, held}` with granted <= want, the holder
+/// holding at least its own use and what was granted, and everyone's use covering it.
+fn quota_grant(reply: Value, want: u64, own: u64) -> Option<QuotaGrant> {
     let Value::Array(items) = reply else {
         return None;
     };
-    let [Value::Int(granted), Value::Int(used)] = items.as_slice() else {
+    let [Value::Int(granted), Value::Int(used), Value::Int(held)] = items.as_slice() else {
         return None;
     };
     let granted = u64::try_from(*granted).ok().filter(|&g| g <= want)?;
-    let used = u64::try_from(*used)
+    let held = u64::try_from(*held)
         .ok()
-        .filter(|&u| u >= granted.saturating_add(force))?;
-    Some(QuotaGrant { granted, used })
+        .filter(|&h| h >= granted && h >= own)?;
+    let used = u64::try_from(*used).ok().filter(|&u| u >= held)?;
+    Some(QuotaGrant {
+        granted,
+        used,
+        held,
+    })
 }
 
 /// A quota read: nil (no usage yet) or a decimal count.
@@ -574,18 +602,25 @@ mod tests {
     fn quota_leases_are_checked_before_sending() {
         let mut lease = QuotaLease {
             key: "day",
+            holder: "gw:1",
             limit: u64::MAX,
             want: 5,
-            force: 2,
+            used: 2,
             ttl_secs: 90_000,
         };
         let call = quota_call(&lease).unwrap();
         assert_eq!(call.key, "rg:q:day");
-        assert_eq!(call.args, ["9007199254740992", "5", "2", "90000"]);
+        assert_eq!(call.args, ["9007199254740992", "5", "2", "90000", "gw:1"]);
         lease.ttl_secs = 0;
         assert_eq!(
             quota_call(&lease).err().unwrap(),
             "rg:q:day: ttl_secs must be at least 1"
+        );
+        lease.ttl_secs = 1;
+        lease.holder = "";
+        assert_eq!(
+            quota_call(&lease).err().unwrap(),
+            "rg:q:day: the holder is empty"
         );
     }
 
@@ -603,21 +638,23 @@ mod tests {
 
     #[test]
     fn odd_quota_replies_are_refused() {
-        let reply = |g, u| Value::Array(vec![Value::Int(g), Value::Int(u)]);
+        let reply = |g, u, h| Value::Array(vec![Value::Int(g), Value::Int(u), Value::Int(h)]);
         assert_eq!(
-            quota_grant(reply(3, 10), 5, 2),
+            quota_grant(reply(3, 10, 5), 5, 2),
             Some(QuotaGrant {
                 granted: 3,
-                used: 10
+                used: 10,
+                held: 5
             })
         );
-        assert_eq!(quota_grant(reply(6, 10), 5, 0), None, "more than wanted");
+        assert_eq!(quota_grant(reply(6, 10, 6), 5, 0), None, "more than wanted");
         assert_eq!(
-            quota_grant(reply(3, 4), 5, 2),
+            quota_grant(reply(3, 10, 4), 5, 5),
             None,
-            "used below forced + granted"
+            "held below own use"
         );
-        assert_eq!(quota_grant(reply(-1, 4), 5, 0), None);
+        assert_eq!(quota_grant(reply(3, 4, 5), 5, 2), None, "used below held");
+        assert_eq!(quota_grant(reply(-1, 4, 0), 5, 0), None);
         assert_eq!(quota_grant(Value::Array(vec![Value::Int(1)]), 5, 0), None);
         assert_eq!(quota_grant(Value::Int(1), 5, 0), None);
     }

@@ -61,14 +61,14 @@ pub struct RateAsk {
     pub demand: f64,
 }
 
-/// One quota key's reservation: see [`QuotaLease`].
+/// One quota key's reservation: see [`QuotaLease`] (`used`: this process's own use).
 #[derive(Debug, Clone)]
 pub struct QuotaAsk {
     pub id: KeyId,
     pub key: String,
     pub limit: u64,
     pub want: u64,
-    pub force: u64,
+    pub used: u64,
     pub ttl_secs: u64,
 }
 
@@ -83,8 +83,8 @@ pub struct LeaseBatch {
 pub struct LeaseReply {
     /// Per rate ask: its key and the tokens granted.
     pub rates: Result<Vec<(KeyId, f64)>, String>,
-    /// Per quota ask: its key, the units it forced, and Redis's answer.
-    pub quotas: Result<Vec<(KeyId, u64, QuotaGrant)>, String>,
+    /// Per quota ask: its key and Redis's answer.
+    pub quotas: Result<Vec<(KeyId, QuotaGrant)>, String>,
 }
 
 /// Messages from the lease thread.
@@ -111,18 +111,26 @@ pub fn start(
     interval: Duration,
 ) -> std::io::Result<(LeaseLink, Result<usize, String>)> {
     let first = store.heartbeat(&gateway_id, HEARTBEAT_TTL);
+    // Quota units are charged per process: a restarted gateway must not inherit what its
+    // previous life held (it would think it may hand those units out again).
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let holder = format!("{gateway_id}@{started:x}");
     // One batch at a time: the reconciler does not send another until it has the reply.
     let (batches, batch_rx) = crossbeam_channel::bounded::<LeaseBatch>(1);
     let (event_tx, events) = crossbeam_channel::unbounded();
     std::thread::Builder::new()
         .name("ringgate-lease".into())
-        .spawn(move || run(store, &gateway_id, interval, &batch_rx, &event_tx))?;
+        .spawn(move || run(store, &gateway_id, &holder, interval, &batch_rx, &event_tx))?;
     Ok((LeaseLink { batches, events }, first))
 }
 
 fn run(
     mut store: ClusterStore,
     gateway_id: &str,
+    holder: &str,
     interval: Duration,
     batches: &Receiver<LeaseBatch>,
     events: &Sender<LeaseEvent>,
@@ -132,7 +140,7 @@ fn run(
         let wait = next_beat.saturating_duration_since(Instant::now());
         match batches.recv_timeout(wait) {
             Ok(batch) => {
-                let reply = lease(&mut store, gateway_id, interval, &batch);
+                let reply = lease(&mut store, gateway_id, holder, interval, &batch);
                 if events.send(LeaseEvent::Reply(reply)).is_err() {
                     return;
                 }
@@ -153,6 +161,7 @@ fn run(
 fn lease(
     store: &mut ClusterStore,
     gateway_id: &str,
+    holder: &str,
     interval: Duration,
     batch: &LeaseBatch,
 ) -> LeaseReply {
@@ -182,9 +191,10 @@ fn lease(
         .iter()
         .map(|a| QuotaLease {
             key: &a.key,
+            holder,
             limit: a.limit,
             want: a.want,
-            force: a.force,
+            used: a.used,
             ttl_secs: a.ttl_secs,
         })
         .collect();
@@ -193,7 +203,7 @@ fn lease(
             .quotas
             .iter()
             .zip(grants)
-            .map(|(a, g)| (a.id, a.force, g))
+            .map(|(a, g)| (a.id, g))
             .collect()
     });
     LeaseReply { rates, quotas }

@@ -279,9 +279,9 @@ impl Core {
                     key.scale = (granted / (key.per_sec * lease_secs)).clamp(0.0, 1.0);
                 }
             }
-            for (id, forced, grant) in quotas.unwrap_or_default() {
+            for (id, grant) in quotas.unwrap_or_default() {
                 if let Some(key) = self.quotas.get_mut(&id) {
-                    key.reserved += forced + grant.granted;
+                    key.reserved = grant.held;
                     key.cluster_used = grant.used;
                     key.leased = true;
                 }
@@ -322,14 +322,15 @@ impl Core {
             quotas: quotas
                 .iter()
                 .filter_map(|(&id, k)| {
-                    let force = k.ledger.used().saturating_sub(k.reserved);
+                    let used = k.ledger.used();
                     let want = k.ledger.lease_want(rounds);
-                    (force > 0 || want > 0).then(|| QuotaAsk {
+                    // Used beyond what Redis holds for it: to be charged.
+                    (used > k.reserved || want > 0).then(|| QuotaAsk {
                         id,
                         key: format!("{}:{}", k.text, k.day),
                         limit: k.per_day,
                         want,
-                        force,
+                        used,
                         // Outlives the key's day, whatever its offset.
                         ttl_secs: k.secs_left + 86_400,
                     })

@@ -8,14 +8,15 @@
 //! - `shares`, `quota`: how the reconciler splits a rate and hands out a quota (pure).
 //! - `reconciler`: the control-side thread that reads workers' reports every round (10 ms)
 //!   and sends back shares and grants.
-//! - With `[cluster]`: `cluster` (the Redis scripts), `lease` (the thread that calls
-//!   them), `cluster_mode` (connected or falling back to local limits).
+//! - With `[cluster]`: `cluster` (the Redis calls; their Lua in `cluster_scripts`),
+//!   `lease` (the thread that makes them), `cluster_mode` (connected or falling back to local limits).
 //! - `state`: the local quota state file.
 //! - `headers`: the 429 and the RateLimit-Policy / RateLimit headers.
 
 pub mod bucket;
 pub mod cluster;
 pub mod cluster_mode;
+mod cluster_scripts;
 pub mod facts;
 pub mod headers;
 pub mod lease;

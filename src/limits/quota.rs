@@ -44,6 +44,15 @@ pub fn cluster_default_grant(limit: u64, holders: usize) -> u64 {
     (fair / 1024).clamp(1, 64).min(fair)
 }
 
+/// What a worker holds of a key before it is told anything: `cluster_default_grant`
+/// with `Some(gateways)` sharing the limits, else `default_grant`.
+pub fn initial_grant(limit: u64, workers: usize, cluster_gateways: Option<usize>) -> u64 {
+    match cluster_gateways {
+        Some(g) => cluster_default_grant(limit, workers * g),
+        None => default_grant(limit, workers),
+    }
+}
+
 /// The grant each worker starts with for a key restored from the state file with `used`
 /// units already spent: the default grant while enough is left for every worker, else an
 /// equal part of what is left.

@@ -24,7 +24,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::cluster_mode::ClusterMode;
 use super::lease::{self, ClusterStatus, LeaseBatch, LeaseReply, QuotaAsk, RateAsk};
-use super::quota::{cluster_default_grant, default_grant, restored_grant, QuotaLedger};
+use super::quota::{initial_grant, restored_grant, QuotaLedger};
 use super::shares::RateShares;
 use super::spec::day_of;
 use super::state::{self, QuotaState, SavedQuota};
@@ -380,10 +380,8 @@ impl Core {
                 } => {
                     let workers = self.workers;
                     // What each worker holds before it is told anything (as it computed).
-                    let initial = match &self.cluster {
-                        Some(c) => cluster_default_grant(per_day, workers * c.gateways()),
-                        None => default_grant(per_day, workers),
-                    };
+                    let gateways = self.cluster.as_ref().map(ClusterMode::gateways);
+                    let initial = initial_grant(per_day, workers, gateways);
                     let key = self.quotas.entry(e.id).or_insert_with(|| QuotaKey {
                         ledger: QuotaLedger::new(workers, per_day, 0, initial),
                         text: e.text.clone(),

@@ -15,6 +15,7 @@ use lru::LruCache;
 
 use super::bucket::{Bucket, BucketParams, Taken};
 use super::headers::{HeaderWriter, Refusal};
+use super::quota::initial_grant;
 use super::spec::{KeyBy, LimitSpec};
 use super::{KeyId, Params, Report, ReportEntry, Update};
 
@@ -76,9 +77,7 @@ pub struct WorkerLimiter {
     /// The share of a rate key it has not been told about: 1/(workers x gateways).
     default_share: Cell<f64>,
     workers: usize,
-    /// Cluster mode: the gateways sharing the limits. With the worker count, sizes the
-    /// quota grant a worker holds for a key it has not been told about (see
-    /// `quota::default_grant` and `quota::cluster_default_grant`).
+    /// Cluster mode: the gateways sharing the limits (see `quota::initial_grant`).
     cluster_gateways: Cell<Option<usize>>,
     epoch: Instant,
     /// When the last round ended (whether or not it had anything to report).
@@ -438,10 +437,7 @@ impl WorkerLimiter {
             },
             (Params::Quota { per_day, .. }, _) => KeyState::Quota {
                 used: 0,
-                granted: match self.cluster_gateways.get() {
-                    Some(g) => super::quota::cluster_default_grant(per_day, self.workers * g),
-                    None => super::quota::default_grant(per_day, self.workers),
-                },
+                granted: initial_grant(per_day, self.workers, self.cluster_gateways.get()),
                 used_everywhere: 0,
                 used_at_grant: 0,
             },

@@ -354,6 +354,7 @@ fn redis_outage_falls_back_to_local_limits_and_recovers() {
     for (o, g) in [(&oa, "a"), (&ob, "b")] {
         let n = o.admitted_between(fallback_from, fallback_to);
         let expected = RATE / 2.0 * secs(fallback_from, fallback_to);
+        eprintln!("fallback on {g}: admitted {n}, expected {expected:.0}");
         assert!(
             (n as f64 - expected).abs() <= expected * 0.10,
             "fallback on {g}: {n}, expected {expected:.0}"

@@ -257,6 +257,12 @@ fn assert_rate_held(h: &Hammered, what: &str) {
     let expected = BURST + RATE * h.elapsed;
     let allowance = idle_part * RATE * 0.050;
     let (low, high) = (expected * 0.98 - allowance, expected * 1.02);
+    eprintln!(
+        "{what}: admitted {} in {:.3} s, expected {expected:.0} ({:+.2}%)",
+        h.admitted,
+        h.elapsed,
+        (h.admitted as f64 / expected - 1.0) * 100.0
+    );
     assert!(
         h.refused > h.admitted,
         "{what}: the load must exceed the limit for the test to mean anything: {} admitted, {} refused",

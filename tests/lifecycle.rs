@@ -237,9 +237,13 @@ fn sigterm_drains_in_flight_requests_and_exits_zero(driver: Driver) {
         idle.is_closed(Duration::from_secs(2)),
         "idle keep-alive connection closed"
     );
-    // Checked while the process still runs: once it has exited, another test may bind
-    // the same port.
-    assert!(!accepts(p.addr), "no longer accepting while draining");
+    // Checked while the process still runs (once it has exited, another test may bind
+    // the same port), within a few worker ticks: each worker stops listening when it
+    // takes the drain command, and a loaded machine may run one late.
+    assert!(
+        eventually(Duration::from_millis(400), || !accepts(p.addr)),
+        "no longer accepting while draining"
+    );
     let r = busy.read_response();
     assert_eq!(
         (r.status, r.body_str().as_str()),

@@ -303,6 +303,10 @@ impl Core {
         let lease_secs = cluster.interval.as_secs_f64();
         // Quota units for two lease intervals of the current pace.
         let rounds = 2.0 * lease_secs / self.interval.as_secs_f64().max(1e-3);
+        // Out of touch, leases only charge what was used: when Redis returns, every
+        // gateway re-charges its use before any reserves more, so none reserves units
+        // another already spent (Redis may have come back empty).
+        let reserving = cluster.connected();
         let (rates, quotas) = (&self.rates, &self.quotas);
         let urgent = quotas.values().any(|k| !k.leased && !k.ledger.idle());
         cluster.maybe_send(now, urgent, || LeaseBatch {
@@ -323,7 +327,11 @@ impl Core {
                 .iter()
                 .filter_map(|(&id, k)| {
                     let used = k.ledger.used();
-                    let want = k.ledger.lease_want(rounds);
+                    let want = if reserving {
+                        k.ledger.lease_want(rounds)
+                    } else {
+                        0
+                    };
                     // Used beyond what Redis holds for it: to be charged.
                     (used > k.reserved || want > 0).then(|| QuotaAsk {
                         id,

@@ -492,3 +492,42 @@ fn quota_use_while_redis_is_out_is_charged_when_it_returns() {
 fn redis_has_quota_key(redis: &RedisServer) -> bool {
     matches!(redis.cmd(&["KEYS", "rg:q:*"]), redis::Value::Array(k) if !k.is_empty())
 }
+
+#[test]
+fn a_gateway_stopping_charges_its_unrecorded_use() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    redis.stop();
+    // Redis is out from the start, and leases are ten seconds apart: nothing this gateway
+    // admits reaches Redis before it stops.
+    let limit = "{ key = \"route\", quota = \"50/day\" }";
+    let mut g = Gateway::start(
+        "exit",
+        "epoll",
+        &url,
+        "gateways = 1\nlease_interval = \"10s\"",
+        limit,
+    );
+    assert_eq!(g.mode(), "local_fallback");
+    let mut c = Client::connect(g.addr);
+    for _ in 0..5 {
+        let r = c.get("/r/x");
+        assert_eq!(r.status, 200, "{}", r.body_str());
+        // Workers hold one unit of a fresh key until the reconciler's next round.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(c);
+    redis.restart();
+    let status = Command::new("kill")
+        .args(["-TERM", &g.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        eventually(Duration::from_secs(10), || g.exited()),
+        "the gateway exits"
+    );
+    assert_eq!(quota_used_in_redis(&redis), 5, "{}", g.log_text());
+}

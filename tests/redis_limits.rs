@@ -34,6 +34,11 @@ fn lease(key: &str, rate_per_sec: f64, burst: f64, want: u64) -> TokenLease<'_> 
     }
 }
 
+/// Grants to a thousandth of a token: `SLOW` buckets refill by a sliver between calls.
+fn rounded(grants: Vec<f64>) -> Vec<f64> {
+    grants.iter().map(|g| (g * 1e3).floor() / 1e3).collect()
+}
+
 /// A lease interval long enough that the bucket, not the fair part, limits a grant.
 const LONG: f64 = 20_000.0;
 
@@ -72,26 +77,26 @@ fn fresh_bucket_grants_its_burst_then_nothing() {
     let mut store = store(&server);
     let round = [lease("a", SLOW, 10.0, 10), lease("b", SLOW, 3.0, 5)];
     // `b` wants more than it holds and gets what is there.
-    assert_eq!(store.take_tokens(&round).unwrap(), [10.0, 3.0]);
-    assert_eq!(store.take_tokens(&round).unwrap(), [0.0, 0.0]);
+    assert_eq!(rounded(store.take_tokens(&round).unwrap()), [10.0, 3.0]);
+    assert_eq!(rounded(store.take_tokens(&round).unwrap()), [0.0, 0.0]);
     // Kept until it would be full again (10 tokens at 0.001/s: 10 000 s) and the
     // gateway's demand has expired (three intervals: 60 000 s), plus a second.
     let pttl = int(&server, &["PTTL", "rg:rl:a"]);
     assert!((59_990_000..=60_001_000).contains(&pttl), "{pttl}");
     // A partly spent bucket: one key twice in a round is taken in order.
     let c = [lease("c", SLOW, 10.0, 4), lease("c", SLOW, 10.0, 4)];
-    assert_eq!(store.take_tokens(&c).unwrap(), [4.0, 4.0]);
+    assert_eq!(rounded(store.take_tokens(&c).unwrap()), [4.0, 4.0]);
     assert_eq!(
-        store.take_tokens(&[lease("c", SLOW, 10.0, 100)]).unwrap(),
+        rounded(store.take_tokens(&[lease("c", SLOW, 10.0, 100)]).unwrap()),
         [2.0]
     );
     // Wanting nothing takes nothing.
     assert_eq!(
-        store.take_tokens(&[lease("d", SLOW, 10.0, 0)]).unwrap(),
+        rounded(store.take_tokens(&[lease("d", SLOW, 10.0, 0)]).unwrap()),
         [0.0]
     );
     assert_eq!(
-        store.take_tokens(&[lease("d", SLOW, 10.0, 10)]).unwrap(),
+        rounded(store.take_tokens(&[lease("d", SLOW, 10.0, 10)]).unwrap()),
         [10.0]
     );
 }
@@ -105,7 +110,7 @@ fn bucket_refills_at_its_rate_up_to_its_burst() {
     const RATE: f64 = 100.0;
     let before_drain = Instant::now();
     assert_eq!(
-        store.take_tokens(&[lease("r", RATE, 100.0, 100)]).unwrap(),
+        rounded(store.take_tokens(&[lease("r", RATE, 100.0, 100)]).unwrap()),
         [100.0]
     );
     let after_drain = Instant::now();
@@ -124,14 +129,16 @@ fn bucket_refills_at_its_rate_up_to_its_burst() {
 
     // Refill stops at the burst: 20 ms at 1000/s would be 20 tokens.
     assert_eq!(
-        store.take_tokens(&[lease("cap", 1000.0, 5.0, 5)]).unwrap(),
+        rounded(store.take_tokens(&[lease("cap", 1000.0, 5.0, 5)]).unwrap()),
         [5.0]
     );
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(
-        store
-            .take_tokens(&[lease("cap", 1000.0, 5.0, 100)])
-            .unwrap(),
+        rounded(
+            store
+                .take_tokens(&[lease("cap", 1000.0, 5.0, 100)])
+                .unwrap()
+        ),
         [5.0]
     );
 }
@@ -142,9 +149,18 @@ fn gateways_share_one_bucket() {
         return;
     };
     let (mut a, mut b) = (store(&server), store(&server));
-    assert_eq!(a.take_tokens(&[lease("s", SLOW, 10.0, 4)]).unwrap(), [4.0]);
-    assert_eq!(b.take_tokens(&[lease("s", SLOW, 10.0, 10)]).unwrap(), [6.0]);
-    assert_eq!(a.take_tokens(&[lease("s", SLOW, 10.0, 1)]).unwrap(), [0.0]);
+    assert_eq!(
+        rounded(a.take_tokens(&[lease("s", SLOW, 10.0, 4)]).unwrap()),
+        [4.0]
+    );
+    assert_eq!(
+        rounded(b.take_tokens(&[lease("s", SLOW, 10.0, 10)]).unwrap()),
+        [6.0]
+    );
+    assert_eq!(
+        rounded(a.take_tokens(&[lease("s", SLOW, 10.0, 1)]).unwrap()),
+        [0.0]
+    );
 }
 
 /// Two gateways leasing every 100 ms from a 1000/s bucket (so full that only the fair
@@ -161,6 +177,17 @@ fn fair_lease<'a>(key: &'a str, gateway: &'a str, demand: f64) -> TokenLease<'a>
     }
 }
 
+/// One lease's grant, which must be `expected` (to rounding).
+fn assert_granted(store: &mut ClusterStore, lease: TokenLease, expected: f64) {
+    let got = store.take_tokens(&[lease]).unwrap()[0];
+    assert!(
+        (got - expected).abs() < 1e-9,
+        "{} for {}: {got}, expected {expected}",
+        lease.key,
+        lease.gateway
+    );
+}
+
 #[test]
 fn the_rate_is_split_by_demand_whoever_leases_first() {
     let Some(server) = RedisServer::start() else {
@@ -168,36 +195,44 @@ fn the_rate_is_split_by_demand_whoever_leases_first() {
     };
     let mut store = store(&server);
     // Alone, a gateway may take the whole rate for its interval: 100 tokens.
-    assert_eq!(
-        store.take_tokens(&[fair_lease("f", "a", 10.0)]).unwrap(),
-        [100.0]
-    );
+    assert_granted(&mut store, fair_lease("f", "a", 10.0), 100.0);
     // Below the rate: each gets its demand plus an equal part of what is left.
     // a: 10 + (1000 - 310) / 2 = 355/s; b: 300 + 345 = 645/s.
-    assert_eq!(
-        store.take_tokens(&[fair_lease("f", "b", 300.0)]).unwrap(),
-        [64.5]
-    );
-    assert_eq!(
-        store.take_tokens(&[fair_lease("f", "a", 10.0)]).unwrap(),
-        [35.5]
-    );
+    assert_granted(&mut store, fair_lease("f", "b", 300.0), 64.5);
+    assert_granted(&mut store, fair_lease("f", "a", 10.0), 35.5);
     // Above it: parts proportional to demand, adding up to the rate whatever the order.
-    assert_eq!(
-        store.take_tokens(&[fair_lease("f", "a", 3000.0)]).unwrap(),
-        [90.909]
+    assert_granted(
+        &mut store,
+        fair_lease("f", "a", 3000.0),
+        100.0 * 3000.0 / 3300.0,
     );
-    assert_eq!(
-        store.take_tokens(&[fair_lease("f", "b", 300.0)]).unwrap(),
-        [9.09]
+    assert_granted(
+        &mut store,
+        fair_lease("f", "b", 300.0),
+        100.0 * 300.0 / 3300.0,
     );
     // A gateway that stops leasing drops out after three of its intervals.
     std::thread::sleep(Duration::from_millis(350));
-    assert_eq!(
-        store.take_tokens(&[fair_lease("f", "b", 300.0)]).unwrap(),
-        [100.0]
-    );
+    assert_granted(&mut store, fair_lease("f", "b", 300.0), 100.0);
     assert_eq!(int(&server, &["HEXISTS", "rg:rl:f", "d:a"]), 0);
+}
+
+#[test]
+fn a_slow_rate_is_granted_in_fractions_of_a_token() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut store = store(&server);
+    // 1/min shared by two gateways leasing every 100 ms: 1/1200 of a token each.
+    let slow = |gateway| TokenLease {
+        rate_per_sec: 1.0 / 60.0,
+        burst: 1.0,
+        want: 0.1 / 60.0,
+        ..fair_lease("slow", gateway, 0.0)
+    };
+    assert_granted(&mut store, slow("a"), 0.1 / 60.0);
+    assert_granted(&mut store, slow("b"), 0.1 / 120.0);
+    assert_granted(&mut store, slow("a"), 0.1 / 120.0);
 }
 
 #[test]
@@ -316,7 +351,7 @@ fn keys_of_another_type_are_reported_as_such() {
     // Nothing was changed, and the connection still works.
     assert_eq!(int(&server, &["HLEN", "rg:q:word"]), 1);
     assert_eq!(
-        store.take_tokens(&[lease("ok", SLOW, 2.0, 5)]).unwrap(),
+        rounded(store.take_tokens(&[lease("ok", SLOW, 2.0, 5)]).unwrap()),
         [2.0]
     );
 }
@@ -328,20 +363,20 @@ fn flushed_scripts_are_loaded_again_without_applying_a_lease_twice() {
     };
     let mut store = store(&server);
     assert_eq!(
-        store.take_tokens(&[lease("n", SLOW, 10.0, 3)]).unwrap(),
+        rounded(store.take_tokens(&[lease("n", SLOW, 10.0, 3)]).unwrap()),
         [3.0]
     );
     assert_eq!(
-        store.take_tokens(&[lease("n", SLOW, 10.0, 3)]).unwrap(),
+        rounded(store.take_tokens(&[lease("n", SLOW, 10.0, 3)]).unwrap()),
         [3.0]
     );
     server.cmd(&["SCRIPT", "FLUSH"]);
     assert_eq!(
-        store.take_tokens(&[lease("n", SLOW, 10.0, 3)]).unwrap(),
+        rounded(store.take_tokens(&[lease("n", SLOW, 10.0, 3)]).unwrap()),
         [3.0]
     );
     assert_eq!(
-        store.take_tokens(&[lease("n", SLOW, 10.0, 10)]).unwrap(),
+        rounded(store.take_tokens(&[lease("n", SLOW, 10.0, 10)]).unwrap()),
         [1.0]
     );
     server.cmd(&["SCRIPT", "FLUSH"]);
@@ -392,7 +427,7 @@ fn stopped_redis_fails_quickly_then_recovers() {
     };
     let mut store = store(&server);
     assert_eq!(
-        store.take_tokens(&[lease("k", SLOW, 5.0, 5)]).unwrap(),
+        rounded(store.take_tokens(&[lease("k", SLOW, 5.0, 5)]).unwrap()),
         [5.0]
     );
 
@@ -416,7 +451,7 @@ fn stopped_redis_fails_quickly_then_recovers() {
     // server has lost its data, so the bucket is full again.
     server.restart();
     assert_eq!(
-        store.take_tokens(&[lease("k", SLOW, 5.0, 5)]).unwrap(),
+        rounded(store.take_tokens(&[lease("k", SLOW, 5.0, 5)]).unwrap()),
         [5.0]
     );
     assert_eq!(
@@ -434,7 +469,7 @@ fn wedged_redis_costs_one_timeout_per_round_not_one_per_lease() {
     let mut store = store(&server);
     let keys: Vec<String> = (0..200).map(|i| format!("w{i}")).collect();
     let round: Vec<TokenLease> = keys.iter().map(|k| lease(k, SLOW, 1.0, 0)).collect();
-    assert_eq!(store.take_tokens(&round).unwrap(), vec![0.0; 200]);
+    assert_eq!(rounded(store.take_tokens(&round).unwrap()), vec![0.0; 200]);
 
     server.pause();
     let started = Instant::now();
@@ -442,7 +477,7 @@ fn wedged_redis_costs_one_timeout_per_round_not_one_per_lease() {
     assert!(started.elapsed() < QUICK, "took {:?}", started.elapsed());
     assert!(e.contains("failed"), "{e}");
     server.resume();
-    assert_eq!(store.take_tokens(&round).unwrap(), vec![0.0; 200]);
+    assert_eq!(rounded(store.take_tokens(&round).unwrap()), vec![0.0; 200]);
 }
 
 #[test]

@@ -108,7 +108,7 @@ impl ClusterStore {
     }
 
     /// All leases in one pipelined round trip; result i answers lease i: the tokens
-    /// granted, to a thousandth.
+    /// granted (a fraction of a token for a slow rate).
     pub fn take_tokens(&mut self, leases: &[TokenLease]) -> Result<Vec<f64>, String> {
         let calls = leases
             .iter()
@@ -272,15 +272,16 @@ fn quota_call(lease: &QuotaLease) -> Result<Call, String> {
     Ok(Call { key, args })
 }
 
-/// The token script's reply: a decimal from 0 to `want` (rounded down to a thousandth,
-/// so it never exceeds it by more than rounding).
+/// The token script's reply: a decimal from 0 to `want` (printed with 17 digits, so it
+/// may exceed `want` by a rounding error, no more).
 fn granted_tokens(reply: Value, want: f64) -> Option<f64> {
     let text = match reply {
         Value::BulkString(bytes) => String::from_utf8(bytes).ok()?,
         _ => return None,
     };
     let granted: f64 = text.parse().ok()?;
-    (granted.is_finite() && granted >= 0.0 && granted <= want + 1e-3).then_some(granted)
+    let rounding = 1e-9 * want.max(1.0);
+    (granted.is_finite() && granted >= 0.0 && granted <= want + rounding).then_some(granted)
 }
 
 /// The quota script's reply: `{granted, used, held}` with granted <= want, the holder
@@ -409,6 +410,8 @@ mod tests {
         let text = |s: &str| Value::BulkString(s.as_bytes().to_vec());
         assert_eq!(granted_tokens(text("3.250"), 5.0), Some(3.25));
         assert_eq!(granted_tokens(text("0.000"), 0.0), Some(0.0));
+        let just_over = granted_tokens(text("5.0000000000000009"), 5.0).unwrap();
+        assert!(just_over > 5.0 && just_over - 5.0 < 1e-12, "{just_over}");
         assert_eq!(granted_tokens(text("6"), 5.0), None);
         assert_eq!(granted_tokens(text("-1"), 5.0), None);
         assert_eq!(granted_tokens(text("nan"), 5.0), None);

@@ -27,6 +27,8 @@ pub struct ClusterMode {
     connected: bool,
     in_flight: Option<Instant>,
     last_sent: Option<Instant>,
+    /// The last batch had nothing to lease: the heartbeat decides the mode meanwhile.
+    nothing_leased: bool,
     status: Arc<ClusterStatus>,
 }
 
@@ -47,11 +49,21 @@ impl ClusterMode {
             connected: true,
             in_flight: None,
             last_sent: None,
+            nothing_leased: true,
             status,
         };
         match first_beat {
             Ok(n) => mode.learn_gateways(n),
-            Err(e) => mode.fall_back(&e),
+            Err(e) => {
+                if configured_gateways.is_none() {
+                    log::warn!(
+                        "cluster: Redis is unreachable at start and cluster.gateways is not \
+                         set: until Redis answers, this gateway holds every limit in full; \
+                         set cluster.gateways to divide them"
+                    );
+                }
+                mode.fall_back(&e)
+            }
         }
         mode.publish();
         mode
@@ -75,7 +87,7 @@ impl ClusterMode {
     /// What the lease thread said since the last round. A learned gateway count is
     /// applied here (the caller compares `gateways()` before and after); lease replies
     /// are returned for the caller to apply to its keys.
-    pub fn poll(&mut self, no_keys: bool, now: Instant) -> Vec<super::lease::LeaseReply> {
+    pub fn poll(&mut self, now: Instant) -> Vec<super::lease::LeaseReply> {
         let mut replies = Vec::new();
         for event in self.link.events.try_iter().collect::<Vec<_>>() {
             match event {
@@ -83,10 +95,11 @@ impl ClusterMode {
                     if let Ok(n) = beat {
                         self.learn_gateways(n);
                     }
-                    // With keys, leases decide the mode; without, the heartbeat does.
+                    // While leases go out, they decide the mode; otherwise the heartbeat.
+                    let idle = self.nothing_leased && self.in_flight.is_none();
                     match beat {
-                        Ok(_) if no_keys => self.reconnected(),
-                        Err(e) if no_keys => self.fall_back(&e),
+                        Ok(_) if idle => self.reconnected(),
+                        Err(e) if idle => self.fall_back(&e),
                         _ => {}
                     }
                 }
@@ -128,13 +141,42 @@ impl ClusterMode {
         }
         let batch = make();
         self.last_sent = Some(now);
-        if batch.rates.is_empty() && batch.quotas.is_empty() {
+        self.nothing_leased = batch.rates.is_empty() && batch.quotas.is_empty();
+        if self.nothing_leased {
             return;
         }
         match self.link.batches.try_send(batch) {
             Ok(()) => self.in_flight = Some(now),
             Err(TrySendError::Full(_)) => {}
             Err(TrySendError::Disconnected(_)) => self.fall_back("the lease thread stopped"),
+        }
+    }
+
+    /// At shutdown: lets the lease in flight finish, then sends `batch` (charges only)
+    /// and waits for its answer, so that use not charged yet (default grants, use while
+    /// Redis was out of reach) is charged before the process exits. Bounded by `within`.
+    pub fn charge_before_exit(&mut self, batch: LeaseBatch, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut batch = Some(batch);
+        loop {
+            if self.in_flight.is_none() {
+                let Some(b) = batch.take() else {
+                    return;
+                };
+                if b.quotas.is_empty() || self.link.batches.try_send(b).is_err() {
+                    return;
+                }
+                self.in_flight = Some(Instant::now());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.link.events.recv_timeout(left) {
+                Ok(LeaseEvent::Reply(_)) => self.in_flight = None,
+                Ok(LeaseEvent::Heartbeat(_)) => {}
+                Err(_) => {
+                    log::warn!("cluster: quota use not charged to Redis at exit (no answer)");
+                    return;
+                }
+            }
         }
     }
 

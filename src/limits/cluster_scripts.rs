@@ -8,8 +8,8 @@ use crate::redis_link::RedisLink;
 
 /// Refills the bucket by `rate * elapsed` (a missing or unreadable bucket starts full),
 /// records the caller's demand, and grants the least of `want`, the tokens held and the
-/// caller's fair part of the rate for its interval (see [`super::cluster::TokenLease`]). Grants are in
-/// thousandths of a token: a small rate leased often is worth less than one per lease.
+/// caller's fair part of the rate for its interval (see [`super::cluster::TokenLease`]). Grants are
+/// fractions of a token: a small rate leased often is worth less than one per lease.
 /// The key is kept until the bucket would be full again and every demand has expired.
 /// KEYS[1] = bucket, ARGV = rate per second, burst, want, gateway, demand, interval in
 /// seconds. Returns the tokens granted, as a decimal string.
@@ -58,12 +58,11 @@ else
   fair = rate * demand / total
 end
 local granted = math.min(want, tokens, fair * interval)
-granted = math.floor(granted * 1000) / 1000
 tokens = tokens - granted
 redis.call('HSET', key, 'tokens', tokens, 'ts', string.format('%d', now))
 local keep = math.max(math.ceil((burst - tokens) / rate * 1000), math.ceil(lives / 1000)) + 1000
 redis.call('PEXPIRE', key, string.format('%d', keep))
-return string.format('%.3f', granted)
+return string.format('%.17g', granted)
 ";
 
 /// KEYS[1] = quota, ARGV = limit, want, the holder's own use, ttl in seconds, holder.

@@ -32,6 +32,9 @@ use super::{KeyId, Params, Report, Update};
 
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 
+/// How long shutdown waits to charge quota use to Redis (a dead Redis answers sooner).
+const EXIT_CHARGE_WITHIN: Duration = Duration::from_millis(1500);
+
 /// Rounds without a report from a worker after which it counts as idle for every key.
 /// Workers report every round of their own (10 ms), even with nothing in it, so one
 /// missing from a round is late (rounds drift apart, a core is busy); this long, it is
@@ -145,6 +148,19 @@ struct QuotaKey {
 }
 
 impl QuotaKey {
+    /// A reservation of `want` units that also charges this process's use.
+    fn ask(&self, id: KeyId, want: u64) -> QuotaAsk {
+        QuotaAsk {
+            id,
+            key: format!("{}:{}", self.text, self.day),
+            limit: self.per_day,
+            want,
+            used: self.ledger.used(),
+            // Outlives the key's day, whatever its offset.
+            ttl_secs: self.secs_left + 86_400,
+        }
+    }
+
     /// The key's use everywhere as workers should see it: in cluster mode the cluster's,
     /// less what this gateway reserved and has not used yet.
     fn used_everywhere(&self, cluster: bool) -> u64 {
@@ -238,6 +254,7 @@ impl Core {
                 self.save();
             }
             if stopping {
+                self.charge_before_exit();
                 return;
             }
             // Wake early when reports arrive? No: rounds are the unit of smoothing; a
@@ -263,8 +280,7 @@ impl Core {
             return;
         };
         let gateways = cluster.gateways();
-        let no_keys = self.rates.is_empty() && self.quotas.is_empty();
-        let replies = cluster.poll(no_keys, now);
+        let replies = cluster.poll(now);
         if cluster.gateways() != gateways {
             for out in &mut self.outbox {
                 out.push(Update::Cluster {
@@ -293,6 +309,24 @@ impl Core {
                 key.scale = part;
             }
         }
+    }
+
+    /// Cluster mode, at shutdown: charges what this process used beyond what Redis
+    /// holds for it (Redis compares with its own count, so a stale view here is fine).
+    fn charge_before_exit(&mut self) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let batch = LeaseBatch {
+            rates: Vec::new(),
+            quotas: self
+                .quotas
+                .iter()
+                .filter(|(_, k)| k.ledger.used() > 0)
+                .map(|(&id, k)| k.ask(id, 0))
+                .collect(),
+        };
+        cluster.charge_before_exit(batch, EXIT_CHARGE_WITHIN);
     }
 
     /// Cluster mode: every lease interval, one batch for every key.
@@ -333,15 +367,7 @@ impl Core {
                         0
                     };
                     // Used beyond what Redis holds for it: to be charged.
-                    (used > k.reserved || want > 0).then(|| QuotaAsk {
-                        id,
-                        key: format!("{}:{}", k.text, k.day),
-                        limit: k.per_day,
-                        want,
-                        used,
-                        // Outlives the key's day, whatever its offset.
-                        ttl_secs: k.secs_left + 86_400,
-                    })
+                    (used > k.reserved || want > 0).then(|| k.ask(id, want))
                 })
                 .collect(),
         });
@@ -443,13 +469,15 @@ impl Core {
             }
             // Tokens given up by cores whose share shrank go to the cores holding the
             // share now, in proportion: the burst follows the traffic.
+            // (In a cluster the shares add up to this gateway's part, not to one.)
             let given = std::mem::take(&mut key.surrendered);
-            if given > 0.0 {
+            let total: f64 = key.shares.shares().iter().sum();
+            if given > 0.0 && total > 0.0 {
                 for (w, &share) in key.shares.shares().iter().enumerate() {
                     if share > 0.0 {
                         self.outbox[w].push(Update::Tokens {
                             id,
-                            tokens: given * share,
+                            tokens: given * share / total,
                         });
                     }
                 }

@@ -261,7 +261,8 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<WorkerCtx>, max_connections:
                     return;
                 }
             }
-            Err(_) if draining => return,
+            // A drain shut the socket down: the accept fails, which is no news.
+            Err(_) if draining || ctx.draining() => return,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning on the error.
                 log::warn!("worker {}: accept failed: {e}", ctx.id);

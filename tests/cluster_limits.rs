@@ -280,9 +280,7 @@ fn two_gateways_hold_one_rate_together() {
 /// Runs the load(s) for half a second to settle, then measures for 1.5 s.
 fn measure(load: Load, other: Option<Load>) -> (Instant, Instant, Outcome, Option<Outcome>) {
     std::thread::sleep(Duration::from_millis(500));
-    let from = Instant::now();
-    std::thread::sleep(Duration::from_millis(1500));
-    let to = Instant::now();
+    let (from, to) = window(1500);
     (from, to, load.finish(), other.map(Load::finish))
 }
 
@@ -313,30 +311,14 @@ fn redis_outage_falls_back_to_local_limits_and_recovers() {
     );
     let (la, lb) = (Load::start(a.addr, 2), Load::start(b.addr, 2));
     std::thread::sleep(Duration::from_millis(1000));
-    let connected_from = Instant::now();
-    std::thread::sleep(Duration::from_millis(1000));
-    let killed_at = Instant::now();
+    let (connected_from, killed_at) = window(1000);
     redis.stop();
-    assert!(
-        eventually(Duration::from_secs(3), || a.mode() == "local_fallback"
-            && b.mode() == "local_fallback"),
-        "both fall back: {:?}",
-        a.stats()
-    );
-    let fallback_from = Instant::now();
-    std::thread::sleep(Duration::from_millis(1500));
-    let fallback_to = Instant::now();
+    wait_for_mode(&[&a, &b], "local_fallback", Duration::from_secs(3));
+    let (fallback_from, fallback_to) = window(1500);
     redis.restart();
-    assert!(
-        eventually(Duration::from_secs(5), || a.mode() == "cluster"
-            && b.mode() == "cluster"),
-        "both return to cluster mode: {:?}",
-        a.stats()
-    );
+    wait_for_mode(&[&a, &b], "cluster", Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(300));
-    let recovered_from = Instant::now();
-    std::thread::sleep(Duration::from_millis(1500));
-    let recovered_to = Instant::now();
+    let (recovered_from, recovered_to) = window(1500);
     let (oa, ob) = (la.finish(), lb.finish());
     // Not one request failed, whatever Redis did.
     assert!(oa.unexpected.is_empty(), "{:?}", oa.unexpected);
@@ -372,6 +354,25 @@ fn redis_outage_falls_back_to_local_limits_and_recovers() {
     let log = a.log_text();
     assert!(log.contains("holding limits locally at 1/2"), "{log}");
     assert!(log.contains("Redis answers again"), "{log}");
+}
+
+/// Waits until every gateway's `/stats` shows `mode`.
+fn wait_for_mode(gateways: &[&Gateway], mode: &str, within: Duration) {
+    for g in gateways {
+        assert!(
+            eventually(within, || g.mode() == mode),
+            "{} not in mode {mode}: {:?}",
+            g.addr,
+            g.stats()
+        );
+    }
+}
+
+/// Sleeps through a measuring window of `ms` and returns its bounds.
+fn window(ms: u64) -> (Instant, Instant) {
+    let from = Instant::now();
+    std::thread::sleep(Duration::from_millis(ms));
+    (from, Instant::now())
 }
 
 /// The Redis key of the route's daily quota holds exactly what was admitted.
@@ -446,12 +447,7 @@ fn quota_use_while_redis_is_out_is_charged_when_it_returns() {
     let a = Gateway::start("charge-a", "io_uring", &redis.url(), "gateways = 2", &limit);
     let b = Gateway::start("charge-b", "epoll", &redis.url(), "gateways = 2", &limit);
     redis.stop();
-    assert!(
-        eventually(Duration::from_secs(3), || a.mode() == "local_fallback"
-            && b.mode() == "local_fallback"),
-        "both fall back: {:?}",
-        a.stats()
-    );
+    wait_for_mode(&[&a, &b], "local_fallback", Duration::from_secs(3));
     // Out of touch, each gateway holds half the day's quota, exactly.
     let (la, lb) = (Load::start(a.addr, 2), Load::start(b.addr, 2));
     std::thread::sleep(Duration::from_millis(1000));
@@ -469,11 +465,8 @@ fn quota_use_while_redis_is_out_is_charged_when_it_returns() {
             && quota_used_in_redis(&redis) == QUOTA as i64),
         "both gateways charged their use"
     );
+    wait_for_mode(&[&a, &b], "cluster", Duration::from_secs(3));
     for g in [&a, &b] {
-        assert!(
-            eventually(Duration::from_secs(3), || g.mode() == "cluster"),
-            "back in cluster mode"
-        );
         // A gateway learns the others' use from its next lease: until then it may say
         // "retry in 1 s" (`rate_limited`), never admit.
         let mut c = Client::connect(g.addr);

@@ -292,7 +292,8 @@ impl Core {
         for LeaseReply { rates, quotas } in replies {
             for (id, granted) in rates.unwrap_or_default() {
                 if let Some(key) = self.rates.get_mut(&id) {
-                    key.scale = (granted / (key.per_sec * lease_secs)).clamp(0.0, 1.0);
+                    let per_lease = (key.per_sec * lease_secs).max(f64::MIN_POSITIVE);
+                    key.scale = (granted / per_lease).clamp(0.0, 1.0);
                 }
             }
             for (id, grant) in quotas.unwrap_or_default() {

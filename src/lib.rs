@@ -17,5 +17,6 @@ pub mod http;
 pub mod limits;
 pub mod proxy;
 pub mod redis_link;
+pub mod resilience;
 pub mod runtime;
 mod sys;

@@ -1,0 +1,361 @@
+//! A circuit breaker shared by every worker: lock-free counters, so all cores trip,
+//! half-open and close together.
+//!
+//! - **Closed**: requests go through. Each outcome is counted: consecutive failures, and
+//!   requests and failures in a sliding window of ten buckets. The breaker trips when the
+//!   failures in a row reach `consecutive_failures`, or when the window holds at least
+//!   `min_requests` and its error rate reaches `error_rate`.
+//! - **Open**: every request is refused at once (`circuit_open`) until `open_for` passed.
+//! - **Half-open**: up to `probes` requests go through as probes; the rest are refused.
+//!   That many successes close it (counters start afresh), one failure opens it again.
+//!
+//! Counters are atomics updated with relaxed ordering (see `window`). State changes go
+//! through compare-and-swap, so exactly one core trips or closes the breaker. Pure
+//! otherwise: time comes in as `Instant`s.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use super::window::Window;
+
+const CLOSED: u8 = 0;
+const OPEN: u8 = 1;
+const HALF_OPEN: u8 = 2;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerConfig {
+    /// Trip after this many failures in a row (`None`: not by count).
+    pub consecutive_failures: Option<u32>,
+    /// Trip when the window's error rate reaches this (`None`: not by rate).
+    pub error_rate: Option<f64>,
+    pub window: Duration,
+    /// Requests the window must hold before its error rate counts.
+    pub min_requests: u32,
+    pub open_for: Duration,
+    /// Probe requests let through while half-open.
+    pub probes: u32,
+}
+
+/// What the breaker said about one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Allowed,
+    /// Half-open: this request is one of the probes; report its outcome.
+    Probe,
+    Refused,
+}
+
+/// The state as the admin side shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+pub struct Breaker {
+    config: BreakerConfig,
+    epoch: Instant,
+    state: AtomicU8,
+    /// When it opened, in ns since `epoch`.
+    opened_at: AtomicU64,
+    consecutive: AtomicU32,
+    probes_started: AtomicU32,
+    probes_passed: AtomicU32,
+    /// Requests and failures.
+    window: Window,
+    /// Times it tripped (for /stats).
+    trips: AtomicU64,
+}
+
+impl Breaker {
+    pub fn new(config: BreakerConfig, epoch: Instant) -> Breaker {
+        Breaker {
+            epoch,
+            state: AtomicU8::new(CLOSED),
+            opened_at: AtomicU64::new(0),
+            consecutive: AtomicU32::new(0),
+            probes_started: AtomicU32::new(0),
+            probes_passed: AtomicU32::new(0),
+            window: Window::new(config.window, epoch),
+            trips: AtomicU64::new(0),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &BreakerConfig {
+        &self.config
+    }
+
+    pub fn state(&self) -> State {
+        match self.state.load(Relaxed) {
+            OPEN => State::Open,
+            HALF_OPEN => State::HalfOpen,
+            _ => State::Closed,
+        }
+    }
+
+    pub fn trips(&self) -> u64 {
+        self.trips.load(Relaxed)
+    }
+
+    /// Whether a request may go to the upstream now.
+    pub fn admit(&self, now: Instant) -> Admission {
+        match self.state.load(Relaxed) {
+            CLOSED => Admission::Allowed,
+            OPEN => {
+                let open_for = self.config.open_for.as_nanos() as u64;
+                if self.ns(now).saturating_sub(self.opened_at.load(Relaxed)) < open_for {
+                    return Admission::Refused;
+                }
+                // The cool-down is over: the first core to notice half-opens it.
+                if self
+                    .state
+                    .compare_exchange(OPEN, HALF_OPEN, Relaxed, Relaxed)
+                    .is_ok()
+                {
+                    self.probes_started.store(0, Relaxed);
+                    self.probes_passed.store(0, Relaxed);
+                }
+                self.take_probe()
+            }
+            _ => self.take_probe(),
+        }
+    }
+
+    /// Seconds until the breaker may let a probe through (for `Retry-After`).
+    pub fn retry_after(&self, now: Instant) -> Duration {
+        let open_for = self.config.open_for.as_nanos() as u64;
+        let since = self.ns(now).saturating_sub(self.opened_at.load(Relaxed));
+        Duration::from_nanos(open_for.saturating_sub(since))
+    }
+
+    /// The outcome of a request `admit` let through.
+    pub fn record(&self, admission: Admission, success: bool, now: Instant) {
+        match admission {
+            Admission::Refused => {}
+            Admission::Probe => {
+                if !success {
+                    self.open(HALF_OPEN, now);
+                } else if self.probes_passed.fetch_add(1, Relaxed) + 1 >= self.config.probes
+                    && self
+                        .state
+                        .compare_exchange(HALF_OPEN, CLOSED, Relaxed, Relaxed)
+                        .is_ok()
+                {
+                    self.reset_counts();
+                }
+            }
+            Admission::Allowed => self.count(success, now),
+        }
+    }
+
+    fn take_probe(&self) -> Admission {
+        if self.probes_started.fetch_add(1, Relaxed) < self.config.probes {
+            Admission::Probe
+        } else {
+            Admission::Refused
+        }
+    }
+
+    fn count(&self, success: bool, now: Instant) {
+        self.window.add(now, 1, u32::from(!success));
+        if success {
+            self.consecutive.store(0, Relaxed);
+            return;
+        }
+        let in_a_row = self.consecutive.fetch_add(1, Relaxed) + 1;
+        let by_count = self
+            .config
+            .consecutive_failures
+            .is_some_and(|n| in_a_row >= n);
+        if by_count || self.rate_too_high(now) {
+            self.open(CLOSED, now);
+        }
+    }
+
+    fn rate_too_high(&self, now: Instant) -> bool {
+        let Some(rate) = self.config.error_rate else {
+            return false;
+        };
+        let (requests, failures) = self.window_counts(now);
+        requests >= self.config.min_requests.max(1) as u64
+            && failures as f64 >= rate * requests as f64
+    }
+
+    /// Requests and failures in the window ending at `now`.
+    pub fn window_counts(&self, now: Instant) -> (u64, u64) {
+        self.window.sum(now)
+    }
+
+    /// Opens from `from` (closed or half-open); only one core wins the swap.
+    fn open(&self, from: u8, now: Instant) {
+        if self
+            .state
+            .compare_exchange(from, OPEN, Relaxed, Relaxed)
+            .is_ok()
+        {
+            self.opened_at.store(self.ns(now), Relaxed);
+            self.trips.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn reset_counts(&self) {
+        self.consecutive.store(0, Relaxed);
+        self.window.clear();
+    }
+
+    fn ns(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> BreakerConfig {
+        BreakerConfig {
+            consecutive_failures: Some(5),
+            error_rate: Some(0.5),
+            window: Duration::from_secs(10),
+            min_requests: 20,
+            open_for: Duration::from_secs(5),
+            probes: 2,
+        }
+    }
+
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    fn run(b: &Breaker, now: Instant, success: bool) -> Admission {
+        let a = b.admit(now);
+        b.record(a, success, now);
+        a
+    }
+
+    #[test]
+    fn trips_on_failures_in_a_row_and_a_success_resets_the_count() {
+        let t0 = Instant::now();
+        let b = Breaker::new(config(), t0);
+        for _ in 0..4 {
+            run(&b, t0, false);
+        }
+        run(&b, t0, true);
+        for _ in 0..4 {
+            run(&b, t0, false);
+        }
+        assert_eq!(b.state(), State::Closed, "never five in a row");
+        run(&b, t0, false);
+        assert_eq!(b.state(), State::Open);
+        assert_eq!(b.admit(at(t0, 4_999)), Admission::Refused);
+        assert_eq!(b.trips(), 1);
+        assert_eq!(b.retry_after(at(t0, 1_000)), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn trips_on_the_error_rate_only_with_enough_requests() {
+        let t0 = Instant::now();
+        let cfg = BreakerConfig {
+            consecutive_failures: None,
+            ..config()
+        };
+        let b = Breaker::new(cfg, t0);
+        // Alternating: a 50% error rate, but only 19 requests so far.
+        for i in 0..19 {
+            run(&b, at(t0, i * 10), i % 2 == 1);
+        }
+        assert_eq!(b.state(), State::Closed);
+        assert_eq!(b.window_counts(at(t0, 190)), (19, 10));
+        run(&b, at(t0, 200), true);
+        assert_eq!(b.state(), State::Closed, "a success never trips it");
+        run(&b, at(t0, 210), false);
+        assert_eq!(b.state(), State::Open, "21 requests, 11 failures");
+    }
+
+    #[test]
+    fn old_outcomes_leave_the_window() {
+        let t0 = Instant::now();
+        let cfg = BreakerConfig {
+            consecutive_failures: None,
+            ..config()
+        };
+        let b = Breaker::new(cfg, t0);
+        for _ in 0..15 {
+            run(&b, t0, false);
+        }
+        for i in 0..15 {
+            run(&b, at(t0, 100 + i), true);
+        }
+        // 11 s later the failures are gone; the window holds only what came since.
+        for i in 0..19 {
+            run(&b, at(t0, 11_000 + i), false);
+        }
+        assert_eq!(b.window_counts(at(t0, 11_100)), (19, 19));
+        assert_eq!(b.state(), State::Closed, "19 < min_requests");
+        run(&b, at(t0, 11_200), false);
+        assert_eq!(b.state(), State::Open);
+    }
+
+    #[test]
+    fn half_open_lets_probes_through_and_closes_on_their_success() {
+        let t0 = Instant::now();
+        let b = Breaker::new(config(), t0);
+        for _ in 0..5 {
+            run(&b, t0, false);
+        }
+        let later = at(t0, 5_000);
+        let first = b.admit(later);
+        let second = b.admit(later);
+        assert_eq!((first, second), (Admission::Probe, Admission::Probe));
+        assert_eq!(b.admit(later), Admission::Refused, "only two probes");
+        assert_eq!(b.state(), State::HalfOpen);
+        b.record(first, true, later);
+        assert_eq!(b.state(), State::HalfOpen);
+        b.record(second, true, later);
+        assert_eq!(b.state(), State::Closed);
+        // Counting starts afresh: four failures do not trip it.
+        for _ in 0..4 {
+            run(&b, later, false);
+        }
+        assert_eq!(b.state(), State::Closed);
+    }
+
+    #[test]
+    fn a_failed_probe_opens_it_again_for_another_cool_down() {
+        let t0 = Instant::now();
+        let b = Breaker::new(config(), t0);
+        for _ in 0..5 {
+            run(&b, t0, false);
+        }
+        let probe = b.admit(at(t0, 6_000));
+        assert_eq!(probe, Admission::Probe);
+        b.record(probe, false, at(t0, 6_000));
+        assert_eq!(b.state(), State::Open);
+        assert_eq!(b.admit(at(t0, 10_999)), Admission::Refused);
+        assert_eq!(b.admit(at(t0, 11_000)), Admission::Probe);
+        assert_eq!(b.trips(), 2);
+    }
+
+    #[test]
+    fn every_thread_sees_it_trip() {
+        let t0 = Instant::now();
+        let b = std::sync::Arc::new(Breaker::new(config(), t0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        run(&b, t0, false);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(b.state(), State::Open);
+        assert_eq!(b.trips(), 1, "one core wins the trip");
+    }
+}

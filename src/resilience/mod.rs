@@ -1,0 +1,13 @@
+//! Protecting upstreams: circuit breakers, adaptive throttling and retry budgets, each a
+//! pure struct over lock-free counters shared by every worker (time comes in as an
+//! argument, so unit tests drive it by hand).
+//!
+//! - `window`: the sliding window of counters they share.
+//! - `breaker`: closed / open / half-open on consecutive failures or an error rate.
+//! - `throttle`: the SRE adaptive throttle, the alternative breaker mode.
+//! - `budget`: how many retries the requests allow.
+
+pub mod breaker;
+pub mod budget;
+pub mod throttle;
+pub mod window;

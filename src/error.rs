@@ -33,6 +33,7 @@ pub enum ErrorKind {
     QuotaExceeded,
     NotImplemented,
     Overloaded,
+    CircuitOpen,
     UpstreamUnavailable,
     UpstreamTimeout,
 }
@@ -53,7 +54,7 @@ impl ErrorKind {
             ErrorKind::RateLimited | ErrorKind::QuotaExceeded => 429,
             ErrorKind::NotImplemented => 501,
             ErrorKind::UpstreamUnavailable => 502,
-            ErrorKind::Overloaded => 503,
+            ErrorKind::Overloaded | ErrorKind::CircuitOpen => 503,
             ErrorKind::UpstreamTimeout => 504,
         }
     }
@@ -74,6 +75,7 @@ impl ErrorKind {
             ErrorKind::QuotaExceeded => "quota_exceeded",
             ErrorKind::NotImplemented => "not_implemented",
             ErrorKind::Overloaded => "overloaded",
+            ErrorKind::CircuitOpen => "circuit_open",
             ErrorKind::UpstreamUnavailable => "upstream_unavailable",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
         }

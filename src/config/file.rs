@@ -150,4 +150,42 @@ pub struct RouteFile {
     pub auth: Option<String>,
     #[serde(default)]
     pub limits: Vec<LimitFile>,
+    pub timeouts: Option<TimeoutsFile>,
+    pub breaker: Option<BreakerFile>,
+    pub fallback: Option<FallbackFile>,
+}
+
+/// A route's `timeouts`: override its upstream's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    pub connect: Option<String>,
+    pub response: Option<String>,
+}
+
+/// A route's `breaker`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerFile {
+    pub mode: Option<String>,
+    pub consecutive_failures: Option<i64>,
+    pub error_rate: Option<f64>,
+    pub window: Option<String>,
+    pub min_requests: Option<i64>,
+    pub open_for: Option<String>,
+    pub probes: Option<i64>,
+    pub k: Option<f64>,
+    pub failure_on: Option<Vec<String>>,
+}
+
+/// A route's `fallback`: the response given instead of an error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackFile {
+    pub status: Option<i64>,
+    pub body: Option<String>,
+    pub file: Option<String>,
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }

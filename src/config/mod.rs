@@ -7,6 +7,7 @@ mod model;
 mod units;
 mod validate;
 mod validate_limits;
+mod validate_resilience;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct Snapshot {
     pub generation: u64,
     pub config: Config,
     pub router: Router,
+    /// Per route: its breaker, shared by every worker (state starts afresh on reload).
+    pub guards: Vec<Option<crate::resilience::guard::RouteGuard>>,
 }
 
 impl Snapshot {
@@ -81,15 +84,30 @@ impl Snapshot {
                 .collect::<Vec<_>>()
         })?;
         drop(specs);
+        let epoch = std::time::Instant::now();
+        let guards = config
+            .routes
+            .iter()
+            .map(|r| {
+                r.breaker
+                    .as_ref()
+                    .map(|b| crate::resilience::guard::RouteGuard::new(b, epoch))
+            })
+            .collect();
         Ok(Arc::new(Snapshot {
             generation,
             config,
             router,
+            guards,
         }))
     }
 
     pub fn route(&self, id: RouteId) -> &RouteConfig {
         &self.config.routes[id.0 as usize]
+    }
+
+    pub fn guard(&self, id: RouteId) -> Option<&crate::resilience::guard::RouteGuard> {
+        self.guards[id.0 as usize].as_ref()
     }
 
     pub fn upstream(&self, id: UpstreamId) -> &UpstreamConfig {

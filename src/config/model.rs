@@ -178,4 +178,44 @@ pub struct RouteConfig {
     pub group: Option<String>,
     /// Rate limits and quotas, checked in order; all must admit.
     pub limits: Vec<crate::limits::spec::LimitSpec>,
+    /// Connect and response-head timeouts overriding the upstream's.
+    pub connect_timeout: Option<Duration>,
+    pub response_timeout: Option<Duration>,
+    pub breaker: Option<RouteBreaker>,
+    pub fallback: Option<Fallback>,
+}
+
+/// A route's breaker: how it decides, and what counts as a failure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteBreaker {
+    pub mode: BreakerMode,
+    pub failure_on: FailureOn,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BreakerMode {
+    Breaker(crate::resilience::breaker::BreakerConfig),
+    /// The SRE adaptive throttle.
+    Adaptive {
+        k: f64,
+        window: Duration,
+    },
+}
+
+/// Which outcomes of an upstream exchange count as failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureOn {
+    pub connect: bool,
+    pub timeout: bool,
+    pub status_5xx: bool,
+}
+
+/// A static response given instead of an error when the breaker is open or the upstream
+/// fails.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fallback {
+    pub status: u16,
+    pub content_type: String,
+    pub headers: Vec<(String, String)>,
+    pub body: std::sync::Arc<[u8]>,
 }

@@ -14,6 +14,7 @@ use super::file::{AppsSectionFile, FileConfig, NumOrString, RouteFile, TargetFil
 use super::model::*;
 use super::units::{parse_duration, parse_size};
 use super::validate_limits::{check_shared_limits, validate_route_limits, validate_traffic};
+use super::validate_resilience::{validate_breaker, validate_fallback, validate_timeouts};
 use crate::auth::registry::AppRegistry;
 use crate::proxy::router::{RouteId, RouteSpec, Router};
 
@@ -160,6 +161,9 @@ pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Ve
         .map(|(i, r)| {
             let mut route = validate_route(&mut p, i, r, &seen, server.limits.max_body_bytes);
             route.limits = validate_route_limits(&mut p, i, r, route.auth, default_offset);
+            (route.connect_timeout, route.response_timeout) = validate_timeouts(&mut p, i, r);
+            route.breaker = validate_breaker(&mut p, i, r);
+            route.fallback = validate_fallback(&mut p, i, r, base_dir);
             route
         })
         .collect();
@@ -465,6 +469,10 @@ fn validate_route(
         },
         group: r.group.clone(),
         limits: Vec::new(),
+        connect_timeout: None,
+        response_timeout: None,
+        breaker: None,
+        fallback: None,
     }
 }
 

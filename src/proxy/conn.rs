@@ -267,6 +267,12 @@ pub async fn respond_error(
         head_request,
         error.headers.as_deref().unwrap_or_default(),
     );
+    send_scratch(c, snap, keep_alive).await
+}
+
+/// Sends the complete response in `c.scratch`; then keeps the connection or closes it
+/// (lingering, so the response is not lost to a reset).
+pub async fn send_scratch(c: &mut ClientConn, snap: &Snapshot, keep_alive: bool) -> After {
     let sent = write_all(
         &mut c.stream,
         &mut c.scratch,

@@ -5,18 +5,18 @@
 use std::mem::MaybeUninit;
 use std::time::Instant;
 
-use super::buffered::{read_body, BodyError, BudgetShare};
 use super::conn::{respond_error, ClientConn};
+use super::fallback::respond_fallback;
 use super::io::{is_timeout, write_all};
 use super::prepare::Prepared;
 use super::relay::{Relay, RelayError};
+use super::signed_body::authenticate_body;
 use super::upstream::{connect, UpstreamConn, UPSTREAM_BUF};
+use crate::resilience::guard::Outcome;
 use std::cell::RefCell;
 
 use super::upstream::WorkerUpstreams;
 use super::worker::{WorkerCtx, WorkerGen};
-use crate::auth::check::{unix_now, Pending};
-use crate::auth::sign::body_sha256_hex;
 use crate::config::{Snapshot, UpstreamConfig};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::http::chunked::{write_chunk_header, LAST_CHUNK};
@@ -36,6 +36,8 @@ struct Failed {
     /// Part of the response (or a 100 Continue followed by a body) already went out, or
     /// the client is gone: the only thing left to do is close.
     respond: bool,
+    /// No connection to the upstream could be made.
+    connect: bool,
 }
 
 impl From<ProxyError> for Failed {
@@ -43,6 +45,19 @@ impl From<ProxyError> for Failed {
         Failed {
             error,
             respond: true,
+            connect: false,
+        }
+    }
+}
+
+impl Failed {
+    /// What the route's breaker makes of it.
+    fn outcome(&self) -> Outcome {
+        match (self.error.side, self.error.kind) {
+            (Side::Upstream, ErrorKind::UpstreamTimeout) => Outcome::TimedOut,
+            (Side::Upstream, _) if self.connect => Outcome::ConnectFailed,
+            (Side::Upstream, _) => Outcome::Broken,
+            _ => Outcome::Neutral,
         }
     }
 }
@@ -63,6 +78,22 @@ pub async fn forward(
         },
     };
     let p = &*p;
+    let guard = snap.guard(p.route);
+    let ticket = match guard.map(|g| g.admit(Instant::now(), worker.random_unit())) {
+        None => None,
+        Some(Ok(ticket)) => Some(ticket),
+        Some(Err(wait)) => {
+            let error = ProxyError::upstream(
+                ErrorKind::CircuitOpen,
+                format!(
+                    "route {:?}: its upstream is failing; the circuit is open",
+                    snap.route(p.route).name
+                ),
+            )
+            .with_headers(format!("retry-after: {}\r\n", wait.as_secs().max(1)).into_bytes());
+            return answer_failure(c, p, snap, worker, &error).await;
+        }
+    };
     let target = {
         let mut ups = ups.borrow_mut();
         let u = ups.get(p.upstream);
@@ -74,8 +105,15 @@ pub async fn forward(
     let body_bytes = body.as_ref().map(|(b, _)| b.as_slice());
     let result = exchange(c, p, snap, worker, ups, target, body_bytes).await;
     ups.borrow_mut().get(p.upstream).balancer.end(target);
+    if let (Some(guard), Some(ticket)) = (guard, ticket) {
+        let outcome = match &result {
+            Ok((_, status)) => Outcome::Status(*status),
+            Err(f) => f.outcome(),
+        };
+        guard.finish(ticket, outcome, Instant::now());
+    }
     match result {
-        Ok(after) => after,
+        Ok((after, _)) => after,
         Err(f) => {
             let route = &snap.route(p.route).name;
             if f.error.side == Side::Upstream {
@@ -88,106 +126,28 @@ pub async fn forward(
             if !f.respond {
                 return After::Close;
             }
-            // The connection can carry on only if no request body is left unread.
-            let keep_alive = p.keep_alive && p.framing == Framing::None && !worker.draining();
-            respond_error(
-                c,
-                snap,
-                &f.error,
-                p.request_id.as_str(),
-                keep_alive,
-                p.is_head,
-            )
-            .await
+            answer_failure(c, p, snap, worker, &f.error).await
         }
     }
 }
 
-/// Reads the body of a signed request, checks the signature over its hash and records
-/// the nonce; answers the client itself when that fails. Nothing reaches the upstream
-/// before the check passes.
-async fn authenticate_body<'w>(
+/// The answer to a request that got no upstream response: the route's fallback when it
+/// has one and the upstream side failed, else the error.
+async fn answer_failure(
     c: &mut ClientConn,
-    p: &mut Prepared,
-    pending: Pending,
+    p: &Prepared,
     snap: &Snapshot,
-    worker: &'w WorkerCtx,
-) -> Result<(Vec<u8>, BudgetShare<'w>), After> {
-    let route = snap.route(p.route);
-    let server = &snap.config.server;
-    let read = read_body(
-        c,
-        p.framing,
-        p.expect_continue,
-        route.max_body_bytes,
-        server.body_timeout,
-        &worker.buffered,
-        snap.config.apps.max_buffered_bytes,
-    )
-    .await;
-    let (error, body_read) = match read {
-        Ok((body, share)) => {
-            match pending.finish(&body_sha256_hex(&body), &worker.nonces, unix_now()) {
-                Ok(app) => match check_deferred_limits(c, p, route, &app, worker) {
-                    Ok(()) => return Ok((body, share)),
-                    Err(e) => (e, true),
-                },
-                Err(e) => (e, true),
-            }
-        }
-        Err(BodyError {
-            client_gone: true, ..
-        }) => return Err(After::Close),
-        Err(BodyError { error, .. }) => (error, false),
-    };
-    if error.side == Side::Internal {
-        worker.warn_limited(|| format!("request {:?}: {}", p.request_id, error));
-    }
-    // With the whole body read the connection is still in step and may carry on.
-    Err(respond_error(
-        c,
-        snap,
-        &error,
-        p.request_id.as_str(),
-        p.keep_alive && body_read,
-        p.is_head,
-    )
-    .await)
-}
-
-/// The route's limits for a request whose signature covered its body: checked now that
-/// the app is known to be who it says.
-fn check_deferred_limits(
-    c: &ClientConn,
-    p: &mut Prepared,
-    route: &crate::config::RouteConfig,
-    app: &crate::auth::registry::App,
     worker: &WorkerCtx,
-) -> Result<(), ProxyError> {
-    let Some(deferred) = p.deferred_limits.take() else {
-        return Ok(());
-    };
-    let headers: Vec<httparse::Header> = deferred
-        .headers
-        .iter()
-        .map(|(name, value)| httparse::Header { name, value })
-        .collect();
-    let facts = crate::limits::worker::RequestFacts {
-        route: &route.name,
-        app: Some(app),
-        client_ip: c.peer.ip(),
-        headers: &headers,
-        unix_secs: unix_now(),
-    };
-    worker
-        .limiter
-        .check(
-            &route.limits,
-            &facts,
-            std::time::Instant::now(),
-            &mut p.limit_headers,
-        )
-        .map_err(|refusal| refusal.into_error())
+    error: &ProxyError,
+) -> After {
+    // The connection can carry on only if no request body is left unread.
+    let keep_alive = p.keep_alive && p.framing == Framing::None && !worker.draining();
+    match &snap.route(p.route).fallback {
+        Some(fallback) if error.side == Side::Upstream => {
+            respond_fallback(c, snap, fallback, p, error.kind, keep_alive).await
+        }
+        _ => respond_error(c, snap, error, p.request_id.as_str(), keep_alive, p.is_head).await,
+    }
 }
 
 async fn exchange(
@@ -198,11 +158,14 @@ async fn exchange(
     ups: &RefCell<WorkerUpstreams>,
     target: usize,
     body: Option<&[u8]>,
-) -> Result<After, Failed> {
+) -> Result<(After, u16), Failed> {
     let ucfg = snap.upstream(p.upstream);
+    let route = snap.route(p.route);
+    let connect_timeout = route.connect_timeout.unwrap_or(ucfg.connect_timeout);
+    let response_timeout = route.response_timeout.unwrap_or(ucfg.response_timeout);
     let mut retried = false;
     loop {
-        let mut up = upstream_conn(ups, p, ucfg, target).await?;
+        let mut up = upstream_conn(ups, p, ucfg, target, connect_timeout).await?;
         match send_request(c, p, snap, ucfg, &mut up, body).await {
             Ok(()) => {}
             Err(e) if e.error.retryable && !retried => {
@@ -211,7 +174,7 @@ async fn exchange(
             }
             Err(e) => return Err(e),
         }
-        let meta = match read_response_head(c, p, ucfg, &mut up, worker).await {
+        let meta = match read_response_head(c, p, ucfg, response_timeout, &mut up, worker).await {
             Ok(m) => m,
             Err(e) if e.retryable && !retried => {
                 retried = true;
@@ -256,16 +219,18 @@ async fn exchange(
             return Err(Failed {
                 error,
                 respond: !client_touched,
+                connect: false,
             });
         }
         if meta.upstream_keep_alive && up.rbuf.is_empty() {
             ups.borrow_mut().get(p.upstream).checkin(up, Instant::now());
         }
-        return Ok(if meta.client_keep_alive {
+        let after = if meta.client_keep_alive {
             After::KeepAlive
         } else {
             After::Close
-        });
+        };
+        return Ok((after, meta.status));
     }
 }
 
@@ -274,6 +239,7 @@ async fn upstream_conn(
     p: &Prepared,
     ucfg: &UpstreamConfig,
     target: usize,
+    connect_timeout: std::time::Duration,
 ) -> Result<UpstreamConn, Failed> {
     let (pooled, addr) = {
         let mut ups = ups.borrow_mut();
@@ -283,19 +249,20 @@ async fn upstream_conn(
     if let Some(conn) = pooled {
         return Ok(conn);
     }
-    connect(addr, target, ucfg.connect_timeout)
-        .await
-        .map_err(|e| {
-            let kind = if is_timeout(&e) {
-                ErrorKind::UpstreamTimeout
-            } else {
-                ErrorKind::UpstreamUnavailable
-            };
-            Failed::from(ProxyError::upstream(
+    connect(addr, target, connect_timeout).await.map_err(|e| {
+        let kind = if is_timeout(&e) {
+            ErrorKind::UpstreamTimeout
+        } else {
+            ErrorKind::UpstreamUnavailable
+        };
+        Failed {
+            connect: true,
+            ..Failed::from(ProxyError::upstream(
                 kind,
                 format!("upstream {:?}: connect to {addr} failed: {e}", ucfg.name),
             ))
-        })
+        }
+    })
 }
 
 /// Sends the head and streams the request body.
@@ -340,8 +307,8 @@ async fn send_request(
         write_all(&mut c.stream, &mut cont, snap.config.server.body_timeout)
             .await
             .map_err(|_| Failed {
-                error: ProxyError::client(ErrorKind::BadRequest, "client went away"),
                 respond: false,
+                ..ProxyError::client(ErrorKind::BadRequest, "client went away").into()
             })?;
     }
     c.scratch.clear();
@@ -362,11 +329,12 @@ async fn send_request(
     c.scratch.clear();
     relayed.map(|_| ()).map_err(|e| match e {
         RelayError::SourceClosed | RelayError::SourceIo(_) => Failed {
-            error: ProxyError::client(
+            respond: false,
+            ..ProxyError::client(
                 ErrorKind::BadRequest,
                 "client closed during the request body",
-            ),
-            respond: false,
+            )
+            .into()
         },
         RelayError::SourceTimeout => ProxyError::client(
             ErrorKind::RequestTimeout,
@@ -431,6 +399,7 @@ async fn write_head(
 
 /// How the response travels on to the client.
 struct ResponseMeta {
+    status: u16,
     framing: Framing,
     upstream_keep_alive: bool,
     client_chunked: bool,
@@ -443,10 +412,11 @@ async fn read_response_head(
     c: &mut ClientConn,
     p: &Prepared,
     ucfg: &UpstreamConfig,
+    response_timeout: std::time::Duration,
     up: &mut UpstreamConn,
     worker: &WorkerCtx,
 ) -> Result<ResponseMeta, ProxyError> {
-    let deadline = Instant::now() + ucfg.response_timeout;
+    let deadline = Instant::now() + response_timeout;
     let mut received_any = false;
     loop {
         if !up.rbuf.is_empty() {
@@ -496,7 +466,7 @@ async fn read_response_head(
                     ErrorKind::UpstreamTimeout,
                     format!(
                         "upstream {:?} did not respond within {:?}",
-                        ucfg.name, ucfg.response_timeout
+                        ucfg.name, response_timeout
                     ),
                 ))
             }
@@ -568,6 +538,7 @@ fn write_client_head(
     }
     out.extend_from_slice(b"\r\n");
     ResponseMeta {
+        status: head.status,
         framing: head.framing,
         upstream_keep_alive: head.keep_alive,
         client_chunked,

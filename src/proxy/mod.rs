@@ -3,6 +3,7 @@
 pub mod balance;
 mod buffered;
 pub mod conn;
+mod fallback;
 mod forward;
 pub mod io;
 pub mod normalize;
@@ -11,6 +12,7 @@ mod relay;
 pub mod request_id;
 pub mod router;
 pub mod signal;
+mod signed_body;
 pub mod upstream;
 pub mod worker;
 

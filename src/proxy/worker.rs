@@ -114,6 +114,11 @@ impl WorkerCtx {
     }
 
     /// A fast per-worker random number (for `random` balancing): splitmix64.
+    /// Uniform in [0, 1).
+    pub fn random_unit(&self) -> f64 {
+        (self.random() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     pub fn random(&self) -> u64 {
         let s = self.rng_state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
         self.rng_state.set(s);

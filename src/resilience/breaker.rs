@@ -150,6 +150,16 @@ impl Breaker {
         }
     }
 
+    /// A request let through whose outcome says nothing about the upstream (the client
+    /// went away): a probe slot it held goes back, or half-open could wait forever.
+    pub fn release(&self, admission: Admission) {
+        if admission == Admission::Probe {
+            let _ = self
+                .probes_started
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
     fn take_probe(&self) -> Admission {
         if self.probes_started.fetch_add(1, Relaxed) < self.config.probes {
             Admission::Probe

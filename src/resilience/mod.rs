@@ -9,5 +9,6 @@
 
 pub mod breaker;
 pub mod budget;
+pub mod guard;
 pub mod throttle;
 pub mod window;

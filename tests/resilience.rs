@@ -1,0 +1,343 @@
+//! Protecting upstreams over real sockets, two workers, both drivers: a route's breaker
+//! trips on every core together and answers `circuit_open` without touching the upstream,
+//! half-opens after its cool-down and closes (or opens again) on its probes; error-rate
+//! trips; what counts as a failure; the adaptive throttle; static fallbacks; per-route
+//! timeouts; and the config errors.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// An upstream that answers 500 while `failing` is set, 200 otherwise.
+fn switchable() -> (Upstream, Arc<AtomicBool>) {
+    let failing = Arc::new(AtomicBool::new(true));
+    let flag = failing.clone();
+    let up = Upstream::start(move |mut c, seen| {
+        while let Some(req) = c.read_request() {
+            seen.lock().unwrap().push(req);
+            let ok = if flag.load(Ordering::SeqCst) {
+                c.write(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\n\r\noops")
+            } else {
+                c.respond(b"fine")
+            };
+            if !ok {
+                return;
+            }
+        }
+    });
+    (up, failing)
+}
+
+fn gateway(driver: Driver, up: SocketAddr, route_extra: &str) -> Gateway {
+    Gateway::start(driver, 2, "", &simple_routes(up, "", route_extra))
+}
+
+/// One request on a fresh connection (spread over both workers by SO_REUSEPORT).
+fn get(gw: &Gateway) -> Response {
+    Client::connect(gw.addr).get("/x")
+}
+
+fn breaker_trips_on_every_core_and_recovers(driver: Driver) {
+    let (up, failing) = switchable();
+    let gw = gateway(
+        driver,
+        up.addr,
+        "breaker = { consecutive_failures = 3, open_for = \"400ms\", probes = 2 }",
+    );
+    for _ in 0..3 {
+        assert_eq!(get(&gw).status, 500, "failures pass through until it trips");
+    }
+    // Open on both workers: refused at once, the upstream untouched.
+    for _ in 0..10 {
+        let r = get(&gw);
+        assert_eq!((r.status, r.error_code().as_str()), (503, "circuit_open"));
+        assert_eq!(r.header("retry-after"), Some("1"));
+    }
+    assert_eq!(up.requests().len(), 3);
+
+    // After the cool-down, probes go through: both succeed and it closes.
+    failing.store(false, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(450));
+    assert_eq!(get(&gw).status, 200);
+    assert_eq!(get(&gw).status, 200);
+    for _ in 0..10 {
+        assert_eq!(get(&gw).status, 200);
+    }
+    assert_eq!(up.requests().len(), 15);
+}
+
+fn a_failed_probe_opens_it_again(driver: Driver) {
+    let (up, _failing) = switchable();
+    let gw = gateway(
+        driver,
+        up.addr,
+        "breaker = { consecutive_failures = 2, open_for = \"300ms\", probes = 1 }",
+    );
+    assert_eq!(get(&gw).status, 500);
+    assert_eq!(get(&gw).status, 500);
+    assert_eq!(get(&gw).error_code(), "circuit_open");
+    std::thread::sleep(Duration::from_millis(350));
+    assert_eq!(
+        get(&gw).status,
+        500,
+        "the probe reaches the upstream and fails"
+    );
+    assert_eq!(get(&gw).error_code(), "circuit_open", "open again at once");
+    assert_eq!(up.requests().len(), 3);
+}
+
+fn error_rate_trips_only_with_enough_requests(driver: Driver) {
+    // Every other request fails.
+    let up = Upstream::start(|mut c, seen| {
+        while let Some(req) = c.read_request() {
+            let n = {
+                let mut seen = seen.lock().unwrap();
+                seen.push(req);
+                seen.len()
+            };
+            let ok = if n % 2 == 0 {
+                c.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+            } else {
+                c.respond(b"ok")
+            };
+            if !ok {
+                return;
+            }
+        }
+    });
+    let gw = gateway(
+        driver,
+        up.addr,
+        "breaker = { error_rate = 0.5, min_requests = 10, window = \"10s\" }",
+    );
+    let mut c = Client::connect(gw.addr);
+    for i in 1..=9 {
+        let r = c.get("/x");
+        assert_eq!(r.status, if i % 2 == 0 { 503 } else { 200 });
+    }
+    // The tenth request (a failure) brings the window to 10 requests, 5 failures.
+    assert_eq!(c.get("/x").status, 503);
+    let r = c.get("/x");
+    assert_eq!(r.error_code(), "circuit_open", "tripped: {}", r.body_str());
+    assert_eq!(up.requests().len(), 10);
+}
+
+fn only_configured_failures_count(driver: Driver) {
+    let (up, _failing) = switchable();
+    let gw = gateway(
+        driver,
+        up.addr,
+        "breaker = { consecutive_failures = 2, failure_on = [\"connect\", \"timeout\"] }",
+    );
+    for _ in 0..10 {
+        assert_eq!(get(&gw).status, 500, "5xx is not a failure here");
+    }
+    // Connect failures are.
+    let gw = gateway(
+        driver,
+        dead_addr(),
+        "breaker = { consecutive_failures = 2, failure_on = [\"connect\"] }",
+    );
+    assert_eq!(get(&gw).error_code(), "upstream_unavailable");
+    assert_eq!(get(&gw).error_code(), "upstream_unavailable");
+    assert_eq!(get(&gw).error_code(), "circuit_open");
+}
+
+fn fallback_answers_for_an_open_circuit_and_a_failing_upstream(driver: Driver) {
+    let (up, _failing) = switchable();
+    let fallback = "fallback = { status = 200, body = '{\"orders\":[]}', headers = { \"cache-control\" = \"no-store\" } }";
+    let gw = gateway(
+        driver,
+        up.addr,
+        &format!("breaker = {{ consecutive_failures = 1, open_for = \"5s\" }}\n{fallback}"),
+    );
+    // A 500 from the upstream is its answer; then the circuit is open: the fallback.
+    assert_eq!(get(&gw).status, 500);
+    let mut c = Client::connect(gw.addr);
+    for _ in 0..3 {
+        let r = c.get("/x");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body_str(), "{\"orders\":[]}");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        assert_eq!(r.header("x-ringgate-fallback"), Some("circuit_open"));
+        assert!(r.header("x-request-id").is_some());
+    }
+    // An upstream that cannot be reached gets the fallback too, on keep-alive.
+    let gw = gateway(driver, dead_addr(), fallback);
+    let mut c = Client::connect(gw.addr);
+    for _ in 0..2 {
+        let r = c.get("/x");
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("x-ringgate-fallback"),
+            Some("upstream_unavailable")
+        );
+    }
+    // HEAD gets the head only.
+    c.send(b"HEAD /x HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.read_head_response();
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    assert_eq!(r.header("content-length"), Some("13"));
+}
+
+fn route_timeouts_override_the_upstreams(driver: Driver) {
+    let up = Upstream::start(|mut c, _| {
+        while c.read_request().is_some() {
+            std::thread::sleep(Duration::from_millis(400));
+            if !c.respond(b"slow") {
+                return;
+            }
+        }
+    });
+    let gw = gateway(driver, up.addr, "timeouts = { response = \"100ms\" }");
+    let started = Instant::now();
+    let r = get(&gw);
+    assert_eq!(r.error_code(), "upstream_timeout");
+    assert!(
+        started.elapsed() < Duration::from_millis(350),
+        "{:?}",
+        started.elapsed()
+    );
+    // Without the override the upstream's default (much longer) applies.
+    let gw = gateway(driver, up.addr, "");
+    assert_eq!(get(&gw).status, 200);
+}
+
+fn adaptive_throttle_sheds_load_to_a_failing_upstream(driver: Driver) {
+    let (up, failing) = switchable();
+    let gw = gateway(
+        driver,
+        up.addr,
+        "breaker = { mode = \"adaptive\", k = 2.0, window = \"10s\" }",
+    );
+    // Healthy: nothing is throttled.
+    failing.store(false, Ordering::SeqCst);
+    let mut c = Client::connect(gw.addr);
+    for _ in 0..50 {
+        assert_eq!(c.get("/x").status, 200);
+    }
+    failing.store(true, Ordering::SeqCst);
+    let (mut sent, mut throttled) = (0, 0);
+    for _ in 0..1000 {
+        let r = c.get("/x");
+        match r.status {
+            500 => sent += 1,
+            503 => {
+                assert_eq!(r.error_code(), "circuit_open");
+                throttled += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // Accepts stay at 50, so after n requests a request is refused with probability
+    // (n - 100) / (n + 1): about 50 go through before it starts, then
+    // 101 x ln(1051 / 101) = 237 more, some 290 in all; the rest is refused here.
+    assert!(
+        (200..400).contains(&sent) && throttled > 600,
+        "sent {sent}, throttled {throttled}"
+    );
+    assert_eq!(up.requests().len(), 50 + sent);
+}
+
+on_both_drivers!(
+    breaker_trips_on_every_core_and_recovers,
+    a_failed_probe_opens_it_again,
+    error_rate_trips_only_with_enough_requests,
+    only_configured_failures_count,
+    fallback_answers_for_an_open_circuit_and_a_failing_upstream,
+    route_timeouts_override_the_upstreams,
+    adaptive_throttle_sheds_load_to_a_failing_upstream,
+);
+
+#[test]
+fn resilience_config_errors_name_the_field() {
+    let up: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let cases = [
+        (
+            "breaker = { mode = \"fuse\" }",
+            "routes[0].breaker.mode",
+            "unknown mode",
+        ),
+        (
+            "breaker = { error_rate = 1.5 }",
+            "routes[0].breaker.error_rate",
+            "at most 1",
+        ),
+        (
+            "breaker = { consecutive_failures = 0 }",
+            "routes[0].breaker.consecutive_failures",
+            "out of range",
+        ),
+        (
+            "breaker = { failure_on = [\"4xx\"] }",
+            "routes[0].breaker.failure_on[0]",
+            "unknown failure",
+        ),
+        (
+            "breaker = { mode = \"adaptive\", probes = 2 }",
+            "routes[0].breaker.probes",
+            "not used with",
+        ),
+        (
+            "breaker = { k = 3.0 }",
+            "routes[0].breaker.k",
+            "only `mode = \"adaptive\"`",
+        ),
+        (
+            "breaker = { open_for = \"soon\" }",
+            "routes[0].breaker.open_for",
+            "",
+        ),
+        (
+            "timeouts = { response = \"0s\" }",
+            "routes[0].timeouts.response",
+            "between 1ms",
+        ),
+        (
+            "fallback = { status = 99 }",
+            "routes[0].fallback.status",
+            "out of range",
+        ),
+        (
+            "fallback = { body = \"x\", file = \"f\" }",
+            "routes[0].fallback.file",
+            "not both",
+        ),
+        (
+            "fallback = { file = \"/nonexistent/fallback.json\" }",
+            "routes[0].fallback.file",
+            "cannot read",
+        ),
+        (
+            "fallback = { headers = { \"content-length\" = \"5\" } }",
+            "routes[0].fallback.headers.content-length",
+            "header name other than",
+        ),
+        (
+            "fallback = { headers = { \"x-a\" = \"a\\r\\nb: c\" } }",
+            "routes[0].fallback.headers.x-a",
+            "CR, LF",
+        ),
+        ("breaker = { windows = \"1s\" }", "", "unknown field"),
+    ];
+    for (extra, path, needle) in cases {
+        let text = config_text(Driver::Epoll, 1, "", &simple_routes(up, "", extra));
+        let errors = match ringgate::config::parse(&text) {
+            Ok(_) => panic!("accepted: {extra}"),
+            Err(e) => e,
+        };
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.path == path && e.message.contains(needle)),
+            "{extra}: expected `{path}: ...{needle}...`, got {:?}",
+            errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+        );
+    }
+}

@@ -171,7 +171,10 @@ impl Breaker {
     fn count(&self, success: bool, now: Instant) {
         self.window.add(now, 1, u32::from(!success));
         if success {
-            self.consecutive.store(0, Relaxed);
+            // Read first: a write on every success would bounce the line between cores.
+            if self.consecutive.load(Relaxed) != 0 {
+                self.consecutive.store(0, Relaxed);
+            }
             return;
         }
         let in_a_row = self.consecutive.fetch_add(1, Relaxed) + 1;

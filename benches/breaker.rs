@@ -1,0 +1,82 @@
+//! Hot path: a route guard's `admit` + `finish` on every request of a route with a
+//! breaker. Question: what does the shared, lock-free bookkeeping cost per request,
+//! alone and with a second thread hammering the same breaker (the cross-core case), and
+//! for the adaptive throttle?
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use ringgate::config::{BreakerMode, FailureOn, RouteBreaker};
+use ringgate::resilience::breaker::BreakerConfig;
+use ringgate::resilience::guard::{Outcome, RouteGuard};
+
+fn guard(mode: BreakerMode) -> RouteGuard {
+    let config = RouteBreaker {
+        mode,
+        failure_on: FailureOn {
+            connect: true,
+            timeout: true,
+            status_5xx: true,
+        },
+    };
+    RouteGuard::new(&config, Instant::now())
+}
+
+fn breaker() -> BreakerMode {
+    BreakerMode::Breaker(BreakerConfig {
+        consecutive_failures: Some(5),
+        error_rate: Some(0.5),
+        window: Duration::from_secs(10),
+        min_requests: 20,
+        open_for: Duration::from_secs(5),
+        probes: 3,
+    })
+}
+
+fn one_request(g: &RouteGuard, now: Instant) {
+    if let Ok(ticket) = g.admit(now, 0.5) {
+        g.finish(ticket, Outcome::Status(200), now);
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("guard");
+    for (name, mode) in [
+        ("breaker", breaker()),
+        (
+            "adaptive",
+            BreakerMode::Adaptive {
+                k: 2.0,
+                window: Duration::from_secs(10),
+            },
+        ),
+    ] {
+        let g = guard(mode);
+        group.bench_function(format!("{name}/alone"), |b| {
+            b.iter(|| one_request(black_box(&g), Instant::now()))
+        });
+        // A second thread records outcomes on the same counters all along.
+        let g = Arc::new(g);
+        let stop = Arc::new(AtomicBool::new(false));
+        let other = {
+            let (g, stop) = (g.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    one_request(&g, Instant::now());
+                }
+            })
+        };
+        group.bench_function(format!("{name}/contended"), |b| {
+            b.iter(|| one_request(black_box(&g), Instant::now()))
+        });
+        stop.store(true, Ordering::Relaxed);
+        let _ = other.join();
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

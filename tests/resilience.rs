@@ -245,7 +245,121 @@ fn adaptive_throttle_sheds_load_to_a_failing_upstream(driver: Driver) {
     assert_eq!(up.requests().len(), 50 + sent);
 }
 
+/// An upstream that holds every request for `ms` before answering 200.
+fn slow(ms: u64) -> Upstream {
+    Upstream::start(move |mut c, seen| {
+        while let Some(req) = c.read_request() {
+            seen.lock().unwrap().push(req);
+            std::thread::sleep(Duration::from_millis(ms));
+            if !c.respond(b"slow") {
+                return;
+            }
+        }
+    })
+}
+
+/// Routes `/slow/*` (group `slow`) and `/fast/*` (group `fast`) with their groups.
+fn isolated(driver: Driver, slow: SocketAddr, fast: SocketAddr, slow_group: &str) -> Gateway {
+    let body = format!(
+        "[[isolation]]\n{slow_group}\n[[isolation]]\nname = \"fast\"\nmax_in_flight = 100\n\
+         [[upstreams]]\nname = \"slow\"\ntargets = [\"{slow}\"]\n\
+         [[upstreams]]\nname = \"fast\"\ntargets = [\"{fast}\"]\n\
+         [[routes]]\nname = \"slow\"\npath = \"/slow/*\"\nupstream = \"slow\"\nisolation = \"slow\"\n\
+         [[routes]]\nname = \"fast\"\npath = \"/fast/*\"\nupstream = \"fast\"\nisolation = \"fast\"\n"
+    );
+    Gateway::start(driver, 2, "", &body)
+}
+
+/// `n` requests to `path` at once, each on its own connection: (status, code, latency).
+fn at_once(addr: SocketAddr, n: usize, path: &'static str) -> Vec<(u16, String, Duration)> {
+    let barrier = Arc::new(std::sync::Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                barrier.wait();
+                let started = Instant::now();
+                let r = c.get(path);
+                let code = if r.status == 200 {
+                    String::new()
+                } else {
+                    r.error_code()
+                };
+                (r.status, code, started.elapsed())
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+fn a_slow_group_does_not_slow_another(driver: Driver) {
+    let (slow_up, fast_up) = (slow(600), Upstream::echo());
+    let gw = isolated(
+        driver,
+        slow_up.addr,
+        fast_up.addr,
+        "name = \"slow\"\nmax_in_flight = 2",
+    );
+    let addr = gw.addr;
+    let slow_calls = std::thread::spawn(move || at_once(addr, 8, "/slow/x"));
+    // While the slow group is full, the fast one answers as fast as ever, error-free.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut c = Client::connect(gw.addr);
+    let mut worst = Duration::ZERO;
+    for _ in 0..50 {
+        let started = Instant::now();
+        assert_eq!(c.get("/fast/x").status, 200);
+        worst = worst.max(started.elapsed());
+    }
+    eprintln!("fast group: 50 of 50 answered 200, slowest {worst:?}");
+    assert!(worst < Duration::from_millis(300), "{worst:?}");
+    let slow_results = slow_calls.join().unwrap();
+    let served = slow_results.iter().filter(|r| r.0 == 200).count();
+    let overloaded: Vec<_> = slow_results
+        .iter()
+        .filter(|r| r.1 == "overloaded")
+        .collect();
+    assert_eq!((served, overloaded.len()), (2, 6), "{slow_results:?}");
+    // Refused at once, not after waiting for the slow upstream.
+    assert!(overloaded.iter().all(|r| r.2 < Duration::from_millis(300)));
+    assert_eq!(slow_up.requests().len(), 2);
+}
+
+fn a_queue_waits_for_a_permit_then_gives_up(driver: Driver) {
+    let up = slow(200);
+    let gw = isolated(
+        driver,
+        up.addr,
+        up.addr,
+        "name = \"slow\"\nmax_in_flight = 1\nqueue = 1\nqueue_timeout = \"1s\"",
+    );
+    let mut results = at_once(gw.addr, 3, "/slow/x");
+    results.sort_by_key(|r| r.2);
+    // One refused at once (the queue holds one), one served, one served after waiting.
+    assert_eq!(results[0].0, 503, "{results:?}");
+    assert_eq!(results[0].1, "overloaded");
+    assert!(results[0].2 < Duration::from_millis(150), "{results:?}");
+    assert_eq!((results[1].0, results[2].0), (200, 200), "{results:?}");
+    assert!(results[2].2 >= Duration::from_millis(380), "{results:?}");
+
+    // A queue timeout shorter than the wait: the queued request gives up.
+    let gw = isolated(
+        driver,
+        up.addr,
+        up.addr,
+        "name = \"slow\"\nmax_in_flight = 1\nqueue = 1\nqueue_timeout = \"50ms\"",
+    );
+    let mut results = at_once(gw.addr, 2, "/slow/x");
+    results.sort_by_key(|r| r.2);
+    assert_eq!(results[0].1, "overloaded", "{results:?}");
+    assert!(results[0].2 >= Duration::from_millis(45), "{results:?}");
+    assert_eq!(results[1].0, 200);
+}
+
 on_both_drivers!(
+    a_slow_group_does_not_slow_another,
+    a_queue_waits_for_a_permit_then_gives_up,
     breaker_trips_on_every_core_and_recovers,
     a_failed_probe_opens_it_again,
     error_rate_trips_only_with_enough_requests,
@@ -325,6 +439,11 @@ fn resilience_config_errors_name_the_field() {
             "CR, LF",
         ),
         ("breaker = { windows = \"1s\" }", "", "unknown field"),
+        (
+            "isolation = \"nope\"",
+            "routes[0].isolation",
+            "unknown isolation group",
+        ),
     ];
     for (extra, path, needle) in cases {
         let text = config_text(Driver::Epoll, 1, "", &simple_routes(up, "", extra));

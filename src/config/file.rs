@@ -20,6 +20,18 @@ pub struct FileConfig {
     pub apps: Option<AppsSectionFile>,
     pub traffic: Option<TrafficFile>,
     pub cluster: Option<ClusterFile>,
+    #[serde(default)]
+    pub isolation: Vec<IsolationFile>,
+}
+
+/// One `[[isolation]]` group (bulkhead).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsolationFile {
+    pub name: String,
+    pub max_in_flight: i64,
+    pub queue: Option<i64>,
+    pub queue_timeout: Option<String>,
 }
 
 /// `[traffic]`: how limits are held on this gateway.
@@ -151,6 +163,7 @@ pub struct RouteFile {
     #[serde(default)]
     pub limits: Vec<LimitFile>,
     pub timeouts: Option<TimeoutsFile>,
+    pub isolation: Option<String>,
     pub breaker: Option<BreakerFile>,
     pub fallback: Option<FallbackFile>,
 }

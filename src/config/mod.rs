@@ -55,6 +55,8 @@ pub struct Snapshot {
     pub router: Router,
     /// Per route: its breaker, shared by every worker (state starts afresh on reload).
     pub guards: Vec<Option<crate::resilience::guard::RouteGuard>>,
+    /// The isolation groups, shared by every worker (counts start afresh on reload).
+    pub bulkheads: Vec<crate::resilience::bulkhead::Bulkhead>,
 }
 
 impl Snapshot {
@@ -94,16 +96,26 @@ impl Snapshot {
                     .map(|b| crate::resilience::guard::RouteGuard::new(b, epoch))
             })
             .collect();
+        let bulkheads = config
+            .isolation
+            .iter()
+            .map(|g| crate::resilience::bulkhead::Bulkhead::new(g.clone()))
+            .collect();
         Ok(Arc::new(Snapshot {
             generation,
             config,
             router,
             guards,
+            bulkheads,
         }))
     }
 
     pub fn route(&self, id: RouteId) -> &RouteConfig {
         &self.config.routes[id.0 as usize]
+    }
+
+    pub fn bulkhead(&self, id: RouteId) -> Option<&crate::resilience::bulkhead::Bulkhead> {
+        self.route(id).isolation.map(|g| &self.bulkheads[g])
     }
 
     pub fn guard(&self, id: RouteId) -> Option<&crate::resilience::guard::RouteGuard> {

@@ -12,6 +12,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub apps: AppsConfig,
     pub traffic: TrafficConfig,
+    /// `[[isolation]]` groups; routes name them by index.
+    pub isolation: Vec<crate::resilience::bulkhead::BulkheadConfig>,
 }
 
 /// `[traffic]` and `[cluster]`: how limits are held.
@@ -181,6 +183,8 @@ pub struct RouteConfig {
     /// Connect and response-head timeouts overriding the upstream's.
     pub connect_timeout: Option<Duration>,
     pub response_timeout: Option<Duration>,
+    /// Index of the route's isolation group in `Config::isolation`.
+    pub isolation: Option<usize>,
     pub breaker: Option<RouteBreaker>,
     pub fallback: Option<Fallback>,
 }

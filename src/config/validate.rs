@@ -14,7 +14,9 @@ use super::file::{AppsSectionFile, FileConfig, NumOrString, RouteFile, TargetFil
 use super::model::*;
 use super::units::{parse_duration, parse_size};
 use super::validate_limits::{check_shared_limits, validate_route_limits, validate_traffic};
-use super::validate_resilience::{validate_breaker, validate_fallback, validate_timeouts};
+use super::validate_resilience::{
+    route_isolation, validate_breaker, validate_fallback, validate_isolation, validate_timeouts,
+};
 use crate::auth::registry::AppRegistry;
 use crate::proxy::router::{RouteId, RouteSpec, Router};
 
@@ -154,6 +156,7 @@ pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Ve
         }
     }
     let (traffic, default_offset) = validate_traffic(&mut p, file, base_dir);
+    let isolation = validate_isolation(&mut p, file);
     let routes: Vec<RouteConfig> = file
         .routes
         .iter()
@@ -163,6 +166,7 @@ pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Ve
             route.limits = validate_route_limits(&mut p, i, r, route.auth, default_offset);
             (route.connect_timeout, route.response_timeout) = validate_timeouts(&mut p, i, r);
             route.breaker = validate_breaker(&mut p, i, r);
+            route.isolation = route_isolation(&mut p, i, r, &isolation);
             route.fallback = validate_fallback(&mut p, i, r, base_dir);
             route
         })
@@ -178,6 +182,7 @@ pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Ve
             routes,
             apps,
             traffic,
+            isolation,
         })
     } else {
         Err(p.0)
@@ -471,6 +476,7 @@ fn validate_route(
         limits: Vec::new(),
         connect_timeout: None,
         response_timeout: None,
+        isolation: None,
         breaker: None,
         fallback: None,
     }

@@ -3,10 +3,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::file::{BreakerFile, FallbackFile, RouteFile};
+use super::file::{BreakerFile, FallbackFile, FileConfig, RouteFile};
 use super::model::{BreakerMode, FailureOn, Fallback, RouteBreaker};
 use super::validate::Problems;
 use crate::resilience::breaker::BreakerConfig;
+use crate::resilience::bulkhead::BulkheadConfig;
 
 const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
 const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(5);
@@ -16,6 +17,61 @@ const DEFAULT_PROBES: i64 = 3;
 const DEFAULT_K: f64 = 2.0;
 /// A fallback body is held in memory by every worker.
 const MAX_FALLBACK_BODY: u64 = 1 << 20;
+const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The `[[isolation]]` groups.
+pub(super) fn validate_isolation(p: &mut Problems, file: &FileConfig) -> Vec<BulkheadConfig> {
+    let mut groups: Vec<BulkheadConfig> = Vec::new();
+    for (i, g) in file.isolation.iter().enumerate() {
+        let at = |field: &str| format!("isolation[{i}].{field}");
+        if g.name.is_empty() {
+            p.add(at("name"), "must not be empty");
+        } else if let Some(j) = groups.iter().position(|o| o.name == g.name) {
+            p.add(
+                at("name"),
+                format!(
+                    "duplicate isolation group {:?} (also isolation[{j}])",
+                    g.name
+                ),
+            );
+        }
+        groups.push(BulkheadConfig {
+            name: g.name.clone(),
+            max_in_flight: p.int(
+                &at("max_in_flight"),
+                Some(g.max_in_flight),
+                1,
+                1,
+                10_000_000,
+            ) as usize,
+            queue: p.int(&at("queue"), g.queue, 0, 0, 10_000_000) as usize,
+            queue_timeout: p.duration(
+                &at("queue_timeout"),
+                &g.queue_timeout,
+                DEFAULT_QUEUE_TIMEOUT,
+            ),
+        });
+    }
+    groups
+}
+
+/// The index of the route's isolation group.
+pub(super) fn route_isolation(
+    p: &mut Problems,
+    i: usize,
+    r: &RouteFile,
+    groups: &[BulkheadConfig],
+) -> Option<usize> {
+    let name = r.isolation.as_ref()?;
+    let found = groups.iter().position(|g| &g.name == name);
+    if found.is_none() {
+        p.add(
+            format!("routes[{i}].isolation"),
+            format!("unknown isolation group {name:?} (define it in [[isolation]])"),
+        );
+    }
+    found
+}
 
 /// The route's connect and response timeouts (`None`: the upstream's).
 pub(super) fn validate_timeouts(

@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::conn::{respond_error, ClientConn};
 use super::fallback::respond_fallback;
 use super::io::{is_timeout, write_all};
+use super::isolation::enter;
 use super::prepare::Prepared;
 use super::relay::{Relay, RelayError};
 use super::signed_body::authenticate_body;
@@ -93,6 +94,19 @@ pub async fn forward(
             .with_headers(format!("retry-after: {}\r\n", wait.as_secs().max(1)).into_bytes());
             return answer_failure(c, p, snap, worker, &error).await;
         }
+    };
+    // Held until the exchange is over (dropped when this function returns).
+    let _permit = match snap.bulkhead(p.route) {
+        None => None,
+        Some(group) => match enter(group).await {
+            Ok(permit) => Some(permit),
+            Err(error) => {
+                if let (Some(guard), Some(ticket)) = (guard, ticket) {
+                    guard.finish(ticket, Outcome::Neutral, Instant::now());
+                }
+                return answer_failure(c, p, snap, worker, &error).await;
+            }
+        },
     };
     let target = {
         let mut ups = ups.borrow_mut();

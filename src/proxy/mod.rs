@@ -6,6 +6,7 @@ pub mod conn;
 mod fallback;
 mod forward;
 pub mod io;
+mod isolation;
 pub mod normalize;
 pub mod prepare;
 mod relay;

@@ -9,6 +9,7 @@
 
 pub mod breaker;
 pub mod budget;
+pub mod bulkhead;
 pub mod guard;
 pub mod throttle;
 pub mod window;

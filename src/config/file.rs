@@ -164,6 +164,7 @@ pub struct RouteFile {
     pub limits: Vec<LimitFile>,
     pub timeouts: Option<TimeoutsFile>,
     pub isolation: Option<String>,
+    pub retries: Option<RetriesFile>,
     pub breaker: Option<BreakerFile>,
     pub fallback: Option<FallbackFile>,
 }
@@ -174,6 +175,15 @@ pub struct RouteFile {
 pub struct TimeoutsFile {
     pub connect: Option<String>,
     pub response: Option<String>,
+}
+
+/// A route's `retries`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetriesFile {
+    pub attempts: Option<i64>,
+    pub on_status: Option<Vec<i64>>,
+    pub budget: Option<f64>,
 }
 
 /// A route's `breaker`.

@@ -46,6 +46,10 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
     parse_in(&text, path.parent())
 }
 
+/// Retries a quiet route may make per window whatever its budget's ratio, and the window.
+const RETRY_BUDGET_MIN: u32 = 3;
+const RETRY_BUDGET_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One immutable, compiled config generation. Workers hold an `Arc<Snapshot>` per
 /// request, so a reload never changes anything under a request in flight.
 #[derive(Debug)]
@@ -55,6 +59,8 @@ pub struct Snapshot {
     pub router: Router,
     /// Per route: its breaker, shared by every worker (state starts afresh on reload).
     pub guards: Vec<Option<crate::resilience::guard::RouteGuard>>,
+    /// Per route with `retries`: its retry budget, shared by every worker.
+    pub budgets: Vec<Option<crate::resilience::budget::RetryBudget>>,
     /// The isolation groups, shared by every worker (counts start afresh on reload).
     pub bulkheads: Vec<crate::resilience::bulkhead::Bulkhead>,
 }
@@ -96,6 +102,20 @@ impl Snapshot {
                     .map(|b| crate::resilience::guard::RouteGuard::new(b, epoch))
             })
             .collect();
+        let budgets = config
+            .routes
+            .iter()
+            .map(|r| {
+                r.retries.as_ref().map(|t| {
+                    crate::resilience::budget::RetryBudget::new(
+                        t.budget,
+                        RETRY_BUDGET_MIN,
+                        RETRY_BUDGET_WINDOW,
+                        epoch,
+                    )
+                })
+            })
+            .collect();
         let bulkheads = config
             .isolation
             .iter()
@@ -106,6 +126,7 @@ impl Snapshot {
             config,
             router,
             guards,
+            budgets,
             bulkheads,
         }))
     }
@@ -116,6 +137,10 @@ impl Snapshot {
 
     pub fn bulkhead(&self, id: RouteId) -> Option<&crate::resilience::bulkhead::Bulkhead> {
         self.route(id).isolation.map(|g| &self.bulkheads[g])
+    }
+
+    pub fn retry_budget(&self, id: RouteId) -> Option<&crate::resilience::budget::RetryBudget> {
+        self.budgets[id.0 as usize].as_ref()
     }
 
     pub fn guard(&self, id: RouteId) -> Option<&crate::resilience::guard::RouteGuard> {

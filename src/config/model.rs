@@ -185,8 +185,19 @@ pub struct RouteConfig {
     pub response_timeout: Option<Duration>,
     /// Index of the route's isolation group in `Config::isolation`.
     pub isolation: Option<usize>,
+    pub retries: Option<Retries>,
     pub breaker: Option<RouteBreaker>,
     pub fallback: Option<Fallback>,
+}
+
+/// Retries on another target: after a connect failure (any method: nothing was sent), or
+/// on one of `on_status` for idempotent requests without a body; at most `attempts` per
+/// request and `budget` of the route's requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retries {
+    pub attempts: u32,
+    pub on_status: Vec<u16>,
+    pub budget: f64,
 }
 
 /// A route's breaker: how it decides, and what counts as a failure.

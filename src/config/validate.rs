@@ -15,7 +15,8 @@ use super::model::*;
 use super::units::{parse_duration, parse_size};
 use super::validate_limits::{check_shared_limits, validate_route_limits, validate_traffic};
 use super::validate_resilience::{
-    route_isolation, validate_breaker, validate_fallback, validate_isolation, validate_timeouts,
+    route_isolation, validate_breaker, validate_fallback, validate_isolation, validate_retries,
+    validate_timeouts,
 };
 use crate::auth::registry::AppRegistry;
 use crate::proxy::router::{RouteId, RouteSpec, Router};
@@ -167,6 +168,7 @@ pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Ve
             (route.connect_timeout, route.response_timeout) = validate_timeouts(&mut p, i, r);
             route.breaker = validate_breaker(&mut p, i, r);
             route.isolation = route_isolation(&mut p, i, r, &isolation);
+            route.retries = validate_retries(&mut p, i, r);
             route.fallback = validate_fallback(&mut p, i, r, base_dir);
             route
         })
@@ -477,6 +479,7 @@ fn validate_route(
         connect_timeout: None,
         response_timeout: None,
         isolation: None,
+        retries: None,
         breaker: None,
         fallback: None,
     }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::file::{BreakerFile, FallbackFile, FileConfig, RouteFile};
-use super::model::{BreakerMode, FailureOn, Fallback, RouteBreaker};
+use super::model::{BreakerMode, FailureOn, Fallback, Retries, RouteBreaker};
 use super::validate::Problems;
 use crate::resilience::breaker::BreakerConfig;
 use crate::resilience::bulkhead::BulkheadConfig;
@@ -18,6 +18,29 @@ const DEFAULT_K: f64 = 2.0;
 /// A fallback body is held in memory by every worker.
 const MAX_FALLBACK_BODY: u64 = 1 << 20;
 const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The route's `retries`.
+pub(super) fn validate_retries(p: &mut Problems, i: usize, r: &RouteFile) -> Option<Retries> {
+    let t = r.retries.as_ref()?;
+    let at = |field: &str| format!("routes[{i}].retries.{field}");
+    let attempts = p.int(&at("attempts"), t.attempts, 1, 0, 10) as u32;
+    let mut on_status = Vec::new();
+    for (j, &s) in t.on_status.iter().flatten().enumerate() {
+        on_status.push(p.int(&format!("{}[{j}]", at("on_status")), Some(s), 503, 400, 599) as u16);
+    }
+    let budget = t.budget.unwrap_or(0.2);
+    if !(budget > 0.0 && budget <= 1.0) {
+        p.add(
+            at("budget"),
+            "must be above 0 and at most 1 (retries per request)",
+        );
+    }
+    Some(Retries {
+        attempts,
+        on_status,
+        budget,
+    })
+}
 
 /// The `[[isolation]]` groups.
 pub(super) fn validate_isolation(p: &mut Problems, file: &FileConfig) -> Vec<BulkheadConfig> {

@@ -2,7 +2,6 @@
 //! connection, send the head and stream the body, read and check the response head,
 //! stream the response back, and return the connection to the pool when it is clean.
 
-use std::mem::MaybeUninit;
 use std::time::Instant;
 
 use super::conn::{respond_error, ClientConn};
@@ -11,8 +10,9 @@ use super::io::{is_timeout, write_all};
 use super::isolation::enter;
 use super::prepare::Prepared;
 use super::relay::{Relay, RelayError};
+use super::response_head::read_response_head;
 use super::signed_body::authenticate_body;
-use super::upstream::{connect, UpstreamConn, UPSTREAM_BUF};
+use super::upstream::{connect, UpstreamConn};
 use crate::resilience::guard::Outcome;
 use std::cell::RefCell;
 
@@ -21,14 +21,24 @@ use super::worker::{WorkerCtx, WorkerGen};
 use crate::config::{Snapshot, UpstreamConfig};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::http::chunked::{write_chunk_header, LAST_CHUNK};
-use crate::http::headers::{must_drop, write_header};
-use crate::http::{parse_response, Framing, ResponseHead};
+use crate::http::Framing;
 
 /// What the connection does after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum After {
     KeepAlive,
     Close,
+}
+
+/// One try of a request on one target.
+struct Attempt<'a> {
+    target: usize,
+    /// The request body when it was read whole (signed requests); else it streams.
+    body: Option<&'a [u8]>,
+    /// Statuses that, answered by the upstream, make this attempt give way to a retry
+    /// (if `may_retry` grants one).
+    retry_on: &'a [u16],
+    may_retry: &'a dyn Fn() -> bool,
 }
 
 /// Why an exchange failed, and whether the client can still get an error response.
@@ -39,6 +49,8 @@ struct Failed {
     respond: bool,
     /// No connection to the upstream could be made.
     connect: bool,
+    /// The upstream answered a status to retry on, and a retry was granted.
+    retried_status: bool,
 }
 
 impl From<ProxyError> for Failed {
@@ -47,6 +59,7 @@ impl From<ProxyError> for Failed {
             error,
             respond: true,
             connect: false,
+            retried_status: false,
         }
     }
 }
@@ -108,17 +121,46 @@ pub async fn forward(
             }
         },
     };
-    let target = {
-        let mut ups = ups.borrow_mut();
-        let u = ups.get(p.upstream);
-        let t = u.balancer.pick(worker.random(), p.hash_key);
-        u.balancer.begin(t);
-        t
-    };
     // The budget share lives as long as the body: both go when the exchange is over.
     let body_bytes = body.as_ref().map(|(b, _)| b.as_slice());
-    let result = exchange(c, p, snap, worker, ups, target, body_bytes).await;
-    ups.borrow_mut().get(p.upstream).balancer.end(target);
+    let retries = snap.route(p.route).retries.as_ref();
+    let budget = snap.retry_budget(p.route);
+    if let Some(budget) = budget {
+        budget.request(Instant::now());
+    }
+    let may_retry = || budget.is_some_and(|b| b.try_retry(Instant::now()));
+    let mut attempts_left = retries.map_or(0, |r| r.attempts);
+    let mut avoid = None;
+    let result = loop {
+        let target = {
+            let mut ups = ups.borrow_mut();
+            let u = ups.get(p.upstream);
+            let t = u.pick_avoiding(worker.random(), p.hash_key, avoid);
+            u.balancer.begin(t);
+            t
+        };
+        // Statuses are retried only for requests that can be sent again as they were.
+        let retry_on = match retries {
+            Some(r) if attempts_left > 0 && p.retry_safe => &r.on_status[..],
+            _ => &[],
+        };
+        let attempt = Attempt {
+            target,
+            body: body_bytes,
+            retry_on,
+            may_retry: &may_retry,
+        };
+        let result = exchange(c, p, snap, worker, ups, attempt).await;
+        ups.borrow_mut().get(p.upstream).balancer.end(target);
+        match result {
+            // Nothing was sent: any request may go to another target.
+            Err(f) if f.connect && attempts_left > 0 && may_retry() => {}
+            Err(f) if f.retried_status => {}
+            result => break result,
+        }
+        attempts_left -= 1;
+        avoid = Some(target);
+    };
     if let (Some(guard), Some(ticket)) = (guard, ticket) {
         let outcome = match &result {
             Ok((_, status)) => Outcome::Status(*status),
@@ -170,9 +212,14 @@ async fn exchange(
     snap: &Snapshot,
     worker: &WorkerCtx,
     ups: &RefCell<WorkerUpstreams>,
-    target: usize,
-    body: Option<&[u8]>,
+    attempt: Attempt<'_>,
 ) -> Result<(After, u16), Failed> {
+    let Attempt {
+        target,
+        body,
+        retry_on,
+        may_retry,
+    } = attempt;
     let ucfg = snap.upstream(p.upstream);
     let route = snap.route(p.route);
     let connect_timeout = route.connect_timeout.unwrap_or(ucfg.connect_timeout);
@@ -196,6 +243,21 @@ async fn exchange(
             }
             Err(e) => return Err(e.into()),
         };
+        if retry_on.contains(&meta.status) && may_retry() {
+            // Its response is dropped with the connection, unread; the head went nowhere.
+            c.scratch.clear();
+            return Err(Failed {
+                retried_status: true,
+                ..ProxyError::upstream(
+                    ErrorKind::UpstreamUnavailable,
+                    format!(
+                        "upstream {:?} answered {}; retrying",
+                        ucfg.name, meta.status
+                    ),
+                )
+                .into()
+            });
+        }
         let mut client_touched = false;
         let relayed = Relay {
             src: &mut up.stream,
@@ -231,9 +293,8 @@ async fn exchange(
             // buffered with the first chunk, e.g. bad chunked framing in the same packet)
             // can still get a proper 502/504; once bytes went out, only a close is left.
             return Err(Failed {
-                error,
                 respond: !client_touched,
-                connect: false,
+                ..error.into()
             });
         }
         if meta.upstream_keep_alive && up.rbuf.is_empty() {
@@ -409,162 +470,4 @@ async fn write_head(
             },
         )
     })
-}
-
-/// How the response travels on to the client.
-struct ResponseMeta {
-    status: u16,
-    framing: Framing,
-    upstream_keep_alive: bool,
-    client_chunked: bool,
-    client_keep_alive: bool,
-}
-
-/// Reads the response head (skipping 1xx), checks it, and writes the client's response
-/// head into `c.scratch`.
-async fn read_response_head(
-    c: &mut ClientConn,
-    p: &Prepared,
-    ucfg: &UpstreamConfig,
-    response_timeout: std::time::Duration,
-    up: &mut UpstreamConn,
-    worker: &WorkerCtx,
-) -> Result<ResponseMeta, ProxyError> {
-    let deadline = Instant::now() + response_timeout;
-    let mut received_any = false;
-    loop {
-        if !up.rbuf.is_empty() {
-            received_any = true;
-            let mut storage = [const { MaybeUninit::uninit() }; 256];
-            if let Some(head) =
-                parse_response(up.rbuf.data(), &mut storage, p.is_head, UPSTREAM_BUF)?
-            {
-                let head_len = head.head_len;
-                if head.status == 101 {
-                    return Err(ProxyError::upstream(
-                        ErrorKind::UpstreamUnavailable,
-                        "upstream switched protocols without being asked",
-                    ));
-                }
-                if head.status < 200 {
-                    up.rbuf.consume(head_len);
-                    continue;
-                }
-                // Drain is checked now, not when the request went out: a response finishing
-                // during a drain tells the client to go elsewhere.
-                let meta = write_client_head(&mut c.scratch, &head, p, worker.draining());
-                up.rbuf.consume(head_len);
-                return Ok(meta);
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        let res = up
-            .rbuf
-            .read_from(
-                &mut up.stream,
-                UPSTREAM_BUF,
-                left.max(std::time::Duration::from_millis(1)),
-            )
-            .await;
-        let err = match res {
-            Ok(n) if n > 0 => continue,
-            Ok(_) => ProxyError::upstream(
-                ErrorKind::UpstreamUnavailable,
-                format!(
-                    "upstream {:?} closed the connection before a complete response",
-                    ucfg.name
-                ),
-            ),
-            Err(e) if is_timeout(&e) => {
-                return Err(ProxyError::upstream(
-                    ErrorKind::UpstreamTimeout,
-                    format!(
-                        "upstream {:?} did not respond within {:?}",
-                        ucfg.name, response_timeout
-                    ),
-                ))
-            }
-            Err(e) => ProxyError::upstream(
-                ErrorKind::UpstreamUnavailable,
-                format!("upstream {:?}: reading the response failed: {e}", ucfg.name),
-            ),
-        };
-        // Nothing at all came back on a pooled connection: the peer closed it while it
-        // sat idle, so the request never reached the application.
-        return Err(if up.reused && !received_any && p.retry_safe {
-            err.retryable()
-        } else {
-            err
-        });
-    }
-}
-
-fn write_client_head(
-    out: &mut Vec<u8>,
-    head: &ResponseHead,
-    p: &Prepared,
-    draining: bool,
-) -> ResponseMeta {
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(&status_digits(head.status));
-    out.push(b' ');
-    out.extend_from_slice(head.reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for h in head.headers {
-        // The client gets the gateway's request id, the one in its logs and errors.
-        if must_drop(head.headers, &head.connection, h.name)
-            || h.name.eq_ignore_ascii_case("x-request-id")
-        {
-            continue;
-        }
-        // Content-Length is rewritten below when there is a body; without one (HEAD,
-        // 304) the upstream's value describes the representation and passes through.
-        if h.name.eq_ignore_ascii_case("content-length")
-            && (head.framing != Framing::None || head.status == 204)
-        {
-            continue;
-        }
-        write_header(out, h.name, h.value);
-    }
-    write_header(out, "x-request-id", p.request_id.as_bytes());
-    p.limit_headers.write_to(out);
-    let mut client_chunked = false;
-    let mut close_delimited = false;
-    match head.framing {
-        Framing::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            crate::http::headers::push_decimal(out, n);
-            out.extend_from_slice(b"\r\n");
-        }
-        Framing::Chunked | Framing::UntilClose if !p.http10 => {
-            client_chunked = true;
-            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-        }
-        Framing::Chunked | Framing::UntilClose => close_delimited = true,
-        Framing::None => {}
-    }
-    let client_keep_alive = p.keep_alive && !draining && !close_delimited;
-    if !client_keep_alive {
-        out.extend_from_slice(b"connection: close\r\n");
-    } else if p.http10 {
-        out.extend_from_slice(b"connection: keep-alive\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    ResponseMeta {
-        status: head.status,
-        framing: head.framing,
-        upstream_keep_alive: head.keep_alive,
-        client_chunked,
-        client_keep_alive,
-    }
-}
-
-fn status_digits(status: u16) -> [u8; 3] {
-    let s = status.min(999);
-    [
-        b'0' + (s / 100) as u8,
-        b'0' + (s / 10 % 10) as u8,
-        b'0' + (s % 10) as u8,
-    ]
 }

@@ -11,6 +11,7 @@ pub mod normalize;
 pub mod prepare;
 mod relay;
 pub mod request_id;
+mod response_head;
 pub mod router;
 pub mod signal;
 mod signed_body;

@@ -93,6 +93,15 @@ impl WorkerUpstream {
         }
     }
 
+    /// The balancer's pick; for a retry, the target after the one that failed (the
+    /// balancer is not asked again, so retries do not skew its rotation).
+    pub fn pick_avoiding(&mut self, random: u64, key: u64, failed: Option<usize>) -> usize {
+        match failed {
+            Some(f) => (f + 1) % self.targets.len().max(1),
+            None => self.balancer.pick(random, key),
+        }
+    }
+
     pub fn addr(&self, target: usize) -> SocketAddr {
         self.targets[target].addr
     }

@@ -7,6 +7,12 @@ use std::time::{Duration, Instant};
 
 use super::window::Window;
 
+impl std::fmt::Debug for RetryBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RetryBudget({})", self.ratio)
+    }
+}
+
 pub struct RetryBudget {
     ratio: f64,
     min_retries: u32,

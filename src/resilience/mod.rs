@@ -11,5 +11,6 @@ pub mod breaker;
 pub mod budget;
 pub mod bulkhead;
 pub mod guard;
+pub mod health;
 pub mod throttle;
 pub mod window;

@@ -1,0 +1,221 @@
+//! Which targets of an upstream may get traffic: the verdict of active health checks
+//! (written by the control-side checker) and passive outlier ejection (written by the
+//! workers from live traffic), both in atomics that every worker reads without a lock.
+//!
+//! - **Active.** A target turns unhealthy after `unhealthy` failed checks in a row and
+//!   healthy again after `healthy` passed ones (`CheckStreak`, pure). Targets start
+//!   healthy, so a gateway serves before its first round of checks.
+//! - **Passive.** `consecutive_failures` failed exchanges in a row eject a target for
+//!   `base_ejection x 2^(ejections so far)`, at most `max_ejection`; a success resets the
+//!   streak. A target that comes back and fails again is out for twice as long.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// `[[upstreams]] health`: active checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Passed checks in a row that make an unhealthy target healthy.
+    pub healthy: u32,
+    /// Failed checks in a row that make a healthy target unhealthy.
+    pub unhealthy: u32,
+}
+
+/// `[[upstreams]] outlier`: passive ejection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierConfig {
+    pub consecutive_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+}
+
+/// An active checker's count of results in a row for one target (pure).
+#[derive(Debug, Clone, Default)]
+pub struct CheckStreak {
+    passed: u32,
+    failed: u32,
+}
+
+impl CheckStreak {
+    /// Takes one check result; returns the new verdict when it changes.
+    pub fn observe(
+        &mut self,
+        passed: bool,
+        healthy_now: bool,
+        c: &HealthCheckConfig,
+    ) -> Option<bool> {
+        if passed {
+            self.passed = self.passed.saturating_add(1);
+            self.failed = 0;
+            (!healthy_now && self.passed >= c.healthy).then_some(true)
+        } else {
+            self.failed = self.failed.saturating_add(1);
+            self.passed = 0;
+            (healthy_now && self.failed >= c.unhealthy).then_some(false)
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Target {
+    /// The active checks' verdict (true until a check says otherwise).
+    unhealthy: AtomicBool,
+    failures_in_a_row: AtomicU32,
+    /// Ejected until this time, in ns since the epoch (0: not ejected).
+    ejected_until: AtomicU64,
+    ejections: AtomicU32,
+}
+
+/// One upstream's targets as every worker sees them.
+#[derive(Debug)]
+pub struct UpstreamHealth {
+    epoch: Instant,
+    targets: Vec<Target>,
+    outlier: Option<OutlierConfig>,
+}
+
+impl UpstreamHealth {
+    pub fn new(targets: usize, outlier: Option<OutlierConfig>, epoch: Instant) -> UpstreamHealth {
+        UpstreamHealth {
+            epoch,
+            targets: (0..targets).map(|_| Target::default()).collect(),
+            outlier,
+        }
+    }
+
+    /// Whether `target` may get traffic now.
+    pub fn available(&self, target: usize, now: Instant) -> bool {
+        self.targets.get(target).is_some_and(|t| {
+            !t.unhealthy.load(Relaxed) && t.ejected_until.load(Relaxed) <= self.ns(now)
+        })
+    }
+
+    pub fn healthy(&self, target: usize) -> bool {
+        self.targets
+            .get(target)
+            .is_some_and(|t| !t.unhealthy.load(Relaxed))
+    }
+
+    /// The active checker's verdict.
+    pub fn set_healthy(&self, target: usize, healthy: bool) {
+        if let Some(t) = self.targets.get(target) {
+            t.unhealthy.store(!healthy, Relaxed);
+        }
+    }
+
+    /// The outcome of a live exchange with `target`; returns the ejection time when this
+    /// failure ejected it.
+    pub fn record(&self, target: usize, success: bool, now: Instant) -> Option<Duration> {
+        let (Some(t), Some(o)) = (self.targets.get(target), &self.outlier) else {
+            return None;
+        };
+        if success {
+            if t.failures_in_a_row.load(Relaxed) != 0 {
+                t.failures_in_a_row.store(0, Relaxed);
+            }
+            return None;
+        }
+        if t.failures_in_a_row.fetch_add(1, Relaxed) + 1 < o.consecutive_failures {
+            return None;
+        }
+        // Ejected: only the core whose failure crossed the line sets the time.
+        t.failures_in_a_row.store(0, Relaxed);
+        let n = t.ejections.fetch_add(1, Relaxed).min(20);
+        let ejection = o.base_ejection.saturating_mul(1 << n).min(o.max_ejection);
+        t.ejected_until
+            .store(self.ns(now) + ejection.as_nanos() as u64, Relaxed);
+        Some(ejection)
+    }
+
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    fn ns(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check() -> HealthCheckConfig {
+        HealthCheckConfig {
+            path: "/healthz".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            healthy: 2,
+            unhealthy: 3,
+        }
+    }
+
+    #[test]
+    fn thresholds_turn_the_verdict() {
+        let c = check();
+        let mut s = CheckStreak::default();
+        assert_eq!(s.observe(false, true, &c), None);
+        assert_eq!(s.observe(false, true, &c), None);
+        assert_eq!(s.observe(true, true, &c), None, "a pass breaks the streak");
+        assert_eq!(s.observe(false, true, &c), None);
+        assert_eq!(s.observe(false, true, &c), None);
+        assert_eq!(s.observe(false, true, &c), Some(false));
+        assert_eq!(s.observe(true, false, &c), None);
+        assert_eq!(s.observe(true, false, &c), Some(true));
+        assert_eq!(s.observe(true, true, &c), None, "already healthy");
+    }
+
+    #[test]
+    fn failures_in_a_row_eject_for_a_growing_time() {
+        let t0 = Instant::now();
+        let outlier = OutlierConfig {
+            consecutive_failures: 3,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(30),
+        };
+        let h = UpstreamHealth::new(2, Some(outlier), t0);
+        assert!(h.available(0, t0) && h.available(1, t0));
+        assert_eq!(h.record(0, false, t0), None);
+        assert_eq!(h.record(0, true, t0), None, "a success resets the streak");
+        assert_eq!(h.record(0, false, t0), None);
+        assert_eq!(h.record(0, false, t0), None);
+        assert_eq!(h.record(0, false, t0), Some(Duration::from_secs(10)));
+        assert!(!h.available(0, t0 + Duration::from_secs(9)));
+        assert!(h.available(1, t0), "the other target is untouched");
+        let back = t0 + Duration::from_secs(10);
+        assert!(h.available(0, back));
+        for _ in 0..2 {
+            h.record(0, false, back);
+        }
+        assert_eq!(h.record(0, false, back), Some(Duration::from_secs(20)));
+        for _ in 0..3 {
+            h.record(0, false, back);
+        }
+        assert!(
+            !h.available(0, back + Duration::from_secs(29)),
+            "capped at 30 s"
+        );
+        assert!(h.available(0, back + Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn active_verdicts_and_no_outlier_config() {
+        let t0 = Instant::now();
+        let h = UpstreamHealth::new(1, None, t0);
+        for _ in 0..100 {
+            assert_eq!(h.record(0, false, t0), None, "no ejection configured");
+        }
+        h.set_healthy(0, false);
+        assert!(!h.available(0, t0) && !h.healthy(0));
+        h.set_healthy(0, true);
+        assert!(h.available(0, t0));
+        assert!(!h.available(5, t0), "no such target");
+    }
+}

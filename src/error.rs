@@ -34,6 +34,8 @@ pub enum ErrorKind {
     NotImplemented,
     Overloaded,
     CircuitOpen,
+    /// Every target of the upstream is unhealthy or ejected (503, `upstream_unavailable`).
+    NoHealthyTarget,
     UpstreamUnavailable,
     UpstreamTimeout,
 }
@@ -54,7 +56,7 @@ impl ErrorKind {
             ErrorKind::RateLimited | ErrorKind::QuotaExceeded => 429,
             ErrorKind::NotImplemented => 501,
             ErrorKind::UpstreamUnavailable => 502,
-            ErrorKind::Overloaded | ErrorKind::CircuitOpen => 503,
+            ErrorKind::Overloaded | ErrorKind::CircuitOpen | ErrorKind::NoHealthyTarget => 503,
             ErrorKind::UpstreamTimeout => 504,
         }
     }
@@ -76,7 +78,7 @@ impl ErrorKind {
             ErrorKind::NotImplemented => "not_implemented",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::CircuitOpen => "circuit_open",
-            ErrorKind::UpstreamUnavailable => "upstream_unavailable",
+            ErrorKind::UpstreamUnavailable | ErrorKind::NoHealthyTarget => "upstream_unavailable",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
         }
     }

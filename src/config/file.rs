@@ -131,6 +131,28 @@ pub struct UpstreamFile {
     pub body_timeout: Option<String>,
     pub max_idle_per_target: Option<i64>,
     pub idle_timeout: Option<String>,
+    pub health: Option<HealthFile>,
+    pub outlier: Option<OutlierFile>,
+}
+
+/// An upstream's active `health` checks.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub healthy: Option<i64>,
+    pub unhealthy: Option<i64>,
+}
+
+/// An upstream's passive `outlier` ejection.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierFile {
+    pub consecutive_failures: Option<i64>,
+    pub base_ejection: Option<String>,
+    pub max_ejection: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -61,6 +61,8 @@ pub struct Snapshot {
     pub guards: Vec<Option<crate::resilience::guard::RouteGuard>>,
     /// Per route with `retries`: its retry budget, shared by every worker.
     pub budgets: Vec<Option<crate::resilience::budget::RetryBudget>>,
+    /// Per upstream: which targets may get traffic (active checks, passive ejection).
+    pub health: Vec<crate::resilience::health::UpstreamHealth>,
     /// The isolation groups, shared by every worker (counts start afresh on reload).
     pub bulkheads: Vec<crate::resilience::bulkhead::Bulkhead>,
 }
@@ -116,6 +118,17 @@ impl Snapshot {
                 })
             })
             .collect();
+        let health = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                crate::resilience::health::UpstreamHealth::new(
+                    u.targets.len(),
+                    u.outlier.clone(),
+                    epoch,
+                )
+            })
+            .collect();
         let bulkheads = config
             .isolation
             .iter()
@@ -127,6 +140,7 @@ impl Snapshot {
             router,
             guards,
             budgets,
+            health,
             bulkheads,
         }))
     }
@@ -137,6 +151,10 @@ impl Snapshot {
 
     pub fn bulkhead(&self, id: RouteId) -> Option<&crate::resilience::bulkhead::Bulkhead> {
         self.route(id).isolation.map(|g| &self.bulkheads[g])
+    }
+
+    pub fn health(&self, id: UpstreamId) -> &crate::resilience::health::UpstreamHealth {
+        &self.health[id.0 as usize]
     }
 
     pub fn retry_budget(&self, id: RouteId) -> Option<&crate::resilience::budget::RetryBudget> {

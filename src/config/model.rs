@@ -163,6 +163,8 @@ pub struct UpstreamConfig {
     pub body_timeout: Duration,
     pub max_idle_per_target: usize,
     pub idle_timeout: Duration,
+    pub health: Option<crate::resilience::health::HealthCheckConfig>,
+    pub outlier: Option<crate::resilience::health::OutlierConfig>,
 }
 
 #[derive(Debug, Clone)]

@@ -15,8 +15,8 @@ use super::model::*;
 use super::units::{parse_duration, parse_size};
 use super::validate_limits::{check_shared_limits, validate_route_limits, validate_traffic};
 use super::validate_resilience::{
-    route_isolation, validate_breaker, validate_fallback, validate_isolation, validate_retries,
-    validate_timeouts,
+    route_isolation, validate_breaker, validate_fallback, validate_health, validate_isolation,
+    validate_retries, validate_timeouts,
 };
 use crate::auth::registry::AppRegistry;
 use crate::proxy::router::{RouteId, RouteSpec, Router};
@@ -366,7 +366,10 @@ fn validate_upstream(p: &mut Problems, i: usize, u: &UpstreamFile) -> UpstreamCo
             Balance::RoundRobin
         }
     };
+    let (health, outlier) = validate_health(p, i, u);
     UpstreamConfig {
+        health,
+        outlier,
         name: u.name.clone(),
         targets,
         balance,

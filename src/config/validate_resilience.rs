@@ -3,11 +3,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::file::{BreakerFile, FallbackFile, FileConfig, RouteFile};
+use super::file::{BreakerFile, FallbackFile, FileConfig, RouteFile, UpstreamFile};
 use super::model::{BreakerMode, FailureOn, Fallback, Retries, RouteBreaker};
 use super::validate::Problems;
 use crate::resilience::breaker::BreakerConfig;
 use crate::resilience::bulkhead::BulkheadConfig;
+use crate::resilience::health::{HealthCheckConfig, OutlierConfig};
 
 const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
 const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(5);
@@ -18,6 +19,66 @@ const DEFAULT_K: f64 = 2.0;
 /// A fallback body is held in memory by every worker.
 const MAX_FALLBACK_BODY: u64 = 1 << 20;
 const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// An upstream's active `health` checks and passive `outlier` ejection.
+pub(super) fn validate_health(
+    p: &mut Problems,
+    i: usize,
+    u: &UpstreamFile,
+) -> (Option<HealthCheckConfig>, Option<OutlierConfig>) {
+    let at = |field: &str| format!("upstreams[{i}].{field}");
+    let health = u.health.as_ref().map(|h| {
+        let path = h.path.clone().unwrap_or_else(|| "/".into());
+        if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            p.add(
+                at("health.path"),
+                "must start with '/' and hold no spaces or control bytes",
+            );
+        }
+        let interval = p.duration(&at("health.interval"), &h.interval, Duration::from_secs(5));
+        let timeout = p.duration(&at("health.timeout"), &h.timeout, Duration::from_secs(1));
+        if timeout > interval {
+            p.add(at("health.timeout"), "must not exceed health.interval");
+        }
+        HealthCheckConfig {
+            path,
+            interval,
+            timeout,
+            healthy: p.int(&at("health.healthy"), h.healthy, 2, 1, 1000) as u32,
+            unhealthy: p.int(&at("health.unhealthy"), h.unhealthy, 3, 1, 1000) as u32,
+        }
+    });
+    let outlier = u.outlier.as_ref().map(|o| {
+        let base = p.duration(
+            &at("outlier.base_ejection"),
+            &o.base_ejection,
+            Duration::from_secs(10),
+        );
+        let max = p.duration(
+            &at("outlier.max_ejection"),
+            &o.max_ejection,
+            Duration::from_secs(300),
+        );
+        if max < base {
+            p.add(
+                at("outlier.max_ejection"),
+                "must be at least outlier.base_ejection",
+            );
+        }
+        OutlierConfig {
+            consecutive_failures: p.int(
+                &at("outlier.consecutive_failures"),
+                o.consecutive_failures,
+                5,
+                1,
+                1_000_000,
+            ) as u32,
+            base_ejection: base,
+            max_ejection: max,
+        }
+    });
+    (health, outlier)
+}
 
 /// The route's `retries`.
 pub(super) fn validate_retries(p: &mut Problems, i: usize, r: &RouteFile) -> Option<Retries> {

@@ -2,3 +2,4 @@
 //! here), running on plain threads away from the workers.
 
 pub mod admin;
+pub mod health_check;

@@ -131,13 +131,28 @@ pub async fn forward(
     let may_retry = || budget.is_some_and(|b| b.try_retry(Instant::now()));
     let mut attempts_left = retries.map_or(0, |r| r.attempts);
     let mut avoid = None;
+    let health = snap.health(p.upstream);
     let result = loop {
-        let target = {
+        let now = Instant::now();
+        let picked = {
             let mut ups = ups.borrow_mut();
             let u = ups.get(p.upstream);
-            let t = u.pick_avoiding(worker.random(), p.hash_key, avoid);
-            u.balancer.begin(t);
+            let t = u.pick_available(worker.random(), p.hash_key, avoid, |t| {
+                health.available(t, now)
+            });
+            if let Some(t) = t {
+                u.balancer.begin(t);
+            }
             t
+        };
+        let Some(target) = picked else {
+            break Err(Failed::from(ProxyError::upstream(
+                ErrorKind::NoHealthyTarget,
+                format!(
+                    "upstream {:?}: no healthy target",
+                    snap.upstream(p.upstream).name
+                ),
+            )));
         };
         // Statuses are retried only for requests that can be sent again as they were.
         let retry_on = match retries {
@@ -152,6 +167,7 @@ pub async fn forward(
         };
         let result = exchange(c, p, snap, worker, ups, attempt).await;
         ups.borrow_mut().get(p.upstream).balancer.end(target);
+        note_target_health(snap, p, worker, target, &result);
         match result {
             // Nothing was sent: any request may go to another target.
             Err(f) if f.connect && attempts_left > 0 && may_retry() => {}
@@ -184,6 +200,36 @@ pub async fn forward(
             }
             answer_failure(c, p, snap, worker, &f.error).await
         }
+    }
+}
+
+/// Passive outlier ejection: the exchange's outcome, as far as the target is concerned.
+fn note_target_health(
+    snap: &Snapshot,
+    p: &Prepared,
+    worker: &WorkerCtx,
+    target: usize,
+    result: &Result<(After, u16), Failed>,
+) {
+    let success = match result {
+        Ok((_, status)) => *status < 500,
+        Err(f) if f.retried_status => false,
+        Err(f) => match f.outcome() {
+            Outcome::Neutral => return,
+            _ => false,
+        },
+    };
+    let ucfg = snap.upstream(p.upstream);
+    if let Some(out_for) = snap
+        .health(p.upstream)
+        .record(target, success, Instant::now())
+    {
+        worker.warn_limited(|| {
+            format!(
+                "upstream {:?}: target {} ejected for {out_for:?} after failures in a row",
+                ucfg.name, ucfg.targets[target].addr
+            )
+        });
     }
 }
 

@@ -93,13 +93,24 @@ impl WorkerUpstream {
         }
     }
 
-    /// The balancer's pick; for a retry, the target after the one that failed (the
-    /// balancer is not asked again, so retries do not skew its rotation).
-    pub fn pick_avoiding(&mut self, random: u64, key: u64, failed: Option<usize>) -> usize {
-        match failed {
-            Some(f) => (f + 1) % self.targets.len().max(1),
+    /// The balancer's pick, or for a retry the target after the one that failed (the
+    /// balancer is not asked again, so retries do not skew its rotation); when that one
+    /// is not `available` (unhealthy, ejected), the next that is. `None`: none is.
+    pub fn pick_available(
+        &mut self,
+        random: u64,
+        key: u64,
+        failed: Option<usize>,
+        available: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let n = self.targets.len();
+        let first = match failed {
+            Some(f) => (f + 1) % n.max(1),
             None => self.balancer.pick(random, key),
-        }
+        };
+        // A retry goes elsewhere when there is an elsewhere.
+        let may_use = |t: usize| available(t) && (n == 1 || Some(t) != failed);
+        (0..n).map(|i| (first + i) % n).find(|&t| may_use(t))
     }
 
     pub fn addr(&self, target: usize) -> SocketAddr {

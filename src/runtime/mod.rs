@@ -115,6 +115,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
             .collect::<Vec<_>>()
             .join("\n")
     })?;
+    crate::control::health_check::start(&snapshot);
     let server = &snapshot.config.server;
     let fixed_at_start = (
         snapshot.config.apps.timestamp_window,
@@ -329,6 +330,7 @@ impl GatewayHandle {
         if ignored {
             log::warn!("reload: server.listen changed; listeners change only on restart");
         }
+        crate::control::health_check::start(&snapshot);
         for (_, tx) in &self.workers {
             let _ = tx.send(WorkerCommand::Install(snapshot.clone()));
         }

@@ -1,0 +1,127 @@
+//! Active health checks: one control-side thread per upstream with `health`, per config
+//! generation. Every `interval` it sends each target `GET <path>` on a fresh connection
+//! (connect, send and status line all within `timeout`); a 2xx or 3xx passes. Verdicts go
+//! to the generation's `UpstreamHealth`, which every worker reads without a lock. The
+//! thread ends when its generation is gone (it holds only a weak reference).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crate::config::Snapshot;
+use crate::resilience::health::{CheckStreak, HealthCheckConfig};
+
+/// Longest sleep between looks at whether the generation is still alive.
+const NAP: Duration = Duration::from_millis(100);
+
+/// Starts the checkers of a new generation.
+pub fn start(snapshot: &Arc<Snapshot>) {
+    for (u, upstream) in snapshot.config.upstreams.iter().enumerate() {
+        if upstream.health.is_none() {
+            continue;
+        }
+        let weak = Arc::downgrade(snapshot);
+        let spawned = std::thread::Builder::new()
+            .name(format!("ringgate-health-{u}"))
+            .spawn(move || run(&weak, u));
+        if let Err(e) = spawned {
+            log::error!(
+                "upstream {:?}: cannot start health checks: {e}",
+                upstream.name
+            );
+        }
+    }
+}
+
+fn run(snapshot: &Weak<Snapshot>, u: usize) {
+    let mut streaks: Vec<CheckStreak> = Vec::new();
+    loop {
+        let round_started = Instant::now();
+        let interval = {
+            let Some(snap) = snapshot.upgrade() else {
+                return;
+            };
+            let upstream = &snap.config.upstreams[u];
+            let Some(check) = &upstream.health else {
+                return;
+            };
+            let health = &snap.health[u];
+            streaks.resize_with(upstream.targets.len(), CheckStreak::default);
+            for (t, target) in upstream.targets.iter().enumerate() {
+                let result = probe(target.addr, &upstream.name, check);
+                let healthy = health.healthy(t);
+                if let Some(verdict) = streaks[t].observe(result.is_ok(), healthy, check) {
+                    health.set_healthy(t, verdict);
+                    match (verdict, &result) {
+                        (true, _) => log::info!(
+                            "upstream {:?}: target {} healthy again",
+                            upstream.name,
+                            target.addr
+                        ),
+                        (false, Err(why)) => log::warn!(
+                            "upstream {:?}: target {} unhealthy after {} failed checks ({why})",
+                            upstream.name,
+                            target.addr,
+                            check.unhealthy
+                        ),
+                        (false, Ok(())) => {}
+                    }
+                }
+            }
+            check.interval
+        };
+        // Sleep out the interval in naps, so a dropped generation ends the thread soon.
+        while round_started.elapsed() < interval {
+            if snapshot.strong_count() == 0 {
+                return;
+            }
+            std::thread::sleep(NAP.min(interval.saturating_sub(round_started.elapsed())));
+        }
+    }
+}
+
+/// One check: `Ok` for a 2xx or 3xx status line within the timeout.
+fn probe(addr: SocketAddr, host: &str, check: &HealthCheckConfig) -> Result<(), String> {
+    let deadline = Instant::now() + check.timeout;
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    let mut stream =
+        TcpStream::connect_timeout(&addr, check.timeout).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_write_timeout(Some(left()))
+        .map_err(|e| e.to_string())?;
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ringgate-health-check\r\nConnection: close\r\n\r\n",
+        check.path
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut head = Vec::with_capacity(64);
+    let mut buf = [0u8; 256];
+    while !head.contains(&b'\n') && head.len() < 1024 {
+        stream
+            .set_read_timeout(Some(left()))
+            .map_err(|e| e.to_string())?;
+        match stream.read(&mut buf) {
+            Ok(0) => return Err("closed before a status line".into()),
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("no status line within {:?}: {e}", check.timeout)),
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    let status = line
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| "not an HTTP response".to_string())?;
+    if (200..400).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("status {status}"))
+    }
+}

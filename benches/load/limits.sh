@@ -33,6 +33,10 @@ DRIVER=${DRIVER:-io_uring}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 LIMITS=${LIMITS:-'[ { key = "route", rate = "10000000/s" }, { key = "ip", rate = "10000000/s" } ]'}
+# Other scenarios (protected.sh) swap in their own route lines and name.
+SCENARIO=${SCENARIO:-limited}
+ROUTE_EXTRA=${ROUTE_EXTRA:-"limits = $LIMITS"}
+EXPECT_RATELIMIT=${EXPECT_RATELIMIT:-1}
 PROXY_CPU_QUOTA=${PROXY_CPU_QUOTA:-}
 PROXY_CPU_QUOTA_PERIOD_US=${PROXY_CPU_QUOTA_PERIOD_US:-5000}
 PLAIN_PORT=${PLAIN_PORT:-28280}
@@ -181,11 +185,11 @@ $3
 CONF
 }
 gateway_conf "$PLAIN_PORT" "$ADMIN_PORT" "" > "$TMP/plain.toml"
-gateway_conf "$LIMITED_PORT" $((ADMIN_PORT + 1)) "limits = $LIMITS" > "$TMP/limited.toml"
+gateway_conf "$LIMITED_PORT" $((ADMIN_PORT + 1)) "$ROUTE_EXTRA" > "$TMP/$SCENARIO.toml"
 declare -A PORT PID CG
 PORT[plain]=$PLAIN_PORT
-PORT[limited]=$LIMITED_PORT
-for s in plain limited; do
+PORT[$SCENARIO]=$LIMITED_PORT
+for s in plain "$SCENARIO"; do
     "$RINGGATE_BIN" check --config "$TMP/$s.toml" >/dev/null || die "$s config rejected"
     make_cgroup "$s"
     CG[$s]=$MADE_CG
@@ -196,13 +200,13 @@ for s in plain limited; do
 done
 
 # Both relay to the upstream; only the limited one answers with RateLimit headers.
-for s in plain limited; do
+for s in plain "$SCENARIO"; do
     reply=$(curl -si --max-time 5 "http://127.0.0.1:${PORT[$s]}/") || true
     [[ "$reply" == "HTTP/1.1 200"* && "$reply" == *"hello world"* ]] ||
         { printf '%s\n' "$reply" >&2; die "$s did not answer 200 'hello world'"; }
     has=0
     grep -qi '^ratelimit:' <<< "$reply" && has=1
-    [[ "$s" == limited && $has == 1 || "$s" == plain && $has == 0 ]] ||
+    [[ "$s" == "$SCENARIO" && $has == "$EXPECT_RATELIMIT" || "$s" == plain && $has == 0 ]] ||
         { printf '%s\n' "$reply" >&2; die "$s: RateLimit headers expected only on the limited gateway"; }
 done
 
@@ -266,12 +270,12 @@ measure() {  # ROUND SCENARIO
         }' | tee -a "$RESULTS"
 }
 
-log "$ROUNDS rounds x (plain, limited), $WARMUP warmup + $DURATION, $CONNECTIONS connections; gateways on CPU $PROXY_CPU${PROXY_CPU_QUOTA:+ capped at $PROXY_CPU_QUOTA%}, wrk+upstream on CPU $LOAD_CPU"
-log "limited: limits = $LIMITS"
+log "$ROUNDS rounds x (plain, $SCENARIO), $WARMUP warmup + $DURATION, $CONNECTIONS connections; gateways on CPU $PROXY_CPU${PROXY_CPU_QUOTA:+ capped at $PROXY_CPU_QUOTA%}, wrk+upstream on CPU $LOAD_CPU"
+log "$SCENARIO: $ROUTE_EXTRA"
 echo "(cpu%P / cpu%L: busy share of the gateways' CPU / of the wrk+upstream CPU during the run)"
 printf '%-5s %-8s %10s %8s %10s %6s %6s %6s\n' round scenario req/s "p99 ms" "cpu us/req" errors cpu%P cpu%L
 for ((round = 1; round <= ROUNDS; round++)); do
-    if ((round % 2)); then order="plain limited"; else order="limited plain"; fi
+    if ((round % 2)); then order="plain $SCENARIO"; else order="$SCENARIO plain"; fi
     for s in $order; do measure "$round" "$s"; done
 done
 
@@ -280,7 +284,7 @@ echo
 echo "Medians of $ROUNDS rounds"
 printf '%-8s %10s %8s %10s %6s %6s\n' scenario req/s "p99 ms" "cpu us/req" errors cpu%L
 declare -A MED
-for s in plain limited; do
+for s in plain "$SCENARIO"; do
     col() { awk -v s="$s" -v c="$1" '$2 == s { print $c }' "$RESULTS" | median; }
     rps=$(col 3) p99=$(col 4) us=$(col 5) load=$(col 8)
     errs=$(awk -v s="$s" '$2 == s { t += $6 } END { print t + 0 }' "$RESULTS")
@@ -288,14 +292,14 @@ for s in plain limited; do
     MED[$s,rps]=$rps MED[$s,p99]=$p99 MED[$s,us]=$us MED[$s,load]=$load
 done
 echo
-awk -v a="${MED[limited,rps]}" -v b="${MED[plain,rps]}" -v c="${MED[limited,p99]}" \
-    -v d="${MED[plain,p99]}" -v e="${MED[limited,us]}" -v f="${MED[plain,us]}" 'BEGIN {
-    printf "limited / plain\n"
+awk -v a="${MED[$SCENARIO,rps]}" -v b="${MED[plain,rps]}" -v c="${MED[$SCENARIO,p99]}" \
+    -v d="${MED[plain,p99]}" -v e="${MED[$SCENARIO,us]}" -v f="${MED[plain,us]}" -v n="$SCENARIO" 'BEGIN {
+    printf "%s / plain\n", n
     printf "  req/s        %.3f   target >= 0.95  %s\n", a / b, (a / b >= 0.95) ? "PASS" : "FAIL"
     printf "  p99 latency  %.3f\n", c / d
     printf "  cpu/request  %.3f   (+%.2f us a request)\n", e / f, e - f
 }'
-if awk -v l="${MED[plain,load]}" -v m="${MED[limited,load]}" 'BEGIN { exit !(l > 95 || m > 95) }'; then
+if awk -v l="${MED[plain,load]}" -v m="${MED[$SCENARIO,load]}" 'BEGIN { exit !(l > 95 || m > 95) }'; then
     echo "  NOTE: the wrk+upstream CPU was saturated (cpu%L > 95): req/s is capped by the load"
     echo "        side, so the req/s ratio hides the checks' cost; cpu/request still shows it."
     echo "        For req/s rerun with PROXY_CPU_QUOTA=50 (README)."

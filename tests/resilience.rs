@@ -207,6 +207,28 @@ fn route_timeouts_override_the_upstreams(driver: Driver) {
     // Without the override the upstream's default (much longer) applies.
     let gw = gateway(driver, up.addr, "");
     assert_eq!(get(&gw).status, 200);
+    // A total timeout bounds the whole exchange: before the head, a 504...
+    let gw = gateway(driver, up.addr, "timeouts = { total = \"150ms\" }");
+    let started = Instant::now();
+    assert_eq!(get(&gw).error_code(), "upstream_timeout");
+    assert!(started.elapsed() < Duration::from_millis(350), "{:?}", started.elapsed());
+    // ...after it, with the body still coming, the connection is closed.
+    let trickle = Upstream::start(|mut c, _| {
+        while c.read_request().is_some() {
+            c.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nab");
+            std::thread::sleep(Duration::from_millis(500));
+            if !c.write(b"cdefghij") {
+                return;
+            }
+        }
+    });
+    let gw = gateway(driver, trickle.addr, "timeouts = { total = \"150ms\" }");
+    let mut c = Client::connect(gw.addr);
+    c.send(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(
+        c.try_read_response(false).is_err(),
+        "the response is cut short, not completed"
+    );
 }
 
 fn adaptive_throttle_sheds_load_to_a_failing_upstream(driver: Driver) {

@@ -197,6 +197,7 @@ pub struct RouteFile {
 pub struct TimeoutsFile {
     pub connect: Option<String>,
     pub response: Option<String>,
+    pub total: Option<String>,
 }
 
 /// A route's `retries`.

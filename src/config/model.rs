@@ -185,6 +185,8 @@ pub struct RouteConfig {
     /// Connect and response-head timeouts overriding the upstream's.
     pub connect_timeout: Option<Duration>,
     pub response_timeout: Option<Duration>,
+    /// The whole exchange, retries and response body included (`None`: no such limit).
+    pub total_timeout: Option<Duration>,
     /// Index of the route's isolation group in `Config::isolation`.
     pub isolation: Option<usize>,
     pub retries: Option<Retries>,

@@ -165,7 +165,11 @@ pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Ve
         .map(|(i, r)| {
             let mut route = validate_route(&mut p, i, r, &seen, server.limits.max_body_bytes);
             route.limits = validate_route_limits(&mut p, i, r, route.auth, default_offset);
-            (route.connect_timeout, route.response_timeout) = validate_timeouts(&mut p, i, r);
+            (
+                route.connect_timeout,
+                route.response_timeout,
+                route.total_timeout,
+            ) = validate_timeouts(&mut p, i, r);
             route.breaker = validate_breaker(&mut p, i, r);
             route.isolation = route_isolation(&mut p, i, r, &isolation);
             route.retries = validate_retries(&mut p, i, r);
@@ -481,6 +485,7 @@ fn validate_route(
         limits: Vec::new(),
         connect_timeout: None,
         response_timeout: None,
+        total_timeout: None,
         isolation: None,
         retries: None,
         breaker: None,

@@ -157,14 +157,15 @@ pub(super) fn route_isolation(
     found
 }
 
-/// The route's connect and response timeouts (`None`: the upstream's).
+/// The route's connect, response and total timeouts (`None`: the upstream's, and no
+/// total).
 pub(super) fn validate_timeouts(
     p: &mut Problems,
     i: usize,
     r: &RouteFile,
-) -> (Option<Duration>, Option<Duration>) {
+) -> (Option<Duration>, Option<Duration>, Option<Duration>) {
     let Some(t) = &r.timeouts else {
-        return (None, None);
+        return (None, None, None);
     };
     let mut one = |field: &str, v: &Option<String>| {
         v.as_ref().map(|_| {
@@ -175,7 +176,11 @@ pub(super) fn validate_timeouts(
             )
         })
     };
-    (one("connect", &t.connect), one("response", &t.response))
+    (
+        one("connect", &t.connect),
+        one("response", &t.response),
+        one("total", &t.total),
+    )
 }
 
 pub(super) fn validate_breaker(p: &mut Problems, i: usize, r: &RouteFile) -> Option<RouteBreaker> {

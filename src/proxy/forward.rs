@@ -14,7 +14,7 @@ use super::response_head::read_response_head;
 use super::signed_body::authenticate_body;
 use super::upstream::{connect, UpstreamConn};
 use crate::resilience::guard::Outcome;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use super::upstream::WorkerUpstreams;
 use super::worker::{WorkerCtx, WorkerGen};
@@ -39,6 +39,8 @@ struct Attempt<'a> {
     /// (if `may_retry` grants one).
     retry_on: &'a [u16],
     may_retry: &'a dyn Fn() -> bool,
+    /// Set when the response starts on its way to the client.
+    touched: &'a Cell<bool>,
 }
 
 /// Why an exchange failed, and whether the client can still get an error response.
@@ -123,59 +125,23 @@ pub async fn forward(
     };
     // The budget share lives as long as the body: both go when the exchange is over.
     let body_bytes = body.as_ref().map(|(b, _)| b.as_slice());
-    let retries = snap.route(p.route).retries.as_ref();
-    let budget = snap.retry_budget(p.route);
-    if let Some(budget) = budget {
-        budget.request(Instant::now());
-    }
-    let may_retry = || budget.is_some_and(|b| b.try_retry(Instant::now()));
-    let mut attempts_left = retries.map_or(0, |r| r.attempts);
-    let mut avoid = None;
-    let health = snap.health(p.upstream);
-    let result = loop {
-        let now = Instant::now();
-        let picked = {
-            let mut ups = ups.borrow_mut();
-            let u = ups.get(p.upstream);
-            let t = u.pick_available(worker.random(), p.hash_key, avoid, |t| {
-                health.available(t, now)
-            });
-            if let Some(t) = t {
-                u.balancer.begin(t);
-            }
-            t
-        };
-        let Some(target) = picked else {
-            break Err(Failed::from(ProxyError::upstream(
-                ErrorKind::NoHealthyTarget,
-                format!(
-                    "upstream {:?}: no healthy target",
-                    snap.upstream(p.upstream).name
-                ),
-            )));
-        };
-        // Statuses are retried only for requests that can be sent again as they were.
-        let retry_on = match retries {
-            Some(r) if attempts_left > 0 && p.retry_safe => &r.on_status[..],
-            _ => &[],
-        };
-        let attempt = Attempt {
-            target,
-            body: body_bytes,
-            retry_on,
-            may_retry: &may_retry,
-        };
-        let result = exchange(c, p, snap, worker, ups, attempt).await;
-        ups.borrow_mut().get(p.upstream).balancer.end(target);
-        note_target_health(snap, p, worker, target, &result);
-        match result {
-            // Nothing was sent: any request may go to another target.
-            Err(f) if f.connect && attempts_left > 0 && may_retry() => {}
-            Err(f) if f.retried_status => {}
-            result => break result,
-        }
-        attempts_left -= 1;
-        avoid = Some(target);
+    // Set once the response is on its way to the client: a total timeout after that can
+    // only close the connection.
+    let touched = Cell::new(false);
+    let tries = send_with_retries(c, p, snap, worker, ups, body_bytes, &touched);
+    let result = match snap.route(p.route).total_timeout {
+        None => tries.await,
+        Some(total) => match monoio::time::timeout(total, tries).await {
+            Ok(result) => result,
+            Err(_) => Err(Failed {
+                respond: !touched.get(),
+                ..ProxyError::upstream(
+                    ErrorKind::UpstreamTimeout,
+                    format!("no complete response within the route's total timeout {total:?}"),
+                )
+                .into()
+            }),
+        },
     };
     if let (Some(guard), Some(ticket)) = (guard, ticket) {
         let outcome = match &result {
@@ -200,6 +166,103 @@ pub async fn forward(
             }
             answer_failure(c, p, snap, worker, &f.error).await
         }
+    }
+}
+
+/// Sends the request, to another target after a connect failure or a status to retry on,
+/// as the route's `retries` and retry budget allow.
+async fn send_with_retries(
+    c: &mut ClientConn,
+    p: &Prepared,
+    snap: &Snapshot,
+    worker: &WorkerCtx,
+    ups: &RefCell<WorkerUpstreams>,
+    body_bytes: Option<&[u8]>,
+    touched: &Cell<bool>,
+) -> Result<(After, u16), Failed> {
+    let retries = snap.route(p.route).retries.as_ref();
+    let budget = snap.retry_budget(p.route);
+    if let Some(budget) = budget {
+        budget.request(Instant::now());
+    }
+    let may_retry = || budget.is_some_and(|b| b.try_retry(Instant::now()));
+    let mut attempts_left = retries.map_or(0, |r| r.attempts);
+    let mut avoid = None;
+    let health = snap.health(p.upstream);
+    loop {
+        let now = Instant::now();
+        let picked = ups.borrow_mut().get(p.upstream).pick_available(
+            worker.random(),
+            p.hash_key,
+            avoid,
+            |t| health.available(t, now),
+        );
+        let Some(target) = picked else {
+            return Err(Failed::from(ProxyError::upstream(
+                ErrorKind::NoHealthyTarget,
+                format!(
+                    "upstream {:?}: no healthy target",
+                    snap.upstream(p.upstream).name
+                ),
+            )));
+        };
+        // Ended when the attempt is over, even if a total timeout drops it midway.
+        let _outstanding = Outstanding::begin(ups, p.upstream, target);
+        // Statuses are retried only for requests that can be sent again as they were.
+        let retry_on = match retries {
+            Some(r) if attempts_left > 0 && p.retry_safe => &r.on_status[..],
+            _ => &[],
+        };
+        let attempt = Attempt {
+            target,
+            body: body_bytes,
+            retry_on,
+            may_retry: &may_retry,
+            touched,
+        };
+        let result = exchange(c, p, snap, worker, ups, attempt).await;
+        note_target_health(snap, p, worker, target, &result);
+        match result {
+            // Nothing was sent: any request may go to another target.
+            Err(f) if f.connect && attempts_left > 0 && may_retry() => {}
+            Err(f) if f.retried_status => {}
+            result => return result,
+        }
+        attempts_left -= 1;
+        avoid = Some(target);
+    }
+}
+
+/// A target's count of requests in flight (least_outstanding balancing), held for one
+/// attempt.
+struct Outstanding<'a> {
+    ups: &'a RefCell<WorkerUpstreams>,
+    upstream: crate::config::UpstreamId,
+    target: usize,
+}
+
+impl<'a> Outstanding<'a> {
+    fn begin(
+        ups: &'a RefCell<WorkerUpstreams>,
+        upstream: crate::config::UpstreamId,
+        target: usize,
+    ) -> Self {
+        ups.borrow_mut().get(upstream).balancer.begin(target);
+        Outstanding {
+            ups,
+            upstream,
+            target,
+        }
+    }
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        self.ups
+            .borrow_mut()
+            .get(self.upstream)
+            .balancer
+            .end(self.target);
     }
 }
 
@@ -265,6 +328,7 @@ async fn exchange(
         body,
         retry_on,
         may_retry,
+        touched,
     } = attempt;
     let ucfg = snap.upstream(p.upstream);
     let route = snap.route(p.route);
@@ -304,6 +368,7 @@ async fn exchange(
                 .into()
             });
         }
+        touched.set(true);
         let mut client_touched = false;
         let relayed = Relay {
             src: &mut up.stream,

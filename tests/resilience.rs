@@ -211,7 +211,11 @@ fn route_timeouts_override_the_upstreams(driver: Driver) {
     let gw = gateway(driver, up.addr, "timeouts = { total = \"150ms\" }");
     let started = Instant::now();
     assert_eq!(get(&gw).error_code(), "upstream_timeout");
-    assert!(started.elapsed() < Duration::from_millis(350), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(350),
+        "{:?}",
+        started.elapsed()
+    );
     // ...after it, with the body still coming, the connection is closed.
     let trickle = Upstream::start(|mut c, _| {
         while c.read_request().is_some() {
@@ -490,6 +494,41 @@ on_both_drivers!(
     route_timeouts_override_the_upstreams,
     adaptive_throttle_sheds_load_to_a_failing_upstream,
 );
+
+#[test]
+fn stats_show_breakers_groups_and_targets() {
+    let (up, _failing) = switchable();
+    let body = format!(
+        "[[isolation]]\nname = \"g\"\nmax_in_flight = 7\n\
+         [[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n\
+         outlier = {{ consecutive_failures = 100 }}\n\
+         [[routes]]\nname = \"r\"\npath = \"/*\"\nupstream = \"up\"\nisolation = \"g\"\n\
+         breaker = {{ consecutive_failures = 1, open_for = \"5s\" }}\n",
+        up.addr
+    );
+    let gw = Gateway::start(Driver::Epoll, 1, "", &body);
+    let stats = || {
+        let r = Client::connect(gw.admin.expect("admin listener")).get("/stats");
+        assert_eq!(r.status, 200);
+        r.body_str()
+    };
+    assert!(
+        stats().contains("\"routes\":[{\"name\":\"r\",\"breaker\":\"closed\",\"trips\":0}]"),
+        "{}",
+        stats()
+    );
+    assert_eq!(get(&gw).status, 500);
+    let s = stats();
+    assert!(
+        s.contains("\"breaker\":\"open\",\"trips\":1")
+            && s.contains("\"isolation\":[{\"name\":\"g\",\"in_flight\":0,\"max_in_flight\":7,\"refused\":0}]")
+            && s.contains(&format!(
+                "\"upstreams\":[{{\"name\":\"up\",\"targets\":[{{\"addr\":\"{}\",\"healthy\":true,\"available\":true}}]}}]",
+                up.addr
+            )),
+        "{s}"
+    );
+}
 
 #[test]
 fn resilience_config_errors_name_the_field() {

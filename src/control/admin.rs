@@ -180,8 +180,12 @@ fn stats_json(state: &GatewayState) -> String {
         Some(c) => format!(",\"limits\":{{\"cluster\":{}}}", c.json()),
         None => String::new(),
     };
+    let protection = match state.snapshot.read() {
+        Ok(snap) => format!(",{}", super::protection_stats::json(&snap)),
+        Err(_) => String::new(),
+    };
     format!(
-        "{{\"apps\":{{\"cache\":{{\"lookups\":{lookups},\"hits\":{hits},\"stale_hits\":{stale},\"misses\":{misses},\"filtered_unknown\":{filtered},\"unavailable\":{unavailable},\"hit_rate\":{hit_rate:.4}}},\"store\":{{\"lookups\":{},\"errors\":{},\"keys_in_filter\":{},\"up\":{}}}}}{limits}}}\n",
+        "{{\"apps\":{{\"cache\":{{\"lookups\":{lookups},\"hits\":{hits},\"stale_hits\":{stale},\"misses\":{misses},\"filtered_unknown\":{filtered},\"unavailable\":{unavailable},\"hit_rate\":{hit_rate:.4}}},\"store\":{{\"lookups\":{},\"errors\":{},\"keys_in_filter\":{},\"up\":{}}}}}{limits}{protection}}}\n",
         d.store_lookups.load(Ordering::Relaxed),
         d.store_errors.load(Ordering::Relaxed),
         d.keys_in_filter.load(Ordering::Relaxed),

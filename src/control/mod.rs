@@ -3,3 +3,4 @@
 
 pub mod admin;
 pub mod health_check;
+mod protection_stats;

@@ -47,6 +47,8 @@ pub struct GatewayState {
     pub directory_stats: Arc<DirectoryStats>,
     /// Cluster limits (`[cluster]`): connected or holding limits locally.
     pub cluster: Option<Arc<ClusterStatus>>,
+    /// The newest config generation, for the admin side (breaker, group, target state).
+    pub snapshot: std::sync::RwLock<Arc<Snapshot>>,
 }
 
 impl GatewayState {
@@ -137,6 +139,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         }
     }
     let state = Arc::new(GatewayState {
+        snapshot: std::sync::RwLock::new(snapshot.clone()),
         workers: n,
         ready_workers: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
@@ -331,6 +334,9 @@ impl GatewayHandle {
             log::warn!("reload: server.listen changed; listeners change only on restart");
         }
         crate::control::health_check::start(&snapshot);
+        if let Ok(mut current) = self.state.snapshot.write() {
+            *current = snapshot.clone();
+        }
         for (_, tx) in &self.workers {
             let _ = tx.send(WorkerCommand::Install(snapshot.clone()));
         }

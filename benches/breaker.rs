@@ -1,7 +1,7 @@
 //! Hot path: a route guard's `admit` + `finish` on every request of a route with a
-//! breaker. Question: what does the shared, lock-free bookkeeping cost per request,
-//! alone and with a second thread hammering the same breaker (the cross-core case), and
-//! for the adaptive throttle?
+//! breaker, and an isolation group's permit. Question: what does the shared, lock-free
+//! bookkeeping cost per request, alone and with a second thread hammering the same
+//! counters (the cross-core case), and for the adaptive throttle?
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use ringgate::config::{BreakerMode, FailureOn, RouteBreaker};
 use ringgate::resilience::breaker::BreakerConfig;
+use ringgate::resilience::bulkhead::{Bulkhead, BulkheadConfig};
 use ringgate::resilience::guard::{Outcome, RouteGuard};
 
 fn guard(mode: BreakerMode) -> RouteGuard {
@@ -75,6 +76,33 @@ fn bench(c: &mut Criterion) {
         stop.store(true, Ordering::Relaxed);
         let _ = other.join();
     }
+    group.finish();
+
+    // An isolation group: take a permit and give it back, alone and contended.
+    let mut group = c.benchmark_group("bulkhead");
+    let bulkhead = Arc::new(Bulkhead::new(BulkheadConfig {
+        name: "bench".into(),
+        max_in_flight: 1_000_000,
+        queue: 0,
+        queue_timeout: Duration::from_millis(100),
+    }));
+    group.bench_function("permit/alone", |b| {
+        b.iter(|| drop(black_box(bulkhead.try_take())))
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let other = {
+        let (bulkhead, stop) = (bulkhead.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                drop(bulkhead.try_take());
+            }
+        })
+    };
+    group.bench_function("permit/contended", |b| {
+        b.iter(|| drop(black_box(bulkhead.try_take())))
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = other.join();
     group.finish();
 }
 

@@ -38,7 +38,9 @@ struct Attempt<'a> {
     /// Statuses that, answered by the upstream, make this attempt give way to a retry
     /// (if `may_retry` grants one).
     retry_on: &'a [u16],
-    may_retry: &'a dyn Fn() -> bool,
+    /// Whether the request may go to another target after failing on this one (one is
+    /// available, and the retry budget grants it: a grant is spent).
+    may_retry: &'a dyn Fn(usize) -> bool,
     /// Set when the response starts on its way to the client.
     touched: &'a Cell<bool>,
 }
@@ -51,8 +53,11 @@ struct Failed {
     respond: bool,
     /// No connection to the upstream could be made.
     connect: bool,
-    /// The upstream answered a status to retry on, and a retry was granted.
-    retried_status: bool,
+    /// The upstream answered this status, one to retry on, and a retry was granted.
+    retried_status: Option<u16>,
+    /// Says nothing about the upstream (the route's total timeout, which a slow client
+    /// can run out too): not counted by the breaker.
+    neutral: bool,
 }
 
 impl From<ProxyError> for Failed {
@@ -61,7 +66,8 @@ impl From<ProxyError> for Failed {
             error,
             respond: true,
             connect: false,
-            retried_status: false,
+            retried_status: None,
+            neutral: false,
         }
     }
 }
@@ -69,6 +75,9 @@ impl From<ProxyError> for Failed {
 impl Failed {
     /// What the route's breaker makes of it.
     fn outcome(&self) -> Outcome {
+        if self.neutral {
+            return Outcome::Neutral;
+        }
         match (self.error.side, self.error.kind) {
             (Side::Upstream, ErrorKind::UpstreamTimeout) => Outcome::TimedOut,
             (Side::Upstream, _) if self.connect => Outcome::ConnectFailed,
@@ -106,7 +115,9 @@ pub async fn forward(
                     snap.route(p.route).name
                 ),
             )
-            .with_headers(format!("retry-after: {}\r\n", wait.as_secs().max(1)).into_bytes());
+            .with_headers(
+                format!("retry-after: {}\r\n", wait.as_secs_f64().ceil().max(1.0)).into_bytes(),
+            );
             return answer_failure(c, p, snap, worker, &error).await;
         }
     };
@@ -135,6 +146,7 @@ pub async fn forward(
             Ok(result) => result,
             Err(_) => Err(Failed {
                 respond: !touched.get(),
+                neutral: true,
                 ..ProxyError::upstream(
                     ErrorKind::UpstreamTimeout,
                     format!("no complete response within the route's total timeout {total:?}"),
@@ -185,10 +197,17 @@ async fn send_with_retries(
     if let Some(budget) = budget {
         budget.request(Instant::now());
     }
-    let may_retry = || budget.is_some_and(|b| b.try_retry(Instant::now()));
+    let health = snap.health(p.upstream);
+    let targets = snap.upstream(p.upstream).targets.len();
+    // A retry needs somewhere to go (a single target is retried itself) and the budget.
+    let may_retry = |failed: usize| {
+        let now = Instant::now();
+        let elsewhere =
+            targets == 1 || (0..targets).any(|t| t != failed && health.available(t, now));
+        elsewhere && budget.is_some_and(|b| b.try_retry(now))
+    };
     let mut attempts_left = retries.map_or(0, |r| r.attempts);
     let mut avoid = None;
-    let health = snap.health(p.upstream);
     loop {
         let now = Instant::now();
         let picked = ups.borrow_mut().get(p.upstream).pick_available(
@@ -224,8 +243,8 @@ async fn send_with_retries(
         note_target_health(snap, p, worker, target, &result);
         match result {
             // Nothing was sent: any request may go to another target.
-            Err(f) if f.connect && attempts_left > 0 && may_retry() => {}
-            Err(f) if f.retried_status => {}
+            Err(f) if f.connect && attempts_left > 0 && may_retry(target) => {}
+            Err(f) if f.retried_status.is_some() => {}
             result => return result,
         }
         attempts_left -= 1;
@@ -276,7 +295,10 @@ fn note_target_health(
 ) {
     let success = match result {
         Ok((_, status)) => *status < 500,
-        Err(f) if f.retried_status => false,
+        Err(Failed {
+            retried_status: Some(status),
+            ..
+        }) => *status < 500,
         Err(f) => match f.outcome() {
             Outcome::Neutral => return,
             _ => false,
@@ -353,11 +375,11 @@ async fn exchange(
             }
             Err(e) => return Err(e.into()),
         };
-        if retry_on.contains(&meta.status) && may_retry() {
+        if retry_on.contains(&meta.status) && may_retry(target) {
             // Its response is dropped with the connection, unread; the head went nowhere.
             c.scratch.clear();
             return Err(Failed {
-                retried_status: true,
+                retried_status: Some(meta.status),
                 ..ProxyError::upstream(
                     ErrorKind::UpstreamUnavailable,
                     format!(

@@ -13,7 +13,10 @@
 //! through compare-and-swap, so exactly one core trips or closes the breaker. Pure
 //! otherwise: time comes in as `Instant`s.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU32, AtomicU64, AtomicU8,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::time::{Duration, Instant};
 
 use super::window::Window;
@@ -99,24 +102,28 @@ impl Breaker {
         self.trips.load(Relaxed)
     }
 
+    /// Which round of the breaker this is (it changes every time it opens): an outcome
+    /// from a request admitted in an earlier round says nothing about this one.
+    pub fn round(&self) -> u64 {
+        self.trips.load(Acquire)
+    }
+
     /// Whether a request may go to the upstream now.
     pub fn admit(&self, now: Instant) -> Admission {
-        match self.state.load(Relaxed) {
+        // Acquire: a core that sees the breaker open also sees when it opened, and the
+        // probe counters it reset (see `open`).
+        match self.state.load(Acquire) {
             CLOSED => Admission::Allowed,
             OPEN => {
                 let open_for = self.config.open_for.as_nanos() as u64;
                 if self.ns(now).saturating_sub(self.opened_at.load(Relaxed)) < open_for {
                     return Admission::Refused;
                 }
-                // The cool-down is over: the first core to notice half-opens it.
-                if self
+                // The cool-down is over: the first core to notice half-opens it (the
+                // probe counters were reset when it opened).
+                let _ = self
                     .state
-                    .compare_exchange(OPEN, HALF_OPEN, Relaxed, Relaxed)
-                    .is_ok()
-                {
-                    self.probes_started.store(0, Relaxed);
-                    self.probes_passed.store(0, Relaxed);
-                }
+                    .compare_exchange(OPEN, HALF_OPEN, Relaxed, Relaxed);
                 self.take_probe()
             }
             _ => self.take_probe(),
@@ -161,10 +168,14 @@ impl Breaker {
     }
 
     fn take_probe(&self) -> Admission {
-        if self.probes_started.fetch_add(1, Relaxed) < self.config.probes {
-            Admission::Probe
-        } else {
-            Admission::Refused
+        // Counted only when granted, so a released slot can be taken again.
+        let probes = self.config.probes;
+        match self
+            .probes_started
+            .fetch_update(Relaxed, Relaxed, |n| (n < probes).then_some(n + 1))
+        {
+            Ok(_) => Admission::Probe,
+            Err(_) => Admission::Refused,
         }
     }
 
@@ -201,15 +212,22 @@ impl Breaker {
         self.window.sum(now)
     }
 
-    /// Opens from `from` (closed or half-open); only one core wins the swap.
+    /// Opens from `from` (closed or half-open); only one core wins the swap. The time and
+    /// the fresh probe counters are written first and published by the swap (Release),
+    /// so no core can see the breaker open with an old time and skip the cool-down.
     fn open(&self, from: u8, now: Instant) {
+        if self.state.load(Acquire) != from {
+            return;
+        }
+        self.opened_at.store(self.ns(now), Relaxed);
+        self.probes_started.store(0, Relaxed);
+        self.probes_passed.store(0, Relaxed);
         if self
             .state
-            .compare_exchange(from, OPEN, Relaxed, Relaxed)
+            .compare_exchange(from, OPEN, Release, Relaxed)
             .is_ok()
         {
-            self.opened_at.store(self.ns(now), Relaxed);
-            self.trips.fetch_add(1, Relaxed);
+            self.trips.fetch_add(1, Release);
         }
     }
 
@@ -349,6 +367,27 @@ mod tests {
         assert_eq!(b.admit(at(t0, 10_999)), Admission::Refused);
         assert_eq!(b.admit(at(t0, 11_000)), Admission::Probe);
         assert_eq!(b.trips(), 2);
+    }
+
+    #[test]
+    fn a_released_probe_slot_can_be_taken_again() {
+        let t0 = Instant::now();
+        let b = Breaker::new(config(), t0);
+        for _ in 0..5 {
+            run(&b, t0, false);
+        }
+        let later = at(t0, 5_000);
+        let (p1, p2) = (b.admit(later), b.admit(later));
+        for _ in 0..10 {
+            assert_eq!(b.admit(later), Admission::Refused);
+        }
+        // The first probe's client went away: its slot comes back despite the refusals.
+        b.release(p1);
+        let p3 = b.admit(later);
+        assert_eq!(p3, Admission::Probe);
+        b.record(p2, true, later);
+        b.record(p3, true, later);
+        assert_eq!(b.state(), State::Closed);
     }
 
     #[test]

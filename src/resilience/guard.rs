@@ -21,9 +21,11 @@ pub enum Outcome {
     Neutral,
 }
 
-/// A request the guard let through; hand it back with the outcome.
+/// A request the guard let through; hand it back with the outcome. It remembers the
+/// breaker's round, so an outcome that arrives after the breaker opened (or opened and
+/// closed) again does not count in a round it was not admitted in.
 #[derive(Debug, Clone, Copy)]
-pub struct Ticket(Admission);
+pub struct Ticket(Admission, u64);
 
 enum Kind {
     Breaker(Breaker),
@@ -62,13 +64,16 @@ impl RouteGuard {
     /// `random` is uniform in [0, 1) (the adaptive throttle draws with it).
     pub fn admit(&self, now: Instant, random: f64) -> Result<Ticket, Duration> {
         match &self.kind {
-            Kind::Breaker(b) => match b.admit(now) {
-                Admission::Refused => Err(b.retry_after(now).max(Duration::from_secs(1))),
-                a => Ok(Ticket(a)),
-            },
+            Kind::Breaker(b) => {
+                let round = b.round();
+                match b.admit(now) {
+                    Admission::Refused => Err(b.retry_after(now).max(Duration::from_secs(1))),
+                    a => Ok(Ticket(a, round)),
+                }
+            }
             Kind::Throttle(t) => {
                 if t.admit(now, random) {
-                    Ok(Ticket(Admission::Allowed))
+                    Ok(Ticket(Admission::Allowed, 0))
                 } else {
                     Err(Duration::from_secs(1))
                 }
@@ -77,6 +82,11 @@ impl RouteGuard {
     }
 
     pub fn finish(&self, ticket: Ticket, outcome: Outcome, now: Instant) {
+        if let Kind::Breaker(b) = &self.kind {
+            if b.round() != ticket.1 {
+                return;
+            }
+        }
         let failed = match outcome {
             Outcome::Status(s) => self.failure_on.status_5xx && s >= 500,
             Outcome::ConnectFailed => self.failure_on.connect,

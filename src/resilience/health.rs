@@ -118,11 +118,19 @@ impl UpstreamHealth {
             }
             return None;
         }
-        if t.failures_in_a_row.fetch_add(1, Relaxed) + 1 < o.consecutive_failures {
+        // Exchanges that were under way when it was ejected say nothing new.
+        if t.ejected_until.load(Relaxed) > self.ns(now) {
             return None;
         }
-        // Ejected: only the core whose failure crossed the line sets the time.
-        t.failures_in_a_row.store(0, Relaxed);
+        let streak = t.failures_in_a_row.fetch_add(1, Relaxed) + 1;
+        // Only the core that takes the streak back to zero ejects it.
+        if streak < o.consecutive_failures
+            || t.failures_in_a_row
+                .compare_exchange(streak, 0, Relaxed, Relaxed)
+                .is_err()
+        {
+            return None;
+        }
         let n = t.ejections.fetch_add(1, Relaxed).min(20);
         let ejection = o.base_ejection.saturating_mul(1 << n).min(o.max_ejection);
         t.ejected_until
@@ -195,14 +203,20 @@ mod tests {
             h.record(0, false, back);
         }
         assert_eq!(h.record(0, false, back), Some(Duration::from_secs(20)));
-        for _ in 0..3 {
-            h.record(0, false, back);
+        // Failures of exchanges still under way while it is out do not count.
+        for _ in 0..5 {
+            assert_eq!(h.record(0, false, back), None);
         }
-        assert!(
-            !h.available(0, back + Duration::from_secs(29)),
-            "capped at 30 s"
+        let again = back + Duration::from_secs(20);
+        assert!(h.available(0, again));
+        for _ in 0..2 {
+            h.record(0, false, again);
+        }
+        assert_eq!(
+            h.record(0, false, again),
+            Some(Duration::from_secs(30)),
+            "capped"
         );
-        assert!(h.available(0, back + Duration::from_secs(30)));
     }
 
     #[test]

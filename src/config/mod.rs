@@ -8,6 +8,7 @@ mod units;
 mod validate;
 mod validate_limits;
 mod validate_resilience;
+mod validate_upstream;
 
 use std::path::Path;
 use std::sync::Arc;

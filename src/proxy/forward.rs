@@ -12,6 +12,7 @@ use super::prepare::Prepared;
 use super::relay::{Relay, RelayError};
 use super::response_head::read_response_head;
 use super::signed_body::authenticate_body;
+use super::targets::{note_target_health, Outstanding};
 use super::upstream::{connect, UpstreamConn};
 use crate::resilience::guard::Outcome;
 use std::cell::{Cell, RefCell};
@@ -46,7 +47,7 @@ struct Attempt<'a> {
 }
 
 /// Why an exchange failed, and whether the client can still get an error response.
-struct Failed {
+pub(super) struct Failed {
     error: ProxyError,
     /// Part of the response (or a 100 Continue followed by a body) already went out, or
     /// the client is gone: the only thing left to do is close.
@@ -54,7 +55,7 @@ struct Failed {
     /// No connection to the upstream could be made.
     connect: bool,
     /// The upstream answered this status, one to retry on, and a retry was granted.
-    retried_status: Option<u16>,
+    pub(super) retried_status: Option<u16>,
     /// Says nothing about the upstream (the route's total timeout, which a slow client
     /// can run out too): not counted by the breaker.
     neutral: bool,
@@ -74,7 +75,7 @@ impl From<ProxyError> for Failed {
 
 impl Failed {
     /// What the route's breaker makes of it.
-    fn outcome(&self) -> Outcome {
+    pub(super) fn outcome(&self) -> Outcome {
         if self.neutral {
             return Outcome::Neutral;
         }
@@ -249,72 +250,6 @@ async fn send_with_retries(
         }
         attempts_left -= 1;
         avoid = Some(target);
-    }
-}
-
-/// A target's count of requests in flight (least_outstanding balancing), held for one
-/// attempt.
-struct Outstanding<'a> {
-    ups: &'a RefCell<WorkerUpstreams>,
-    upstream: crate::config::UpstreamId,
-    target: usize,
-}
-
-impl<'a> Outstanding<'a> {
-    fn begin(
-        ups: &'a RefCell<WorkerUpstreams>,
-        upstream: crate::config::UpstreamId,
-        target: usize,
-    ) -> Self {
-        ups.borrow_mut().get(upstream).balancer.begin(target);
-        Outstanding {
-            ups,
-            upstream,
-            target,
-        }
-    }
-}
-
-impl Drop for Outstanding<'_> {
-    fn drop(&mut self) {
-        self.ups
-            .borrow_mut()
-            .get(self.upstream)
-            .balancer
-            .end(self.target);
-    }
-}
-
-/// Passive outlier ejection: the exchange's outcome, as far as the target is concerned.
-fn note_target_health(
-    snap: &Snapshot,
-    p: &Prepared,
-    worker: &WorkerCtx,
-    target: usize,
-    result: &Result<(After, u16), Failed>,
-) {
-    let success = match result {
-        Ok((_, status)) => *status < 500,
-        Err(Failed {
-            retried_status: Some(status),
-            ..
-        }) => *status < 500,
-        Err(f) => match f.outcome() {
-            Outcome::Neutral => return,
-            _ => false,
-        },
-    };
-    let ucfg = snap.upstream(p.upstream);
-    if let Some(out_for) = snap
-        .health(p.upstream)
-        .record(target, success, Instant::now())
-    {
-        worker.warn_limited(|| {
-            format!(
-                "upstream {:?}: target {} ejected for {out_for:?} after failures in a row",
-                ucfg.name, ucfg.targets[target].addr
-            )
-        });
     }
 }
 

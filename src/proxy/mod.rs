@@ -15,6 +15,7 @@ mod response_head;
 pub mod router;
 pub mod signal;
 mod signed_body;
+mod targets;
 pub mod upstream;
 pub mod worker;
 

@@ -131,7 +131,52 @@ fn failing_targets_are_ejected_for_a_growing_time(driver: Driver) {
     }
 }
 
+/// An upstream answering every request 500.
+fn failing() -> Upstream {
+    Upstream::start(|mut c, seen| {
+        while let Some(req) = c.read_request() {
+            seen.lock().unwrap().push(req);
+            if !c.write(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n") {
+                return;
+            }
+        }
+    })
+}
+
+fn a_target_breaker_takes_a_failing_target_out_and_probes_it(driver: Driver) {
+    let (bad, (good, _)) = (failing(), checked());
+    let gw = gateway(
+        driver,
+        &[bad.addr, good.addr],
+        "breaker = { consecutive_failures = 2, open_for = \"300ms\", probes = 1 }",
+    );
+    let mut c = Client::connect(gw.addr);
+    let statuses: Vec<u16> = (0..10).map(|_| c.get("/x").status).collect();
+    // Round robin sends the bad target every other request until its second failure.
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 500).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(bad.requests().len(), 2);
+    let s = Client::connect(gw.admin.unwrap()).get("/stats").body_str();
+    assert!(
+        s.contains("\"available\":false,\"breaker\":\"open\",\"trips\":1"),
+        "{s}"
+    );
+    // After the cool-down one probe goes to it, fails, and opens it again.
+    std::thread::sleep(Duration::from_millis(350));
+    let statuses: Vec<u16> = (0..10).map(|_| c.get("/x").status).collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 500).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(bad.requests().len(), 3);
+}
+
 on_both_drivers!(
+    a_target_breaker_takes_a_failing_target_out_and_probes_it,
     active_checks_remove_and_restore_targets,
     no_healthy_target_is_a_503_without_trying,
     failing_targets_are_ejected_for_a_growing_time,
@@ -165,6 +210,11 @@ fn health_config_errors_name_the_field() {
             "outlier = { consecutive_failures = 0 }",
             "upstreams[0].outlier.consecutive_failures",
             "out of range",
+        ),
+        (
+            "breaker = { mode = \"adaptive\" }",
+            "upstreams[0].breaker.mode",
+            "not for a target breaker",
         ),
     ];
     for (extra, path, needle) in cases {

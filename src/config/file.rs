@@ -133,6 +133,7 @@ pub struct UpstreamFile {
     pub idle_timeout: Option<String>,
     pub health: Option<HealthFile>,
     pub outlier: Option<OutlierFile>,
+    pub breaker: Option<BreakerFile>,
 }
 
 /// An upstream's active `health` checks.

@@ -126,6 +126,7 @@ impl Snapshot {
                 crate::resilience::health::UpstreamHealth::new(
                     u.targets.len(),
                     u.outlier.clone(),
+                    u.breaker.as_ref(),
                     epoch,
                 )
             })

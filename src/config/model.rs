@@ -165,6 +165,8 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     pub health: Option<crate::resilience::health::HealthCheckConfig>,
     pub outlier: Option<crate::resilience::health::OutlierConfig>,
+    /// A breaker per target (failures: connect, timeout, 5xx).
+    pub breaker: Option<crate::resilience::breaker::BreakerConfig>,
 }
 
 #[derive(Debug, Clone)]

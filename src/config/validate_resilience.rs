@@ -20,6 +20,31 @@ const DEFAULT_K: f64 = 2.0;
 const MAX_FALLBACK_BODY: u64 = 1 << 20;
 const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_millis(100);
 
+/// An upstream's per-target `breaker`: the route breaker's knobs, with failures fixed to
+/// connect, timeout and 5xx.
+pub(super) fn validate_target_breaker(
+    p: &mut Problems,
+    i: usize,
+    u: &UpstreamFile,
+) -> Option<BreakerConfig> {
+    let b = u.breaker.as_ref()?;
+    let at = |field: &str| format!("upstreams[{i}].breaker.{field}");
+    for (field, set) in [
+        ("mode", b.mode.is_some()),
+        ("k", b.k.is_some()),
+        ("failure_on", b.failure_on.is_some()),
+    ] {
+        if set {
+            p.add(
+                at(field),
+                "not for a target breaker (it counts connect failures, timeouts and 5xx)",
+            );
+        }
+    }
+    let window = p.duration(&at("window"), &b.window, DEFAULT_WINDOW);
+    Some(breaker_config(p, &at, b, window))
+}
+
 /// An upstream's active `health` checks and passive `outlier` ejection.
 pub(super) fn validate_health(
     p: &mut Problems,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::file::{TargetFile, UpstreamFile};
 use super::model::*;
 use super::validate::Problems;
-use super::validate_resilience::validate_health;
+use super::validate_resilience::{validate_health, validate_target_breaker};
 
 pub(super) fn validate_upstream(p: &mut Problems, i: usize, u: &UpstreamFile) -> UpstreamConfig {
     let at = |field: &str| format!("upstreams[{i}].{field}");
@@ -70,6 +70,7 @@ pub(super) fn validate_upstream(p: &mut Problems, i: usize, u: &UpstreamFile) ->
     UpstreamConfig {
         health,
         outlier,
+        breaker: validate_target_breaker(p, i, u),
         name: u.name.clone(),
         targets,
         balance,

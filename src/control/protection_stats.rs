@@ -21,12 +21,11 @@ pub fn json(snap: &Snapshot) -> String {
         quoted(&mut out, &route.name);
         match guard.breaker_state() {
             Some((state, trips)) => {
-                let state = match state {
-                    State::Closed => "closed",
-                    State::Open => "open",
-                    State::HalfOpen => "half_open",
-                };
-                let _ = write!(out, ",\"breaker\":\"{state}\",\"trips\":{trips}}}");
+                let _ = write!(
+                    out,
+                    ",\"breaker\":\"{}\",\"trips\":{trips}}}",
+                    state_name(state)
+                );
             }
             None => out.push_str(",\"breaker\":\"adaptive\"}"),
         }
@@ -49,7 +48,7 @@ pub fn json(snap: &Snapshot) -> String {
     first = true;
     let now = Instant::now();
     for (upstream, health) in snap.config.upstreams.iter().zip(&snap.health) {
-        if upstream.health.is_none() && upstream.outlier.is_none() {
+        if upstream.health.is_none() && upstream.outlier.is_none() && upstream.breaker.is_none() {
             continue;
         }
         sep(&mut out, &mut first);
@@ -62,16 +61,32 @@ pub fn json(snap: &Snapshot) -> String {
             }
             let _ = write!(
                 out,
-                "{{\"addr\":\"{}\",\"healthy\":{},\"available\":{}}}",
+                "{{\"addr\":\"{}\",\"healthy\":{},\"available\":{}",
                 target.addr,
                 health.healthy(t),
                 health.available(t, now)
             );
+            if let Some((state, trips)) = health.breaker(t) {
+                let _ = write!(
+                    out,
+                    ",\"breaker\":\"{}\",\"trips\":{trips}",
+                    state_name(state)
+                );
+            }
+            out.push('}');
         }
         out.push_str("]}");
     }
     out.push(']');
     out
+}
+
+fn state_name(state: State) -> &'static str {
+    match state {
+        State::Closed => "closed",
+        State::Open => "open",
+        State::HalfOpen => "half_open",
+    }
 }
 
 fn sep(out: &mut String, first: &mut bool) {

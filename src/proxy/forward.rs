@@ -12,7 +12,7 @@ use super::prepare::Prepared;
 use super::relay::{Relay, RelayError};
 use super::response_head::read_response_head;
 use super::signed_body::authenticate_body;
-use super::targets::{note_target_health, Outstanding};
+use super::targets::{note_target_health, Outstanding, TargetAdmission};
 use super::upstream::{connect, UpstreamConn};
 use crate::resilience::guard::Outcome;
 use std::cell::{Cell, RefCell};
@@ -228,6 +228,7 @@ async fn send_with_retries(
         };
         // Ended when the attempt is over, even if a total timeout drops it midway.
         let _outstanding = Outstanding::begin(ups, p.upstream, target);
+        let admission = TargetAdmission::admit(health, target, now);
         // Statuses are retried only for requests that can be sent again as they were.
         let retry_on = match retries {
             Some(r) if attempts_left > 0 && p.retry_safe => &r.on_status[..],
@@ -241,7 +242,7 @@ async fn send_with_retries(
             touched,
         };
         let result = exchange(c, p, snap, worker, ups, attempt).await;
-        note_target_health(snap, p, worker, target, &result);
+        note_target_health(snap, p, worker, admission, &result);
         match result {
             // Nothing was sent: any request may go to another target.
             Err(f) if f.connect && attempts_left > 0 && may_retry(target) => {}

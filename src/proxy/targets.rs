@@ -10,6 +10,7 @@ use super::upstream::WorkerUpstreams;
 use super::worker::WorkerCtx;
 use crate::config::Snapshot;
 use crate::resilience::guard::Outcome;
+use crate::resilience::health::{TargetTicket, UpstreamHealth};
 
 /// A target's count of requests in flight (least_outstanding balancing), held for one
 /// attempt.
@@ -44,29 +45,62 @@ impl Drop for Outstanding<'_> {
     }
 }
 
-/// Passive outlier ejection: the exchange's outcome, as far as the target is concerned.
+/// A request's admission by its target's breaker, given back when the attempt ends: by
+/// `note_target_health`, or as a neutral outcome when the attempt is dropped midway (a
+/// total timeout), so a half-open probe slot is never lost.
+pub(super) struct TargetAdmission<'a> {
+    health: &'a UpstreamHealth,
+    target: usize,
+    ticket: Option<TargetTicket>,
+}
+
+impl<'a> TargetAdmission<'a> {
+    pub(super) fn admit(health: &'a UpstreamHealth, target: usize, now: Instant) -> Self {
+        TargetAdmission {
+            health,
+            target,
+            ticket: Some(health.admit(target, now)),
+        }
+    }
+}
+
+impl Drop for TargetAdmission<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.health
+                .finish(self.target, ticket, None, Instant::now());
+        }
+    }
+}
+
+/// The target's breaker and passive outlier ejection: the exchange's outcome, as far
+/// as the target is concerned.
 pub(super) fn note_target_health(
     snap: &Snapshot,
     p: &Prepared,
     worker: &WorkerCtx,
-    target: usize,
+    mut admission: TargetAdmission<'_>,
     result: &Result<(After, u16), Failed>,
 ) {
+    let target = admission.target;
+    let Some(ticket) = admission.ticket.take() else {
+        return;
+    };
     let success = match result {
-        Ok((_, status)) => *status < 500,
+        Ok((_, status)) => Some(*status < 500),
         Err(Failed {
             retried_status: Some(status),
             ..
-        }) => *status < 500,
+        }) => Some(*status < 500),
         Err(f) => match f.outcome() {
-            Outcome::Neutral => return,
-            _ => false,
+            Outcome::Neutral => None,
+            _ => Some(false),
         },
     };
     let ucfg = snap.upstream(p.upstream);
     if let Some(out_for) = snap
         .health(p.upstream)
-        .record(target, success, Instant::now())
+        .finish(target, ticket, success, Instant::now())
     {
         worker.warn_limited(|| {
             format!(

@@ -130,6 +130,19 @@ impl Breaker {
         }
     }
 
+    /// Whether `admit` would let a request through now, without taking anything (for
+    /// choosing between targets; the caller then admits the one it chose).
+    pub fn may_admit(&self, now: Instant) -> bool {
+        match self.state.load(Acquire) {
+            CLOSED => true,
+            OPEN => {
+                let open_for = self.config.open_for.as_nanos() as u64;
+                self.ns(now).saturating_sub(self.opened_at.load(Relaxed)) >= open_for
+            }
+            _ => self.probes_started.load(Relaxed) < self.config.probes,
+        }
+    }
+
     /// Seconds until the breaker may let a probe through (for `Retry-After`).
     pub fn retry_after(&self, now: Instant) -> Duration {
         let open_for = self.config.open_for.as_nanos() as u64;

@@ -8,9 +8,14 @@
 //! - **Passive.** `consecutive_failures` failed exchanges in a row eject a target for
 //!   `base_ejection x 2^(ejections so far)`, at most `max_ejection`; a success resets the
 //!   streak. A target that comes back and fails again is out for twice as long.
+//! - **Per-target breakers** (optional): each target's own `Breaker`, tripping on failures
+//!   in a row or an error rate, half-opening to a few probes. An open target is skipped
+//!   like an ejected one.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
+
+use super::breaker::{Admission, Breaker, BreakerConfig};
 
 /// `[[upstreams]] health`: active checks.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,19 +75,41 @@ struct Target {
 }
 
 /// One upstream's targets as every worker sees them.
-#[derive(Debug)]
 pub struct UpstreamHealth {
     epoch: Instant,
     targets: Vec<Target>,
     outlier: Option<OutlierConfig>,
+    /// Per target, with `[[upstreams]] breaker`.
+    breakers: Vec<Breaker>,
 }
 
+impl std::fmt::Debug for UpstreamHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UpstreamHealth({} targets)", self.targets.len())
+    }
+}
+
+/// A request's admission by its target's breaker (none without one); hand it back to
+/// `finish`.
+#[derive(Debug, Clone, Copy)]
+pub struct TargetTicket(Option<(Admission, u64)>);
+
 impl UpstreamHealth {
-    pub fn new(targets: usize, outlier: Option<OutlierConfig>, epoch: Instant) -> UpstreamHealth {
+    pub fn new(
+        targets: usize,
+        outlier: Option<OutlierConfig>,
+        breaker: Option<&BreakerConfig>,
+        epoch: Instant,
+    ) -> UpstreamHealth {
         UpstreamHealth {
             epoch,
             targets: (0..targets).map(|_| Target::default()).collect(),
             outlier,
+            breakers: breaker.map_or_else(Vec::new, |c| {
+                (0..targets)
+                    .map(|_| Breaker::new(c.clone(), epoch))
+                    .collect()
+            }),
         }
     }
 
@@ -90,7 +117,42 @@ impl UpstreamHealth {
     pub fn available(&self, target: usize, now: Instant) -> bool {
         self.targets.get(target).is_some_and(|t| {
             !t.unhealthy.load(Relaxed) && t.ejected_until.load(Relaxed) <= self.ns(now)
-        })
+        }) && self.breakers.get(target).is_none_or(|b| b.may_admit(now))
+    }
+
+    /// Admits a request to the target chosen (`available` said yes; under a race
+    /// between cores its breaker may still refuse, and the request goes uncounted).
+    pub fn admit(&self, target: usize, now: Instant) -> TargetTicket {
+        TargetTicket(self.breakers.get(target).map(|b| {
+            let round = b.round();
+            (b.admit(now), round)
+        }))
+    }
+
+    /// The outcome of an exchange with `target`: `None` when it says nothing about the
+    /// target (the client went away). Returns the ejection time when this failure
+    /// ejected it.
+    pub fn finish(
+        &self,
+        target: usize,
+        ticket: TargetTicket,
+        success: Option<bool>,
+        now: Instant,
+    ) -> Option<Duration> {
+        if let (Some(b), Some((admission, round))) = (self.breakers.get(target), ticket.0) {
+            if b.round() == round {
+                match success {
+                    Some(ok) => b.record(admission, ok, now),
+                    None => b.release(admission),
+                }
+            }
+        }
+        self.record(target, success?, now)
+    }
+
+    /// A target's breaker state and trips, when it has one.
+    pub fn breaker(&self, target: usize) -> Option<(super::breaker::State, u64)> {
+        self.breakers.get(target).map(|b| (b.state(), b.trips()))
     }
 
     pub fn healthy(&self, target: usize) -> bool {
@@ -188,7 +250,7 @@ mod tests {
             base_ejection: Duration::from_secs(10),
             max_ejection: Duration::from_secs(30),
         };
-        let h = UpstreamHealth::new(2, Some(outlier), t0);
+        let h = UpstreamHealth::new(2, Some(outlier), None, t0);
         assert!(h.available(0, t0) && h.available(1, t0));
         assert_eq!(h.record(0, false, t0), None);
         assert_eq!(h.record(0, true, t0), None, "a success resets the streak");
@@ -222,7 +284,7 @@ mod tests {
     #[test]
     fn active_verdicts_and_no_outlier_config() {
         let t0 = Instant::now();
-        let h = UpstreamHealth::new(1, None, t0);
+        let h = UpstreamHealth::new(1, None, None, t0);
         for _ in 0..100 {
             assert_eq!(h.record(0, false, t0), None, "no ejection configured");
         }

@@ -34,14 +34,17 @@ impl RetryBudget {
         self.window.add(now, 1, 0);
     }
 
-    /// Takes one retry from the budget, if there is one left.
+    /// Takes one retry from the budget, if there is one left. Claimed first and checked
+    /// after (then given back if over), so cores racing for the last retry cannot both
+    /// get it.
     pub fn try_retry(&self, now: Instant) -> bool {
+        self.window.add(now, 0, 1);
         let (requests, retries) = self.window.sum(now);
         let allowed = (self.ratio * requests as f64).max(self.min_retries as f64);
-        if (retries as f64) < allowed {
-            self.window.add(now, 0, 1);
+        if retries as f64 <= allowed {
             true
         } else {
+            self.window.take_back_b(now);
             false
         }
     }
@@ -69,5 +72,28 @@ mod tests {
         assert_eq!(retried + 3, 200, "20% of 1000 requests");
         // A window later the budget is back.
         assert!(b.try_retry(t0 + Duration::from_secs(11)));
+    }
+
+    #[test]
+    fn racing_threads_never_overdraw_it() {
+        let t0 = Instant::now();
+        let b = std::sync::Arc::new(RetryBudget::new(0.2, 3, Duration::from_secs(10), t0));
+        let granted = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (b, granted) = (b.clone(), granted.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        if b.try_retry(t0) {
+                            granted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(granted.load(std::sync::atomic::Ordering::Relaxed), 3);
     }
 }

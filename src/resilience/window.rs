@@ -51,6 +51,18 @@ impl Window {
         bucket.b.fetch_add(b, Relaxed);
     }
 
+    /// Takes back one count of the second counter added at `now` (a claim that turned out
+    /// to be over a limit). Never below zero.
+    pub fn take_back_b(&self, now: Instant) {
+        let slice = self.slice(now);
+        let bucket = &self.buckets[(slice % BUCKETS as u64) as usize];
+        if bucket.slice.load(Relaxed) == slice + 1 {
+            let _ = bucket
+                .b
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
     /// Both counters summed over the window ending at `now`.
     pub fn sum(&self, now: Instant) -> (u64, u64) {
         let current = self.slice(now);

@@ -127,6 +127,35 @@ fn error_rate_trips_only_with_enough_requests(driver: Driver) {
     assert_eq!(up.requests().len(), 10);
 }
 
+fn resets_and_stalls_count_as_failures(driver: Driver) {
+    // An upstream that resets every connection once it has read the request.
+    let resetting = Upstream::start(|mut c, seen| {
+        if let Some(req) = c.read_request() {
+            seen.lock().unwrap().push(req);
+            c.reset();
+        }
+    });
+    let gw = gateway(
+        driver,
+        resetting.addr,
+        "breaker = { consecutive_failures = 2 }",
+    );
+    assert_eq!(get(&gw).status, 502);
+    assert_eq!(get(&gw).status, 502);
+    assert_eq!(get(&gw).error_code(), "circuit_open");
+    assert_eq!(resetting.requests().len(), 2);
+    // One that stalls past the response timeout.
+    let stalling = slow(1_000);
+    let gw = gateway(
+        driver,
+        stalling.addr,
+        "timeouts = { response = \"50ms\" }\nbreaker = { consecutive_failures = 2 }",
+    );
+    assert_eq!(get(&gw).error_code(), "upstream_timeout");
+    assert_eq!(get(&gw).error_code(), "upstream_timeout");
+    assert_eq!(get(&gw).error_code(), "circuit_open");
+}
+
 fn only_configured_failures_count(driver: Driver) {
     let (up, _failing) = switchable();
     let gw = gateway(
@@ -490,6 +519,7 @@ on_both_drivers!(
     a_failed_probe_opens_it_again,
     error_rate_trips_only_with_enough_requests,
     only_configured_failures_count,
+    resets_and_stalls_count_as_failures,
     fallback_answers_for_an_open_circuit_and_a_failing_upstream,
     route_timeouts_override_the_upstreams,
     adaptive_throttle_sheds_load_to_a_failing_upstream,

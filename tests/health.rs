@@ -218,17 +218,6 @@ fn health_config_errors_name_the_field() {
         ),
     ];
     for (extra, path, needle) in cases {
-        let text = config_text(Driver::Epoll, 1, "", &simple_routes(up, extra, ""));
-        let errors = match ringgate::config::parse(&text) {
-            Ok(_) => panic!("accepted: {extra}"),
-            Err(e) => e,
-        };
-        assert!(
-            errors
-                .iter()
-                .any(|e| e.path == path && e.message.contains(needle)),
-            "{extra}: expected `{path}: ...{needle}...`, got {:?}",
-            errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()
-        );
+        assert_config_error(&simple_routes(up, extra, ""), path, needle);
     }
 }

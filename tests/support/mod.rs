@@ -602,3 +602,20 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// Asserts that the config `body` (after the test `[server]` table) is refused with an
+/// error at `path` whose message contains `needle`.
+pub fn assert_config_error(body: &str, path: &str, needle: &str) {
+    let text = config_text(Driver::Epoll, 1, "", body);
+    let errors = match ringgate::config::parse(&text) {
+        Ok(_) => panic!("accepted:\n{body}"),
+        Err(e) => e,
+    };
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.path == path && e.message.contains(needle)),
+        "expected `{path}: ...{needle}...`, got {:?}\n{body}",
+        errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+    );
+}

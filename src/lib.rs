@@ -15,6 +15,7 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod proxy;
 pub mod redis_link;
 pub mod resilience;

@@ -120,6 +120,15 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
     };
     let path = path.split('?').next().unwrap_or("");
     match (method.as_str(), path) {
+        ("GET", "/metrics") => {
+            let body = super::metrics_export::render(state);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes())?;
+            stream.write_all(body.as_bytes())
+        }
         ("GET", "/stats") => {
             let body = stats_json(state);
             let head = format!(

@@ -3,4 +3,5 @@
 
 pub mod admin;
 pub mod health_check;
+mod metrics_export;
 mod protection_stats;

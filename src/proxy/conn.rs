@@ -33,6 +33,8 @@ pub struct ClientConn {
     peer_ip: String,
     /// Interrupts the wait for the next request when the worker drains.
     idle_cancel: Canceller,
+    /// The status of the response to the current request (0 until one is on its way).
+    pub status: u16,
 }
 
 impl ClientConn {
@@ -88,11 +90,17 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
         path: String::with_capacity(128),
         peer_ip: peer.ip().to_string(),
         idle_cancel: Canceller::new(),
+        status: 0,
     };
     let mut first = true;
     loop {
         let snap = worker.generation();
-        let after = match read_head(&mut c, &snap, &worker, first).await {
+        let head = read_head(&mut c, &snap, &worker, first).await;
+        let started = Instant::now();
+        c.status = 0;
+        // Route id and name, and method, for the metrics.
+        let mut counted: (Option<(usize, &str)>, u8) = (None, crate::metrics::method_index(""));
+        let after = match head {
             Head::Gone => return,
             Head::Rejected(r) => {
                 // Consume the refused head, or a kept-alive connection (404, 405) would
@@ -113,9 +121,23 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
             }
             Head::Ready(mut p) => {
                 c.rbuf.consume(p.head_len);
+                counted = (
+                    Some((p.route.0 as usize, snap.route(p.route).name.as_str())),
+                    p.method,
+                );
                 forward(&mut c, &mut p, &snap, &worker).await
             }
         };
+        // A request the client left before any response began is not counted.
+        if c.status != 0 {
+            worker.metrics.borrow_mut().request(
+                snap.generation,
+                counted.0,
+                counted.1,
+                c.status,
+                started.elapsed(),
+            );
+        }
         first = false;
         if after == After::Close || worker.draining() {
             return;
@@ -257,6 +279,7 @@ pub async fn respond_error(
     head_request: bool,
 ) -> After {
     let keep_alive = keep_alive && !error.kind.closes_connection();
+    c.status = error.kind.status();
     c.scratch.clear();
     write_error_response(
         &mut c.scratch,

@@ -17,6 +17,7 @@ pub async fn respond_fallback(
     instead_of: ErrorKind,
     keep_alive: bool,
 ) -> After {
+    c.status = fallback.status;
     c.scratch.clear();
     render(&mut c.scratch, fallback, p, instead_of, keep_alive);
     send_scratch(c, snap, keep_alive).await

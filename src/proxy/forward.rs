@@ -254,6 +254,22 @@ async fn send_with_retries(
     }
 }
 
+/// Bumps this worker's counters for the request's upstream.
+fn count_upstream(
+    worker: &WorkerCtx,
+    snap: &Snapshot,
+    p: &Prepared,
+    bump: impl FnOnce(&mut crate::metrics::UpstreamCounts),
+) {
+    if let Some(counts) = worker
+        .metrics
+        .borrow_mut()
+        .upstream(snap.generation, p.upstream.0 as usize)
+    {
+        bump(counts);
+    }
+}
+
 /// The answer to a request that got no upstream response: the route's fallback when it
 /// has one and the upstream side failed, else the error.
 async fn answer_failure(
@@ -294,7 +310,17 @@ async fn exchange(
     let response_timeout = route.response_timeout.unwrap_or(ucfg.response_timeout);
     let mut retried = false;
     loop {
-        let mut up = upstream_conn(ups, p, ucfg, target, connect_timeout).await?;
+        let connected = upstream_conn(ups, p, ucfg, target, connect_timeout).await;
+        count_upstream(worker, snap, p, |n| match &connected {
+            Ok(up) if up.reused => n.reused += 1,
+            Ok(_) => n.fresh += 1,
+            Err(f) if f.error.kind == ErrorKind::UpstreamTimeout => {
+                n.connect_errors += 1;
+                n.timeouts += 1;
+            }
+            Err(_) => n.connect_errors += 1,
+        });
+        let mut up = connected?;
         match send_request(c, p, snap, ucfg, &mut up, body).await {
             Ok(()) => {}
             Err(e) if e.error.retryable && !retried => {
@@ -309,7 +335,12 @@ async fn exchange(
                 retried = true;
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                if e.kind == ErrorKind::UpstreamTimeout {
+                    count_upstream(worker, snap, p, |n| n.timeouts += 1);
+                }
+                return Err(e.into());
+            }
         };
         if retry_on.contains(&meta.status) && may_retry(target) {
             // Its response is dropped with the connection, unread; the head went nowhere.
@@ -327,6 +358,7 @@ async fn exchange(
             });
         }
         touched.set(true);
+        c.status = meta.status;
         let mut client_touched = false;
         let relayed = Relay {
             src: &mut up.stream,

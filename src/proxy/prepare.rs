@@ -39,6 +39,8 @@ pub struct Prepared {
     pub retry_safe: bool,
     pub http10: bool,
     pub route: RouteId,
+    /// The method as a metrics label index (`metrics::METHODS`).
+    pub method: u8,
     pub upstream: UpstreamId,
     pub hash_key: u64,
     pub max_body: u64,
@@ -304,6 +306,7 @@ pub fn prepare(
                 "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
             ),
         http10: head.http10,
+        method: crate::metrics::method_index(head.method),
         route,
         upstream: rc.upstream,
         hash_key,

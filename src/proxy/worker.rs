@@ -15,6 +15,22 @@ use crate::auth::nonce::NonceCache;
 use crate::config::Snapshot;
 use crate::limits::worker::WorkerLimiter;
 
+fn install_metrics(metrics: &mut crate::metrics::WorkerMetrics, snapshot: &Snapshot) {
+    let routes: Vec<&str> = snapshot
+        .config
+        .routes
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    let upstreams: Vec<&str> = snapshot
+        .config
+        .upstreams
+        .iter()
+        .map(|u| u.name.as_str())
+        .collect();
+    metrics.install(snapshot.generation, &routes, &upstreams);
+}
+
 pub struct WorkerCtx {
     pub id: usize,
     /// The current config generation. Cloning the `Rc` per request is a local,
@@ -30,6 +46,8 @@ pub struct WorkerCtx {
     /// This core's rate-limit buckets and quota grants.
     pub limiter: WorkerLimiter,
     pub drain: LocalSignal,
+    /// This worker's request metrics (read by a scrape through the command channel).
+    pub metrics: RefCell<crate::metrics::WorkerMetrics>,
     open_connections: Cell<usize>,
     /// At most one warning per second per worker: during an upstream outage every
     /// request fails, and logging each one would block the worker on stderr.
@@ -47,8 +65,11 @@ impl WorkerCtx {
         apps: Option<WorkerApps>,
         limiter: WorkerLimiter,
     ) -> Self {
+        let metrics = RefCell::new(crate::metrics::WorkerMetrics::default());
+        install_metrics(&mut metrics.borrow_mut(), &snapshot);
         WorkerCtx {
             id,
+            metrics,
             current: RefCell::new(Rc::new(WorkerGen::new(snapshot))),
             ids: RequestIdGen::new(seed),
             nonces,
@@ -72,6 +93,7 @@ impl WorkerCtx {
     /// Makes `snapshot` the generation for new requests. Its upstream pools start empty;
     /// the old generation's go away with its last request.
     pub fn install(&self, snapshot: Arc<Snapshot>) {
+        install_metrics(&mut self.metrics.borrow_mut(), &snapshot);
         *self.current.borrow_mut() = Rc::new(WorkerGen::new(snapshot));
     }
 

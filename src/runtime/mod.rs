@@ -49,9 +49,38 @@ pub struct GatewayState {
     pub cluster: Option<Arc<ClusterStatus>>,
     /// The newest config generation, for the admin side (breaker, group, target state).
     pub snapshot: std::sync::RwLock<Arc<Snapshot>>,
+    /// Each worker's command channel, for the admin side (metrics scrapes).
+    pub worker_commands: Mutex<Vec<crossbeam_channel::Sender<WorkerCommand>>>,
+    /// Reloads refused (bad config), for `/metrics`.
+    pub reload_failures: AtomicU64,
 }
 
 impl GatewayState {
+    /// A copy of every worker's metrics: each answers on its next tick; one that has not
+    /// within `within` is left out.
+    pub fn scrape_metrics(&self, within: Duration) -> Vec<crate::metrics::WorkerReport> {
+        let (reply, replies) = crossbeam_channel::unbounded();
+        let asked = match self.worker_commands.lock() {
+            Ok(commands) => commands
+                .iter()
+                .filter(|c| c.send(WorkerCommand::Scrape(reply.clone())).is_ok())
+                .count(),
+            Err(_) => 0,
+        };
+        drop(reply);
+        let deadline = std::time::Instant::now() + within;
+        let mut reports = Vec::with_capacity(asked);
+        while reports.len() < asked {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match replies.recv_timeout(left) {
+                Ok(r) => reports.push(r),
+                Err(_) => break,
+            }
+        }
+        reports.sort_by_key(|r| r.worker);
+        reports
+    }
+
     /// Every worker listens and none is draining.
     pub fn healthy(&self) -> bool {
         self.ready_workers.load(Ordering::SeqCst) == self.workers
@@ -140,6 +169,8 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
     }
     let state = Arc::new(GatewayState {
         snapshot: std::sync::RwLock::new(snapshot.clone()),
+        worker_commands: Mutex::new(Vec::new()),
+        reload_failures: AtomicU64::new(0),
         workers: n,
         ready_workers: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
@@ -249,6 +280,9 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
             .name(format!("ringgate-w{id}"))
             .spawn(move || worker::run(spec))
             .map_err(|e| format!("cannot start worker {id}: {e}"))?;
+        if let Ok(mut commands) = state.worker_commands.lock() {
+            commands.push(tx.clone());
+        }
         workers.push((handle, tx));
     }
     Ok(GatewayHandle {
@@ -306,6 +340,14 @@ impl GatewayHandle {
     /// `server.listen` or `server.workers` needs a restart and is reported as ignored).
     /// Returns the new generation number.
     pub fn reload(&self, config: Config) -> Result<u64, String> {
+        let result = self.try_reload(config);
+        if result.is_err() {
+            self.state.reload_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn try_reload(&self, config: Config) -> Result<u64, String> {
         let ignored = config
             .server
             .listen

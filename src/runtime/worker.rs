@@ -29,6 +29,8 @@ pub enum WorkerCommand {
     Drain,
     /// Serve new requests with this config generation.
     Install(Arc<Snapshot>),
+    /// Send a copy of this worker's metrics (a scrape of `/metrics`).
+    Scrape(crossbeam_channel::Sender<crate::metrics::WorkerReport>),
 }
 
 /// How often a worker looks at its command channel and sweeps idle upstream connections.
@@ -181,6 +183,10 @@ async fn worker_main(
                     ctx.drain.fire();
                 }
                 WorkerCommand::Drain => {}
+                WorkerCommand::Scrape(reply) => {
+                    let report = ctx.metrics.borrow().report(id, ctx.open_connections());
+                    let _ = reply.send(report);
+                }
                 WorkerCommand::Install(snapshot) => ctx.install(snapshot),
             }
         }

@@ -1,0 +1,279 @@
+//! `GET /metrics`: the Prometheus text format (version 0.0.4), built on the control side
+//! from a copy of every worker's metrics (merged by route and upstream name) and the
+//! shared state. Latency histograms are hdrhistograms merged across workers and exposed
+//! as cumulative buckets; `_sum` is their mean times their count, so it carries the
+//! histogram's precision (two significant digits).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::metrics::{UpstreamCounts, WorkerReport, METHODS};
+use crate::resilience::breaker::State;
+use crate::runtime::GatewayState;
+
+/// Bucket bounds of the latency histograms, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// How long a scrape waits for the workers (each answers on its next 10 ms tick).
+const SCRAPE_WAIT: Duration = Duration::from_secs(1);
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+pub fn render(state: &GatewayState) -> String {
+    let reports = state.scrape_metrics(SCRAPE_WAIT);
+    let mut out = String::with_capacity(16 * 1024);
+    requests(&mut out, &reports);
+    workers(&mut out, state, &reports);
+    upstreams(&mut out, &reports);
+    generation(&mut out, state);
+    out
+}
+
+fn requests(out: &mut String, reports: &[WorkerReport]) {
+    let mut counts: BTreeMap<&str, [[u64; 5]; 8]> = BTreeMap::new();
+    let mut latency: BTreeMap<&str, Histogram<u64>> = BTreeMap::new();
+    for r in reports {
+        for route in &r.routes {
+            let c = counts.entry(&route.name).or_insert([[0; 5]; 8]);
+            for (m, classes) in route.requests.iter().enumerate() {
+                for (s, n) in classes.iter().enumerate() {
+                    c[m][s] += n;
+                }
+            }
+            match latency.get_mut(&*route.name) {
+                Some(h) => {
+                    let _ = h.add(&route.latency_us);
+                }
+                None => {
+                    latency.insert(&route.name, route.latency_us.clone());
+                }
+            }
+        }
+    }
+    header(
+        out,
+        "ringgate_requests_total",
+        "counter",
+        "Requests answered, by route (\"\" when none matched), method and status class.",
+    );
+    for (route, c) in &counts {
+        for (m, classes) in c.iter().enumerate() {
+            for (s, &n) in classes.iter().enumerate() {
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "ringgate_requests_total{{route=\"{}\",method=\"{}\",status_class=\"{}\"}} {n}",
+                        escape(route),
+                        METHODS[m],
+                        STATUS_CLASSES[s]
+                    );
+                }
+            }
+        }
+    }
+    header(
+        out,
+        "ringgate_request_duration_seconds",
+        "histogram",
+        "Time from a complete request head to the end of its response, by route.",
+    );
+    for (route, h) in &latency {
+        if h.is_empty() {
+            continue;
+        }
+        let route = escape(route);
+        for le in BUCKETS {
+            let n = h.count_between(0, (le * 1e6) as u64);
+            let _ = writeln!(
+                out,
+                "ringgate_request_duration_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {n}"
+            );
+        }
+        let total = h.len();
+        let _ = writeln!(
+            out,
+            "ringgate_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {total}\n\
+             ringgate_request_duration_seconds_sum{{route=\"{route}\"}} {}\n\
+             ringgate_request_duration_seconds_count{{route=\"{route}\"}} {total}",
+            h.mean() * total as f64 / 1e6
+        );
+    }
+}
+
+fn workers(out: &mut String, state: &GatewayState, reports: &[WorkerReport]) {
+    let drivers = state.drivers.lock().map(|d| d.clone()).unwrap_or_default();
+    let driver = |w: usize| {
+        drivers
+            .get(w)
+            .copied()
+            .flatten()
+            .map_or("unknown", |d| d.name())
+    };
+    header(
+        out,
+        "ringgate_open_connections",
+        "gauge",
+        "Client connections open, by worker.",
+    );
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "ringgate_open_connections{{worker=\"{}\",driver=\"{}\"}} {}",
+            r.worker,
+            driver(r.worker),
+            r.open_connections
+        );
+    }
+    header(
+        out,
+        "ringgate_worker_requests_total",
+        "counter",
+        "Requests answered, by worker.",
+    );
+    for r in reports {
+        let n: u64 = r
+            .routes
+            .iter()
+            .map(|c| c.requests.iter().flatten().sum::<u64>())
+            .sum();
+        let _ = writeln!(
+            out,
+            "ringgate_worker_requests_total{{worker=\"{}\",driver=\"{}\"}} {n}",
+            r.worker,
+            driver(r.worker)
+        );
+    }
+}
+
+fn upstreams(out: &mut String, reports: &[WorkerReport]) {
+    let mut merged: BTreeMap<&str, UpstreamCounts> = BTreeMap::new();
+    for r in reports {
+        for (name, c) in &r.upstreams {
+            let m = merged.entry(name).or_default();
+            m.connect_errors += c.connect_errors;
+            m.timeouts += c.timeouts;
+            m.reused += c.reused;
+            m.fresh += c.fresh;
+        }
+    }
+    header(
+        out,
+        "ringgate_upstream_connect_errors_total",
+        "counter",
+        "Connections to an upstream that could not be made.",
+    );
+    for (name, c) in &merged {
+        let _ = writeln!(
+            out,
+            "ringgate_upstream_connect_errors_total{{upstream=\"{}\"}} {}",
+            escape(name),
+            c.connect_errors
+        );
+    }
+    header(
+        out,
+        "ringgate_upstream_timeouts_total",
+        "counter",
+        "Connect and response-head timeouts, by upstream.",
+    );
+    for (name, c) in &merged {
+        let _ = writeln!(
+            out,
+            "ringgate_upstream_timeouts_total{{upstream=\"{}\"}} {}",
+            escape(name),
+            c.timeouts
+        );
+    }
+    header(
+        out,
+        "ringgate_upstream_requests_total",
+        "counter",
+        "Requests sent upstream, on a pooled (reused) or new connection.",
+    );
+    for (name, c) in &merged {
+        let name = escape(name);
+        let _ = writeln!(
+            out,
+            "ringgate_upstream_requests_total{{upstream=\"{name}\",connection=\"reused\"}} {}",
+            c.reused
+        );
+        let _ = writeln!(
+            out,
+            "ringgate_upstream_requests_total{{upstream=\"{name}\",connection=\"new\"}} {}",
+            c.fresh
+        );
+    }
+}
+
+fn generation(out: &mut String, state: &GatewayState) {
+    header(
+        out,
+        "ringgate_config_generation",
+        "gauge",
+        "The config generation being served.",
+    );
+    let _ = writeln!(
+        out,
+        "ringgate_config_generation {}",
+        state.generation.load(Ordering::SeqCst)
+    );
+    header(
+        out,
+        "ringgate_config_reload_failures_total",
+        "counter",
+        "Reloads refused (the running config kept serving).",
+    );
+    let _ = writeln!(
+        out,
+        "ringgate_config_reload_failures_total {}",
+        state.reload_failures.load(Ordering::Relaxed)
+    );
+    if let Ok(snap) = state.snapshot.read() {
+        header(
+            out,
+            "ringgate_breaker_open",
+            "gauge",
+            "1 while a route's circuit breaker is open or half-open.",
+        );
+        for (route, guard) in snap.config.routes.iter().zip(&snap.guards) {
+            if let Some((s, _)) = guard.as_ref().and_then(|g| g.breaker_state()) {
+                let _ = writeln!(
+                    out,
+                    "ringgate_breaker_open{{route=\"{}\"}} {}",
+                    escape(&route.name),
+                    u8::from(s != State::Closed)
+                );
+            }
+        }
+    }
+    if let Some(c) = &state.cluster {
+        header(
+            out,
+            "ringgate_limits_cluster_fallback",
+            "gauge",
+            "1 while cluster limits are held locally (Redis out of reach).",
+        );
+        let _ = writeln!(
+            out,
+            "ringgate_limits_cluster_fallback {}",
+            u8::from(!c.connected.load(Ordering::Relaxed))
+        );
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A label value: backslash, double quote and newline escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -129,6 +129,19 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
             stream.write_all(head.as_bytes())?;
             stream.write_all(body.as_bytes())
         }
+        ("GET", "/openapi.json") => {
+            let doc = match state.snapshot.read() {
+                Ok(snap) => super::openapi::document(&snap),
+                Err(_) => serde_json::Value::Null,
+            };
+            let body = format!("{doc:#}\n");
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes())?;
+            stream.write_all(body.as_bytes())
+        }
         ("GET", "/stats") => {
             let body = stats_json(state);
             let head = format!(

@@ -4,4 +4,5 @@
 pub mod admin;
 pub mod health_check;
 mod metrics_export;
+mod openapi;
 mod protection_stats;

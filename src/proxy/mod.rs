@@ -16,6 +16,7 @@ pub mod router;
 pub mod signal;
 mod signed_body;
 mod targets;
+pub mod trace;
 pub mod upstream;
 pub mod worker;
 

@@ -39,6 +39,8 @@ pub struct Prepared {
     pub retry_safe: bool,
     pub http10: bool,
     pub route: RouteId,
+    /// The W3C trace this request belongs to (continued or started here).
+    pub trace: super::trace::TraceContext,
     /// The method as a metrics label index (`metrics::METHODS`).
     pub method: u8,
     pub upstream: UpstreamId,
@@ -274,7 +276,9 @@ pub fn prepare(
 
     out.clear();
     write_request_line(out, &head, rc, ctx.path, &query);
+    let trace = super::trace::TraceContext::from_headers(head.headers, ctx.ids);
     let fwd = Forwarded {
+        trace: &trace,
         client_ip: ctx.client_ip_text,
         trust_forwarded: snap.config.server.trust_forwarded,
         fallback_host: &upstream.name,
@@ -307,6 +311,7 @@ pub fn prepare(
             ),
         http10: head.http10,
         method: crate::metrics::method_index(head.method),
+        trace,
         route,
         upstream: rc.upstream,
         hash_key,
@@ -382,6 +387,7 @@ struct Forwarded<'a> {
     request_id: &'a RequestId,
     /// The authenticated app, sent as X-Rg-App.
     app: Option<&'a str>,
+    trace: &'a super::trace::TraceContext,
 }
 
 /// Copies end-to-end headers and sets Host, the X-Forwarded-* family and X-Request-Id.
@@ -397,7 +403,10 @@ fn write_forwarded_headers(out: &mut Vec<u8>, head: &RequestHead, fwd: &Forwarde
             || name.eq_ignore_ascii_case("x-forwarded-for")
             || name.eq_ignore_ascii_case("x-forwarded-proto")
             || name.eq_ignore_ascii_case("x-forwarded-host")
-            || name.eq_ignore_ascii_case("host");
+            || name.eq_ignore_ascii_case("host")
+            || name.eq_ignore_ascii_case("traceparent")
+            // A trace's state goes along only with the trace it belongs to.
+            || (!fwd.trace.continued && name.eq_ignore_ascii_case("tracestate"));
         // Other ways of claiming a client address would let a client spoof one.
         let spoofable = !fwd.trust_forwarded
             && (name.eq_ignore_ascii_case("forwarded") || name.eq_ignore_ascii_case("x-real-ip"));
@@ -430,6 +439,7 @@ fn write_forwarded_headers(out: &mut Vec<u8>, head: &RequestHead, fwd: &Forwarde
     out.extend_from_slice(fwd.client_ip.as_bytes());
     out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
     write_header(out, "x-request-id", fwd.request_id.as_bytes());
+    fwd.trace.write_header(out);
     if let Some(app) = fwd.app {
         write_header(out, "x-rg-app", app.as_bytes());
     }

@@ -70,10 +70,32 @@ impl RequestIdGen {
     }
 }
 
-fn hex16(mut v: u64, out: &mut [u8]) {
-    for slot in out.iter_mut().rev() {
-        *slot = b"0123456789abcdef"[(v & 15) as usize];
-        v >>= 4;
+impl RequestIdGen {
+    /// 64 unpredictable-looking, unique bits (trace and span ids): the counter and the
+    /// random prefix, mixed.
+    pub fn next_random(&self) -> u64 {
+        let n = self.counter.get().wrapping_add(1);
+        self.counter.set(n);
+        super::balance::mix64(self.prefix ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+}
+
+/// Two lowercase hex digits for every byte value.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    let digits = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [digits[i >> 4], digits[i & 15]];
+        i += 1;
+    }
+    t
+};
+
+/// `v` as 16 lowercase hex digits into `out` (16 bytes), a byte at a time.
+pub(super) fn hex16(v: u64, out: &mut [u8]) {
+    for (pair, byte) in out.chunks_exact_mut(2).zip(v.to_be_bytes()) {
+        pair.copy_from_slice(&HEX_PAIRS[byte as usize]);
     }
 }
 

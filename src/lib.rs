@@ -8,6 +8,7 @@
 // No unwrap/expect outside tests: a panic on a worker aborts the process (panic = abort).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod access_log;
 pub mod auth;
 pub mod config;
 pub mod control;

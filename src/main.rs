@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use ringgate::config;
@@ -222,7 +222,7 @@ fn report(source: &str, errors: &[config::ConfigError]) -> ExitCode {
 /// `reload_from`: the config file SIGHUP reloads (none for the embedded demo config).
 fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::Path>) -> ExitCode {
     // Registered before the workers start so an early signal is not lost.
-    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot install signal handlers: {e}");
@@ -266,6 +266,7 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
                     }
                 }
                 Err(errors) => {
+                    handle.note_reload_failure();
                     let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
                     log::error!(
                         "reload failed, still serving the previous config:\n{}",
@@ -274,6 +275,7 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
                 }
             },
             (SIGHUP, None) => log::warn!("SIGHUP: the embedded demo config cannot be reloaded"),
+            (SIGUSR1, _) => handle.reopen_logs(),
             _ => break,
         }
     }

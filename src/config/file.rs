@@ -20,8 +20,18 @@ pub struct FileConfig {
     pub apps: Option<AppsSectionFile>,
     pub traffic: Option<TrafficFile>,
     pub cluster: Option<ClusterFile>,
+    pub access_log: Option<AccessLogFile>,
     #[serde(default)]
     pub isolation: Vec<IsolationFile>,
+}
+
+/// `[access_log]`: one JSON line per request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogFile {
+    pub path: String,
+    pub sample: Option<f64>,
+    pub buffer: Option<NumOrString>,
 }
 
 /// One `[[isolation]]` group (bulkhead).

@@ -12,6 +12,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub apps: AppsConfig,
     pub traffic: TrafficConfig,
+    /// `[access_log]` (`None`: no access log). Fixed at start.
+    pub access_log: Option<crate::access_log::AccessLogConfig>,
     /// `[[isolation]]` groups; routes name them by index.
     pub isolation: Vec<crate::resilience::bulkhead::BulkheadConfig>,
 }

@@ -159,6 +159,7 @@ pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Ve
     }
     let (traffic, default_offset) = validate_traffic(&mut p, file, base_dir);
     let isolation = validate_isolation(&mut p, file);
+    let access_log = validate_access_log(&mut p, file, base_dir);
     let routes: Vec<RouteConfig> = file
         .routes
         .iter()
@@ -190,6 +191,7 @@ pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Ve
             apps,
             traffic,
             isolation,
+            access_log,
         })
     } else {
         Err(p.0)
@@ -400,6 +402,46 @@ fn validate_route(
 }
 
 /// `[apps]`: the registry is loaded here, so `check` validates the apps file too.
+/// `[access_log]`: `path` is a file (relative to the config's folder) or `"-"` for
+/// standard output.
+fn validate_access_log(
+    p: &mut Problems,
+    file: &FileConfig,
+    base_dir: Option<&Path>,
+) -> Option<crate::access_log::AccessLogConfig> {
+    let a = file.access_log.as_ref()?;
+    let path = match a.path.as_str() {
+        "" => {
+            p.add(
+                "access_log.path",
+                "must be a file path or \"-\" (standard output)",
+            );
+            None
+        }
+        "-" => None,
+        f => Some(match base_dir {
+            Some(dir) if Path::new(f).is_relative() => dir.join(f),
+            _ => PathBuf::from(f),
+        }),
+    };
+    let sample = a.sample.unwrap_or(1.0);
+    if !(sample > 0.0 && sample <= 1.0) {
+        p.add(
+            "access_log.sample",
+            "must be above 0 and at most 1 (the share of requests logged)",
+        );
+    }
+    let buffer_bytes = p.size("access_log.buffer", &a.buffer, 1 << 20);
+    if !(4096..=64 << 20).contains(&buffer_bytes) {
+        p.add("access_log.buffer", "must be between 4KiB and 64MiB");
+    }
+    Some(crate::access_log::AccessLogConfig {
+        path,
+        sample,
+        buffer_bytes: buffer_bytes as usize,
+    })
+}
+
 fn validate_apps(
     p: &mut Problems,
     file: &FileConfig,

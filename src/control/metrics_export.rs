@@ -252,6 +252,25 @@ fn generation(out: &mut String, state: &GatewayState) {
             }
         }
     }
+    if let Some(log) = &state.access_log {
+        header(
+            out,
+            "ringgate_access_log_lines_total",
+            "counter",
+            "Access-log lines written, and dropped (a full buffer or a writer falling behind).",
+        );
+        let c = &log.counters;
+        let _ = writeln!(
+            out,
+            "ringgate_access_log_lines_total{{outcome=\"written\"}} {}",
+            c.written_lines.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "ringgate_access_log_lines_total{{outcome=\"dropped\"}} {}",
+            c.dropped_lines.load(Ordering::Relaxed)
+        );
+    }
     if let Some(c) = &state.cluster {
         header(
             out,

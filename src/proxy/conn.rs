@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 use monoio::io::Canceller;
 use monoio::net::TcpStream;
 
+use super::access::{write_line, Finished};
 use super::forward::{forward, After};
 use super::io::{write_all, ReadBuf};
 use super::prepare::{prepare, PrepareCtx, Prepared, Rejected, Stop};
+use super::request_id::RequestId;
+use super::trace::TraceContext;
 use super::worker::WorkerCtx;
 use crate::config::Snapshot;
 use crate::error::{write_error_response, ErrorKind, ProxyError, Side};
@@ -35,6 +38,23 @@ pub struct ClientConn {
     idle_cancel: Canceller,
     /// The status of the response to the current request (0 until one is on its way).
     pub status: u16,
+    /// What the access log says about the current request beyond its head.
+    pub log: LogFields,
+}
+
+/// The current request's upstream exchange and answer, for the access log.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogFields {
+    pub upstream: Option<SocketAddr>,
+    /// From sending to the upstream to its response head.
+    pub upstream_time: Option<Duration>,
+    /// Response bytes written to the client, head included.
+    pub bytes: u64,
+    /// The error code answered (or stood in for by a fallback).
+    pub error: Option<&'static str>,
+    /// When a gateway-made response was written (before lingering on a closing
+    /// connection, which is not the request's time).
+    pub answered_at: Option<Instant>,
 }
 
 impl ClientConn {
@@ -91,21 +111,28 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
         peer_ip: peer.ip().to_string(),
         idle_cancel: Canceller::new(),
         status: 0,
+        log: LogFields::default(),
     };
     let mut first = true;
     loop {
         let snap = worker.generation();
+        c.path.clear();
         let head = read_head(&mut c, &snap, &worker, first).await;
         let started = Instant::now();
         c.status = 0;
-        // Route id and name, and method, for the metrics.
+        c.log = LogFields::default();
+        // Route id and name, and method, for the metrics; request id, trace and app for
+        // the access log.
         let mut counted: (Option<(usize, &str)>, u8) = (None, crate::metrics::method_index(""));
+        let mut logged: (Option<RequestId>, Option<TraceContext>, Option<String>) =
+            (None, None, None);
         let after = match head {
             Head::Gone => return,
             Head::Rejected(r) => {
                 // Consume the refused head, or a kept-alive connection (404, 405) would
                 // parse and refuse the same head again, forever.
                 c.rbuf.consume(r.head_len);
+                logged.0 = Some(r.request_id);
                 if r.error.side == Side::Internal {
                     worker.warn_limited(|| format!("request {:?}: {}", r.request_id, r.error));
                 }
@@ -125,18 +152,42 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
                     Some((p.route.0 as usize, snap.route(p.route).name.as_str())),
                     p.method,
                 );
-                forward(&mut c, &mut p, &snap, &worker).await
+                let after = forward(&mut c, &mut p, &snap, &worker).await;
+                logged = (Some(p.request_id), Some(p.trace), p.app.take());
+                after
             }
         };
         // A request the client left before any response began is not counted.
         if c.status != 0 {
+            let took = c
+                .log
+                .answered_at
+                .unwrap_or_else(Instant::now)
+                .saturating_duration_since(started);
             worker.metrics.borrow_mut().request(
                 snap.generation,
                 counted.0,
                 counted.1,
                 c.status,
-                started.elapsed(),
+                took,
             );
+            if let (Some(log), Some(request_id)) = (&worker.log, logged.0) {
+                if log.sample() {
+                    let finished = Finished {
+                        request_id,
+                        trace: logged.1,
+                        client: &c.peer_ip,
+                        app: logged.2.as_deref(),
+                        route: counted.0.map_or("", |(_, name)| name),
+                        method: crate::metrics::METHODS[counted.1 as usize],
+                        path: &c.path,
+                        status: c.status,
+                        total: took,
+                        log: c.log,
+                    };
+                    log.line(|out| write_line(out, &finished));
+                }
+            }
         }
         first = false;
         if after == After::Close || worker.draining() {
@@ -290,6 +341,8 @@ pub async fn respond_error(
         head_request,
         error.headers.as_deref().unwrap_or_default(),
     );
+    c.log.error = Some(error.kind.code());
+    c.log.bytes = c.scratch.len() as u64;
     send_scratch(c, snap, keep_alive).await
 }
 
@@ -302,6 +355,7 @@ pub async fn send_scratch(c: &mut ClientConn, snap: &Snapshot, keep_alive: bool)
         snap.config.server.body_timeout,
     )
     .await;
+    c.log.answered_at = Some(Instant::now());
     c.scratch.clear();
     if keep_alive && sent.is_ok() {
         return After::KeepAlive;

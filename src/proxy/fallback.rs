@@ -20,6 +20,8 @@ pub async fn respond_fallback(
     c.status = fallback.status;
     c.scratch.clear();
     render(&mut c.scratch, fallback, p, instead_of, keep_alive);
+    c.log.error = Some(instead_of.code());
+    c.log.bytes = c.scratch.len() as u64;
     send_scratch(c, snap, keep_alive).await
 }
 

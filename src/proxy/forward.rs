@@ -309,7 +309,9 @@ async fn exchange(
     let connect_timeout = route.connect_timeout.unwrap_or(ucfg.connect_timeout);
     let response_timeout = route.response_timeout.unwrap_or(ucfg.response_timeout);
     let mut retried = false;
+    c.log.upstream = Some(snap.upstream(p.upstream).targets[target].addr);
     loop {
+        let sent_at = Instant::now();
         let connected = upstream_conn(ups, p, ucfg, target, connect_timeout).await;
         count_upstream(worker, snap, p, |n| match &connected {
             Ok(up) if up.reused => n.reused += 1,
@@ -359,6 +361,8 @@ async fn exchange(
         }
         touched.set(true);
         c.status = meta.status;
+        c.log.upstream_time = Some(sent_at.elapsed());
+        let head_bytes = c.scratch.len() as u64;
         let mut client_touched = false;
         let relayed = Relay {
             src: &mut up.stream,
@@ -375,6 +379,7 @@ async fn exchange(
         .run()
         .await;
         c.scratch.clear();
+        c.log.bytes = head_bytes + relayed.as_ref().map_or(0, |n| *n);
         if let Err(e) = relayed {
             let error = match e {
                 RelayError::DestIo(_) | RelayError::DestTimeout => ProxyError::client(

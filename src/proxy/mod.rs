@@ -1,5 +1,6 @@
 //! Connection driver, routing, path normalization, upstream pools and balancing.
 
+mod access;
 pub mod balance;
 mod buffered;
 pub mod conn;

@@ -41,6 +41,8 @@ pub struct Prepared {
     pub route: RouteId,
     /// The W3C trace this request belongs to (continued or started here).
     pub trace: super::trace::TraceContext,
+    /// The authenticated app's key (for the access log).
+    pub app: Option<String>,
     /// The method as a metrics label index (`metrics::METHODS`).
     pub method: u8,
     pub upstream: UpstreamId,
@@ -312,6 +314,7 @@ pub fn prepare(
         http10: head.http10,
         method: crate::metrics::method_index(head.method),
         trace,
+        app: identity,
         route,
         upstream: rc.upstream,
         hash_key,

@@ -48,6 +48,8 @@ pub struct WorkerCtx {
     pub drain: LocalSignal,
     /// This worker's request metrics (read by a scrape through the command channel).
     pub metrics: RefCell<crate::metrics::WorkerMetrics>,
+    /// This worker's access-log buffer (`None` without `[access_log]`).
+    pub log: Option<crate::access_log::WorkerLog>,
     open_connections: Cell<usize>,
     /// At most one warning per second per worker: during an upstream outage every
     /// request fails, and logging each one would block the worker on stderr.
@@ -64,12 +66,14 @@ impl WorkerCtx {
         nonces: Arc<NonceCache>,
         apps: Option<WorkerApps>,
         limiter: WorkerLimiter,
+        log: Option<crate::access_log::WorkerLog>,
     ) -> Self {
         let metrics = RefCell::new(crate::metrics::WorkerMetrics::default());
         install_metrics(&mut metrics.borrow_mut(), &snapshot);
         WorkerCtx {
             id,
             metrics,
+            log,
             current: RefCell::new(Rc::new(WorkerGen::new(snapshot))),
             ids: RequestIdGen::new(seed),
             nonces,

@@ -53,6 +53,8 @@ pub struct GatewayState {
     pub worker_commands: Mutex<Vec<crossbeam_channel::Sender<WorkerCommand>>>,
     /// Reloads refused (bad config), for `/metrics`.
     pub reload_failures: AtomicU64,
+    /// The access log's writer (`[access_log]`), for the workers and `/metrics`.
+    pub access_log: Option<crate::access_log::LogLink>,
 }
 
 impl GatewayState {
@@ -171,6 +173,17 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         snapshot: std::sync::RwLock::new(snapshot.clone()),
         worker_commands: Mutex::new(Vec::new()),
         reload_failures: AtomicU64::new(0),
+        access_log: match &snapshot.config.access_log {
+            Some(c) => Some(crate::access_log::start(c).map_err(|e| {
+                format!(
+                    "access_log.path {}: {e}",
+                    c.path
+                        .as_deref()
+                        .map_or("-".into(), |p| p.display().to_string())
+                )
+            })?),
+            None => None,
+        },
         workers: n,
         ready_workers: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
@@ -300,6 +313,18 @@ impl GatewayHandle {
     /// The bound data-plane addresses, in `server.listen` order (real ports for `:0`).
     pub fn listen_addrs(&self) -> &[SocketAddr] {
         &self.listen
+    }
+
+    /// Reopens the access log file (SIGUSR1, after logrotate moved it away).
+    pub fn reopen_logs(&self) {
+        if let Some(log) = &self.state.access_log {
+            log.counters.request_reopen();
+        }
+    }
+
+    /// Counts a reload that failed before it reached `reload` (an unreadable file).
+    pub fn note_reload_failure(&self) {
+        self.state.reload_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {

@@ -145,6 +145,10 @@ async fn worker_main(
         state.nonces.clone(),
         app_cache,
         limiter,
+        state
+            .access_log
+            .clone()
+            .map(crate::access_log::WorkerLog::new),
     ));
     // What the reconciler restored (saved quota use) applies before the first request.
     exchange_limits(&ctx, &limits);
@@ -229,8 +233,12 @@ fn apply_app_updates(ctx: &WorkerCtx, updates: Option<&Receiver<AppUpdate>>) {
     }
 }
 
-/// Applies the reconciler's updates and sends this round's report.
+/// Applies the reconciler's updates and sends this round's report; hands the round's
+/// access-log lines to the writer.
 fn exchange_limits(ctx: &WorkerCtx, link: &WorkerLimitsLink) {
+    if let Some(log) = &ctx.log {
+        log.flush();
+    }
     for update in link.updates.try_iter() {
         ctx.limiter.apply(update);
     }

@@ -21,4 +21,4 @@ pub mod proxy;
 pub mod redis_link;
 pub mod resilience;
 pub mod runtime;
-mod sys;
+pub(crate) mod sys;

@@ -236,6 +236,7 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
             return ExitCode::FAILURE;
         }
     };
+    handle.set_config_path(reload_from.map(std::path::Path::to_path_buf));
     if !handle.wait_ready(std::time::Duration::from_secs(10)) {
         eprintln!("error: workers failed to start (see the log above)");
         handle.shutdown();

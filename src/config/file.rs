@@ -127,6 +127,7 @@ pub struct ServerFile {
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
     pub listen: Option<String>,
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -129,6 +129,19 @@ pub struct HttpLimits {
 pub struct AdminConfig {
     /// `None` when the admin listener is switched off (`listen = ""`).
     pub listen: Option<SocketAddr>,
+    /// The bearer token every admin request but `/healthz` must carry (`admin.token`, or
+    /// the `RINGGATE_ADMIN_TOKEN` environment variable); required beyond loopback.
+    pub token: Option<AdminToken>,
+}
+
+/// A secret that never shows in logs or debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -133,12 +133,7 @@ const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
     let mut p = Problems::default();
     let server = validate_server(&mut p, file);
-    let admin = AdminConfig {
-        listen: match file.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN) {
-            "" => None,
-            s => p.socket_addr("admin.listen", s),
-        },
-    };
+    let admin = validate_admin(&mut p, file);
     let upstreams: Vec<UpstreamConfig> = file
         .upstreams
         .iter()
@@ -195,6 +190,41 @@ pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Ve
         })
     } else {
         Err(p.0)
+    }
+}
+
+/// The environment variable that may hold the admin token instead of the file.
+pub const ADMIN_TOKEN_ENV: &str = "RINGGATE_ADMIN_TOKEN";
+
+fn validate_admin(p: &mut Problems, file: &FileConfig) -> AdminConfig {
+    let listen = match file.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN) {
+        "" => None,
+        s => p.socket_addr("admin.listen", s),
+    };
+    let from_env = std::env::var(ADMIN_TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.is_empty());
+    let token = file.admin.token.clone().or(from_env);
+    if let Some(t) = &token {
+        if t.len() < 16 || t.bytes().any(|b| !b.is_ascii_graphic()) {
+            // Not quoted back: it is a secret.
+            p.add(
+                "admin.token",
+                "must be at least 16 printable characters without spaces",
+            );
+        }
+    }
+    if listen.is_some_and(|a| !a.ip().is_loopback()) && token.is_none() {
+        p.add(
+            "admin.token",
+            format!(
+                "required when admin.listen is not a loopback address (or set {ADMIN_TOKEN_ENV})"
+            ),
+        );
+    }
+    AdminConfig {
+        listen,
+        token: token.map(AdminToken),
     }
 }
 

@@ -88,7 +88,7 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
     let deadline = Instant::now() + REQUEST_DEADLINE;
     let mut buf = vec![0u8; 8192];
     let mut len = 0;
-    let (method, path) = loop {
+    let (method, path, bearer) = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
@@ -103,9 +103,20 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf[..len]) {
             Ok(httparse::Status::Complete(_)) => {
+                let bearer = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+                    .and_then(|h| {
+                        // The scheme name is case-insensitive (RFC 9110 11.1).
+                        let (scheme, rest) = h.value.split_at_checked(7)?;
+                        scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
+                    })
+                    .map(<[u8]>::to_vec);
                 break (
                     req.method.unwrap_or("").to_string(),
                     req.path.unwrap_or("").to_string(),
+                    bearer,
                 );
             }
             Ok(httparse::Status::Partial) if len < buf.len() => continue,
@@ -119,6 +130,31 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
         }
     };
     let path = path.split('?').next().unwrap_or("");
+    let token = state
+        .snapshot
+        .read()
+        .ok()
+        .and_then(|s| s.config.admin.token.clone());
+    if let Some(token) = token {
+        if path != "/healthz" && !token_matches(bearer.as_deref(), &token.0) {
+            let mut out = Vec::new();
+            write_error_response(
+                &mut out,
+                ErrorKind::Unauthorized,
+                "the admin API needs `Authorization: Bearer <admin token>`",
+                "admin",
+                true,
+                false,
+                b"",
+            );
+            // The error writer names the gateway's own scheme; the admin API's is Bearer.
+            let out = String::from_utf8_lossy(&out).replace(
+                "www-authenticate: RG-HMAC-SHA256",
+                "www-authenticate: Bearer",
+            );
+            return stream.write_all(out.as_bytes());
+        }
+    }
     match (method.as_str(), path) {
         ("GET", "/metrics") => {
             let body = super::metrics_export::render(state);
@@ -141,6 +177,48 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
             );
             stream.write_all(head.as_bytes())?;
             stream.write_all(body.as_bytes())
+        }
+        ("POST", "/reload") => {
+            let path = state.config_path.lock().ok().and_then(|p| p.clone());
+            let Some(path) = path else {
+                return respond_error(
+                    &mut stream,
+                    ErrorKind::BadRequest,
+                    "no config file to reload (the embedded demo config)",
+                );
+            };
+            let result = crate::config::load(&path)
+                .map_err(|errors| {
+                    state.reload_failures.fetch_add(1, Ordering::Relaxed);
+                    errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .and_then(|config| state.reload(config));
+            match result {
+                Ok(generation) => {
+                    respond_json(&mut stream, &format!("{{\"generation\":{generation}}}\n"))
+                }
+                Err(why) => respond_error(
+                    &mut stream,
+                    ErrorKind::BadRequest,
+                    &format!("reload refused, the running config stays: {why}"),
+                ),
+            }
+        }
+        ("GET", "/config") => {
+            let body = match state.snapshot.read() {
+                Ok(snap) => config_summary(&snap),
+                Err(_) => String::new(),
+            };
+            respond_json(&mut stream, &body)
+        }
+        ("POST", "/drain") => {
+            respond_json(&mut stream, "{\"status\":\"draining\"}\n")?;
+            crate::sys::terminate_self();
+            Ok(())
         }
         ("GET", "/stats") => {
             let body = stats_json(state);
@@ -212,6 +290,65 @@ fn stats_json(state: &GatewayState) -> String {
         d.store_errors.load(Ordering::Relaxed),
         d.keys_in_filter.load(Ordering::Relaxed),
         d.store_up.load(Ordering::Relaxed),
+    )
+}
+
+/// Compares digests, so the time taken says nothing about how much of the token matched
+/// (or about its length).
+fn token_matches(presented: Option<&[u8]>, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let Some(presented) = presented else {
+        return false;
+    };
+    let (a, b) = (Sha256::digest(presented), Sha256::digest(token.as_bytes()));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+fn respond_json(stream: &mut TcpStream, body: &str) -> io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())
+}
+
+/// The running generation: its number, routes and upstreams.
+fn config_summary(snap: &crate::config::Snapshot) -> String {
+    use serde_json::json;
+    let routes: Vec<_> = snap
+        .config
+        .routes
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "host": r.host,
+                "path": r.path,
+                "methods": r.methods,
+                "upstream": snap.upstream(r.upstream).name,
+                "auth": if r.auth == crate::config::AuthMode::Hmac { "hmac" } else { "none" },
+                "limits": r.limits.len(),
+            })
+        })
+        .collect();
+    let upstreams: Vec<_> = snap
+        .config
+        .upstreams
+        .iter()
+        .map(|u| {
+            json!({
+                "name": u.name,
+                "targets": u.targets.iter().map(|t| t.addr.to_string()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    format!(
+        "{:#}\n",
+        json!({ "generation": snap.generation, "routes": routes, "upstreams": upstreams })
     )
 }
 

@@ -55,9 +55,74 @@ pub struct GatewayState {
     pub reload_failures: AtomicU64,
     /// The access log's writer (`[access_log]`), for the workers and `/metrics`.
     pub access_log: Option<crate::access_log::LogLink>,
+    /// The bound data-plane addresses (a reload cannot change them).
+    listen: Vec<SocketAddr>,
+    /// `[apps] timestamp_window`, `replay_capacity` and the registry source as started.
+    fixed_at_start: (Duration, usize, AppsSource),
+    /// The config file reloads read (none for the embedded demo config).
+    pub config_path: Mutex<Option<std::path::PathBuf>>,
+    reloading: Mutex<()>,
 }
 
 impl GatewayState {
+    /// Validates `config` off the request path and hands the new generation to every
+    /// worker; on any error the running generation stays, and the error says why.
+    /// Reloads are serialized (SIGHUP and the admin API may race).
+    pub fn reload(&self, config: Config) -> Result<u64, String> {
+        let _one_at_a_time = self.reloading.lock();
+        let result = self.try_reload(config);
+        if result.is_err() {
+            self.reload_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn try_reload(&self, config: Config) -> Result<u64, String> {
+        let ignored = config
+            .server
+            .listen
+            .iter()
+            .any(|a| a.port() != 0 && !self.listen.contains(a))
+            || config.server.listen.len() != self.listen.len();
+        // Nonces were stored with expiries computed from the running window and the cache
+        // was sized at start: changing either under it could re-admit replays.
+        let apps = &config.apps;
+        if (
+            apps.timestamp_window,
+            apps.replay_capacity,
+            apps.source.clone(),
+        ) != self.fixed_at_start
+        {
+            return Err("apps.timestamp_window, apps.replay_capacity and apps.redis are fixed at start: restart to change them".into());
+        }
+        let generation = self.generation.load(Ordering::SeqCst) + 1;
+        let snapshot = Snapshot::build(config, generation).map_err(|errs| {
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
+        if ignored {
+            log::warn!("reload: server.listen changed; listeners change only on restart");
+        }
+        crate::control::health_check::start(&snapshot);
+        if let Ok(mut current) = self.snapshot.write() {
+            *current = snapshot.clone();
+        }
+        let workers = match self.worker_commands.lock() {
+            Ok(commands) => {
+                for tx in commands.iter() {
+                    let _ = tx.send(WorkerCommand::Install(snapshot.clone()));
+                }
+                commands.len()
+            }
+            Err(_) => 0,
+        };
+        self.generation.store(generation, Ordering::SeqCst);
+        log::info!("reload: generation {generation} handed to {workers} workers");
+        Ok(generation)
+    }
+
     /// A copy of every worker's metrics: each answers on its next tick; one that has not
     /// within `within` is left out.
     pub fn scrape_metrics(&self, within: Duration) -> Vec<crate::metrics::WorkerReport> {
@@ -101,8 +166,6 @@ pub struct GatewayHandle {
     workers: Vec<(JoinHandle<()>, Sender<WorkerCommand>)>,
     admin: Option<AdminServer>,
     listen: Vec<SocketAddr>,
-    /// `[apps] timestamp_window`, `replay_capacity` and the registry source as started.
-    fixed_at_start: (Duration, usize, AppsSource),
     /// The Redis-backed registry's control-side thread, if any.
     directory: Option<Directory>,
     /// The limit reconciler's thread.
@@ -170,6 +233,10 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         }
     }
     let state = Arc::new(GatewayState {
+        listen: listen.clone(),
+        fixed_at_start,
+        config_path: Mutex::new(None),
+        reloading: Mutex::new(()),
         snapshot: std::sync::RwLock::new(snapshot.clone()),
         worker_commands: Mutex::new(Vec::new()),
         reload_failures: AtomicU64::new(0),
@@ -303,7 +370,6 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         workers,
         admin,
         listen,
-        fixed_at_start,
         directory,
         reconciler: Some(reconciler),
     })
@@ -365,54 +431,14 @@ impl GatewayHandle {
     /// `server.listen` or `server.workers` needs a restart and is reported as ignored).
     /// Returns the new generation number.
     pub fn reload(&self, config: Config) -> Result<u64, String> {
-        let result = self.try_reload(config);
-        if result.is_err() {
-            self.state.reload_failures.fetch_add(1, Ordering::Relaxed);
-        }
-        result
+        self.state.reload(config)
     }
 
-    fn try_reload(&self, config: Config) -> Result<u64, String> {
-        let ignored = config
-            .server
-            .listen
-            .iter()
-            .any(|a| a.port() != 0 && !self.listen.contains(a))
-            || config.server.listen.len() != self.listen.len();
-        // Nonces were stored with expiries computed from the running window and the cache
-        // was sized at start: changing either under it could re-admit replays.
-        let apps = &config.apps;
-        if (
-            apps.timestamp_window,
-            apps.replay_capacity,
-            apps.source.clone(),
-        ) != self.fixed_at_start
-        {
-            return Err("apps.timestamp_window, apps.replay_capacity and apps.redis are fixed at start: restart to change them".into());
+    /// The file a reload reads (SIGHUP, `POST /reload`).
+    pub fn set_config_path(&self, path: Option<std::path::PathBuf>) {
+        if let Ok(mut p) = self.state.config_path.lock() {
+            *p = path;
         }
-        let generation = self.state.generation.load(Ordering::SeqCst) + 1;
-        let snapshot = Snapshot::build(config, generation).map_err(|errs| {
-            errs.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
-        if ignored {
-            log::warn!("reload: server.listen changed; listeners change only on restart");
-        }
-        crate::control::health_check::start(&snapshot);
-        if let Ok(mut current) = self.state.snapshot.write() {
-            *current = snapshot.clone();
-        }
-        for (_, tx) in &self.workers {
-            let _ = tx.send(WorkerCommand::Install(snapshot.clone()));
-        }
-        self.state.generation.store(generation, Ordering::SeqCst);
-        log::info!(
-            "reload: generation {generation} handed to {} workers",
-            self.workers.len()
-        );
-        Ok(generation)
     }
 
     /// Graceful shutdown: stop accepting, let in-flight requests finish (up to the drain

@@ -1,0 +1,208 @@
+//! The admin API over real sockets: the bearer token (required beyond loopback, checked
+//! on every endpoint but `/healthz`), `GET /config`, and `POST /reload` under continuous
+//! keep-alive load on two workers: no request fails, the new route is live at once, a
+//! bad file is refused with its reason and the old config keeps serving.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const TOKEN: &str = "admin-token-for-tests-0001";
+
+fn admin_request(gw: &Gateway, raw: &str) -> Response {
+    let mut c = Client::connect(gw.admin.expect("admin listener"));
+    c.send(raw.as_bytes());
+    c.read_response()
+}
+
+fn authed(gw: &Gateway, method: &str, path: &str) -> Response {
+    admin_request(
+        gw,
+        &format!("{method} {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\n\r\n"),
+    )
+}
+
+#[test]
+fn the_token_guards_every_endpoint_but_healthz() {
+    let up = Upstream::echo();
+    let text = config_text(Driver::Epoll, 1, "", &simple_routes(up.addr, "", "")).replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n"),
+    );
+    let config = ringgate::config::parse(&text).expect("valid");
+    let handle = ringgate::runtime::start(config).expect("starts");
+    assert!(handle.wait_ready(Duration::from_secs(10)));
+    let admin = handle.admin_addr().unwrap();
+    let get = |headers: &str, path: &str| {
+        let mut c = Client::connect(admin);
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: a\r\n{headers}\r\n").as_bytes());
+        c.read_response()
+    };
+    for path in ["/stats", "/metrics", "/config", "/openapi.json"] {
+        let r = get("", path);
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (401, "unauthorized"),
+            "{path}"
+        );
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        assert_eq!(
+            get("Authorization: Bearer wrong-token-000000000\r\n", path).status,
+            401
+        );
+        assert_eq!(
+            get(&format!("Authorization: bearer {TOKEN}\r\n"), path).status,
+            200,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        get("", "/healthz").status,
+        200,
+        "health checks need no token"
+    );
+    handle.shutdown();
+}
+
+#[test]
+fn a_token_is_required_beyond_loopback() {
+    let up: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let text = format!(
+        "[admin]\nlisten = \"0.0.0.0:0\"\n{}",
+        simple_routes(up, "", "")
+    );
+    let errors = ringgate::config::parse(&text).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.path == "admin.token" && e.message.contains("not a loopback address")),
+        "{errors:?}"
+    );
+    let short = format!("[admin]\ntoken = \"short\"\n{}", simple_routes(up, "", ""));
+    let errors = ringgate::config::parse(&short).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.path == "admin.token" && !e.message.contains("short")),
+        "the token is never quoted back: {errors:?}"
+    );
+}
+
+/// Routes `/a/*` and, with `with_b`, `/b/*`, to `up`.
+fn config_file(up: SocketAddr, with_b: bool) -> String {
+    let mut body = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"up\"\ntargets = [\"{up}\"]\n\
+         [[routes]]\nname = \"a\"\npath = \"/a/*\"\nupstream = \"up\"\n"
+    );
+    if with_b {
+        body += "[[routes]]\nname = \"b\"\npath = \"/b/*\"\nupstream = \"up\"\n";
+    }
+    format!("[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\ndriver = \"epoll\"\n{body}")
+}
+
+#[test]
+fn reload_under_load_fails_nothing_and_a_bad_file_changes_nothing() {
+    let up = Upstream::echo();
+    let dir = std::env::temp_dir().join(format!("ringgate-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ringgate.toml");
+    std::fs::write(&file, config_file(up.addr, false)).unwrap();
+    let config = ringgate::config::load(&file).expect("valid");
+    let handle = ringgate::runtime::start(config).expect("starts");
+    assert!(handle.wait_ready(Duration::from_secs(10)));
+    handle.set_config_path(Some(file.clone()));
+    let (addr, admin) = (handle.listen_addrs()[0], handle.admin_addr().unwrap());
+    let post = |path: &str| {
+        let mut c = Client::connect(admin);
+        c.send(format!("POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").as_bytes());
+        c.read_response()
+    };
+
+    // Keep-alive clients on both workers, all along.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                while !stop.load(Ordering::Relaxed) {
+                    let counter = if c.get("/a/x").status == 200 {
+                        &ok
+                    } else {
+                        &failed
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(Client::connect(addr).get("/b/x").status, 404);
+
+    std::fs::write(&file, config_file(up.addr, true)).unwrap();
+    let r = post("/reload");
+    let reloaded = Instant::now();
+    assert_eq!((r.status, r.body_str().trim()), (200, "{\"generation\":2}"));
+    let mut probe = Client::connect(addr);
+    while probe.get("/b/x").status != 200 {
+        assert!(
+            reloaded.elapsed() < Duration::from_secs(2),
+            "route b never went live"
+        );
+    }
+    let live_after = reloaded.elapsed();
+    eprintln!("new route live {live_after:?} after the reload answered");
+    assert!(live_after < Duration::from_millis(250), "{live_after:?}");
+
+    // A broken file: refused with its reason, and the running config keeps serving.
+    std::fs::write(&file, "[[routes]]\nname = \"\"\n").unwrap();
+    let r = post("/reload");
+    assert_eq!(r.status, 400);
+    assert!(r.body_str().contains("reload refused"), "{}", r.body_str());
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no request failed across the reloads"
+    );
+    assert!(ok.load(Ordering::Relaxed) > 100);
+    assert_eq!(
+        Client::connect(addr).get("/b/x").status,
+        200,
+        "generation 2 still serves"
+    );
+
+    let mut c = Client::connect(admin);
+    let r = c.get("/config");
+    let summary: serde_json::Value = serde_json::from_str(&r.body_str()).unwrap();
+    assert_eq!(summary["generation"], 2);
+    assert_eq!(summary["routes"][1]["name"], "b");
+    assert_eq!(summary["routes"][1]["upstream"], "up");
+    let metrics = Client::connect(admin).get("/metrics").body_str();
+    assert!(
+        metrics.contains("ringgate_config_reload_failures_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ringgate_config_generation 2"));
+    handle.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn reload_without_a_file_is_refused() {
+    let up = Upstream::echo();
+    let gw = Gateway::simple(Driver::Epoll, up.addr);
+    let r = authed(&gw, "POST", "/reload");
+    assert_eq!(r.status, 400);
+    assert!(r.body_str().contains("no config file"), "{}", r.body_str());
+}

@@ -206,3 +206,34 @@ fn reload_without_a_file_is_refused() {
     assert_eq!(r.status, 400);
     assert!(r.body_str().contains("no config file"), "{}", r.body_str());
 }
+
+#[test]
+fn watch_reloads_when_the_file_changes() {
+    let up = Upstream::echo();
+    let dir = std::env::temp_dir().join(format!("ringgate-watch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ringgate.toml");
+    let with_watch =
+        |b: bool| config_file(up.addr, b).replace("[admin]\n", "[admin]\nwatch = true\n");
+    std::fs::write(&file, with_watch(false)).unwrap();
+    let handle = ringgate::runtime::start(ringgate::config::load(&file).unwrap()).unwrap();
+    assert!(handle.wait_ready(Duration::from_secs(10)));
+    handle.set_config_path(Some(file.clone()));
+    let addr = handle.listen_addrs()[0];
+    assert_eq!(Client::connect(addr).get("/b/x").status, 404);
+    // Some file systems keep whole-second times: make the change visible in size too.
+    std::fs::write(&file, with_watch(true)).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || Client::connect(addr)
+            .get("/b/x")
+            .status
+            == 200),
+        "the watcher reloaded the changed file"
+    );
+    // A broken edit is refused; the running config stays.
+    std::fs::write(&file, "[[routes]]\nname = \"\"\nbroken = true\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(Client::connect(addr).get("/b/x").status, 200);
+    handle.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -128,6 +128,7 @@ pub struct ServerFile {
 pub struct AdminFile {
     pub listen: Option<String>,
     pub token: Option<String>,
+    pub watch: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

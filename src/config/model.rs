@@ -132,6 +132,8 @@ pub struct AdminConfig {
     /// The bearer token every admin request but `/healthz` must carry (`admin.token`, or
     /// the `RINGGATE_ADMIN_TOKEN` environment variable); required beyond loopback.
     pub token: Option<AdminToken>,
+    /// Reload when the config file changes (checked twice a second).
+    pub watch: bool,
 }
 
 /// A secret that never shows in logs or debug output.

@@ -225,6 +225,7 @@ fn validate_admin(p: &mut Problems, file: &FileConfig) -> AdminConfig {
     AdminConfig {
         listen,
         token: token.map(AdminToken),
+        watch: file.admin.watch.unwrap_or(false),
     }
 }
 

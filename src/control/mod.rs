@@ -6,3 +6,4 @@ pub mod health_check;
 mod metrics_export;
 mod openapi;
 mod protection_stats;
+pub mod watch;

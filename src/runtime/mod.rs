@@ -434,8 +434,18 @@ impl GatewayHandle {
         self.state.reload(config)
     }
 
-    /// The file a reload reads (SIGHUP, `POST /reload`).
+    /// The file a reload reads (SIGHUP, `POST /reload`); with `[admin] watch = true`,
+    /// also watched for changes.
     pub fn set_config_path(&self, path: Option<std::path::PathBuf>) {
+        let watch = self
+            .state
+            .snapshot
+            .read()
+            .map(|s| s.config.admin.watch)
+            .unwrap_or(false);
+        if let (true, Some(p)) = (watch, &path) {
+            crate::control::watch::start(self.state.clone(), p.clone());
+        }
         if let Ok(mut p) = self.state.config_path.lock() {
             *p = path;
         }

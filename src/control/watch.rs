@@ -1,0 +1,65 @@
+//! `[admin] watch = true`: a control-side thread that reloads when the config file
+//! changes. It polls the file's modification time and size twice a second (no inotify:
+//! editors and config managers replace files in ways that lose watches), waits for
+//! writes to settle, then reloads exactly as SIGHUP does; a file that does not load is
+//! logged and counted, and the running config keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::runtime::GatewayState;
+
+const POLL: Duration = Duration::from_millis(500);
+/// A change is read this long after it was seen, so a file being written is read whole.
+const SETTLE: Duration = Duration::from_millis(100);
+
+pub fn start(state: Arc<GatewayState>, path: PathBuf) {
+    let spawned = std::thread::Builder::new()
+        .name("ringgate-watch".into())
+        .spawn(move || run(&state, &path));
+    if let Err(e) = spawned {
+        log::error!("admin.watch: cannot start the config watcher: {e}");
+    }
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+fn run(state: &GatewayState, path: &Path) {
+    let mut last = stamp(path);
+    // Ends with the gateway: draining, or its state dropped (only this thread holds it).
+    while !state.draining.load(Ordering::SeqCst) {
+        std::thread::sleep(POLL);
+        let now = stamp(path);
+        if now.is_none() || now == last {
+            continue;
+        }
+        std::thread::sleep(SETTLE);
+        last = stamp(path);
+        match crate::config::load(path) {
+            Ok(config) => match state.reload(config) {
+                Ok(generation) => log::info!(
+                    "admin.watch: {} changed; generation {generation} serving",
+                    path.display()
+                ),
+                Err(e) => log::error!(
+                    "admin.watch: {} changed but was refused, still serving the previous config:\n{e}",
+                    path.display()
+                ),
+            },
+            Err(errors) => {
+                state.reload_failures.fetch_add(1, Ordering::Relaxed);
+                let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                log::error!(
+                    "admin.watch: {} changed but does not load, still serving the previous config:\n{}",
+                    path.display(),
+                    text.join("\n")
+                );
+            }
+        }
+    }
+}

@@ -461,21 +461,26 @@ fn quota_use_while_redis_is_out_is_charged_when_it_returns() {
     let b = Gateway::start("charge-b", "epoll", &redis.url(), "gateways = 2", &limit);
     redis.stop();
     wait_for_mode(&[&a, &b], "local_fallback", Duration::from_secs(3));
-    // Out of touch, each gateway holds half the day's quota, exactly.
+    // Out of touch, each gateway holds half the day's quota: exactly, but for the unit a
+    // worker may spend from a grant the ledger is taking back (documented; at most one
+    // per worker).
     let (la, lb) = (Load::start(a.addr, 2), Load::start(b.addr, 2));
     std::thread::sleep(Duration::from_millis(1000));
     let (oa, ob) = (la.finish(), lb.finish());
     assert!(oa.unexpected.is_empty() && ob.unexpected.is_empty());
     let admitted = |o: &Outcome| o.answers.iter().filter(|(_, ok)| *ok).count();
-    assert_eq!(admitted(&oa), QUOTA / 2);
-    assert_eq!(admitted(&ob), QUOTA / 2);
+    let (na, nb) = (admitted(&oa), admitted(&ob));
+    for n in [na, nb] {
+        assert!((QUOTA / 2..=QUOTA / 2 + 2).contains(&n), "a {na}, b {nb}");
+    }
+    let used = (na + nb) as i64;
 
     // The restarted Redis lost everything; each gateway charges what it admitted as
     // soon as it is back (no request needed), and refuses from then on.
     redis.restart();
     assert!(
         eventually(Duration::from_secs(5), || redis_has_quota_key(&redis)
-            && quota_used_in_redis(&redis) == QUOTA as i64),
+            && quota_used_in_redis(&redis) == used),
         "both gateways charged their use"
     );
     wait_for_mode(&[&a, &b], "cluster", Duration::from_secs(3));
@@ -492,7 +497,7 @@ fn quota_use_while_redis_is_out_is_charged_when_it_returns() {
             "refused until the day ends"
         );
     }
-    assert_eq!(quota_used_in_redis(&redis), QUOTA as i64);
+    assert_eq!(quota_used_in_redis(&redis), used);
 }
 
 fn redis_has_quota_key(redis: &RedisServer) -> bool {

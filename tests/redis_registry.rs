@@ -176,9 +176,16 @@ fn redis_going_away_and_coming_back(driver: Driver) {
     for _ in 0..6 {
         assert_eq!(call(&gw, "app-r1").status, 200);
     }
-    // ...unknown keys are still answered at once from the key filter...
+    // ...unknown keys are still answered at once from the key filter (a filter false
+    // positive, about 1 in 100 keys, looks the key up and gets a quick 503 instead, so
+    // three keys are tried: one at least is a 401)...
     let started = Instant::now();
-    assert_eq!(call(&gw, "no-such-app").status, 401);
+    let statuses: Vec<u16> = ["no-such-app", "nor-this-one", "nor-that-one"]
+        .iter()
+        .map(|k| call(&gw, k).status)
+        .collect();
+    assert!(statuses.contains(&401), "{statuses:?}");
+    assert!(statuses.iter().all(|s| [401, 503].contains(s)), "{statuses:?}");
     // "At once": well under the 2 s a request would wait for a record being fetched.
     assert!(
         started.elapsed() < Duration::from_secs(1),

@@ -237,3 +237,37 @@ fn watch_reloads_when_the_file_changes() {
     handle.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn pooled_connections_to_unchanged_targets_survive_a_reload() {
+    let up = Upstream::echo();
+    let other = Upstream::echo();
+    let routes = |extra: &str| {
+        format!(
+            "[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n{extra}\
+             [[routes]]\nname = \"a\"\npath = \"/*\"\nupstream = \"up\"\n",
+            up.addr
+        )
+    };
+    let gw = Gateway::start(Driver::Epoll, 1, "", &routes(""));
+    let mut c = Client::connect(gw.addr);
+    for _ in 0..3 {
+        assert_eq!(c.get("/x").status, 200);
+    }
+    assert_eq!(up.connections.load(Ordering::SeqCst), 1);
+    // A reload that adds an upstream leaves "up" as it was: its idle connection is kept.
+    let extra = format!(
+        "[[upstreams]]\nname = \"other\"\ntargets = [\"{}\"]\n",
+        other.addr
+    );
+    assert_eq!(gw.reload(Driver::Epoll, 1, "", &routes(&extra)), 2);
+    std::thread::sleep(Duration::from_millis(50));
+    for _ in 0..3 {
+        assert_eq!(Client::connect(gw.addr).get("/y").status, 200);
+    }
+    assert_eq!(
+        up.connections.load(Ordering::SeqCst),
+        1,
+        "the pooled connection carried over"
+    );
+}

@@ -185,7 +185,10 @@ fn redis_going_away_and_coming_back(driver: Driver) {
         .map(|k| call(&gw, k).status)
         .collect();
     assert!(statuses.contains(&401), "{statuses:?}");
-    assert!(statuses.iter().all(|s| [401, 503].contains(s)), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [401, 503].contains(s)),
+        "{statuses:?}"
+    );
     // "At once": well under the 2 s a request would wait for a record being fetched.
     assert!(
         started.elapsed() < Duration::from_secs(1),

@@ -59,6 +59,38 @@ impl WorkerUpstreams {
         }
     }
 
+    /// Takes over the idle connections of `old` (the previous generation, `old_snap`)
+    /// for every target this generation still has: same upstream name, same address.
+    /// A reload then costs unchanged upstreams no new connections.
+    pub fn adopt_idle(&mut self, snap: &Snapshot, old: &mut WorkerUpstreams, old_snap: &Snapshot) {
+        for (u, cfg) in self.upstreams.iter_mut().zip(&snap.config.upstreams) {
+            let Some(o) = old_snap
+                .config
+                .upstreams
+                .iter()
+                .position(|c| c.name == cfg.name)
+            else {
+                continue;
+            };
+            let max_idle = u.max_idle;
+            for (t, pool) in u.targets.iter_mut().enumerate() {
+                let Some(from) = old.upstreams[o]
+                    .targets
+                    .iter_mut()
+                    .find(|p| p.addr == pool.addr)
+                else {
+                    continue;
+                };
+                for mut idle in from.idle.drain(..) {
+                    if pool.idle.len() < max_idle {
+                        idle.conn.target = t;
+                        pool.idle.push(idle);
+                    }
+                }
+            }
+        }
+    }
+
     pub fn get(&mut self, id: UpstreamId) -> &mut WorkerUpstream {
         &mut self.upstreams[id.0 as usize]
     }

@@ -94,11 +94,21 @@ impl WorkerCtx {
         self.current.borrow().clone()
     }
 
-    /// Makes `snapshot` the generation for new requests. Its upstream pools start empty;
-    /// the old generation's go away with its last request.
+    /// Makes `snapshot` the generation for new requests. It takes over the old
+    /// generation's idle connections to targets it still has; connections busy with the
+    /// old generation's requests go away with them.
     pub fn install(&self, snapshot: Arc<Snapshot>) {
         install_metrics(&mut self.metrics.borrow_mut(), &snapshot);
-        *self.current.borrow_mut() = Rc::new(WorkerGen::new(snapshot));
+        let fresh = WorkerGen::new(snapshot);
+        {
+            let old = self.current.borrow();
+            fresh.upstreams.borrow_mut().adopt_idle(
+                &fresh.snapshot,
+                &mut old.upstreams.borrow_mut(),
+                &old.snapshot,
+            );
+        }
+        *self.current.borrow_mut() = Rc::new(fresh);
     }
 
     pub fn draining(&self) -> bool {

@@ -271,3 +271,117 @@ fn pooled_connections_to_unchanged_targets_survive_a_reload() {
         "the pooled connection carried over"
     );
 }
+
+#[test]
+fn entries_are_created_replaced_and_deleted_in_the_files() {
+    let up = Upstream::echo();
+    let dir = std::env::temp_dir().join(format!("ringgate-crud-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ringgate.toml");
+    let apps = dir.join("apps.toml");
+    std::fs::write(
+        &apps,
+        "# our apps\n[[apps]]\nkey = \"app-a\"\nsecrets = [\"secret-of-app-a-0001\"]\n",
+    )
+    .unwrap();
+    let text = format!(
+        "# the gateway's config: this comment survives edits\n{}[apps]\nfile = \"apps.toml\"\n",
+        config_file(up.addr, false)
+    );
+    std::fs::write(&file, &text).unwrap();
+    let handle = ringgate::runtime::start(ringgate::config::load(&file).unwrap()).unwrap();
+    assert!(handle.wait_ready(Duration::from_secs(10)));
+    handle.set_config_path(Some(file.clone()));
+    let (addr, admin) = (handle.listen_addrs()[0], handle.admin_addr().unwrap());
+    // Workers install a new generation at their next tick (10 ms).
+    let soon = |path: &str, status: u16| {
+        assert!(
+            eventually(Duration::from_secs(2), || Client::connect(addr)
+                .get(path)
+                .status
+                == status),
+            "{path} never answered {status}"
+        );
+    };
+    let send = |method: &str, path: &str, body: &str| {
+        let mut c = Client::connect(admin);
+        c.send(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        c.read_response()
+    };
+
+    let r = send(
+        "PUT",
+        "/routes/b",
+        r#"{"path": "/b/*", "upstream": "up", "methods": ["GET"]}"#,
+    );
+    assert_eq!(
+        (r.status, r.body_str().trim()),
+        (200, r#"{"generation":2,"created":"b"}"#)
+    );
+    soon("/b/x", 200);
+    let on_disk = std::fs::read_to_string(&file).unwrap();
+    assert!(on_disk.starts_with("# the gateway's config: this comment survives edits"));
+    assert!(on_disk.contains("name = \"b\""), "{on_disk}");
+
+    // Invalid: refused with the reason; the file and the running config stay.
+    let before = std::fs::read_to_string(&file).unwrap();
+    let r = send(
+        "PUT",
+        "/routes/b",
+        r#"{"path": "/b/*", "upstream": "nowhere"}"#,
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body_str().contains("unknown upstream"),
+        "{}",
+        r.body_str()
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+    let r = send("DELETE", "/upstreams/up", "");
+    assert_eq!(r.status, 400, "routes still use it: {}", r.body_str());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+    let r = send("PUT", "/routes/c", r#"{"name": "other", "path": "/c"}"#);
+    assert_eq!(r.status, 400, "{}", r.body_str());
+
+    // Replace, then delete.
+    let r = send(
+        "PUT",
+        "/routes/b",
+        r#"{"path": "/bee/*", "upstream": "up"}"#,
+    );
+    assert_eq!(r.body_str().trim(), r#"{"generation":3,"replaced":"b"}"#);
+    soon("/b/x", 404);
+    soon("/bee/x", 200);
+    let r = send("DELETE", "/routes/b", "");
+    assert_eq!(r.body_str().trim(), r#"{"generation":4,"deleted":"b"}"#);
+    soon("/bee/x", 404);
+    assert_eq!(send("DELETE", "/routes/b", "").status, 400, "already gone");
+
+    // Apps go to the apps file.
+    let r = send(
+        "PUT",
+        "/apps/app-new",
+        r#"{"secrets": ["secret-of-new-app-001"], "groups": ["trade"]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    let apps_text = std::fs::read_to_string(&apps).unwrap();
+    assert!(
+        apps_text.starts_with("# our apps") && apps_text.contains("key = \"app-new\""),
+        "{apps_text}"
+    );
+    let r = send("PUT", "/apps/bad", r#"{"secrets": ["short"]}"#);
+    assert_eq!(r.status, 400, "{}", r.body_str());
+    assert!(
+        !r.body_str().contains("short\""),
+        "a secret is never quoted back: {}",
+        r.body_str()
+    );
+    handle.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}

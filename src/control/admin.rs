@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::config_edit;
 use crate::auth::cache::CacheStats;
 use crate::error::{write_error_response, ErrorKind};
 use crate::runtime::GatewayState;
@@ -88,7 +89,7 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
     let deadline = Instant::now() + REQUEST_DEADLINE;
     let mut buf = vec![0u8; 8192];
     let mut len = 0;
-    let (method, path, bearer) = loop {
+    let (method, path, bearer, head_len, content_length) = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
@@ -102,7 +103,19 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf[..len]) {
-            Ok(httparse::Status::Complete(_)) => {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let content_length = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| {
+                        std::str::from_utf8(h.value)
+                            .ok()?
+                            .trim()
+                            .parse::<usize>()
+                            .ok()
+                    })
+                    .unwrap_or(0);
                 let bearer = req
                     .headers
                     .iter()
@@ -117,6 +130,8 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
                     req.method.unwrap_or("").to_string(),
                     req.path.unwrap_or("").to_string(),
                     bearer,
+                    head_len,
+                    content_length,
                 );
             }
             Ok(httparse::Status::Partial) if len < buf.len() => continue,
@@ -129,6 +144,29 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
             }
         }
     };
+    if content_length > MAX_BODY {
+        return respond_error(
+            &mut stream,
+            ErrorKind::PayloadTooLarge,
+            "admin bodies are at most 1 MiB",
+        );
+    }
+    // The body (CRUD entries), read within the same deadline.
+    let mut body = buf[head_len..len].to_vec();
+    while body.len() < content_length {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        let mut chunk = [0u8; 8192];
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(content_length);
     let path = path.split('?').next().unwrap_or("");
     let token = state
         .snapshot
@@ -154,6 +192,17 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
             );
             return stream.write_all(out.as_bytes());
         }
+    }
+    if let Some((section, name)) = entry_path(path) {
+        return match method.as_str() {
+            "PUT" => edit_entry(&mut stream, state, section, name, Some(&body)),
+            "DELETE" => edit_entry(&mut stream, state, section, name, None),
+            _ => respond_error(
+                &mut stream,
+                ErrorKind::MethodNotAllowed,
+                "entries take PUT (create or replace) and DELETE",
+            ),
+        };
     }
     match (method.as_str(), path) {
         ("GET", "/metrics") => {
@@ -305,6 +354,75 @@ fn token_matches(presented: Option<&[u8]>, token: &str) -> bool {
         .zip(b.iter())
         .fold(0u8, |acc, (x, y)| acc | (x ^ y))
         == 0
+}
+
+/// The largest admin request body (a CRUD entry).
+const MAX_BODY: usize = 1 << 20;
+
+/// `/routes/<name>`, `/upstreams/<name>`, `/apps/<key>`.
+fn entry_path(path: &str) -> Option<(config_edit::Section, &str)> {
+    let rest = path.strip_prefix('/')?;
+    let (section, name) = rest.split_once('/')?;
+    let section = config_edit::Section::parse(section)?;
+    (!name.is_empty() && !name.contains('/')).then_some((section, name))
+}
+
+/// Edits one entry of the config (or apps) file, then reloads; answers with the new
+/// generation, or 400 with why nothing changed.
+fn edit_entry(
+    stream: &mut TcpStream,
+    state: &GatewayState,
+    section: config_edit::Section,
+    name: &str,
+    body: Option<&[u8]>,
+) -> io::Result<()> {
+    let Some(path) = state.config_path.lock().ok().and_then(|p| p.clone()) else {
+        return respond_error(
+            stream,
+            ErrorKind::BadRequest,
+            "no config file to edit (the embedded demo config)",
+        );
+    };
+    let edited = config_edit::edit(&path, section, name, body);
+    let existed = match edited {
+        Ok(existed) => existed,
+        Err(why) => {
+            return respond_error(
+                stream,
+                ErrorKind::BadRequest,
+                &format!("nothing changed: {why}"),
+            )
+        }
+    };
+    let reloaded = crate::config::load(&path)
+        .map_err(|e| {
+            e.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .and_then(|config| state.reload(config));
+    match reloaded {
+        Ok(generation) => respond_json(
+            stream,
+            &format!(
+                "{{\"generation\":{generation},\"{}\":{}}}\n",
+                if body.is_none() {
+                    "deleted"
+                } else if existed {
+                    "replaced"
+                } else {
+                    "created"
+                },
+                serde_json::Value::String(name.to_string())
+            ),
+        ),
+        Err(why) => respond_error(
+            stream,
+            ErrorKind::BadRequest,
+            &format!("the file was changed but the reload was refused: {why}"),
+        ),
+    }
 }
 
 fn respond_json(stream: &mut TcpStream, body: &str) -> io::Result<()> {

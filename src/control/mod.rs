@@ -2,6 +2,7 @@
 //! here), running on plain threads away from the workers.
 
 pub mod admin;
+mod config_edit;
 pub mod health_check;
 mod metrics_export;
 mod openapi;

@@ -37,6 +37,7 @@ LIMITS=${LIMITS:-'[ { key = "route", rate = "10000000/s" }, { key = "ip", rate =
 SCENARIO=${SCENARIO:-limited}
 ROUTE_EXTRA=${ROUTE_EXTRA:-"limits = $LIMITS"}
 EXPECT_RATELIMIT=${EXPECT_RATELIMIT:-1}
+PLAIN_ADMIN_EXTRA=${PLAIN_ADMIN_EXTRA:-}   # e.g. "metrics = false" (logged.sh)
 PROXY_CPU_QUOTA=${PROXY_CPU_QUOTA:-}
 PROXY_CPU_QUOTA_PERIOD_US=${PROXY_CPU_QUOTA_PERIOD_US:-5000}
 PLAIN_PORT=${PLAIN_PORT:-28280}
@@ -165,7 +166,7 @@ start_bg upstream "$LOAD_CPU" - "$NGINX_BIN" -p "$TMP/up/" -e "$TMP/up/error.log
     -c "$TMP/up/nginx.conf" -g "daemon off;"
 wait_port "$UPSTREAM_PORT" "$STARTED_PID" upstream
 
-gateway_conf() {  # PORT ADMIN_PORT LIMITS-LINE
+gateway_conf() {  # PORT ADMIN_PORT ROUTE-LINES [ADMIN-LINES]
     cat <<CONF
 [server]
 listen = ["127.0.0.1:$1"]
@@ -174,6 +175,7 @@ driver = "$DRIVER"
 cpus = [$PROXY_CPU]
 [admin]
 listen = "127.0.0.1:$2"
+${4:-}
 [[upstreams]]
 name = "backend"
 targets = ["127.0.0.1:$UPSTREAM_PORT"]
@@ -184,7 +186,7 @@ upstream = "backend"
 $3
 CONF
 }
-gateway_conf "$PLAIN_PORT" "$ADMIN_PORT" "" > "$TMP/plain.toml"
+gateway_conf "$PLAIN_PORT" "$ADMIN_PORT" "" "$PLAIN_ADMIN_EXTRA" > "$TMP/plain.toml"
 gateway_conf "$LIMITED_PORT" $((ADMIN_PORT + 1)) "$ROUTE_EXTRA" > "$TMP/$SCENARIO.toml"
 declare -A PORT PID CG
 PORT[plain]=$PLAIN_PORT

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Load bench, "logged" scenario: what access logging costs under load. Question: with one
-# JSON line per request written to a file (and metrics on, as they always are), does the
-# gateway keep its throughput within 5% of the same gateway without an access log?
+# Load bench, "logged" scenario: what observing costs under load. Question: with metrics
+# on and one JSON access-log line per request written to a file, does the gateway keep
+# its throughput within 5% of the same gateway with both off (`[admin] metrics = false`,
+# no access log)?
 #
 # Runs limits.sh (same gateways, rounds, knobs and report) with `[access_log]` on the
 # "logged" gateway, writing to a file in its temporary directory:
@@ -10,7 +11,7 @@
 set -euo pipefail
 LOG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/ringgate-logged.XXXXXX")
 trap 'rm -rf "$LOG_DIR"' EXIT
-export SCENARIO=logged EXPECT_RATELIMIT=0
+export SCENARIO=logged EXPECT_RATELIMIT=0 PLAIN_ADMIN_EXTRA="metrics = false"
 export ROUTE_EXTRA="[access_log]
 path = \"$LOG_DIR/access.log\""
 "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/limits.sh" "$@"

@@ -129,6 +129,7 @@ pub struct AdminFile {
     pub listen: Option<String>,
     pub token: Option<String>,
     pub watch: Option<bool>,
+    pub metrics: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -134,6 +134,8 @@ pub struct AdminConfig {
     pub token: Option<AdminToken>,
     /// Reload when the config file changes (checked twice a second).
     pub watch: bool,
+    /// Count requests for `/metrics` (default true; off only to measure what it costs).
+    pub metrics: bool,
 }
 
 /// A secret that never shows in logs or debug output.

@@ -226,6 +226,7 @@ fn validate_admin(p: &mut Problems, file: &FileConfig) -> AdminConfig {
         listen,
         token: token.map(AdminToken),
         watch: file.admin.watch.unwrap_or(false),
+        metrics: file.admin.metrics.unwrap_or(true),
     }
 }
 

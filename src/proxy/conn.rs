@@ -164,13 +164,15 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
                 .answered_at
                 .unwrap_or_else(Instant::now)
                 .saturating_duration_since(started);
-            worker.metrics.borrow_mut().request(
-                snap.generation,
-                counted.0,
-                counted.1,
-                c.status,
-                took,
-            );
+            if snap.config.admin.metrics {
+                worker.metrics.borrow_mut().request(
+                    snap.generation,
+                    counted.0,
+                    counted.1,
+                    c.status,
+                    took,
+                );
+            }
             if let (Some(log), Some(request_id)) = (&worker.log, logged.0) {
                 if log.sample() {
                     let finished = Finished {

@@ -36,6 +36,8 @@ pub struct WorkerCtx {
     /// The current config generation. Cloning the `Rc` per request is a local,
     /// non-atomic increment: no cache line shared with other cores.
     current: RefCell<Rc<WorkerGen>>,
+    /// A generation prepared by a reload, waiting for its commit.
+    prepared: RefCell<Option<WorkerGen>>,
     pub ids: RequestIdGen,
     /// Replay protection, shared with every other worker.
     pub nonces: Arc<NonceCache>,
@@ -75,6 +77,7 @@ impl WorkerCtx {
             metrics,
             log,
             current: RefCell::new(Rc::new(WorkerGen::new(snapshot))),
+            prepared: RefCell::new(None),
             ids: RequestIdGen::new(seed),
             nonces,
             buffered: BufferBudget::default(),
@@ -94,12 +97,22 @@ impl WorkerCtx {
         self.current.borrow().clone()
     }
 
-    /// Makes `snapshot` the generation for new requests. It takes over the old
-    /// generation's idle connections to targets it still has; connections busy with the
-    /// old generation's requests go away with them.
-    pub fn install(&self, snapshot: Arc<Snapshot>) {
-        install_metrics(&mut self.metrics.borrow_mut(), &snapshot);
-        let fresh = WorkerGen::new(snapshot);
+    /// Builds this worker's state for a new generation, not yet serving.
+    pub fn prepare(&self, snapshot: Arc<Snapshot>) {
+        *self.prepared.borrow_mut() = Some(WorkerGen::new(snapshot));
+    }
+
+    /// Switches new requests to the prepared generation, which takes over the old one's
+    /// idle connections to targets it still has.
+    pub fn commit(&self, generation: u64) {
+        let fresh = match self.prepared.borrow_mut().take() {
+            Some(g) if g.snapshot.generation == generation => g,
+            other => {
+                *self.prepared.borrow_mut() = other;
+                return;
+            }
+        };
+        install_metrics(&mut self.metrics.borrow_mut(), &fresh.snapshot);
         {
             let old = self.current.borrow();
             fresh.upstreams.borrow_mut().adopt_idle(
@@ -109,6 +122,17 @@ impl WorkerCtx {
             );
         }
         *self.current.borrow_mut() = Rc::new(fresh);
+    }
+
+    /// Drops a prepared generation whose reload was aborted.
+    pub fn abort(&self, generation: u64) {
+        let mut prepared = self.prepared.borrow_mut();
+        if prepared
+            .as_ref()
+            .is_some_and(|g| g.snapshot.generation == generation)
+        {
+            *prepared = None;
+        }
     }
 
     pub fn draining(&self) -> bool {

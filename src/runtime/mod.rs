@@ -105,21 +105,52 @@ impl GatewayState {
         if ignored {
             log::warn!("reload: server.listen changed; listeners change only on restart");
         }
+        // Two phases: every worker prepares the generation (its own upstream state) and
+        // says so; only when all have does any switch to it. A worker that does not
+        // answer in time aborts the reload everywhere: never half applied.
+        let commands = self
+            .worker_commands
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        let (ready_tx, ready) = crossbeam_channel::unbounded();
+        for tx in &commands {
+            let _ = tx.send(WorkerCommand::Prepare(snapshot.clone(), ready_tx.clone()));
+        }
+        drop(ready_tx);
+        let deadline = Instant::now() + PREPARE_WITHIN;
+        let mut prepared = 0;
+        while prepared < commands.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match ready.recv_timeout(left) {
+                Ok(_) => prepared += 1,
+                Err(_) => break,
+            }
+        }
+        let commit = prepared == commands.len();
+        for tx in &commands {
+            let _ = tx.send(if commit {
+                WorkerCommand::Commit(generation)
+            } else {
+                WorkerCommand::Abort(generation)
+            });
+        }
+        if !commit {
+            return Err(format!(
+                "{} of {} workers did not prepare generation {generation} within {PREPARE_WITHIN:?}; nothing changed",
+                commands.len() - prepared,
+                commands.len()
+            ));
+        }
         crate::control::health_check::start(&snapshot);
         if let Ok(mut current) = self.snapshot.write() {
             *current = snapshot.clone();
         }
-        let workers = match self.worker_commands.lock() {
-            Ok(commands) => {
-                for tx in commands.iter() {
-                    let _ = tx.send(WorkerCommand::Install(snapshot.clone()));
-                }
-                commands.len()
-            }
-            Err(_) => 0,
-        };
         self.generation.store(generation, Ordering::SeqCst);
-        log::info!("reload: generation {generation} handed to {workers} workers");
+        log::info!(
+            "reload: generation {generation} committed on {} workers",
+            commands.len()
+        );
         Ok(generation)
     }
 
@@ -155,6 +186,10 @@ impl GatewayState {
             && !self.failed.load(Ordering::SeqCst)
     }
 }
+
+/// How long every worker has to prepare a new generation (each answers on its next
+/// 10 ms tick) before a reload is aborted.
+const PREPARE_WITHIN: Duration = Duration::from_secs(2);
 
 /// Shards of the replay cache: enough that workers rarely wait on the same lock. Its size
 /// is `[apps] replay_capacity`, fixed at start (a reload does not resize it).

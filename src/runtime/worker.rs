@@ -27,8 +27,12 @@ use crate::proxy::{conn, WorkerCtx};
 pub enum WorkerCommand {
     /// Stop accepting, finish in-flight requests, close idle connections, exit.
     Drain,
-    /// Serve new requests with this config generation.
-    Install(Arc<Snapshot>),
+    /// Prepare this config generation (build the worker's state for it) and say so.
+    Prepare(Arc<Snapshot>, crossbeam_channel::Sender<usize>),
+    /// Serve new requests with the prepared generation.
+    Commit(u64),
+    /// Drop the prepared generation: the reload was aborted.
+    Abort(u64),
     /// Send a copy of this worker's metrics (a scrape of `/metrics`).
     Scrape(crossbeam_channel::Sender<crate::metrics::WorkerReport>),
 }
@@ -191,7 +195,12 @@ async fn worker_main(
                     let report = ctx.metrics.borrow().report(id, ctx.open_connections());
                     let _ = reply.send(report);
                 }
-                WorkerCommand::Install(snapshot) => ctx.install(snapshot),
+                WorkerCommand::Prepare(snapshot, ready) => {
+                    ctx.prepare(snapshot);
+                    let _ = ready.send(id);
+                }
+                WorkerCommand::Commit(generation) => ctx.commit(generation),
+                WorkerCommand::Abort(generation) => ctx.abort(generation),
             }
         }
         apply_app_updates(&ctx, app_updates.as_ref());

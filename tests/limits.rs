@@ -1009,18 +1009,7 @@ fn config_errors_name_the_limit_and_field() {
         ),
     ];
     for (body, path, needle) in cases {
-        let text = config_text(Driver::Epoll, 1, "", &body);
-        let errors = match ringgate::config::parse(&text) {
-            Ok(_) => panic!("accepted:\n{body}"),
-            Err(e) => e,
-        };
-        assert!(
-            errors
-                .iter()
-                .any(|e| e.path == path && e.message.contains(needle)),
-            "expected `{path}: ...{needle}...`, got {:?}\n{body}",
-            errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()
-        );
+        let errors = assert_config_error(&body, path, needle);
         assert_eq!(errors.len(), 1, "one problem, one error: {errors:?}");
     }
     // The same limit shared the same way on two routes is fine.

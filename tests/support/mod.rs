@@ -604,8 +604,12 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// Asserts that the config `body` (after the test `[server]` table) is refused with an
-/// error at `path` whose message contains `needle`.
-pub fn assert_config_error(body: &str, path: &str, needle: &str) {
+/// error at `path` whose message contains `needle`; returns every error.
+pub fn assert_config_error(
+    body: &str,
+    path: &str,
+    needle: &str,
+) -> Vec<ringgate::config::ConfigError> {
     let text = config_text(Driver::Epoll, 1, "", body);
     let errors = match ringgate::config::parse(&text) {
         Ok(_) => panic!("accepted:\n{body}"),
@@ -618,4 +622,5 @@ pub fn assert_config_error(body: &str, path: &str, needle: &str) {
         "expected `{path}: ...{needle}...`, got {:?}\n{body}",
         errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()
     );
+    errors
 }

@@ -106,7 +106,8 @@ fn write_loop(rx: &Receiver<Vec<u8>>, out: &mut Output, path: Option<&Path>, c: 
                 } else {
                     c.dropped_lines.fetch_add(lines, Ordering::Relaxed);
                 }
-                if !rx.is_empty() {
+                // Under steady load the queue is never empty: a reopen must not wait.
+                if !rx.is_empty() && !c.reopen.load(Ordering::Relaxed) {
                     continue;
                 }
             }

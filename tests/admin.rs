@@ -385,3 +385,106 @@ fn entries_are_created_replaced_and_deleted_in_the_files() {
     handle.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn nested_entries_concurrent_edits_and_private_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = Upstream::echo();
+    let dir = std::env::temp_dir().join(format!("ringgate-crud2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (file, apps) = (dir.join("ringgate.toml"), dir.join("apps.toml"));
+    std::fs::write(
+        &apps,
+        "[[apps]]\nkey = \"app-a\"\nsecrets = [\"secret-of-app-a-0001\"]\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&apps, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "{}[apps]\nfile = \"apps.toml\"\n",
+            config_file(up.addr, false)
+        ),
+    )
+    .unwrap();
+    let handle = ringgate::runtime::start(ringgate::config::load(&file).unwrap()).unwrap();
+    assert!(handle.wait_ready(Duration::from_secs(10)));
+    handle.set_config_path(Some(file.clone()));
+    let admin = handle.admin_addr().unwrap();
+    let send = move |method: &str, path: &str, body: &str| {
+        let mut c = Client::connect(admin);
+        c.send(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        c.read_response()
+    };
+    // Nested tables and lists of tables stay inside their entry.
+    let r = send(
+        "PUT",
+        "/routes/n",
+        r#"{"path": "/n/*", "upstream": "up", "timeouts": {"connect": "200ms"},
+            "breaker": {"consecutive_failures": 3},
+            "limits": [{"key": "route", "rate": "100/s"}, {"key": "ip", "rate": "10/s"}]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    let summary: serde_json::Value =
+        serde_json::from_str(&Client::connect(admin).get("/config").body_str()).unwrap();
+    assert_eq!(summary["routes"][1]["limits"], 2);
+    // Eight app edits at once: each is applied, none lost.
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                send(
+                    "PUT",
+                    &format!("/apps/app-{i}"),
+                    &format!(r#"{{"secrets": ["secret-of-app-{i}-00001"]}}"#),
+                )
+                .status
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    let text = std::fs::read_to_string(&apps).unwrap();
+    for i in 0..8 {
+        assert!(
+            text.contains(&format!("key = \"app-{i}\"")),
+            "app-{i} lost:\n{text}"
+        );
+    }
+    let mode = std::fs::metadata(&apps).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the apps file stays private");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("candidate"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    handle.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_reload_cannot_drop_the_token_of_a_public_listener() {
+    let up: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let with = |admin: &str| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\ndriver = \"epoll\"\n[admin]\n{admin}\n{}",
+            simple_routes(up, "", "")
+        )
+    };
+    let public = with(&format!("listen = \"0.0.0.0:0\"\ntoken = \"{TOKEN}\""));
+    let handle = ringgate::runtime::start(ringgate::config::parse(&public).unwrap()).unwrap();
+    assert!(handle.wait_ready(Duration::from_secs(10)));
+    // Valid on its own (loopback needs no token), refused as a reload: the listener is
+    // still bound to 0.0.0.0.
+    let loopback = ringgate::config::parse(&with("listen = \"127.0.0.1:0\"")).unwrap();
+    let e = handle.reload(loopback).unwrap_err();
+    assert!(e.contains("admin.token") && e.contains("0.0.0.0"), "{e}");
+    handle.shutdown();
+}

@@ -383,9 +383,10 @@ fn edit_entry(
             "no config file to edit (the embedded demo config)",
         );
     };
-    let edited = config_edit::edit(&path, section, name, body);
-    let existed = match edited {
-        Ok(existed) => existed,
+    // One edit at a time, its reload included: edits of the same file never interleave.
+    let _one_at_a_time = state.editing.lock();
+    let edited = match config_edit::edit(&path, section, name, body) {
+        Ok(edited) => edited,
         Err(why) => {
             return respond_error(
                 stream,
@@ -394,6 +395,7 @@ fn edit_entry(
             )
         }
     };
+    let existed = edited.existed;
     let reloaded = crate::config::load(&path)
         .map_err(|e| {
             e.iter()
@@ -402,6 +404,16 @@ fn edit_entry(
                 .join("\n")
         })
         .and_then(|config| state.reload(config));
+    if let Err(why) = &reloaded {
+        // The running config stays: so does the file.
+        let message = match config_edit::restore(&edited) {
+            Ok(()) => format!("nothing changed: the reload was refused: {why}"),
+            Err(e) => {
+                format!("the reload was refused ({why}) and the file could not be put back: {e}")
+            }
+        };
+        return respond_error(stream, ErrorKind::BadRequest, &message);
+    }
     match reloaded {
         Ok(generation) => respond_json(
             stream,
@@ -417,11 +429,8 @@ fn edit_entry(
                 serde_json::Value::String(name.to_string())
             ),
         ),
-        Err(why) => respond_error(
-            stream,
-            ErrorKind::BadRequest,
-            &format!("the file was changed but the reload was refused: {why}"),
-        ),
+        // Refused reloads were answered above.
+        Err(_) => Ok(()),
     }
 }
 

@@ -10,7 +10,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use toml_edit::{ArrayOfTables, DocumentMut, Item, Table};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, Value};
 
 /// Which list an edit is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,14 +49,27 @@ impl Section {
     }
 }
 
+/// A file edited and validated: what it held before, to put back if the reload that
+/// follows is refused.
+pub struct Edited {
+    pub existed: bool,
+    pub file: PathBuf,
+    pub before: String,
+}
+
+/// Puts a file back as it was (after a refused reload), atomically.
+pub fn restore(edited: &Edited) -> Result<(), String> {
+    replace_atomically(&edited.file, edited.before.as_bytes())
+}
+
 /// Replaces or creates the entry `name` with `entry` (a JSON object; its name field is
-/// set to `name`), or deletes it when `entry` is `None`. Returns whether it existed.
+/// set to `name`), or deletes it when `entry` is `None`. The caller serializes edits.
 pub fn edit(
     config: &Path,
     section: Section,
     name: &str,
     entry: Option<&[u8]>,
-) -> Result<bool, String> {
+) -> Result<Edited, String> {
     let file = match section {
         Section::Apps => apps_file(config)?,
         _ => config.to_path_buf(),
@@ -92,23 +107,47 @@ pub fn edit(
             }
         }
     };
-    let candidate = sibling(&file, "candidate");
-    write_synced(&candidate, doc.to_string().as_bytes())?;
-    let checked = match section {
-        Section::Apps => crate::auth::registry::load_file(&candidate).map(|_| ()),
-        _ => crate::config::load(&candidate).map(|_| ()),
-    };
-    if let Err(errors) = checked {
+    let candidate = sibling(&file);
+    let written = write_like(&candidate, &file, doc.to_string().as_bytes());
+    let checked = written.and_then(|()| {
+        match section {
+            Section::Apps => crate::auth::registry::load_file(&candidate).map(|_| ()),
+            _ => crate::config::load(&candidate).map(|_| ()),
+        }
+        .map_err(|errors| {
+            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            text.join("\n").replace(
+                &candidate.display().to_string(),
+                &file.display().to_string(),
+            )
+        })
+    });
+    let renamed = checked.and_then(|()| {
+        std::fs::rename(&candidate, &file)
+            .map_err(|e| format!("cannot replace {}: {e}", file.display()))
+    });
+    if let Err(e) = renamed {
         let _ = std::fs::remove_file(&candidate);
-        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        return Err(text.join("\n").replace(
-            &candidate.display().to_string(),
-            &file.display().to_string(),
-        ));
+        return Err(e);
     }
-    std::fs::rename(&candidate, &file)
-        .map_err(|e| format!("cannot replace {}: {e}", file.display()))?;
-    Ok(existed)
+    Ok(Edited {
+        existed,
+        file,
+        before: text,
+    })
+}
+
+/// Writes `bytes` over `file` (same permissions, fsynced, renamed over it).
+fn replace_atomically(file: &Path, bytes: &[u8]) -> Result<(), String> {
+    let candidate = sibling(file);
+    let result = write_like(&candidate, file, bytes).and_then(|()| {
+        std::fs::rename(&candidate, file)
+            .map_err(|e| format!("cannot replace {}: {e}", file.display()))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&candidate);
+    }
+    result
 }
 
 /// The `[[section]]` array of tables, created when missing.
@@ -149,7 +188,28 @@ fn table_from_json(json: &[u8], id_field: &str, name: &str) -> Result<Table, Str
     let doc: DocumentMut = text
         .parse()
         .map_err(|e| format!("the body cannot be written as TOML: {e}"))?;
-    Ok(doc.as_table().clone())
+    // Nested objects and lists of objects come out as `[x]` / `[[x]]` sections, which
+    // would land elsewhere in the file: inside an entry they must be inline.
+    let mut table = doc.as_table().clone();
+    for (_, item) in table.iter_mut() {
+        inline(item);
+    }
+    Ok(table)
+}
+
+fn inline(item: &mut Item) {
+    let taken = std::mem::take(item);
+    *item = match taken {
+        Item::Table(t) => Item::Value(Value::InlineTable(t.into_inline_table())),
+        Item::ArrayOfTables(tables) => {
+            let mut array = Array::new();
+            for t in tables {
+                array.push(Value::InlineTable(t.into_inline_table()));
+            }
+            Item::Value(Value::Array(array))
+        }
+        other => other,
+    };
 }
 
 /// The apps file the config names (`[apps] file`, relative to the config's folder).
@@ -170,17 +230,26 @@ fn apps_file(config: &Path) -> Result<PathBuf, String> {
     })
 }
 
-fn sibling(file: &Path, what: &str) -> PathBuf {
+/// A fresh temporary name next to `file` (unique per process and call).
+fn sibling(file: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = file
         .file_name()
         .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
-    file.with_file_name(format!(".{name}.{what}-{}", std::process::id()))
+    file.with_file_name(format!(
+        ".{name}.candidate-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let mut f =
-        std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+/// Writes and fsyncs `bytes` to `path`, with `like`'s permissions (an apps file holding
+/// secrets stays as private as it was).
+fn write_like(path: &Path, like: &Path, bytes: &[u8]) -> Result<(), String> {
+    let err = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut f = std::fs::File::create(path).map_err(err)?;
+    if let Ok(meta) = std::fs::metadata(like) {
+        f.set_permissions(meta.permissions()).map_err(err)?;
+    }
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(err)
 }

@@ -105,7 +105,9 @@ impl WorkerCtx {
     /// Switches new requests to the prepared generation, which takes over the old one's
     /// idle connections to targets it still has.
     pub fn commit(&self, generation: u64) {
-        let fresh = match self.prepared.borrow_mut().take() {
+        // Taken in its own statement: the borrow must end before the put-back below.
+        let prepared = self.prepared.borrow_mut().take();
+        let fresh = match prepared {
             Some(g) if g.snapshot.generation == generation => g,
             other => {
                 *self.prepared.borrow_mut() = other;

@@ -62,6 +62,10 @@ pub struct GatewayState {
     /// The config file reloads read (none for the embedded demo config).
     pub config_path: Mutex<Option<std::path::PathBuf>>,
     reloading: Mutex<()>,
+    /// Admin edits of the config files, one at a time (each with its reload).
+    pub editing: Mutex<()>,
+    /// The admin listener's address as bound at start (a reload cannot move it).
+    admin_bound: Option<SocketAddr>,
 }
 
 impl GatewayState {
@@ -94,6 +98,15 @@ impl GatewayState {
         ) != self.fixed_at_start
         {
             return Err("apps.timestamp_window, apps.replay_capacity and apps.redis are fixed at start: restart to change them".into());
+        }
+        // The admin listener stays where it was bound: the token it needs there cannot be
+        // reloaded away by a config that moves it to loopback.
+        if let Some(bound) = self.admin_bound.filter(|a| !a.ip().is_loopback()) {
+            if config.admin.token.is_none() {
+                return Err(format!(
+                    "admin.token: required: the admin listener is bound to {bound} until a restart"
+                ));
+            }
         }
         let generation = self.generation.load(Ordering::SeqCst) + 1;
         let snapshot = Snapshot::build(config, generation).map_err(|errs| {
@@ -272,6 +285,8 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         fixed_at_start,
         config_path: Mutex::new(None),
         reloading: Mutex::new(()),
+        editing: Mutex::new(()),
+        admin_bound: snapshot.config.admin.listen,
         snapshot: std::sync::RwLock::new(snapshot.clone()),
         worker_commands: Mutex::new(Vec::new()),
         reload_failures: AtomicU64::new(0),

@@ -123,7 +123,7 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
         c.log = LogFields::default();
         // Route id and name, and method, for the metrics; request id, trace and app for
         // the access log.
-        let mut counted: (Option<(usize, &str)>, u8) = (None, crate::metrics::method_index(""));
+        let counted: (Option<(usize, &str)>, u8);
         let mut logged: (Option<RequestId>, Option<TraceContext>, Option<String>) =
             (None, None, None);
         let after = match head {
@@ -133,6 +133,11 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
                 // parse and refuse the same head again, forever.
                 c.rbuf.consume(r.head_len);
                 logged.0 = Some(r.request_id);
+                counted = (
+                    r.route
+                        .map(|id| (id.0 as usize, snap.route(id).name.as_str())),
+                    r.method,
+                );
                 if r.error.side == Side::Internal {
                     worker.warn_limited(|| format!("request {:?}: {}", r.request_id, r.error));
                 }
@@ -318,6 +323,8 @@ fn reject(worker: &WorkerCtx, error: ProxyError) -> Head {
         keep_alive: false,
         head_len: 0,
         is_head: false,
+        route: None,
+        method: crate::metrics::method_index(""),
     })
 }
 

@@ -76,6 +76,10 @@ pub struct Rejected {
     pub head_len: usize,
     /// The request was HEAD: the error response gets no body.
     pub is_head: bool,
+    /// The route it matched, if it got that far (for metrics and logs).
+    pub route: Option<RouteId>,
+    /// The method as a metrics label index.
+    pub method: u8,
 }
 
 /// Why `prepare` did not produce a request to forward.
@@ -126,6 +130,8 @@ pub fn prepare(
                 keep_alive: false,
                 head_len: 0,
                 is_head: false,
+                route: None,
+                method: crate::metrics::method_index(""),
             }))
         }
     };
@@ -144,6 +150,8 @@ pub fn prepare(
             is_head: head.method == "HEAD",
             error,
             request_id,
+            route: None,
+            method: crate::metrics::method_index(head.method),
         })
     };
 
@@ -174,6 +182,14 @@ pub fn prepare(
                 format!("no route for {}", ctx.path),
             )))
         }
+    };
+    // From here on a refusal is counted on the route it matched.
+    let reject = |error: ProxyError| match reject(error) {
+        Stop::Rejected(mut r) => {
+            r.route = Some(route);
+            Stop::Rejected(r)
+        }
+        other => other,
     };
     let rc = snap.route(route);
     if let Framing::Length(n) = head.framing {

@@ -64,6 +64,8 @@ pub struct GatewayState {
     reloading: Mutex<()>,
     /// Admin edits of the config files, one at a time (each with its reload).
     pub editing: Mutex<()>,
+    /// Each worker's last metrics report, for a scrape it misses.
+    last_reports: Mutex<Vec<Option<crate::metrics::WorkerReport>>>,
     /// The admin listener's address as bound at start (a reload cannot move it).
     admin_bound: Option<SocketAddr>,
 }
@@ -188,6 +190,22 @@ impl GatewayState {
                 Err(_) => break,
             }
         }
+        // A worker too busy to answer in time is shown as it last answered: leaving it
+        // out would look to Prometheus like its counters were reset.
+        let Ok(mut last) = self.last_reports.lock() else {
+            return reports;
+        };
+        for r in &reports {
+            if last.len() <= r.worker {
+                last.resize(r.worker + 1, None);
+            }
+            last[r.worker] = Some(r.clone());
+        }
+        for earlier in last.iter().flatten() {
+            if !reports.iter().any(|r| r.worker == earlier.worker) {
+                reports.push(earlier.clone());
+            }
+        }
         reports.sort_by_key(|r| r.worker);
         reports
     }
@@ -286,6 +304,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         config_path: Mutex::new(None),
         reloading: Mutex::new(()),
         editing: Mutex::new(()),
+        last_reports: Mutex::new(Vec::new()),
         admin_bound: snapshot.config.admin.listen,
         snapshot: std::sync::RwLock::new(snapshot.clone()),
         worker_commands: Mutex::new(Vec::new()),

@@ -175,7 +175,9 @@ impl fmt::Display for ProxyError {
 
 impl std::error::Error for ProxyError {}
 
-/// Appends a complete error response (head and JSON body) to `out`.
+/// Appends a complete error response (head and JSON body) to `out`. A 401 challenges
+/// with the gateway's signature scheme unless `extra_headers` names its own
+/// `www-authenticate` (the admin API's Bearer).
 /// `head_request`: the answer to HEAD has the same head but no body (the Content-Length
 /// still says how long the body would be), or the client would read the body as the next
 /// response.
@@ -202,7 +204,11 @@ pub fn write_error_response(
         kind.reason(),
         body.len(),
         request_id,
-        if kind == ErrorKind::Unauthorized { "www-authenticate: RG-HMAC-SHA256\r\n" } else { "" },
+        if kind == ErrorKind::Unauthorized && !names_challenge(extra_headers) {
+            "www-authenticate: RG-HMAC-SHA256\r\n"
+        } else {
+            ""
+        },
         if close { "connection: close\r\n" } else { "" },
     );
     out.extend_from_slice(head.as_bytes());
@@ -211,6 +217,12 @@ pub fn write_error_response(
     if !head_request {
         out.extend_from_slice(body.as_bytes());
     }
+}
+
+fn names_challenge(headers: &[u8]) -> bool {
+    headers
+        .split(|&b| b == b'\n')
+        .any(|line| line.len() >= 17 && line[..17].eq_ignore_ascii_case(b"www-authenticate:"))
 }
 
 pub(crate) fn push_json_escaped(out: &mut String, s: &str) {

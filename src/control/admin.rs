@@ -183,14 +183,9 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
                 "admin",
                 true,
                 false,
-                b"",
+                b"www-authenticate: Bearer\r\n",
             );
-            // The error writer names the gateway's own scheme; the admin API's is Bearer.
-            let out = String::from_utf8_lossy(&out).replace(
-                "www-authenticate: RG-HMAC-SHA256",
-                "www-authenticate: Bearer",
-            );
-            return stream.write_all(out.as_bytes());
+            return stream.write_all(&out);
         }
     }
     if let Some((section, name)) = entry_path(path) {
@@ -205,27 +200,19 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
         };
     }
     match (method.as_str(), path) {
-        ("GET", "/metrics") => {
-            let body = super::metrics_export::render(state);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            stream.write_all(head.as_bytes())?;
-            stream.write_all(body.as_bytes())
-        }
+        ("GET", "/metrics") => respond(
+            &mut stream,
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            &super::metrics_export::render(state),
+            true,
+        ),
         ("GET", "/openapi.json") => {
             let doc = match state.snapshot.read() {
                 Ok(snap) => super::openapi::document(&snap),
                 Err(_) => serde_json::Value::Null,
             };
-            let body = format!("{doc:#}\n");
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            stream.write_all(head.as_bytes())?;
-            stream.write_all(body.as_bytes())
+            respond_json(&mut stream, &format!("{doc:#}\n"))
         }
         ("POST", "/reload") => {
             let path = state.config_path.lock().ok().and_then(|p| p.clone());
@@ -269,15 +256,7 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
             crate::sys::terminate_self();
             Ok(())
         }
-        ("GET", "/stats") => {
-            let body = stats_json(state);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            stream.write_all(head.as_bytes())?;
-            stream.write_all(body.as_bytes())
-        }
+        ("GET", "/stats") => respond_json(&mut stream, &stats_json(state)),
         ("GET" | "HEAD", "/healthz") => {
             let (status, body) = if state.healthy() {
                 ("200 OK", "{\"status\":\"ok\"}\n")
@@ -286,15 +265,13 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
             } else {
                 ("503 Service Unavailable", "{\"status\":\"starting\"}\n")
             };
-            let head = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            stream.write_all(head.as_bytes())?;
-            if method == "GET" {
-                stream.write_all(body.as_bytes())?;
-            }
-            Ok(())
+            respond(
+                &mut stream,
+                status,
+                "application/json",
+                body,
+                method == "GET",
+            )
         }
         _ => respond_error(
             &mut stream,
@@ -435,12 +412,26 @@ fn edit_entry(
 }
 
 fn respond_json(stream: &mut TcpStream, body: &str) -> io::Result<()> {
+    respond(stream, "200 OK", "application/json", body, true)
+}
+
+/// A complete response on a connection that closes after it (`with_body` false: HEAD).
+fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+    with_body: bool,
+) -> io::Result<()> {
     let head = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())
+    if with_body {
+        stream.write_all(body.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// The running generation: its number, routes and upstreams.

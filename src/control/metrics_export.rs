@@ -162,52 +162,35 @@ fn upstreams(out: &mut String, reports: &[WorkerReport]) {
             m.fresh += c.fresh;
         }
     }
-    header(
-        out,
-        "ringgate_upstream_connect_errors_total",
-        "counter",
-        "Connections to an upstream that could not be made.",
-    );
-    for (name, c) in &merged {
-        let _ = writeln!(
-            out,
-            "ringgate_upstream_connect_errors_total{{upstream=\"{}\"}} {}",
-            escape(name),
-            c.connect_errors
-        );
-    }
-    header(
-        out,
-        "ringgate_upstream_timeouts_total",
-        "counter",
-        "Connect and response-head timeouts, by upstream.",
-    );
-    for (name, c) in &merged {
-        let _ = writeln!(
-            out,
-            "ringgate_upstream_timeouts_total{{upstream=\"{}\"}} {}",
-            escape(name),
-            c.timeouts
-        );
-    }
-    header(
-        out,
-        "ringgate_upstream_requests_total",
-        "counter",
-        "Requests sent upstream, on a pooled (reused) or new connection.",
-    );
-    for (name, c) in &merged {
-        let name = escape(name);
-        let _ = writeln!(
-            out,
-            "ringgate_upstream_requests_total{{upstream=\"{name}\",connection=\"reused\"}} {}",
-            c.reused
-        );
-        let _ = writeln!(
-            out,
-            "ringgate_upstream_requests_total{{upstream=\"{name}\",connection=\"new\"}} {}",
-            c.fresh
-        );
+    type Field = fn(&UpstreamCounts) -> u64;
+    let families: [(&str, &str, &[(&str, Field)]); 3] = [
+        (
+            "ringgate_upstream_connect_errors_total",
+            "Connections to an upstream that could not be made.",
+            &[("", |c| c.connect_errors)],
+        ),
+        (
+            "ringgate_upstream_timeouts_total",
+            "Connect and response-head timeouts, by upstream.",
+            &[("", |c| c.timeouts)],
+        ),
+        (
+            "ringgate_upstream_requests_total",
+            "Requests sent upstream, on a pooled (reused) or new connection.",
+            &[
+                (",connection=\"reused\"", |c| c.reused),
+                (",connection=\"new\"", |c| c.fresh),
+            ],
+        ),
+    ];
+    for (family, help, series) in families {
+        header(out, family, "counter", help);
+        for (name, c) in &merged {
+            let name = escape(name);
+            for (labels, value) in series {
+                let _ = writeln!(out, "{family}{{upstream=\"{name}\"{labels}}} {}", value(c));
+            }
+        }
     }
 }
 

@@ -162,8 +162,9 @@ fn upstreams(out: &mut String, reports: &[WorkerReport]) {
             m.fresh += c.fresh;
         }
     }
-    type Field = fn(&UpstreamCounts) -> u64;
-    let families: [(&str, &str, &[(&str, Field)]); 3] = [
+    /// Extra labels of one series, and its value.
+    type Series = (&'static str, fn(&UpstreamCounts) -> u64);
+    let families: [(&str, &str, &[Series]); 3] = [
         (
             "ringgate_upstream_connect_errors_total",
             "Connections to an upstream that could not be made.",

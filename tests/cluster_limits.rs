@@ -10,7 +10,7 @@ mod redis_support;
 mod support;
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis_support::RedisServer;
-use support::{eventually, Client, Upstream};
+use support::{eventually, free_port, Client, Upstream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringgate");
 const RATE: f64 = 200.0;
@@ -115,14 +115,6 @@ impl Gateway {
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// An upstream answering 200 on keep-alive, left running for the test process's life.

@@ -585,6 +585,15 @@ impl Upstream {
     }
 }
 
+/// A port free when asked (another process may take it before the caller binds it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// An address nothing listens on.
 pub fn dead_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -311,7 +311,8 @@ async fn exchange(
     let mut retried = false;
     c.log.upstream = Some(snap.upstream(p.upstream).targets[target].addr);
     loop {
-        let sent_at = Instant::now();
+        // Timed only for the access log.
+        let sent_at = worker.log.is_some().then(Instant::now);
         let connected = upstream_conn(ups, p, ucfg, target, connect_timeout).await;
         count_upstream(worker, snap, p, |n| match &connected {
             Ok(up) if up.reused => n.reused += 1,
@@ -361,7 +362,7 @@ async fn exchange(
         }
         touched.set(true);
         c.status = meta.status;
-        c.log.upstream_time = Some(sent_at.elapsed());
+        c.log.upstream_time = sent_at.map(|t| t.elapsed());
         let head_bytes = c.scratch.len() as u64;
         let mut client_touched = false;
         let relayed = Relay {

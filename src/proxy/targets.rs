@@ -86,6 +86,9 @@ pub(super) fn note_target_health(
     let Some(ticket) = admission.ticket.take() else {
         return;
     };
+    if !admission.health.tracks_outcomes() {
+        return;
+    }
     let success = match result {
         Ok((_, status)) => Some(*status < 500),
         Err(Failed {

@@ -120,6 +120,12 @@ impl UpstreamHealth {
         }) && self.breakers.get(target).is_none_or(|b| b.may_admit(now))
     }
 
+    /// Whether live outcomes matter here (outlier ejection or target breakers): without
+    /// either, the request path records nothing and reads no clock for it.
+    pub fn tracks_outcomes(&self) -> bool {
+        self.outlier.is_some() || !self.breakers.is_empty()
+    }
+
     /// Admits a request to the target chosen (`available` said yes; under a race
     /// between cores its breaker may still refuse, and the request goes uncounted).
     pub fn admit(&self, target: usize, now: Instant) -> TargetTicket {

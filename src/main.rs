@@ -260,21 +260,11 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
     }
     for signal in signals.forever() {
         match (signal, reload_from) {
-            (SIGHUP, Some(path)) => match config::load(path) {
-                Ok(cfg) => {
-                    if let Err(e) = handle.reload(cfg) {
-                        log::error!("reload failed, still serving the previous config:\n{e}");
-                    }
+            (SIGHUP, Some(path)) => {
+                if let Err(e) = handle.reload_file(path) {
+                    log::error!("reload failed, still serving the previous config:\n{e}");
                 }
-                Err(errors) => {
-                    handle.note_reload_failure();
-                    let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                    log::error!(
-                        "reload failed, still serving the previous config:\n{}",
-                        text.join("\n")
-                    );
-                }
-            },
+            }
             (SIGHUP, None) => log::warn!("SIGHUP: the embedded demo config cannot be reloaded"),
             (SIGUSR1, _) => handle.reopen_logs(),
             _ => break,

@@ -223,17 +223,7 @@ fn serve(mut stream: TcpStream, state: &GatewayState) -> io::Result<()> {
                     "no config file to reload (the embedded demo config)",
                 );
             };
-            let result = crate::config::load(&path)
-                .map_err(|errors| {
-                    state.reload_failures.fetch_add(1, Ordering::Relaxed);
-                    errors
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                })
-                .and_then(|config| state.reload(config));
-            match result {
+            match state.reload_file(&path) {
                 Ok(generation) => {
                     respond_json(&mut stream, &format!("{{\"generation\":{generation}}}\n"))
                 }
@@ -373,14 +363,7 @@ fn edit_entry(
         }
     };
     let existed = edited.existed;
-    let reloaded = crate::config::load(&path)
-        .map_err(|e| {
-            e.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .and_then(|config| state.reload(config));
+    let reloaded = state.reload_file(&path);
     if let Err(why) = &reloaded {
         // The running config stays: so does the file.
         let message = match config_edit::restore(&edited) {

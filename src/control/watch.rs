@@ -40,26 +40,15 @@ fn run(state: &GatewayState, path: &Path) {
         }
         std::thread::sleep(SETTLE);
         last = stamp(path);
-        match crate::config::load(path) {
-            Ok(config) => match state.reload(config) {
-                Ok(generation) => log::info!(
-                    "admin.watch: {} changed; generation {generation} serving",
-                    path.display()
-                ),
-                Err(e) => log::error!(
-                    "admin.watch: {} changed but was refused, still serving the previous config:\n{e}",
-                    path.display()
-                ),
-            },
-            Err(errors) => {
-                state.reload_failures.fetch_add(1, Ordering::Relaxed);
-                let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                log::error!(
-                    "admin.watch: {} changed but does not load, still serving the previous config:\n{}",
-                    path.display(),
-                    text.join("\n")
-                );
-            }
+        match state.reload_file(path) {
+            Ok(generation) => log::info!(
+                "admin.watch: {} changed; generation {generation} serving",
+                path.display()
+            ),
+            Err(e) => log::error!(
+                "admin.watch: {} changed but was refused, still serving the previous config:\n{e}",
+                path.display()
+            ),
         }
     }
 }

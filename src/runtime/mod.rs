@@ -83,6 +83,22 @@ impl GatewayState {
         result
     }
 
+    /// Reads `path` and reloads it (SIGHUP, `POST /reload`, admin edits, the watcher);
+    /// a file that does not load counts as a refused reload too.
+    pub fn reload_file(&self, path: &std::path::Path) -> Result<u64, String> {
+        match crate::config::load(path) {
+            Ok(config) => self.reload(config),
+            Err(errors) => {
+                self.reload_failures.fetch_add(1, Ordering::Relaxed);
+                Err(errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            }
+        }
+    }
+
     fn try_reload(&self, config: Config) -> Result<u64, String> {
         let ignored = config
             .server
@@ -457,9 +473,9 @@ impl GatewayHandle {
         }
     }
 
-    /// Counts a reload that failed before it reached `reload` (an unreadable file).
-    pub fn note_reload_failure(&self) {
-        self.state.reload_failures.fetch_add(1, Ordering::Relaxed);
+    /// Reads the config file again and reloads it (SIGHUP).
+    pub fn reload_file(&self, path: &std::path::Path) -> Result<u64, String> {
+        self.state.reload_file(path)
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {

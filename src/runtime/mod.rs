@@ -247,7 +247,6 @@ pub struct GatewayHandle {
     state: Arc<GatewayState>,
     workers: Vec<(JoinHandle<()>, Sender<WorkerCommand>)>,
     admin: Option<AdminServer>,
-    listen: Vec<SocketAddr>,
     /// The Redis-backed registry's control-side thread, if any.
     directory: Option<Directory>,
     /// The limit reconciler's thread.
@@ -315,7 +314,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         }
     }
     let state = Arc::new(GatewayState {
-        listen: listen.clone(),
+        listen,
         fixed_at_start,
         config_path: Mutex::new(None),
         reloading: Mutex::new(()),
@@ -454,7 +453,6 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         state,
         workers,
         admin,
-        listen,
         directory,
         reconciler: Some(reconciler),
     })
@@ -463,7 +461,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
 impl GatewayHandle {
     /// The bound data-plane addresses, in `server.listen` order (real ports for `:0`).
     pub fn listen_addrs(&self) -> &[SocketAddr] {
-        &self.listen
+        &self.state.listen
     }
 
     /// Reopens the access log file (SIGUSR1, after logrotate moved it away).

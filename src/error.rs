@@ -84,23 +84,7 @@ impl ErrorKind {
     }
 
     pub const fn reason(self) -> &'static str {
-        match self.status() {
-            400 => "Bad Request",
-            401 => "Unauthorized",
-            403 => "Forbidden",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            408 => "Request Timeout",
-            413 => "Content Too Large",
-            414 => "URI Too Long",
-            417 => "Expectation Failed",
-            429 => "Too Many Requests",
-            431 => "Request Header Fields Too Large",
-            501 => "Not Implemented",
-            502 => "Bad Gateway",
-            503 => "Service Unavailable",
-            _ => "Gateway Timeout",
-        }
+        crate::http::reason_phrase(self.status())
     }
 
     /// Whether the connection must be closed after the error response: after a framing or

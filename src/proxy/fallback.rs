@@ -29,7 +29,7 @@ fn render(out: &mut Vec<u8>, f: &Fallback, p: &Prepared, instead_of: ErrorKind, 
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, f.status as u64);
     out.push(b' ');
-    out.extend_from_slice(reason(f.status).as_bytes());
+    out.extend_from_slice(crate::http::reason_phrase(f.status).as_bytes());
     out.extend_from_slice(b"\r\n");
     let has_body = f.status != 204 && f.status != 304;
     if has_body {
@@ -50,26 +50,5 @@ fn render(out: &mut Vec<u8>, f: &Fallback, p: &Prepared, instead_of: ErrorKind, 
     out.extend_from_slice(b"\r\n");
     if has_body && !p.is_head {
         out.extend_from_slice(&f.body);
-    }
-}
-
-/// Reason phrases for the statuses a fallback is likely to use (any other gets none,
-/// which HTTP/1.1 allows).
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        203 => "Non-Authoritative Information",
-        204 => "No Content",
-        206 => "Partial Content",
-        304 => "Not Modified",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "",
     }
 }

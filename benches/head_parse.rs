@@ -1,8 +1,9 @@
 //! Hot path: turning a request head into the upstream's head (`parse_request` strict
-//! checks, then `prepare`: normalize, route, rewrite headers). Question: what do the
+//! checks, then the pipeline's `begin_head`: normalize, route, run the route's filter
+//! chain, write the upstream head). Question: what do the
 //! gateway's checks and rewriting cost on top of bare httparse tokenizing, measured on
 //! the same heads in the same run? (And on a route with limits, what the limit checks add
-//! to `prepare`, against the same head on an unlimited route.)
+//! to `begin_head`, against the same head on an unlimited route.)
 
 use std::hint::black_box;
 use std::mem::MaybeUninit;
@@ -10,9 +11,11 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ringgate::config::{self, Snapshot};
+use ringgate::filters::Env;
 use ringgate::http::{parse_request, MAX_HEADERS_LIMIT};
-use ringgate::proxy::prepare::{prepare, PrepareCtx};
-use ringgate::proxy::request_id::RequestIdGen;
+use ringgate::mix::WorkerRng;
+use ringgate::proxy::pipeline::{begin_head, Begin, Scratch};
+use ringgate::trace::RequestIdGen;
 
 /// A curl-like request and a browser-like one with a dozen headers.
 const SMALL: &[u8] = b"GET /v1/orders/12345?fields=id,total HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: curl/8.0\r\nAccept: */*\r\n\r\n";
@@ -64,11 +67,34 @@ fn bench(c: &mut Criterion) {
     let nonces = ringgate::auth::nonce::NonceCache::new(8, 1024);
     let limiter =
         ringgate::limits::worker::WorkerLimiter::new(0, 1, ahash::RandomState::new(), 1024);
+    let rng = WorkerRng::new(7);
+    let env = Env {
+        snap: &snap,
+        ids: &ids,
+        nonces: &nonces,
+        apps: None,
+        limiter: &limiter,
+        rng: &rng,
+    };
     let mut path = String::with_capacity(128);
     let mut out = Vec::with_capacity(2048);
+    // One request through the pipeline; true when it is to be forwarded.
+    let mut run = |raw: &[u8], check_limits: bool| {
+        path.clear();
+        let scratch = Scratch {
+            path: &mut path,
+            up_head: &mut out,
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            client_ip_text: "127.0.0.1",
+        };
+        match begin_head(raw, scratch, &snap, &env).0 {
+            Begin::Forward(req) => !check_limits || !req.ctx.limit_headers.is_empty(),
+            _ => false,
+        }
+    };
     let mut g = c.benchmark_group("head");
     // The typical head on the same route shape with a route and an ip limit (high enough
-    // never to refuse): what the limit checks add to `prepare`.
+    // never to refuse): what the limit checks add to `begin_head`.
     let limited = String::from_utf8_lossy(TYPICAL)
         .replace("Host: api.example.com", "Host: limited.example.com")
         .into_bytes();
@@ -94,55 +120,16 @@ fn bench(c: &mut Criterion) {
                 )
             })
         });
-        g.bench_function(format!("{name}/prepare_full"), |b| {
-            b.iter(|| {
-                let mut ctx = PrepareCtx {
-                    client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    client_ip_text: "127.0.0.1",
-                    nonces: &nonces,
-                    apps: None,
-                    app_retry: false,
-                    ids: &ids,
-                    path: &mut path,
-                    limiter: &limiter,
-                };
-                let p = prepare(black_box(raw), &snap, &mut ctx, &mut out);
-                black_box(matches!(p, Ok(Some(_))))
-            })
+        g.bench_function(format!("{name}/begin_full"), |b| {
+            b.iter(|| black_box(run(black_box(raw), false)))
         });
     }
-    {
-        let mut ctx = PrepareCtx {
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            client_ip_text: "127.0.0.1",
-            nonces: &nonces,
-            apps: None,
-            app_retry: false,
-            ids: &ids,
-            path: &mut path,
-            limiter: &limiter,
-        };
-        let p = prepare(&limited, &snap, &mut ctx, &mut out);
-        assert!(
-            matches!(p, Ok(Some(ref p)) if !p.limit_headers.is_empty()),
-            "the limited head must reach the limited route and be admitted"
-        );
-    }
-    g.bench_function("typical/prepare_full_limited", |b| {
-        b.iter(|| {
-            let mut ctx = PrepareCtx {
-                client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                client_ip_text: "127.0.0.1",
-                nonces: &nonces,
-                apps: None,
-                app_retry: false,
-                ids: &ids,
-                path: &mut path,
-                limiter: &limiter,
-            };
-            let p = prepare(black_box(&limited), &snap, &mut ctx, &mut out);
-            black_box(matches!(p, Ok(Some(_))))
-        })
+    assert!(
+        run(&limited, true),
+        "the limited head must reach the limited route and be admitted"
+    );
+    g.bench_function("typical/begin_full_limited", |b| {
+        b.iter(|| black_box(run(black_box(&limited), false)))
     });
     g.finish();
 }

@@ -83,6 +83,25 @@ impl ErrorKind {
         }
     }
 
+    /// What a client is told when the failure is not its own: words safe for outsiders.
+    pub const fn safe_message(self) -> &'static str {
+        match self {
+            ErrorKind::Overloaded => "the service is overloaded; try again shortly",
+            ErrorKind::CircuitOpen => "the upstream service is failing; try again later",
+            ErrorKind::NoHealthyTarget | ErrorKind::UpstreamUnavailable => "upstream unavailable",
+            ErrorKind::UpstreamTimeout => "upstream timed out",
+            ErrorKind::RequestTimeout => "request timed out",
+            ErrorKind::PayloadTooLarge => "request body too large",
+            ErrorKind::RateLimited => "rate limit exceeded",
+            ErrorKind::QuotaExceeded => "quota exceeded",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::RouteNotFound => "no route for this request",
+            ErrorKind::MethodNotAllowed => "method not allowed",
+            _ => "the gateway could not handle this request",
+        }
+    }
+
     pub const fn reason(self) -> &'static str {
         crate::http::reason_phrase(self.status())
     }
@@ -137,6 +156,17 @@ impl ProxyError {
     pub fn with_headers(mut self, lines: Vec<u8>) -> Self {
         self.headers = Some(lines.into_boxed_slice());
         self
+    }
+
+    /// What the client is told. Its own mistakes are described (the message is about
+    /// its request); failures on the upstream's or the gateway's side get safe words
+    /// only. `message` keeps the detail (upstream names, addresses, OS errors, paths)
+    /// for the access and daemon logs, under the same request id.
+    pub fn client_message(&self) -> &str {
+        match self.side {
+            Side::Downstream => &self.message,
+            Side::Upstream | Side::Internal => self.kind.safe_message(),
+        }
     }
 
     pub fn retryable(mut self) -> Self {

@@ -3,12 +3,11 @@
 //! `begin` checks what the head alone decides: credentials present and well formed, app
 //! known and enabled, timestamp in the window. The signature covers the body's hash, so
 //! for a request with a body `Pending::finish` runs once the body has been read; without
-//! one it runs at once. It verifies the signature, then authorizes (group permission, IP
-//! allow list: only a caller who proved who it is learns what it may not do), and only
-//! then records the nonce, so nobody can burn a legitimate client's nonces with forged
-//! requests.
+//! one it runs at once. It verifies the signature and only then records the nonce, so
+//! nobody can burn a legitimate client's nonces with forged requests. Authorization
+//! (permission groups, the app's IP allow list) comes after, in its own filters: only a
+//! caller who proved who it is learns what it may not do.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use httparse::Header;
@@ -22,16 +21,6 @@ fn unauthorized(message: impl Into<std::borrow::Cow<'static, str>>) -> ProxyErro
     ProxyError::client(ErrorKind::Unauthorized, message)
 }
 
-fn forbidden(message: String) -> ProxyError {
-    ProxyError::client(ErrorKind::Forbidden, message)
-}
-
-/// What a route requires of a caller.
-pub struct Requirement<'a> {
-    pub group: Option<&'a str>,
-    pub window_secs: u64,
-}
-
 /// The request as the signature sees it.
 pub struct SignedParts<'a> {
     pub method: &'a str,
@@ -40,7 +29,6 @@ pub struct SignedParts<'a> {
     /// The raw query, without '?'.
     pub query: &'a str,
     pub headers: &'a [Header<'a>],
-    pub client_ip: IpAddr,
 }
 
 /// An authentication that still needs the body's hash.
@@ -54,8 +42,6 @@ pub struct Pending {
     signature: [u8; 64],
     nonce: String,
     expires_at: u64,
-    group: Option<String>,
-    client_ip: IpAddr,
 }
 
 fn header<'h>(headers: &'h [Header<'h>], name: &str) -> Result<&'h [u8], ProxyError> {
@@ -80,7 +66,7 @@ pub fn app_key<'h>(headers: &'h [Header<'h>]) -> Result<&'h str, ProxyError> {
 pub fn begin(
     req: &SignedParts,
     app: Option<Arc<App>>,
-    need: &Requirement,
+    window_secs: u64,
     now: u64,
 ) -> Result<Pending, ProxyError> {
     let h = req.headers;
@@ -105,10 +91,10 @@ pub fn begin(
     if !app.enabled {
         return Err(unauthorized("app is disabled"));
     }
-    if !sign::timestamp_in_window(ts, now, need.window_secs) {
+    if !sign::timestamp_in_window(ts, now, window_secs) {
         return Err(unauthorized(format!(
             "timestamp {ts} is outside the allowed window of {} s around the gateway's clock ({now})",
-            need.window_secs
+            window_secs
         )));
     }
     let mut query = String::new();
@@ -135,9 +121,7 @@ pub fn begin(
         query,
         signature,
         nonce: nonce.to_string(),
-        expires_at: ts.saturating_add(need.window_secs),
-        group: need.group.map(str::to_string),
-        client_ip: req.client_ip,
+        expires_at: ts.saturating_add(window_secs),
     })
 }
 
@@ -167,19 +151,6 @@ impl Pending {
             .push_str(std::str::from_utf8(body_sha256_hex).unwrap_or_default());
         if !verify(&self.app.secrets(), &self.prefix, &self.signature) {
             return Err(unauthorized("signature does not match the request"));
-        }
-        let key = &self.app.key;
-        if !self.app.may_call(self.group.as_deref()) {
-            let group = self.group.as_deref().unwrap_or("");
-            return Err(forbidden(format!(
-                "app {key:?} may not call API group {group:?}"
-            )));
-        }
-        if !self.app.ip_allowed(self.client_ip) {
-            return Err(forbidden(format!(
-                "address {} is not in the allow list of app {key:?}",
-                self.client_ip
-            )));
         }
         match nonces.check_and_insert(&self.app.key, &self.nonce, self.expires_at, now) {
             Seen::Fresh => Ok(self.app),

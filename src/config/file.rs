@@ -203,6 +203,8 @@ pub struct RouteFile {
     pub retries: Option<RetriesFile>,
     pub breaker: Option<BreakerFile>,
     pub fallback: Option<FallbackFile>,
+    pub headers: Option<super::file_filters::HeadersFile>,
+    pub cors: Option<super::file_filters::CorsFile>,
 }
 
 /// A route's `timeouts`: override its upstream's.

@@ -3,6 +3,7 @@
 //! shared by every worker through an `Arc`.
 
 mod file;
+mod file_filters;
 mod model;
 mod units;
 mod validate;
@@ -14,6 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use file::FileConfig;
+pub use file_filters::{CorsFile, HeaderEditsFile, HeadersFile};
 pub use model::*;
 pub use units::{parse_duration, parse_size};
 pub use validate::ConfigError;
@@ -66,6 +68,8 @@ pub struct Snapshot {
     pub health: Vec<crate::resilience::health::UpstreamHealth>,
     /// The isolation groups, shared by every worker (counts start afresh on reload).
     pub bulkheads: Vec<crate::resilience::bulkhead::Bulkhead>,
+    /// Per route: its filter chain, compiled once per generation.
+    pub chains: Vec<crate::filters::RouteChain>,
 }
 
 impl Snapshot {
@@ -136,7 +140,9 @@ impl Snapshot {
             .iter()
             .map(|g| crate::resilience::bulkhead::Bulkhead::new(g.clone()))
             .collect();
+        let chains = crate::filters::RouteChain::build_all(&config)?;
         Ok(Arc::new(Snapshot {
+            chains,
             generation,
             config,
             router,
@@ -149,6 +155,10 @@ impl Snapshot {
 
     pub fn route(&self, id: RouteId) -> &RouteConfig {
         &self.config.routes[id.0 as usize]
+    }
+
+    pub fn chain(&self, id: RouteId) -> &crate::filters::RouteChain {
+        &self.chains[id.0 as usize]
     }
 
     pub fn bulkhead(&self, id: RouteId) -> Option<&crate::resilience::bulkhead::Bulkhead> {

@@ -213,6 +213,10 @@ pub struct RouteConfig {
     pub retries: Option<Retries>,
     pub breaker: Option<RouteBreaker>,
     pub fallback: Option<Fallback>,
+    /// Checked and compiled by the `headers` filter.
+    pub headers: Option<super::HeadersFile>,
+    /// Checked and compiled by the `cors` filter.
+    pub cors: Option<super::CorsFile>,
 }
 
 /// Retries on another target: after a connect failure (any method: nothing was sent), or

@@ -430,6 +430,8 @@ fn validate_route(
         retries: None,
         breaker: None,
         fallback: None,
+        headers: r.headers.clone(),
+        cors: r.cors.clone(),
     }
 }
 

@@ -6,6 +6,7 @@
 //! what comes out, so every rule is unit-testable.
 
 pub mod chunked;
+pub mod date;
 pub mod headers;
 pub mod request;
 pub mod response;

@@ -6,10 +6,9 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::conn::LogFields;
-use super::request_id::RequestId;
-use super::trace::TraceContext;
+use super::client::LogFields;
 use crate::http::headers::push_decimal;
+use crate::trace::{RequestId, TraceContext};
 
 /// What the connection loop knows about a finished request.
 pub struct Finished<'a> {
@@ -23,7 +22,7 @@ pub struct Finished<'a> {
     pub path: &'a str,
     pub status: u16,
     pub total: Duration,
-    pub log: LogFields,
+    pub log: &'a LogFields,
 }
 
 thread_local! {
@@ -73,6 +72,8 @@ pub fn write_line(out: &mut Vec<u8>, r: &Finished) {
     millis(out, r.total);
     out.extend_from_slice(b",\"error\":");
     optional(out, r.log.error);
+    out.extend_from_slice(b",\"detail\":");
+    optional(out, r.log.detail.as_deref());
     out.push(b'}');
 }
 
@@ -154,11 +155,12 @@ mod tests {
             path: "/a\\b\n",
             status: 502,
             total: Duration::from_micros(12_345),
-            log: LogFields {
+            log: &LogFields {
                 upstream: Some("127.0.0.1:9".parse().unwrap()),
                 upstream_time: Some(Duration::from_micros(7)),
                 bytes: 10,
                 error: Some("upstream_unavailable"),
+                detail: Some("connect to 127.0.0.1:9 failed".into()),
                 answered_at: None,
             },
         };
@@ -170,6 +172,7 @@ mod tests {
         assert_eq!(v["total_ms"].as_f64(), Some(12.345));
         assert_eq!(v["upstream_ms"].as_f64(), Some(0.007));
         assert_eq!(v["upstream"], "127.0.0.1:9");
+        assert_eq!(v["detail"], "connect to 127.0.0.1:9 failed");
         let time = v["time"].as_str().unwrap();
         assert_eq!(time.len(), 24, "{time}");
         assert!(time.ends_with('Z'));

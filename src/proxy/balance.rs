@@ -2,6 +2,7 @@
 //! and everything that depends on chance or time comes in as an argument.
 
 use crate::config::{Balance, Target};
+use crate::mix::mix64;
 
 #[derive(Debug)]
 pub struct Balancer {
@@ -122,13 +123,6 @@ impl Balancer {
     pub fn end(&mut self, target: usize) {
         self.outstanding[target] = self.outstanding[target].saturating_sub(1);
     }
-}
-
-/// splitmix64's finalizer: a fast, well-spread, deterministic 64-bit mix.
-pub fn mix64(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// FNV-1a over bytes, then mixed: stable across processes and builds (unlike a seeded

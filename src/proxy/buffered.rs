@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::time::Duration;
 
-use super::conn::ClientConn;
+use super::client::ClientConn;
 use super::io::write_all;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::chunked::ChunkedDecoder;

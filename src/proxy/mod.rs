@@ -1,25 +1,27 @@
-//! Connection driver, routing, path normalization, upstream pools and balancing.
+//! The HTTP/1.1 data plane: the connection driver (`conn`), the pipeline runner that
+//! routes a head and runs its route's filter chain (`pipeline`), the upstream exchange
+//! (`exchange`, with pools, balancing and target health), and the gateway's own
+//! responses (`respond`). None of them imports its caller.
 
 mod access;
 pub mod balance;
 mod buffered;
+mod client;
 pub mod conn;
-mod fallback;
-mod forward;
+mod exchange;
 pub mod io;
-mod isolation;
 pub mod normalize;
-pub mod prepare;
+pub mod pipeline;
 mod relay;
-pub mod request_id;
+mod request;
+mod respond;
 mod response_head;
 pub mod router;
 pub mod signal;
-mod signed_body;
 mod targets;
-pub mod trace;
 pub mod upstream;
+mod upstream_head;
 pub mod worker;
 
-pub use forward::After;
+pub use client::After;
 pub use worker::WorkerCtx;

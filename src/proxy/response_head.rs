@@ -1,17 +1,19 @@
 //! The upstream's response head: read (skipping 1xx) within the response timeout,
 //! checked, and rewritten into the head the client gets (hop-by-hop headers dropped, the
-//! gateway's request id and RateLimit headers added, framing chosen for the client).
+//! gateway's request id, a `Date` when the upstream sent none and the route chain's
+//! response headers added, framing chosen for the client).
 
 use std::mem::MaybeUninit;
 use std::time::Instant;
 
-use super::conn::ClientConn;
+use super::client::ClientConn;
 use super::io::is_timeout;
-use super::prepare::Prepared;
+use super::request::Request;
 use super::upstream::{UpstreamConn, UPSTREAM_BUF};
 use super::worker::WorkerCtx;
 use crate::config::UpstreamConfig;
 use crate::error::{ErrorKind, ProxyError};
+use crate::http::date::write_date_header;
 use crate::http::headers::{must_drop, write_header};
 use crate::http::{parse_response, Framing, ResponseHead};
 
@@ -28,7 +30,7 @@ pub(super) struct ResponseMeta {
 /// head into `c.scratch`.
 pub(super) async fn read_response_head(
     c: &mut ClientConn,
-    p: &Prepared,
+    req: &Request<'_>,
     ucfg: &UpstreamConfig,
     response_timeout: std::time::Duration,
     up: &mut UpstreamConn,
@@ -41,7 +43,7 @@ pub(super) async fn read_response_head(
             received_any = true;
             let mut storage = [const { MaybeUninit::uninit() }; 256];
             if let Some(head) =
-                parse_response(up.rbuf.data(), &mut storage, p.is_head, UPSTREAM_BUF)?
+                parse_response(up.rbuf.data(), &mut storage, req.is_head, UPSTREAM_BUF)?
             {
                 let head_len = head.head_len;
                 if head.status == 101 {
@@ -56,7 +58,7 @@ pub(super) async fn read_response_head(
                 }
                 // Drain is checked now, not when the request went out: a response finishing
                 // during a drain tells the client to go elsewhere.
-                let meta = write_client_head(&mut c.scratch, &head, p, worker.draining());
+                let meta = write_client_head(&mut c.scratch, &head, req, worker.draining());
                 up.rbuf.consume(head_len);
                 return Ok(meta);
             }
@@ -95,7 +97,7 @@ pub(super) async fn read_response_head(
         };
         // Nothing at all came back on a pooled connection: the peer closed it while it
         // sat idle, so the request never reached the application.
-        return Err(if up.reused && !received_any && p.retry_safe {
+        return Err(if up.reused && !received_any && req.retry_safe {
             err.retryable()
         } else {
             err
@@ -106,7 +108,7 @@ pub(super) async fn read_response_head(
 fn write_client_head(
     out: &mut Vec<u8>,
     head: &ResponseHead,
-    p: &Prepared,
+    req: &Request<'_>,
     draining: bool,
 ) -> ResponseMeta {
     out.clear();
@@ -115,12 +117,21 @@ fn write_client_head(
     out.push(b' ');
     out.extend_from_slice(head.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
+    let mut dated = false;
     for h in head.headers {
         // The client gets the gateway's request id, the one in its logs and errors.
         if must_drop(head.headers, &head.connection, h.name)
             || h.name.eq_ignore_ascii_case("x-request-id")
+            || req.chain.drops_response_header(h.name)
         {
             continue;
+        }
+        // The origin's Date is kept as it is; exactly one goes to the client.
+        if h.name.eq_ignore_ascii_case("date") {
+            if dated {
+                continue;
+            }
+            dated = true;
         }
         // Content-Length is rewritten below when there is a body; without one (HEAD,
         // 304) the upstream's value describes the representation and passes through.
@@ -131,8 +142,11 @@ fn write_client_head(
         }
         write_header(out, h.name, h.value);
     }
-    write_header(out, "x-request-id", p.request_id.as_bytes());
-    p.limit_headers.write_to(out);
+    if !dated {
+        write_date_header(out);
+    }
+    write_header(out, "x-request-id", req.ctx.request_id.as_bytes());
+    req.chain.on_response(&req.ctx, out);
     let mut client_chunked = false;
     let mut close_delimited = false;
     match head.framing {
@@ -141,17 +155,17 @@ fn write_client_head(
             crate::http::headers::push_decimal(out, n);
             out.extend_from_slice(b"\r\n");
         }
-        Framing::Chunked | Framing::UntilClose if !p.http10 => {
+        Framing::Chunked | Framing::UntilClose if !req.http10 => {
             client_chunked = true;
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
         Framing::Chunked | Framing::UntilClose => close_delimited = true,
         Framing::None => {}
     }
-    let client_keep_alive = p.keep_alive && !draining && !close_delimited;
+    let client_keep_alive = req.keep_alive && !draining && !close_delimited;
     if !client_keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
-    } else if p.http10 {
+    } else if req.http10 {
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");

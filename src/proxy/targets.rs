@@ -4,12 +4,9 @@
 use std::cell::RefCell;
 use std::time::Instant;
 
-use super::forward::{After, Failed};
-use super::prepare::Prepared;
 use super::upstream::WorkerUpstreams;
 use super::worker::WorkerCtx;
 use crate::config::Snapshot;
-use crate::resilience::guard::Outcome;
 use crate::resilience::health::{TargetTicket, UpstreamHealth};
 
 /// A target's count of requests in flight (least_outstanding balancing), held for one
@@ -74,13 +71,13 @@ impl Drop for TargetAdmission<'_> {
 }
 
 /// The target's breaker and passive outlier ejection: the exchange's outcome, as far
-/// as the target is concerned.
+/// as the target is concerned (`success`: `None` when it says nothing about the target).
 pub(super) fn note_target_health(
     snap: &Snapshot,
-    p: &Prepared,
+    upstream: crate::config::UpstreamId,
     worker: &WorkerCtx,
     mut admission: TargetAdmission<'_>,
-    result: &Result<(After, u16), Failed>,
+    success: Option<bool>,
 ) {
     let target = admission.target;
     let Some(ticket) = admission.ticket.take() else {
@@ -89,20 +86,9 @@ pub(super) fn note_target_health(
     if !admission.health.tracks_outcomes() {
         return;
     }
-    let success = match result {
-        Ok((_, status)) => Some(*status < 500),
-        Err(Failed {
-            retried_status: Some(status),
-            ..
-        }) => Some(*status < 500),
-        Err(f) => match f.outcome() {
-            Outcome::Neutral => None,
-            _ => Some(false),
-        },
-    };
-    let ucfg = snap.upstream(p.upstream);
+    let ucfg = snap.upstream(upstream);
     if let Some(out_for) = snap
-        .health(p.upstream)
+        .health(upstream)
         .finish(target, ticket, success, Instant::now())
     {
         worker.warn_limited(|| {

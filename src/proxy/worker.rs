@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::buffered::BufferBudget;
-use super::request_id::RequestIdGen;
 use super::signal::LocalSignal;
 use super::upstream::WorkerUpstreams;
 use crate::auth::cache::WorkerApps;
 use crate::auth::nonce::NonceCache;
 use crate::config::Snapshot;
+use crate::filters::Env;
 use crate::limits::worker::WorkerLimiter;
+use crate::mix::WorkerRng;
+use crate::trace::RequestIdGen;
 
 fn install_metrics(metrics: &mut crate::metrics::WorkerMetrics, snapshot: &Snapshot) {
     let routes: Vec<&str> = snapshot
@@ -57,7 +59,8 @@ pub struct WorkerCtx {
     /// request fails, and logging each one would block the worker on stderr.
     last_warning: Cell<Option<Instant>>,
     suppressed_warnings: Cell<u64>,
-    rng_state: Cell<u64>,
+    /// Fast random numbers for balancing and adaptive throttling.
+    pub rng: WorkerRng,
 }
 
 impl WorkerCtx {
@@ -87,7 +90,7 @@ impl WorkerCtx {
             open_connections: Cell::new(0),
             last_warning: Cell::new(None),
             suppressed_warnings: Cell::new(0),
-            rng_state: Cell::new(seed),
+            rng: WorkerRng::new(seed),
         }
     }
 
@@ -175,16 +178,16 @@ impl WorkerCtx {
         ConnectionGuard(self.clone())
     }
 
-    /// A fast per-worker random number (for `random` balancing): splitmix64.
-    /// Uniform in [0, 1).
-    pub fn random_unit(&self) -> f64 {
-        (self.random() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    pub fn random(&self) -> u64 {
-        let s = self.rng_state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
-        self.rng_state.set(s);
-        super::balance::mix64(s)
+    /// What the filters of a request served by `gen` may use of this worker.
+    pub fn env<'g>(&'g self, gen: &'g WorkerGen) -> Env<'g> {
+        Env {
+            snap: &gen.snapshot,
+            ids: &self.ids,
+            nonces: &self.nonces,
+            apps: self.apps.as_ref(),
+            limiter: &self.limiter,
+            rng: &self.rng,
+        }
     }
 }
 

@@ -76,7 +76,7 @@ impl RequestIdGen {
     pub fn next_random(&self) -> u64 {
         let n = self.counter.get().wrapping_add(1);
         self.counter.set(n);
-        super::balance::mix64(self.prefix ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        crate::mix::mix64(self.prefix ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 }
 

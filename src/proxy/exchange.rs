@@ -2,34 +2,22 @@
 //! connection, send the head and stream the body, read and check the response head,
 //! stream the response back, and return the connection to the pool when it is clean.
 
+use std::cell::{Cell, RefCell};
 use std::time::Instant;
 
-use super::conn::{respond_error, ClientConn};
-use super::fallback::respond_fallback;
+use super::client::{After, ClientConn};
 use super::io::{is_timeout, write_all};
-use super::isolation::enter;
-use super::prepare::Prepared;
 use super::relay::{Relay, RelayError};
+use super::request::Request;
 use super::response_head::read_response_head;
-use super::signed_body::authenticate_body;
 use super::targets::{note_target_health, Outstanding, TargetAdmission};
-use super::upstream::{connect, UpstreamConn};
-use crate::resilience::guard::Outcome;
-use std::cell::{Cell, RefCell};
-
-use super::upstream::WorkerUpstreams;
+use super::upstream::{connect, UpstreamConn, WorkerUpstreams};
 use super::worker::{WorkerCtx, WorkerGen};
 use crate::config::{Snapshot, UpstreamConfig};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::http::chunked::{write_chunk_header, LAST_CHUNK};
 use crate::http::Framing;
-
-/// What the connection does after a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum After {
-    KeepAlive,
-    Close,
-}
+use crate::resilience::guard::Outcome;
 
 /// One try of a request on one target.
 struct Attempt<'a> {
@@ -47,15 +35,15 @@ struct Attempt<'a> {
 }
 
 /// Why an exchange failed, and whether the client can still get an error response.
-pub(super) struct Failed {
-    error: ProxyError,
+pub struct Failed {
+    pub error: ProxyError,
     /// Part of the response (or a 100 Continue followed by a body) already went out, or
     /// the client is gone: the only thing left to do is close.
-    respond: bool,
+    pub respond: bool,
     /// No connection to the upstream could be made.
     connect: bool,
     /// The upstream answered this status, one to retry on, and a retry was granted.
-    pub(super) retried_status: Option<u16>,
+    retried_status: Option<u16>,
     /// Says nothing about the upstream (the route's total timeout, which a slow client
     /// can run out too): not counted by the breaker.
     neutral: bool,
@@ -75,7 +63,7 @@ impl From<ProxyError> for Failed {
 
 impl Failed {
     /// What the route's breaker makes of it.
-    pub(super) fn outcome(&self) -> Outcome {
+    fn outcome(&self) -> Outcome {
         if self.neutral {
             return Outcome::Neutral;
         }
@@ -88,60 +76,23 @@ impl Failed {
     }
 }
 
+/// Forwards a request its chain let through: retries as the route allows, all within
+/// the route's total timeout. The outcome is left in the request's context for the
+/// filters' `on_done` (the breaker counts it). On failure the caller answers the client,
+/// unless `respond` says that is no longer possible.
 pub async fn forward(
     c: &mut ClientConn,
-    p: &mut Prepared,
+    req: &mut Request<'_>,
     gen: &WorkerGen,
     worker: &WorkerCtx,
-) -> After {
+    body: Option<&[u8]>,
+) -> Result<After, Failed> {
     let snap: &Snapshot = gen;
-    let ups = &gen.upstreams;
-    let body = match p.pending_auth.take() {
-        None => None,
-        Some(pending) => match authenticate_body(c, p, *pending, snap, worker).await {
-            Ok(held) => Some(held),
-            Err(after) => return after,
-        },
-    };
-    let p = &*p;
-    let guard = snap.guard(p.route);
-    let ticket = match guard.map(|g| g.admit(Instant::now(), worker.random_unit())) {
-        None => None,
-        Some(Ok(ticket)) => Some(ticket),
-        Some(Err(wait)) => {
-            let error = ProxyError::upstream(
-                ErrorKind::CircuitOpen,
-                format!(
-                    "route {:?}: its upstream is failing; the circuit is open",
-                    snap.route(p.route).name
-                ),
-            )
-            .with_headers(
-                format!("retry-after: {}\r\n", wait.as_secs_f64().ceil().max(1.0)).into_bytes(),
-            );
-            return answer_failure(c, p, snap, worker, &error).await;
-        }
-    };
-    // Held until the exchange is over (dropped when this function returns).
-    let _permit = match snap.bulkhead(p.route) {
-        None => None,
-        Some(group) => match enter(group).await {
-            Ok(permit) => Some(permit),
-            Err(error) => {
-                if let (Some(guard), Some(ticket)) = (guard, ticket) {
-                    guard.finish(ticket, Outcome::Neutral, Instant::now());
-                }
-                return answer_failure(c, p, snap, worker, &error).await;
-            }
-        },
-    };
-    // The budget share lives as long as the body: both go when the exchange is over.
-    let body_bytes = body.as_ref().map(|(b, _)| b.as_slice());
     // Set once the response is on its way to the client: a total timeout after that can
     // only close the connection.
     let touched = Cell::new(false);
-    let tries = send_with_retries(c, p, snap, worker, ups, body_bytes, &touched);
-    let result = match snap.route(p.route).total_timeout {
+    let tries = send_with_retries(c, req, snap, worker, &gen.upstreams, body, &touched);
+    let result = match snap.route(req.route).total_timeout {
         None => tries.await,
         Some(total) => match monoio::time::timeout(total, tries).await {
             Ok(result) => result,
@@ -156,50 +107,31 @@ pub async fn forward(
             }),
         },
     };
-    if let (Some(guard), Some(ticket)) = (guard, ticket) {
-        let outcome = match &result {
-            Ok((_, status)) => Outcome::Status(*status),
-            Err(f) => f.outcome(),
-        };
-        guard.finish(ticket, outcome, Instant::now());
-    }
-    match result {
-        Ok((after, _)) => after,
-        Err(f) => {
-            let route = &snap.route(p.route).name;
-            if f.error.side == Side::Upstream {
-                worker.warn_limited(|| {
-                    format!("route {route}: request {:?}: {}", p.request_id, f.error)
-                });
-            } else {
-                log::debug!("route {route}: request {:?}: {}", p.request_id, f.error);
-            }
-            if !f.respond {
-                return After::Close;
-            }
-            answer_failure(c, p, snap, worker, &f.error).await
-        }
-    }
+    req.ctx.outcome = match &result {
+        Ok((_, status)) => Outcome::Status(*status),
+        Err(f) => f.outcome(),
+    };
+    result.map(|(after, _)| after)
 }
 
 /// Sends the request, to another target after a connect failure or a status to retry on,
 /// as the route's `retries` and retry budget allow.
 async fn send_with_retries(
     c: &mut ClientConn,
-    p: &Prepared,
+    req: &Request<'_>,
     snap: &Snapshot,
     worker: &WorkerCtx,
     ups: &RefCell<WorkerUpstreams>,
     body_bytes: Option<&[u8]>,
     touched: &Cell<bool>,
 ) -> Result<(After, u16), Failed> {
-    let retries = snap.route(p.route).retries.as_ref();
-    let budget = snap.retry_budget(p.route);
+    let retries = snap.route(req.route).retries.as_ref();
+    let budget = snap.retry_budget(req.route);
     if let Some(budget) = budget {
         budget.request(Instant::now());
     }
-    let health = snap.health(p.upstream);
-    let targets = snap.upstream(p.upstream).targets.len();
+    let health = snap.health(req.upstream);
+    let targets = snap.upstream(req.upstream).targets.len();
     // A retry needs somewhere to go (a single target is retried itself) and the budget.
     let may_retry = |failed: usize| {
         let now = Instant::now();
@@ -211,9 +143,9 @@ async fn send_with_retries(
     let mut avoid = None;
     loop {
         let now = Instant::now();
-        let picked = ups.borrow_mut().get(p.upstream).pick_available(
-            worker.random(),
-            p.hash_key,
+        let picked = ups.borrow_mut().get(req.upstream).pick_available(
+            worker.rng.next(),
+            req.hash_key,
             avoid,
             |t| health.available(t, now),
         );
@@ -222,16 +154,16 @@ async fn send_with_retries(
                 ErrorKind::NoHealthyTarget,
                 format!(
                     "upstream {:?}: no healthy target",
-                    snap.upstream(p.upstream).name
+                    snap.upstream(req.upstream).name
                 ),
             )));
         };
         // Ended when the attempt is over, even if a total timeout drops it midway.
-        let _outstanding = Outstanding::begin(ups, p.upstream, target);
+        let _outstanding = Outstanding::begin(ups, req.upstream, target);
         let admission = TargetAdmission::admit(health, target, now);
         // Statuses are retried only for requests that can be sent again as they were.
         let retry_on = match retries {
-            Some(r) if attempts_left > 0 && p.retry_safe => &r.on_status[..],
+            Some(r) if attempts_left > 0 && req.retry_safe => &r.on_status[..],
             _ => &[],
         };
         let attempt = Attempt {
@@ -241,8 +173,14 @@ async fn send_with_retries(
             may_retry: &may_retry,
             touched,
         };
-        let result = exchange(c, p, snap, worker, ups, attempt).await;
-        note_target_health(snap, p, worker, admission, &result);
+        let result = exchange(c, req, snap, worker, ups, attempt).await;
+        note_target_health(
+            snap,
+            req.upstream,
+            worker,
+            admission,
+            target_success(&result),
+        );
         match result {
             // Nothing was sent: any request may go to another target.
             Err(f) if f.connect && attempts_left > 0 && may_retry(target) => {}
@@ -254,44 +192,40 @@ async fn send_with_retries(
     }
 }
 
+/// What an attempt says about its target's health (`None`: nothing).
+fn target_success(result: &Result<(After, u16), Failed>) -> Option<bool> {
+    match result {
+        Ok((_, status)) => Some(*status < 500),
+        Err(Failed {
+            retried_status: Some(status),
+            ..
+        }) => Some(*status < 500),
+        Err(f) => match f.outcome() {
+            Outcome::Neutral => None,
+            _ => Some(false),
+        },
+    }
+}
+
 /// Bumps this worker's counters for the request's upstream.
 fn count_upstream(
     worker: &WorkerCtx,
     snap: &Snapshot,
-    p: &Prepared,
+    req: &Request<'_>,
     bump: impl FnOnce(&mut crate::metrics::UpstreamCounts),
 ) {
     if let Some(counts) = worker
         .metrics
         .borrow_mut()
-        .upstream(snap.generation, p.upstream.0 as usize)
+        .upstream(snap.generation, req.upstream.0 as usize)
     {
         bump(counts);
     }
 }
 
-/// The answer to a request that got no upstream response: the route's fallback when it
-/// has one and the upstream side failed, else the error.
-async fn answer_failure(
-    c: &mut ClientConn,
-    p: &Prepared,
-    snap: &Snapshot,
-    worker: &WorkerCtx,
-    error: &ProxyError,
-) -> After {
-    // The connection can carry on only if no request body is left unread.
-    let keep_alive = p.keep_alive && p.framing == Framing::None && !worker.draining();
-    match &snap.route(p.route).fallback {
-        Some(fallback) if error.side == Side::Upstream => {
-            respond_fallback(c, snap, fallback, p, error.kind, keep_alive).await
-        }
-        _ => respond_error(c, snap, error, p.request_id.as_str(), keep_alive, p.is_head).await,
-    }
-}
-
 async fn exchange(
     c: &mut ClientConn,
-    p: &Prepared,
+    req: &Request<'_>,
     snap: &Snapshot,
     worker: &WorkerCtx,
     ups: &RefCell<WorkerUpstreams>,
@@ -304,17 +238,17 @@ async fn exchange(
         may_retry,
         touched,
     } = attempt;
-    let ucfg = snap.upstream(p.upstream);
-    let route = snap.route(p.route);
+    let ucfg = snap.upstream(req.upstream);
+    let route = snap.route(req.route);
     let connect_timeout = route.connect_timeout.unwrap_or(ucfg.connect_timeout);
     let response_timeout = route.response_timeout.unwrap_or(ucfg.response_timeout);
     let mut retried = false;
-    c.log.upstream = Some(snap.upstream(p.upstream).targets[target].addr);
+    c.log.upstream = Some(snap.upstream(req.upstream).targets[target].addr);
     loop {
         // Timed only for the access log.
         let sent_at = worker.log.is_some().then(Instant::now);
-        let connected = upstream_conn(ups, p, ucfg, target, connect_timeout).await;
-        count_upstream(worker, snap, p, |n| match &connected {
+        let connected = upstream_conn(ups, req, ucfg, target, connect_timeout).await;
+        count_upstream(worker, snap, req, |n| match &connected {
             Ok(up) if up.reused => n.reused += 1,
             Ok(_) => n.fresh += 1,
             Err(f) if f.error.kind == ErrorKind::UpstreamTimeout => {
@@ -324,7 +258,7 @@ async fn exchange(
             Err(_) => n.connect_errors += 1,
         });
         let mut up = connected?;
-        match send_request(c, p, snap, ucfg, &mut up, body).await {
+        match send_request(c, req, snap, ucfg, &mut up, body).await {
             Ok(()) => {}
             Err(e) if e.error.retryable && !retried => {
                 retried = true;
@@ -332,7 +266,7 @@ async fn exchange(
             }
             Err(e) => return Err(e),
         }
-        let meta = match read_response_head(c, p, ucfg, response_timeout, &mut up, worker).await {
+        let meta = match read_response_head(c, req, ucfg, response_timeout, &mut up, worker).await {
             Ok(m) => m,
             Err(e) if e.retryable && !retried => {
                 retried = true;
@@ -340,7 +274,7 @@ async fn exchange(
             }
             Err(e) => {
                 if e.kind == ErrorKind::UpstreamTimeout {
-                    count_upstream(worker, snap, p, |n| n.timeouts += 1);
+                    count_upstream(worker, snap, req, |n| n.timeouts += 1);
                 }
                 return Err(e.into());
             }
@@ -405,7 +339,9 @@ async fn exchange(
             });
         }
         if meta.upstream_keep_alive && up.rbuf.is_empty() {
-            ups.borrow_mut().get(p.upstream).checkin(up, Instant::now());
+            ups.borrow_mut()
+                .get(req.upstream)
+                .checkin(up, Instant::now());
         }
         let after = if meta.client_keep_alive {
             After::KeepAlive
@@ -418,14 +354,14 @@ async fn exchange(
 
 async fn upstream_conn(
     ups: &RefCell<WorkerUpstreams>,
-    p: &Prepared,
+    req: &Request<'_>,
     ucfg: &UpstreamConfig,
     target: usize,
     connect_timeout: std::time::Duration,
 ) -> Result<UpstreamConn, Failed> {
     let (pooled, addr) = {
         let mut ups = ups.borrow_mut();
-        let u = ups.get(p.upstream);
+        let u = ups.get(req.upstream);
         (u.checkout(target, Instant::now()), u.addr(target))
     };
     if let Some(conn) = pooled {
@@ -450,7 +386,7 @@ async fn upstream_conn(
 /// Sends the head and streams the request body.
 async fn send_request(
     c: &mut ClientConn,
-    p: &Prepared,
+    req: &Request<'_>,
     snap: &Snapshot,
     ucfg: &UpstreamConfig,
     up: &mut UpstreamConn,
@@ -460,7 +396,7 @@ async fn send_request(
     // A body already read and checked (a signed request) goes with the head, framed the
     // way the head announced it.
     if let Some(body) = buffered_body {
-        if p.framing == Framing::Chunked {
+        if req.framing == Framing::Chunked {
             if !body.is_empty() {
                 write_chunk_header(&mut c.up_head, body.len());
                 c.up_head.extend_from_slice(body);
@@ -470,21 +406,21 @@ async fn send_request(
         } else {
             c.up_head.extend_from_slice(body);
         }
-        return write_head(up, &mut c.up_head, p, ucfg, write_timeout).await;
+        return write_head(up, &mut c.up_head, req, ucfg, write_timeout).await;
     }
     // A small body that is already here travels with the head in one write.
-    if let Framing::Length(n) = p.framing {
+    if let Framing::Length(n) = req.framing {
         if n <= 16 * 1024 && c.rbuf.len() as u64 >= n {
             c.up_head.extend_from_slice(&c.rbuf.data()[..n as usize]);
             c.rbuf.consume(n as usize);
-            return write_head(up, &mut c.up_head, p, ucfg, write_timeout).await;
+            return write_head(up, &mut c.up_head, req, ucfg, write_timeout).await;
         }
     }
-    write_head(up, &mut c.up_head, p, ucfg, write_timeout).await?;
-    if p.framing == Framing::None {
+    write_head(up, &mut c.up_head, req, ucfg, write_timeout).await?;
+    if req.framing == Framing::None {
         return Ok(());
     }
-    if p.expect_continue && c.rbuf.is_empty() {
+    if req.expect_continue && c.rbuf.is_empty() {
         let mut cont = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
         write_all(&mut c.stream, &mut cont, snap.config.server.body_timeout)
             .await
@@ -499,9 +435,9 @@ async fn send_request(
         src_buf: &mut c.rbuf,
         dst: &mut up.stream,
         pending: &mut c.scratch,
-        from: p.framing,
-        to_chunked: p.framing == Framing::Chunked,
-        limit: p.max_body,
+        from: req.framing,
+        to_chunked: req.framing == Framing::Chunked,
+        limit: req.max_body,
         read_timeout: snap.config.server.body_timeout,
         write_timeout,
         dst_touched: &mut false,
@@ -530,7 +466,7 @@ async fn send_request(
         .into(),
         RelayError::TooLarge => ProxyError::client(
             ErrorKind::PayloadTooLarge,
-            format!("request body exceeds the limit of {} bytes", p.max_body),
+            format!("request body exceeds the limit of {} bytes", req.max_body),
         )
         .into(),
         RelayError::DestTimeout => ProxyError::upstream(
@@ -552,7 +488,7 @@ async fn send_request(
 async fn write_head(
     up: &mut UpstreamConn,
     head: &mut Vec<u8>,
-    p: &Prepared,
+    req: &Request<'_>,
     ucfg: &UpstreamConfig,
     timeout: std::time::Duration,
 ) -> Result<(), Failed> {
@@ -570,7 +506,7 @@ async fn write_head(
         // after a timeout: the head went down with the cancelled write, and a stuck
         // upstream deserves its 504 rather than a second wait.
         Failed::from(
-            if up.reused && p.retry_safe && kind != ErrorKind::UpstreamTimeout {
+            if up.reused && req.retry_safe && kind != ErrorKind::UpstreamTimeout {
                 err.retryable()
             } else {
                 err

@@ -1,0 +1,156 @@
+//! App signatures (`auth = "hmac"`): the caller names its app (`X-Rg-Key`) and signs the
+//! request with one of the app's secrets (`RG-HMAC-SHA256` over method, normalized path,
+//! canonical query, timestamp, nonce and the body's SHA-256).
+//!
+//! `on_request` checks what the head decides (credentials well formed, app known and
+//! enabled, timestamp in the window). Without a body the signature is verified at once;
+//! with one the filter asks for the body (`ReadBody`) and verifies in `on_body`, so
+//! nothing reaches the upstream, and no later filter spends anything, before the
+//! signature checks out. An app record still on its way from Redis makes the request
+//! `Wait` without blocking the worker. On success the app goes into the context and the
+//! upstream gets the query exactly as signed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{BuildCtx, Env, Filter, Flow, Phases, RequestCtx, RequestView};
+use crate::auth::cache::Lookup;
+use crate::auth::check::{self, unix_now, Pending, SignedParts};
+use crate::auth::registry::{App, AppRegistry};
+use crate::auth::sign::body_sha256_hex;
+use crate::config::{AppsSource, AuthMode, ConfigError};
+use crate::error::{ErrorKind, ProxyError, Side};
+
+/// SHA-256 of the empty body, lowercase hex.
+pub const EMPTY_BODY_SHA256: [u8; 64] =
+    *b"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// How long a request waits for an app record the control side is fetching.
+const APP_FETCH_WAIT: Duration = Duration::from_secs(2);
+
+pub struct AppSignature {
+    window_secs: u64,
+    /// The apps file's registry; `None`: records come from the worker's Redis cache.
+    registry: Option<Arc<AppRegistry>>,
+}
+
+pub fn build(b: &BuildCtx) -> Result<Option<Filter>, Vec<ConfigError>> {
+    if b.route.auth != AuthMode::Hmac {
+        return Ok(None);
+    }
+    let apps = &b.config.apps;
+    Ok(Some(Filter::AppSignature(AppSignature {
+        window_secs: apps.timestamp_window.as_secs(),
+        registry: match apps.source {
+            AppsSource::File => Some(apps.registry.clone()),
+            AppsSource::Redis { .. } => None,
+        },
+    })))
+}
+
+fn registry_unavailable(message: &'static str) -> Flow {
+    Flow::Respond(ProxyError::new(ErrorKind::Overloaded, Side::Internal, message).into())
+}
+
+impl AppSignature {
+    /// The record for the claimed key, or what stands in its way.
+    fn app(&self, key: &str, ctx: &RequestCtx, env: &Env) -> Result<Option<Arc<App>>, Flow> {
+        if let Some(registry) = &self.registry {
+            return Ok(registry.get(key).cloned());
+        }
+        let first_try = ctx.held.app_deadline.is_none();
+        match env.apps.map(|a| a.lookup(key, Instant::now(), first_try)) {
+            Some(Lookup::Found(app)) => Ok(Some(app)),
+            Some(Lookup::Unknown) | None => Ok(None),
+            Some(Lookup::Fetching) => Err(Flow::Wait),
+            Some(Lookup::Unavailable) => Err(registry_unavailable(
+                "the app registry is unavailable; try again shortly",
+            )),
+        }
+    }
+
+    /// Verifies the signature over the body's hash and records the nonce.
+    fn finish(
+        &self,
+        pending: Pending,
+        body_sha256: &[u8; 64],
+        ctx: &mut RequestCtx,
+        env: &Env,
+    ) -> Flow {
+        match pending.finish(body_sha256, env.nonces, unix_now()) {
+            Ok(app) => {
+                ctx.app = Some(app);
+                Flow::Continue
+            }
+            Err(e) => Flow::Respond(e.into()),
+        }
+    }
+}
+
+impl Phases for AppSignature {
+    fn on_request<'g>(
+        &'g self,
+        req: &RequestView,
+        ctx: &mut RequestCtx<'g>,
+        env: &Env<'g>,
+    ) -> Flow {
+        let key = match check::app_key(req.headers) {
+            Ok(key) => key,
+            Err(e) => return Flow::Respond(e.into()),
+        };
+        let app = match self.app(key, ctx, env) {
+            Ok(app) => app,
+            Err(flow) => return flow,
+        };
+        let parts = SignedParts {
+            method: req.method,
+            path: req.path,
+            query: req.query.unwrap_or(""),
+            headers: req.headers,
+        };
+        let now = unix_now();
+        let pending = match check::begin(&parts, app, self.window_secs, now) {
+            Ok(p) => p,
+            Err(e) => return Flow::Respond(e.into()),
+        };
+        let query = pending.canonical_query();
+        ctx.forward_query = (!query.is_empty()).then(|| format!("?{query}"));
+        if req.has_body {
+            ctx.held.signature = Some(Box::new(pending));
+            return Flow::ReadBody;
+        }
+        self.finish(pending, &EMPTY_BODY_SHA256, ctx, env)
+    }
+
+    /// Any batch of record updates wakes every waiter; one deadline across the waits
+    /// keeps a request from waiting forever while other apps' records keep arriving.
+    async fn wait<'g>(
+        &'g self,
+        req: &RequestView<'_>,
+        ctx: &mut RequestCtx<'g>,
+        env: &Env<'g>,
+    ) -> Flow {
+        let deadline = *ctx
+            .held
+            .app_deadline
+            .get_or_insert_with(|| Instant::now() + APP_FETCH_WAIT);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let arrived = match env.apps.map(|a| a.changed()) {
+            Some(signal) if !left.is_zero() => {
+                monoio::time::timeout(left, signal.wait()).await.is_ok()
+            }
+            _ => false,
+        };
+        if !arrived {
+            return registry_unavailable("the app registry did not answer in time");
+        }
+        self.on_request(req, ctx, env)
+    }
+
+    fn on_body<'g>(&'g self, body: &[u8], ctx: &mut RequestCtx<'g>, env: &Env<'g>) -> Flow {
+        match ctx.held.signature.take() {
+            Some(pending) => self.finish(*pending, &body_sha256_hex(body), ctx, env),
+            None => Flow::Continue,
+        }
+    }
+}

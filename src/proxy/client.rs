@@ -1,0 +1,91 @@
+//! One client connection's socket, buffers and per-request bookkeeping, shared by the
+//! connection driver, the pipeline and the upstream exchange (none of which owns the
+//! others).
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use monoio::io::Canceller;
+use monoio::net::TcpStream;
+
+use super::io::ReadBuf;
+
+/// Initial size of a client connection's read buffer.
+pub const CLIENT_BUF: usize = 8 * 1024;
+
+/// Scratch buffers larger than this are given back between requests.
+const KEEP_SCRATCH: usize = 16 * 1024;
+
+/// One client connection's buffers. `up_head` carries the upstream request head;
+/// `scratch` the client-bound response head and re-encoded body.
+pub struct ClientConn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub rbuf: ReadBuf,
+    pub up_head: Vec<u8>,
+    pub scratch: Vec<u8>,
+    /// The current request's normalized path.
+    pub path: String,
+    /// The client address as text, formatted once per connection for X-Forwarded-For.
+    pub peer_ip: String,
+    /// Interrupts the wait for the next request when the worker drains.
+    pub idle_cancel: Canceller,
+    /// The status of the response to the current request (0 until one is on its way).
+    pub status: u16,
+    /// What the access log says about the current request beyond its head.
+    pub log: LogFields,
+}
+
+/// The current request's upstream exchange and answer, for the access log.
+#[derive(Debug, Default, Clone)]
+pub struct LogFields {
+    pub upstream: Option<SocketAddr>,
+    /// From sending to the upstream to its response head.
+    pub upstream_time: Option<Duration>,
+    /// Response bytes written to the client, head included.
+    pub bytes: u64,
+    /// The error code answered (or stood in for by a fallback).
+    pub error: Option<&'static str>,
+    /// What went wrong, in the operator's words (upstream names, addresses, OS errors):
+    /// never sent to the client, whose error body says it in safe words.
+    pub detail: Option<Cow<'static, str>>,
+    /// When a gateway-made response was written (before lingering on a closing
+    /// connection, which is not the request's time).
+    pub answered_at: Option<Instant>,
+}
+
+impl ClientConn {
+    pub fn new(stream: TcpStream, peer: SocketAddr) -> Self {
+        ClientConn {
+            stream,
+            peer,
+            rbuf: ReadBuf::with_capacity(CLIENT_BUF),
+            up_head: Vec::with_capacity(1024),
+            scratch: Vec::with_capacity(1024),
+            path: String::with_capacity(128),
+            peer_ip: peer.ip().to_string(),
+            idle_cancel: Canceller::new(),
+            status: 0,
+            log: LogFields::default(),
+        }
+    }
+
+    /// Between requests, buffers that grew for a large body or head go back to their
+    /// initial sizes: thousands of idle keep-alive connections must stay cheap.
+    pub fn shrink_idle_buffers(&mut self) {
+        self.rbuf.shrink_if_empty(CLIENT_BUF);
+        for v in [&mut self.up_head, &mut self.scratch] {
+            if v.capacity() > KEEP_SCRATCH {
+                *v = Vec::with_capacity(1024);
+            }
+        }
+    }
+}
+
+/// What the connection does after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    KeepAlive,
+    Close,
+}

@@ -1,0 +1,382 @@
+//! The pipeline runner: from a complete request head to a decision. Normalize the path,
+//! route, refuse what the route does not take, run the route's chain, and write the head
+//! the upstream will receive. The common case is synchronous, so the parsed head (which
+//! borrows the read buffer) never lives across an `.await`; a chain that must wait for a
+//! fact or read the body first continues in `resume` on an owned copy of the head.
+
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+
+use super::buffered::{read_body, BodyError, BudgetShare};
+use super::client::ClientConn;
+use super::normalize::normalize_path;
+use super::request::Request;
+use super::router::{Match, RouteId};
+use super::upstream_head::{request_hash_key, write_upstream_head};
+use super::worker::{WorkerCtx, WorkerGen};
+use crate::config::Snapshot;
+use crate::error::{ErrorKind, ProxyError};
+use crate::filters::{Env, Flow, OwnedRequest, Reply, RequestCtx, RequestView, Step};
+use crate::http::{parse_request, Framing, RequestHead, MAX_HEADERS_LIMIT};
+use crate::metrics::method_index;
+use crate::trace::RequestId;
+
+/// A request refused before its route's chain ran.
+pub struct Refused {
+    pub error: ProxyError,
+    pub request_id: RequestId,
+    /// The connection can carry on after the error response.
+    pub keep_alive: bool,
+    /// The request was HEAD: the error response gets no body.
+    pub is_head: bool,
+    /// The route it matched, if it got that far (for metrics and logs).
+    pub route: Option<RouteId>,
+    pub method: u8,
+}
+
+impl Refused {
+    /// Refused with nothing known of the request (an unreadable head, a timeout).
+    pub fn unparsed(error: ProxyError, request_id: RequestId) -> Refused {
+        Refused {
+            error,
+            request_id,
+            keep_alive: false,
+            is_head: false,
+            route: None,
+            method: method_index(""),
+        }
+    }
+}
+
+/// What `begin` decided. Every outcome but `Incomplete` has consumed the head's bytes.
+pub enum Begin<'g> {
+    /// The head is not complete yet: read more.
+    Incomplete,
+    Refused(Refused),
+    /// The chain let it through; the upstream head is in `c.up_head`.
+    Forward(Request<'g>),
+    /// A filter answered.
+    Respond(Request<'g>, Reply),
+    /// A filter waits for a fact or needs the body: go on with `resume`.
+    Suspended(Request<'g>, Suspension),
+}
+
+/// Where a chain stopped to wait, with a copy of the head that outlives the read buffer.
+pub struct Suspension {
+    head: OwnedRequest,
+    /// The filter that stopped the chain.
+    at: usize,
+    /// It needs the body (else it waits for a fact).
+    body: bool,
+}
+
+/// Parses the head at the start of `c.rbuf` and runs the route's chain as far as it goes
+/// without waiting.
+pub fn begin<'g>(c: &mut ClientConn, gen: &'g WorkerGen, env: &Env<'g>) -> Begin<'g> {
+    let scratch = Scratch {
+        path: &mut c.path,
+        up_head: &mut c.up_head,
+        client_ip: c.peer.ip(),
+        client_ip_text: &c.peer_ip,
+    };
+    let (begun, head_len) = begin_head(c.rbuf.data(), scratch, &gen.snapshot, env);
+    c.rbuf.consume(head_len);
+    begun
+}
+
+/// Where `begin_head` writes, and who the client is.
+pub struct Scratch<'c> {
+    /// The normalized path.
+    pub path: &'c mut String,
+    /// The upstream request head.
+    pub up_head: &'c mut Vec<u8>,
+    pub client_ip: IpAddr,
+    pub client_ip_text: &'c str,
+}
+
+/// `begin` on bytes rather than a connection (benches drive it): the decision and the
+/// length of the head it consumed (0 when incomplete or unparsable).
+pub fn begin_head<'g>(
+    data: &[u8],
+    c: Scratch<'_>,
+    snap: &'g Snapshot,
+    env: &Env<'g>,
+) -> (Begin<'g>, usize) {
+    let mut storage = [const { MaybeUninit::uninit() }; MAX_HEADERS_LIMIT];
+    let head = match parse_request(data, &mut storage, &snap.config.server.limits) {
+        Ok(Some(h)) => h,
+        Ok(None) => return (Begin::Incomplete, 0),
+        Err(error) => {
+            return (
+                Begin::Refused(Refused::unparsed(error, env.ids.next_id())),
+                0,
+            )
+        }
+    };
+    (route_and_run(&head, c, snap, env), head.head_len)
+}
+
+fn route_and_run<'g>(
+    head: &RequestHead,
+    c: Scratch,
+    snap: &'g Snapshot,
+    env: &Env<'g>,
+) -> Begin<'g> {
+    let client_ip = c.client_ip;
+    let request_id = head
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("x-request-id"))
+        .and_then(|h| RequestId::from_header(h.value))
+        .unwrap_or_else(|| env.ids.next_id());
+    let method = method_index(head.method);
+    let refuse = |error: ProxyError, route: Option<RouteId>| {
+        Begin::Refused(Refused {
+            keep_alive: head.keep_alive
+                && !error.kind.closes_connection()
+                && head.framing == Framing::None,
+            is_head: head.method == "HEAD",
+            error,
+            request_id,
+            route,
+            method,
+        })
+    };
+    let (raw_path, query) = match head.target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (head.target, None),
+    };
+    if let Err(e) = normalize_path(raw_path.as_bytes(), c.path) {
+        let message = format!("invalid request path: {e}");
+        return refuse(ProxyError::client(ErrorKind::BadRequest, message), None);
+    }
+    let view = RequestView {
+        method: head.method,
+        authority: head.host,
+        path: c.path,
+        query,
+        headers: head.headers,
+        client_ip,
+        client_ip_text: c.client_ip_text,
+        has_body: head.framing != Framing::None,
+    };
+    let route = match route(snap, &view) {
+        Ok(id) => id,
+        Err(error) => return refuse(error, None),
+    };
+    // From here on a refusal is counted on the route it matched.
+    let rc = snap.route(route);
+    if let Framing::Length(n) = head.framing {
+        if n > rc.max_body_bytes {
+            let message = format!(
+                "request body of {n} bytes exceeds the limit of {} bytes",
+                rc.max_body_bytes
+            );
+            return refuse(
+                ProxyError::client(ErrorKind::PayloadTooLarge, message),
+                Some(route),
+            );
+        }
+    }
+    let upstream = snap.upstream(rc.upstream);
+    let mut req = Request {
+        framing: head.framing,
+        keep_alive: head.keep_alive,
+        expect_continue: head.expect_continue,
+        is_head: head.method == "HEAD",
+        retry_safe: head.framing == Framing::None
+            && matches!(
+                head.method,
+                "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+            ),
+        http10: head.http10,
+        connection: head.connection,
+        method,
+        route,
+        upstream: rc.upstream,
+        hash_key: match &upstream.balance {
+            crate::config::Balance::Hash(on) => request_hash_key(&view, on, view.client_ip),
+            _ => 0,
+        },
+        max_body: rc.max_body_bytes,
+        chain: snap.chain(route),
+        ctx: RequestCtx::new(route, request_id, view.client_ip),
+    };
+    match req.chain.on_request(0, &view, &mut req.ctx, env) {
+        Step::Forward => {
+            write_upstream_head(c.up_head, &view, &req, rc, &upstream.name);
+            Begin::Forward(req)
+        }
+        Step::Respond(reply) => Begin::Respond(req, reply),
+        Step::Wait { at } => {
+            let head = OwnedRequest::copy(&view);
+            Begin::Suspended(
+                req,
+                Suspension {
+                    head,
+                    at,
+                    body: false,
+                },
+            )
+        }
+        Step::ReadBody { at } => {
+            let head = OwnedRequest::copy(&view);
+            Begin::Suspended(
+                req,
+                Suspension {
+                    head,
+                    at,
+                    body: true,
+                },
+            )
+        }
+    }
+}
+
+/// The route for a request, or why there is none. `TRACE` echoes the request
+/// (credentials included) back to the caller, so it is refused unless a route lists it.
+/// A CORS preflight is routed by the method it asks about: `OPTIONS` itself is rarely
+/// listed, and the route's CORS filter answers it.
+fn route(snap: &Snapshot, view: &RequestView) -> Result<RouteId, ProxyError> {
+    let found = match snap
+        .router
+        .lookup(view.authority, view.method.as_bytes(), view.path)
+    {
+        Match::MethodNotAllowed if view.method == "OPTIONS" => {
+            match view.header("access-control-request-method") {
+                Some(asked) => match snap.router.lookup(view.authority, asked, view.path) {
+                    Match::Found(id) if snap.route(id).cors.is_some() => Match::Found(id),
+                    _ => Match::MethodNotAllowed,
+                },
+                None => Match::MethodNotAllowed,
+            }
+        }
+        other => other,
+    };
+    let not_allowed = || {
+        ProxyError::client(
+            ErrorKind::MethodNotAllowed,
+            format!("method {} is not allowed on {}", view.method, view.path),
+        )
+    };
+    match found {
+        Match::Found(id) => {
+            let listed = || snap.route(id).methods.iter().any(|m| m == view.method);
+            if view.method == "TRACE" && !listed() {
+                return Err(not_allowed());
+            }
+            Ok(id)
+        }
+        Match::MethodNotAllowed => Err(not_allowed()),
+        Match::NotFound => Err(ProxyError::client(
+            ErrorKind::RouteNotFound,
+            format!("no route for {}", view.path),
+        )),
+    }
+}
+
+/// How a suspended chain ended.
+pub enum Resumed<'w> {
+    /// Let through; the upstream head is in `c.up_head`, and the body, when a filter
+    /// read it, with its share of the worker's buffer budget.
+    Forward(Option<(Vec<u8>, BudgetShare<'w>)>),
+    /// Answered by a filter or refused; `body_read`: the whole body was consumed, so the
+    /// connection is still in step.
+    Respond { reply: Reply, body_read: bool },
+    /// The client went away while the body was read.
+    Gone,
+}
+
+/// Runs a suspended chain to its end: awaits the facts filters wait for, reads the body
+/// when one asks for it, and writes the upstream head from the owned copy.
+pub async fn resume<'g, 'w>(
+    c: &mut ClientConn,
+    req: &mut Request<'g>,
+    suspension: Suspension,
+    gen: &'g WorkerGen,
+    env: &Env<'g>,
+    worker: &'w WorkerCtx,
+) -> Resumed<'w> {
+    let Suspension {
+        head,
+        mut at,
+        body: mut wants_body,
+    } = suspension;
+    let headers = head.header_list();
+    let view = head.view(&headers);
+    let mut body = None;
+    loop {
+        if wants_body {
+            if body.is_none() {
+                let server = &gen.snapshot.config.server;
+                let read = read_body(
+                    c,
+                    req.framing,
+                    req.expect_continue,
+                    req.max_body,
+                    server.body_timeout,
+                    &worker.buffered,
+                    gen.snapshot.config.apps.max_buffered_bytes,
+                )
+                .await;
+                match read {
+                    Ok(held) => body = Some(held),
+                    Err(BodyError {
+                        client_gone: true, ..
+                    }) => return Resumed::Gone,
+                    Err(BodyError { error, .. }) => {
+                        return Resumed::Respond {
+                            reply: error.into(),
+                            body_read: false,
+                        }
+                    }
+                }
+            }
+            let bytes = body.as_ref().map_or(&[][..], |(b, _)| b.as_slice());
+            if let Some(reply) = req.chain.on_body(at, bytes, &mut req.ctx, env) {
+                return Resumed::Respond {
+                    reply,
+                    body_read: true,
+                };
+            }
+        } else {
+            match req.chain.wait(at, &view, &mut req.ctx, env).await {
+                Flow::Continue => {}
+                Flow::Respond(reply) => {
+                    return Resumed::Respond {
+                        reply,
+                        body_read: body.is_some(),
+                    }
+                }
+                Flow::Wait => continue,
+                Flow::ReadBody => {
+                    wants_body = true;
+                    continue;
+                }
+            }
+        }
+        match req.chain.on_request(at + 1, &view, &mut req.ctx, env) {
+            Step::Forward => {
+                let snap = &gen.snapshot;
+                let rc = snap.route(req.route);
+                let upstream = snap.upstream(req.upstream);
+                write_upstream_head(&mut c.up_head, &view, req, rc, &upstream.name);
+                return Resumed::Forward(body);
+            }
+            Step::Respond(reply) => {
+                return Resumed::Respond {
+                    reply,
+                    body_read: body.is_some(),
+                }
+            }
+            Step::Wait { at: next } => {
+                at = next;
+                wants_body = false;
+            }
+            Step::ReadBody { at: next } => {
+                at = next;
+                wants_body = true;
+            }
+        }
+    }
+}

@@ -4,6 +4,10 @@
 //! The backend is a tiny thread-per-connection HTTP/1.1 server (it is a demo peer, not a
 //! hot path): every request gets a JSON echo of what the backend received, which shows
 //! what the gateway changed (normalized path, X-Forwarded-*, X-Request-Id).
+//! Header values may carry obs-text (the gateway forwards it); a request the backend
+//! cannot parse gets a `400` with a JSON body, then the connection closes. Each response
+//! leaves in one write on a TCP_NODELAY socket, so load tools through the demo measure
+//! the gateway, not Nagle and delayed ACKs.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -85,49 +89,48 @@ pub fn start_backend() -> io::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// The most a request head may take (request line and headers).
+const MAX_HEAD: usize = 64 * 1024;
+
+/// What the backend received: the echo's fields.
+struct Request {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    length: usize,
+    chunked: bool,
+}
+
+/// Why a request cannot be answered normally: answered with a 400, then the connection
+/// closes (the rest of the stream cannot be trusted to be framed).
+struct BadRequest(&'static str);
+
 fn serve(stream: TcpStream) -> io::Result<()> {
+    // Each response goes out in one write; without TCP_NODELAY, Nagle would still hold
+    // back a response sent while the previous one is unacknowledged (delayed ACK: ~40 ms).
+    stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let mut parts = line.split_whitespace();
-        let (method, target) = (
-            parts.next().unwrap_or("").to_string(),
-            parts.next().unwrap_or("").to_string(),
-        );
-        let mut headers = Vec::new();
-        let mut length = 0usize;
-        let mut chunked = false;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h)? == 0 {
-                return Ok(());
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
-                if k == "content-length" {
-                    length = v.parse().unwrap_or(0);
-                }
-                if k == "transfer-encoding" {
-                    chunked = v.eq_ignore_ascii_case("chunked");
-                }
-                headers.push((k, v));
-            }
-        }
-        let body_len = if chunked {
-            read_chunked(&mut reader)?
-        } else {
-            io::copy(&mut (&mut reader).take(length as u64), &mut io::sink())? as usize
+        let req = match read_head(&mut reader)? {
+            None => return Ok(()),
+            Some(Ok(req)) => req,
+            Some(Err(BadRequest(why))) => return bad_request(&mut writer, why),
         };
-        let mut body = format!("{{\"service\":\"ringgate-demo-backend\",\"method\":{},\"path\":{},\"body_bytes\":{body_len},\"headers\":{{", json(&method), json(&target));
-        for (i, (k, v)) in headers.iter().enumerate() {
+        let body_len = if req.chunked {
+            match read_chunked(&mut reader)? {
+                Ok(n) => n,
+                Err(BadRequest(why)) => return bad_request(&mut writer, why),
+            }
+        } else {
+            io::copy(&mut (&mut reader).take(req.length as u64), &mut io::sink())? as usize
+        };
+        let mut body = format!(
+            "{{\"service\":\"ringgate-demo-backend\",\"method\":{},\"path\":{},\"body_bytes\":{body_len},\"headers\":{{",
+            json(&req.method),
+            json(&req.target)
+        );
+        for (i, (k, v)) in req.headers.iter().enumerate() {
             body.push_str(&format!(
                 "{}{}:{}",
                 if i > 0 { "," } else { "" },
@@ -136,27 +139,146 @@ fn serve(stream: TcpStream) -> io::Result<()> {
             ));
         }
         body.push_str("}}\n");
-        write!(
-            writer,
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        )?;
+        writer.write_all(&response("200 OK", "", &body))?;
     }
 }
 
-fn read_chunked(reader: &mut impl BufRead) -> io::Result<usize> {
+/// A whole response in one buffer, so it leaves in one write.
+fn response(status: &str, extra_headers: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra_headers}\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn bad_request(writer: &mut TcpStream, why: &str) -> io::Result<()> {
+    let body = format!(
+        "{{\"service\":\"ringgate-demo-backend\",\"error\":\"bad_request\",\"message\":{}}}\n",
+        json(why)
+    );
+    writer.write_all(&response("400 Bad Request", "connection: close\r\n", &body))?;
+    writer.shutdown(std::net::Shutdown::Write)?;
+    // Lingering close: read what the client still sends (for a moment), so closing with
+    // unread bytes does not reset the connection and lose the 400 on the client's side.
+    writer.set_read_timeout(Some(std::time::Duration::from_secs(1)))?;
+    let _ = io::copy(&mut (&*writer).take(1 << 20), &mut io::sink());
+    Ok(())
+}
+
+enum Line {
+    /// The line without its CRLF (or bare LF).
+    Full(Vec<u8>),
+    /// The stream ended before the line began.
+    Eof,
+    /// The stream ended mid-line, or the line ran past the head's budget.
+    Bad,
+}
+
+/// Reads one line of the head as bytes: header values may carry obs-text (bytes >= 0x80),
+/// which is not UTF-8. `budget` is what the head may still take.
+fn read_line(reader: &mut impl BufRead, budget: &mut usize) -> io::Result<Line> {
+    let mut line = Vec::new();
+    let n = reader.take(*budget as u64).read_until(b'\n', &mut line)?;
+    *budget -= n;
+    if n == 0 && *budget > 0 {
+        return Ok(Line::Eof);
+    }
+    if line.pop() != Some(b'\n') {
+        return Ok(Line::Bad);
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(Line::Full(line))
+}
+
+/// `Ok(None)`: the client closed between requests.
+fn read_head(reader: &mut impl BufRead) -> io::Result<Option<Result<Request, BadRequest>>> {
+    let mut budget = MAX_HEAD;
+    let line = match read_line(reader, &mut budget)? {
+        Line::Eof => return Ok(None),
+        Line::Bad => return Ok(Some(Err(BadRequest("malformed request line")))),
+        Line::Full(line) => line,
+    };
+    let Some(mut req) = request_line(&line) else {
+        return Ok(Some(Err(BadRequest("malformed request line"))));
+    };
+    loop {
+        let h = match read_line(reader, &mut budget)? {
+            Line::Full(h) => h,
+            Line::Eof | Line::Bad => {
+                return Ok(Some(Err(BadRequest(
+                    "incomplete or oversized request head",
+                ))))
+            }
+        };
+        if h.is_empty() {
+            return Ok(Some(Ok(req)));
+        }
+        let Some(colon) = h.iter().position(|&b| b == b':') else {
+            return Ok(Some(Err(BadRequest("malformed header line"))));
+        };
+        let name = &h[..colon];
+        if name.is_empty() || !name.iter().all(|&b| crate::http::is_token_byte(b)) {
+            return Ok(Some(Err(BadRequest("malformed header name"))));
+        }
+        let k = String::from_utf8_lossy(name).to_ascii_lowercase();
+        // obs-text is accepted; the (UTF-8) echo shows such bytes as U+FFFD.
+        let v = String::from_utf8_lossy(h[colon + 1..].trim_ascii()).into_owned();
+        if k == "content-length" {
+            match v.parse() {
+                Ok(n) => req.length = n,
+                Err(_) => return Ok(Some(Err(BadRequest("invalid content-length")))),
+            }
+        }
+        if k == "transfer-encoding" {
+            req.chunked = v.eq_ignore_ascii_case("chunked");
+        }
+        req.headers.push((k, v));
+    }
+}
+
+/// `METHOD SP request-target SP HTTP/1.x`.
+fn request_line(line: &[u8]) -> Option<Request> {
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.split(' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    let valid = parts.next().is_none()
+        && !method.is_empty()
+        && method.bytes().all(crate::http::is_token_byte)
+        && !target.is_empty()
+        && target.bytes().all(|b| b.is_ascii_graphic())
+        && (version == "HTTP/1.1" || version == "HTTP/1.0");
+    valid.then(|| Request {
+        method: method.to_string(),
+        target: target.to_string(),
+        headers: Vec::new(),
+        length: 0,
+        chunked: false,
+    })
+}
+
+fn read_chunked(reader: &mut impl BufRead) -> io::Result<Result<usize, BadRequest>> {
     let mut total = 0;
     loop {
-        let mut size = String::new();
-        reader.read_line(&mut size)?;
-        let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
+        let mut budget = MAX_HEAD;
+        let Line::Full(size) = read_line(reader, &mut budget)? else {
+            return Ok(Err(BadRequest("incomplete chunked body")));
+        };
+        let size = String::from_utf8_lossy(&size);
+        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else {
+            return Ok(Err(BadRequest("invalid chunk size")));
+        };
         if n == 0 {
-            let mut trailer = String::new();
-            while reader.read_line(&mut trailer)? > 2 {
-                trailer.clear();
+            // Trailer fields, up to the empty line.
+            loop {
+                match read_line(reader, &mut budget)? {
+                    Line::Full(t) if t.is_empty() => return Ok(Ok(total)),
+                    Line::Full(_) => {}
+                    Line::Eof | Line::Bad => return Ok(Err(BadRequest("incomplete chunked body"))),
+                }
             }
-            return Ok(total);
         }
         io::copy(&mut reader.take(n as u64 + 2), &mut io::sink())?;
         total += n;

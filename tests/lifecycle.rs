@@ -86,6 +86,73 @@ fn check_reports_every_problem_with_its_path() {
     }
 }
 
+/// Config errors show values as written in TOML, never Rust's Debug form (`Num(0)`,
+/// `Str("x")`) nor serde's internal type names (`untagged enum NumOrString`).
+#[test]
+fn config_errors_show_values_not_rust_debug() {
+    let messages = |text: &str| -> Vec<String> {
+        ringgate::config::parse(text)
+            .expect_err("invalid")
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    };
+    let server = |line: &str| format!("[server]\nlisten = [\"127.0.0.1:8080\"]\n{line}\n");
+    let target = |t: &str| {
+        format!(
+            "{}[[upstreams]]\nname = \"u\"\ntargets = [{t}]\n",
+            server("")
+        )
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (
+            server("workers = 0"),
+            "server.workers: invalid value 0: expected \"auto\" or a number from 1 to 1024",
+        ),
+        (
+            server("workers = 2000"),
+            "server.workers: invalid value 2000: expected \"auto\" or a number from 1 to 1024",
+        ),
+        (
+            server("workers = \"many\""),
+            "server.workers: invalid value \"many\": expected \"auto\" or a number from 1 to 1024",
+        ),
+        (
+            server("workers = true"),
+            "invalid type: boolean `true`, expected a whole number or a string",
+        ),
+        (
+            target("{ addr = \"127.0.0.1:1\", wieght = 3 }"),
+            "unknown field `wieght`, expected `addr` or `weight`",
+        ),
+        (
+            target("7"),
+            "invalid type: integer `7`, expected an address \"host:port\" or a table { addr = \"host:port\", weight = N }",
+        ),
+    ];
+    for (text, expected) in cases {
+        let got = messages(&text);
+        assert!(
+            got.iter().any(|m| m.contains(expected)),
+            "missing {expected:?} in {got:#?}\n{text}"
+        );
+        for m in &got {
+            for debug in ["Num(", "Str(", "untagged", "NumOrString", "TargetFile"] {
+                assert!(!m.contains(debug), "{debug:?} in {m:?}");
+            }
+        }
+    }
+    // The same words from `ringgate check`.
+    let (code, _, err) = run_check("workers0", &server("workers = 0"));
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(
+            "  server.workers: invalid value 0: expected \"auto\" or a number from 1 to 1024\n"
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn check_rejects_unknown_fields_and_missing_files() {
     let (code, _, err) = run_check("typo", "[server]\nlisten = [\"127.0.0.1:1\"]\nwokers = 2\n");

@@ -94,11 +94,47 @@ pub struct AppsSectionFile {
 }
 
 /// A number or a string; used for knobs like `workers = "auto" | 4` and sizes `"8MiB" | 8388608`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+///
+/// Deserialized by hand rather than `#[serde(untagged)]`, whose error ("data did not match
+/// any variant of untagged enum NumOrString") names a Rust type instead of the value.
+#[derive(Debug, Clone)]
 pub enum NumOrString {
     Num(i64),
     Str(String),
+}
+
+impl<'de> Deserialize<'de> for NumOrString {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = NumOrString;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number or a string")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<NumOrString, E> {
+                Ok(NumOrString::Num(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<NumOrString, E> {
+                i64::try_from(v)
+                    .map(NumOrString::Num)
+                    .map_err(|_| E::custom(format!("{v} is too large")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<NumOrString, E> {
+                Ok(NumOrString::Str(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl std::fmt::Display for NumOrString {
+    /// As written in TOML: `4` or `"auto"`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NumOrString::Num(n) => write!(f, "{n}"),
+            NumOrString::Str(s) => write!(f, "{s:?}"),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,11 +205,38 @@ pub struct OutlierFile {
     pub max_ejection: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// `"host:port"` or `{ addr = "host:port", weight = 3 }`. Deserialized by hand rather than
+/// `#[serde(untagged)]`, so a bad table reports its own problem (an unknown field, a wrong
+/// type) instead of "data did not match any variant of untagged enum TargetFile".
+#[derive(Debug, Clone)]
 pub enum TargetFile {
     Addr(String),
     Weighted(WeightedTargetFile),
+}
+
+impl<'de> Deserialize<'de> for TargetFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TargetFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "an address \"host:port\" or a table { addr = \"host:port\", weight = N }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TargetFile, E> {
+                Ok(TargetFile::Addr(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<TargetFile, A::Error> {
+                WeightedTargetFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(TargetFile::Weighted)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

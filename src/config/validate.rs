@@ -251,7 +251,7 @@ fn validate_server(p: &mut Problems, file: &FileConfig) -> ServerConfig {
         Some(other) => {
             p.add(
                 "server.workers",
-                format!("invalid value {other:?}: expected \"auto\" or a number from 1 to 1024"),
+                format!("invalid value {other}: expected \"auto\" or a number from 1 to 1024"),
             );
             WorkerCount::Auto
         }

@@ -9,10 +9,11 @@ use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use ringgate::config::{self, Snapshot};
+use ringgate::config;
 use ringgate::http::{parse_request, MAX_HEADERS_LIMIT};
 use ringgate::proxy::prepare::{prepare, PrepareCtx};
 use ringgate::proxy::request_id::RequestIdGen;
+use ringgate::snapshot::Snapshot;
 
 /// A curl-like request and a browser-like one with a dozen headers.
 const SMALL: &[u8] = b"GET /v1/orders/12345?fields=id,total HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: curl/8.0\r\nAccept: */*\r\n\r\n";

@@ -138,7 +138,7 @@ fn init_logging() {
 
 fn check(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
-        Ok(cfg) => match config::Snapshot::build(cfg, 0) {
+        Ok(cfg) => match ringgate::snapshot::Snapshot::build(cfg, 0) {
             Ok(_) => {
                 println!("{}: OK", path.display());
                 ExitCode::SUCCESS

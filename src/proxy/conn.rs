@@ -16,9 +16,10 @@ use super::prepare::{prepare, PrepareCtx, Prepared, Rejected, Stop};
 use super::request_id::RequestId;
 use super::trace::TraceContext;
 use super::worker::WorkerCtx;
-use crate::config::Snapshot;
-use crate::error::{write_error_response, ErrorKind, ProxyError, Side};
+use crate::error::{ErrorKind, ProxyError, Side};
+use crate::http::error_response::write_error_response;
 use crate::http::request::worth_parsing;
+use crate::snapshot::Snapshot;
 
 /// Initial size of a client connection's read buffer.
 const CLIENT_BUF: usize = 8 * 1024;

@@ -5,9 +5,10 @@
 use super::conn::{send_scratch, ClientConn};
 use super::forward::After;
 use super::prepare::Prepared;
-use crate::config::{Fallback, Snapshot};
+use crate::config::Fallback;
 use crate::error::ErrorKind;
 use crate::http::headers::{push_decimal, write_header};
+use crate::snapshot::Snapshot;
 
 pub async fn respond_fallback(
     c: &mut ClientConn,

@@ -19,10 +19,11 @@ use std::cell::{Cell, RefCell};
 
 use super::upstream::WorkerUpstreams;
 use super::worker::{WorkerCtx, WorkerGen};
-use crate::config::{Snapshot, UpstreamConfig};
+use crate::config::UpstreamConfig;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::http::chunked::{write_chunk_header, LAST_CHUNK};
 use crate::http::Framing;
+use crate::snapshot::Snapshot;
 
 /// What the connection does after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,5 @@
-//! Connection driver, routing, path normalization, upstream pools and balancing.
+//! Connection driver, upstream pools and balancing (route matching is `crate::router`,
+//! path normalization `crate::http::normalize`).
 
 mod access;
 pub mod balance;
@@ -8,13 +9,10 @@ mod fallback;
 mod forward;
 pub mod io;
 mod isolation;
-pub mod normalize;
 pub mod prepare;
 mod relay;
 pub mod request_id;
 mod response_head;
-pub mod router;
-pub mod signal;
 mod signed_body;
 mod targets;
 pub mod trace;

@@ -7,20 +7,21 @@ use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
 use super::balance::hash_key;
-use super::normalize::normalize_path;
 use super::request_id::{RequestId, RequestIdGen};
-use super::router::{Match, RouteId};
 use crate::auth::cache::{Lookup, WorkerApps};
 use crate::auth::check::{self, unix_now, Pending, Requirement, SignedParts};
 use crate::auth::nonce::NonceCache;
 use crate::config::{AppsSource, AuthMode};
-use crate::config::{HashOn, Snapshot, UpstreamId};
+use crate::config::{HashOn, UpstreamId};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::headers::{must_drop, push_decimal, write_header};
+use crate::http::normalize::normalize_path;
 use crate::http::{parse_request, Framing, RequestHead, MAX_HEADERS_LIMIT};
 use crate::limits::headers::HeaderWriter;
 use crate::limits::spec::{GroupBy, KeyBy};
 use crate::limits::worker::{RequestFacts, WorkerLimiter};
+use crate::router::{Match, RouteId};
+use crate::snapshot::Snapshot;
 use std::time::Instant;
 
 /// SHA-256 of the empty body, lowercase hex.

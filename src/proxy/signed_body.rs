@@ -9,8 +9,8 @@ use super::prepare::Prepared;
 use super::worker::WorkerCtx;
 use crate::auth::check::{unix_now, Pending};
 use crate::auth::sign::body_sha256_hex;
-use crate::config::Snapshot;
 use crate::error::{ProxyError, Side};
+use crate::snapshot::Snapshot;
 
 /// Reads the body of a signed request, checks the signature over its hash and records
 /// the nonce; answers the client itself when that fails. Nothing reaches the upstream

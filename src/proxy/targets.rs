@@ -8,9 +8,9 @@ use super::forward::{After, Failed};
 use super::prepare::Prepared;
 use super::upstream::WorkerUpstreams;
 use super::worker::WorkerCtx;
-use crate::config::Snapshot;
 use crate::resilience::guard::Outcome;
 use crate::resilience::health::{TargetTicket, UpstreamHealth};
+use crate::snapshot::Snapshot;
 
 /// A target's count of requests in flight (least_outstanding balancing), held for one
 /// attempt.

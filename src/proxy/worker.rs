@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use super::buffered::BufferBudget;
 use super::request_id::RequestIdGen;
-use super::signal::LocalSignal;
 use super::upstream::WorkerUpstreams;
 use crate::auth::cache::WorkerApps;
 use crate::auth::nonce::NonceCache;
-use crate::config::Snapshot;
 use crate::limits::worker::WorkerLimiter;
+use crate::signal::LocalSignal;
+use crate::snapshot::Snapshot;
 
 fn install_metrics(metrics: &mut crate::metrics::WorkerMetrics, snapshot: &Snapshot) {
     let routes: Vec<&str> = snapshot

@@ -21,11 +21,12 @@ use crate::auth::cache::{CacheStats, MAX_QUEUED_FETCHES};
 use crate::auth::directory::{Directory, DirectoryStats};
 use crate::auth::nonce::NonceCache;
 use crate::auth::store::RedisStore;
-use crate::config::{AppsSource, Config, DriverChoice, Snapshot, WorkerCount};
+use crate::config::{AppsSource, Config, DriverChoice, WorkerCount};
 use crate::control::admin::AdminServer;
 use crate::limits::lease::ClusterStatus;
 use crate::limits::reconciler::{Reconciler, ReconcilerSpec};
 use crate::limits::state;
+use crate::snapshot::Snapshot;
 
 /// State the control side and workers share. Touched at start, drain and by health
 /// checks only, never per request.

@@ -229,7 +229,7 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
             return ExitCode::FAILURE;
         }
     };
-    let handle = match ringgate::runtime::start(cfg) {
+    let handle = match ringgate::gateway::start(cfg) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("error: {e}");

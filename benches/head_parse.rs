@@ -10,11 +10,12 @@ use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use ringgate::config::{self, Snapshot};
+use ringgate::config;
 use ringgate::filters::Env;
 use ringgate::http::{parse_request, MAX_HEADERS_LIMIT};
 use ringgate::mix::WorkerRng;
 use ringgate::proxy::pipeline::{begin_head, Begin, Scratch};
+use ringgate::snapshot::Snapshot;
 use ringgate::trace::RequestIdGen;
 
 /// A curl-like request and a browser-like one with a dozen headers.
@@ -69,7 +70,6 @@ fn bench(c: &mut Criterion) {
         ringgate::limits::worker::WorkerLimiter::new(0, 1, ahash::RandomState::new(), 1024);
     let rng = WorkerRng::new(7);
     let env = Env {
-        snap: &snap,
         ids: &ids,
         nonces: &nonces,
         apps: None,

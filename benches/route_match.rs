@@ -3,8 +3,8 @@
 //! over a linear scan of the same routes with the same precedence (measured in this run)?
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use ringgate::proxy::normalize::normalize_path;
-use ringgate::proxy::router::{Match, RouteId, RouteSpec, Router};
+use ringgate::http::normalize::normalize_path;
+use ringgate::router::{Match, RouteId, RouteSpec, Router};
 use std::hint::black_box;
 use std::time::Duration;
 

@@ -10,23 +10,14 @@
 use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
-/// `[access_log]`, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AccessLogConfig {
-    /// `None`: standard output.
-    pub path: Option<PathBuf>,
-    /// The share of requests logged (1: all).
-    pub sample: f64,
-    /// Bytes of lines one worker holds between two hand-overs.
-    pub buffer_bytes: usize,
-}
+pub use crate::config::AccessLogConfig;
 
 /// Batches the writer may have queued before workers start dropping.
 const QUEUED_BATCHES: usize = 256;

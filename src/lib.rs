@@ -1,20 +1,29 @@
 //! ringgate: a thread-per-core HTTP/1.1 API gateway on io_uring.
 //!
-//! The crate is split into rooms with one job each (see `DESIGN.md` in the shared folder):
-//! `config` turns a TOML file into an immutable [`config::Snapshot`], `runtime` owns the
-//! pinned worker threads, `http` is the strict HTTP/1.1 codec, `proxy` drives connections,
-//! routes and upstream pools, `control` is the admin side.
+//! The crate is split into rooms with one job each (see `DESIGN.md` in the shared folder),
+//! in layers where a lower one never imports a higher one:
+//!
+//! 1. leaves: `error` (the error type), `signal`, `clock`, `sys`, `redis_link`;
+//! 2. `http` (the strict HTTP/1.1 codec and path normalization) and `router`;
+//! 3. `config`: a TOML file -> validated, plain data (the capabilities' config types too);
+//! 4. capabilities built from it: `auth`, `limits`, `resilience`, `access_log`, `metrics`;
+//! 5. `snapshot`: one compiled, immutable config generation ([`snapshot::Snapshot`]);
+//! 6. `proxy` drives connections and upstream pools; `runtime` owns the pinned workers;
+//! 7. `control` (admin API, health checks, config watcher) plugs into the runtime, and
+//!    `gateway` starts the two together.
 
 // No unwrap/expect outside tests: a panic on a worker aborts the process (panic = abort).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod access_log;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod demo;
 pub mod error;
 pub mod filters;
+pub mod gateway;
 pub mod http;
 pub mod limits;
 pub mod metrics;
@@ -22,6 +31,9 @@ pub mod mix;
 pub mod proxy;
 pub mod redis_link;
 pub mod resilience;
+pub mod router;
 pub mod runtime;
+pub mod signal;
+pub mod snapshot;
 pub(crate) mod sys;
 pub mod trace;

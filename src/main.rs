@@ -138,7 +138,7 @@ fn init_logging() {
 
 fn check(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
-        Ok(cfg) => match config::Snapshot::build(cfg, 0) {
+        Ok(cfg) => match ringgate::snapshot::Snapshot::build(cfg, 0) {
             Ok(_) => {
                 println!("{}: OK", path.display());
                 ExitCode::SUCCESS
@@ -229,7 +229,7 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
             return ExitCode::FAILURE;
         }
     };
-    let handle = match ringgate::runtime::start(cfg) {
+    let handle = match ringgate::gateway::start(cfg) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("error: {e}");

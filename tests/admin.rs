@@ -35,7 +35,7 @@ fn the_token_guards_every_endpoint_but_healthz() {
         &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n"),
     );
     let config = ringgate::config::parse(&text).expect("valid");
-    let handle = ringgate::runtime::start(config).expect("starts");
+    let handle = ringgate::gateway::start(config).expect("starts");
     assert!(handle.wait_ready(Duration::from_secs(10)));
     let admin = handle.admin_addr().unwrap();
     let get = |headers: &str, path: &str| {
@@ -113,7 +113,7 @@ fn reload_under_load_fails_nothing_and_a_bad_file_changes_nothing() {
     let file = dir.join("ringgate.toml");
     std::fs::write(&file, config_file(up.addr, false)).unwrap();
     let config = ringgate::config::load(&file).expect("valid");
-    let handle = ringgate::runtime::start(config).expect("starts");
+    let handle = ringgate::gateway::start(config).expect("starts");
     assert!(handle.wait_ready(Duration::from_secs(10)));
     handle.set_config_path(Some(file.clone()));
     let (addr, admin) = (handle.listen_addrs()[0], handle.admin_addr().unwrap());
@@ -216,7 +216,7 @@ fn watch_reloads_when_the_file_changes() {
     let with_watch =
         |b: bool| config_file(up.addr, b).replace("[admin]\n", "[admin]\nwatch = true\n");
     std::fs::write(&file, with_watch(false)).unwrap();
-    let handle = ringgate::runtime::start(ringgate::config::load(&file).unwrap()).unwrap();
+    let handle = ringgate::gateway::start(ringgate::config::load(&file).unwrap()).unwrap();
     assert!(handle.wait_ready(Duration::from_secs(10)));
     handle.set_config_path(Some(file.clone()));
     let addr = handle.listen_addrs()[0];
@@ -289,7 +289,7 @@ fn entries_are_created_replaced_and_deleted_in_the_files() {
         config_file(up.addr, false)
     );
     std::fs::write(&file, &text).unwrap();
-    let handle = ringgate::runtime::start(ringgate::config::load(&file).unwrap()).unwrap();
+    let handle = ringgate::gateway::start(ringgate::config::load(&file).unwrap()).unwrap();
     assert!(handle.wait_ready(Duration::from_secs(10)));
     handle.set_config_path(Some(file.clone()));
     let (addr, admin) = (handle.listen_addrs()[0], handle.admin_addr().unwrap());
@@ -407,7 +407,7 @@ fn nested_entries_concurrent_edits_and_private_files() {
         ),
     )
     .unwrap();
-    let handle = ringgate::runtime::start(ringgate::config::load(&file).unwrap()).unwrap();
+    let handle = ringgate::gateway::start(ringgate::config::load(&file).unwrap()).unwrap();
     assert!(handle.wait_ready(Duration::from_secs(10)));
     handle.set_config_path(Some(file.clone()));
     let admin = handle.admin_addr().unwrap();
@@ -479,7 +479,7 @@ fn a_reload_cannot_drop_the_token_of_a_public_listener() {
         )
     };
     let public = with(&format!("listen = \"0.0.0.0:0\"\ntoken = \"{TOKEN}\""));
-    let handle = ringgate::runtime::start(ringgate::config::parse(&public).unwrap()).unwrap();
+    let handle = ringgate::gateway::start(ringgate::config::parse(&public).unwrap()).unwrap();
     assert!(handle.wait_ready(Duration::from_secs(10)));
     // Valid on its own (loopback needs no token), refused as a reload: the listener is
     // still bound to 0.0.0.0.

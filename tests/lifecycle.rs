@@ -444,7 +444,7 @@ fn auto_workers_are_one_per_cpu_each_pinned_and_every_listen_address_serves() {
         "[server]\nlisten = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\nworkers = \"auto\"\n[admin]\nlisten = \"\"\n{}",
         simple_routes(up.addr, "", "")
     );
-    let handle = ringgate::runtime::start(ringgate::config::parse(&text).unwrap()).unwrap();
+    let handle = ringgate::gateway::start(ringgate::config::parse(&text).unwrap()).unwrap();
     assert!(handle.wait_ready(Duration::from_secs(10)));
     let cpus: Vec<usize> = core_affinity::get_core_ids()
         .unwrap()

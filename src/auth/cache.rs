@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::bloom::Bloom;
-use super::registry::App;
-use crate::proxy::signal::LocalSignal;
+use crate::config::apps::App;
+use crate::signal::LocalSignal;
 
 /// A worker asks the control side for one app's record.
 #[derive(Debug)]

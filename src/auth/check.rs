@@ -13,8 +13,8 @@ use std::sync::Arc;
 use httparse::Header;
 
 use super::nonce::{NonceCache, Seen};
-use super::registry::App;
 use super::sign::{self, canonical_query, string_to_sign, verify};
+use crate::config::apps::App;
 use crate::error::{ErrorKind, ProxyError};
 
 fn unauthorized(message: impl Into<std::borrow::Cow<'static, str>>) -> ProxyError {
@@ -166,9 +166,6 @@ impl Pending {
     }
 }
 
-/// Unix seconds now (the gateway's clock, as the timestamp window is defined).
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+/// The clock signatures are checked against; it lives in `crate::clock` (limits read it
+/// too) and stays reachable here, where signing code and tests look for it.
+pub use crate::clock::unix_now;

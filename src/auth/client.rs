@@ -2,7 +2,7 @@
 //! request given as a URL, exactly as the gateway will check it.
 
 use super::sign::{sign_request, SignedRequest};
-use crate::proxy::normalize::normalize_path;
+use crate::http::normalize::normalize_path;
 
 /// A signed request and the form of it the gateway sees.
 pub struct SignedUrl {

@@ -16,7 +16,7 @@ use std::fmt;
 
 use redis::RedisError;
 
-use super::registry::{App, AppLimits};
+use crate::config::apps::{App, AppLimits};
 use crate::redis_link::RedisLink;
 
 /// Prefix of every app hash; the rest of the Redis key is the app key.

@@ -4,6 +4,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// The codec's limits are the codec's type; `[server]` sets them, so they show here too.
+pub use crate::http::HttpLimits;
+
+use super::apps::AppRegistry;
+use super::model_limits::LimitSpec;
+use super::model_resilience::{BreakerConfig, BulkheadConfig, HealthCheckConfig, OutlierConfig};
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
@@ -13,9 +20,20 @@ pub struct Config {
     pub apps: AppsConfig,
     pub traffic: TrafficConfig,
     /// `[access_log]` (`None`: no access log). Fixed at start.
-    pub access_log: Option<crate::access_log::AccessLogConfig>,
+    pub access_log: Option<AccessLogConfig>,
     /// `[[isolation]]` groups; routes name them by index.
-    pub isolation: Vec<crate::resilience::bulkhead::BulkheadConfig>,
+    pub isolation: Vec<BulkheadConfig>,
+}
+
+/// `[access_log]`, validated (the writer that uses it is `crate::access_log`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogConfig {
+    /// `None`: standard output.
+    pub path: Option<std::path::PathBuf>,
+    /// The share of requests logged (1: all).
+    pub sample: f64,
+    /// Bytes of lines one worker holds between two hand-overs.
+    pub buffer_bytes: usize,
 }
 
 /// `[traffic]` and `[cluster]`: how limits are held.
@@ -45,7 +63,7 @@ pub struct ClusterConfig {
 /// The app registry of this generation and how signatures are checked.
 #[derive(Debug, Clone)]
 pub struct AppsConfig {
-    pub registry: std::sync::Arc<crate::auth::registry::AppRegistry>,
+    pub registry: std::sync::Arc<AppRegistry>,
     /// How far a request's timestamp may be from the gateway's clock (default 300 s).
     pub timestamp_window: Duration,
     /// Nonces the replay cache holds (fixed at start; sized as signed requests per
@@ -117,14 +135,6 @@ pub struct ServerConfig {
     pub trust_forwarded: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct HttpLimits {
-    pub max_header_bytes: usize,
-    pub max_headers: usize,
-    pub max_uri_bytes: usize,
-    pub max_body_bytes: u64,
-}
-
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     /// `None` when the admin listener is switched off (`listen = ""`).
@@ -182,10 +192,10 @@ pub struct UpstreamConfig {
     pub body_timeout: Duration,
     pub max_idle_per_target: usize,
     pub idle_timeout: Duration,
-    pub health: Option<crate::resilience::health::HealthCheckConfig>,
-    pub outlier: Option<crate::resilience::health::OutlierConfig>,
+    pub health: Option<HealthCheckConfig>,
+    pub outlier: Option<OutlierConfig>,
     /// A breaker per target (failures: connect, timeout, 5xx).
-    pub breaker: Option<crate::resilience::breaker::BreakerConfig>,
+    pub breaker: Option<BreakerConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -202,7 +212,7 @@ pub struct RouteConfig {
     /// The API group (permission package) an app needs to call this route.
     pub group: Option<String>,
     /// Rate limits and quotas, checked in order; all must admit.
-    pub limits: Vec<crate::limits::spec::LimitSpec>,
+    pub limits: Vec<LimitSpec>,
     /// Connect and response-head timeouts overriding the upstream's.
     pub connect_timeout: Option<Duration>,
     pub response_timeout: Option<Duration>,
@@ -238,7 +248,7 @@ pub struct RouteBreaker {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum BreakerMode {
-    Breaker(crate::resilience::breaker::BreakerConfig),
+    Breaker(BreakerConfig),
     /// The SRE adaptive throttle.
     Adaptive {
         k: f64,

@@ -1,128 +1,26 @@
 //! `FileConfig` -> `Config`. Collects every problem with its path (`routes[3].upstream:
 //! unknown upstream "billing"`) instead of stopping at the first, so `ringgate check`
-//! can show them all at once.
+//! can show them all at once. The sections with more rules have their own files
+//! (`validate_limits`, `validate_resilience`, `validate_upstream`); they and this file
+//! share `problems`, and only this file calls them.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::apps::AppRegistry;
 use super::file::{AppsSectionFile, FileConfig, NumOrString, RouteFile};
 use super::model::*;
-use super::units::{parse_duration, parse_size};
+use super::problems::{ConfigError, Problems};
 use super::validate_limits::{check_shared_limits, validate_route_limits, validate_traffic};
 use super::validate_resilience::{
     route_isolation, validate_breaker, validate_fallback, validate_isolation, validate_retries,
     validate_timeouts,
 };
 use super::validate_upstream::validate_upstream;
-use crate::auth::registry::AppRegistry;
-use crate::proxy::router::{RouteId, RouteSpec, Router};
-
-/// One problem in a config, with the path of the offending value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-#[derive(Default)]
-pub(super) struct Problems(Vec<ConfigError>);
-
-impl Problems {
-    pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-
-    /// A duration from 1 ms to 7 days: zero would fail every request, and a huge one
-    /// would overflow deadline arithmetic (`Instant + Duration`).
-    pub(super) fn duration(
-        &mut self,
-        path: &str,
-        v: &Option<String>,
-        default: Duration,
-    ) -> Duration {
-        const MIN: Duration = Duration::from_millis(1);
-        const MAX: Duration = Duration::from_secs(7 * 24 * 3600);
-        match v.as_deref().map(parse_duration) {
-            None => default,
-            Some(Ok(d)) if (MIN..=MAX).contains(&d) => d,
-            Some(Ok(_)) => {
-                self.add(path, "must be between 1ms and 7 days");
-                default
-            }
-            Some(Err(e)) => {
-                self.add(path, e);
-                default
-            }
-        }
-    }
-
-    fn size(&mut self, path: &str, v: &Option<NumOrString>, default: u64) -> u64 {
-        match v.as_ref().map(parse_size) {
-            None => default,
-            Some(Ok(n)) => n,
-            Some(Err(e)) => {
-                self.add(path, e);
-                default
-            }
-        }
-    }
-
-    /// An integer knob within `[min, max]`.
-    pub(super) fn int(
-        &mut self,
-        path: &str,
-        v: Option<i64>,
-        default: i64,
-        min: i64,
-        max: i64,
-    ) -> i64 {
-        match v {
-            None => default,
-            Some(n) if (min..=max).contains(&n) => n,
-            Some(n) => {
-                self.add(
-                    path,
-                    format!("{n} is out of range: must be between {min} and {max}"),
-                );
-                default
-            }
-        }
-    }
-
-    pub(super) fn socket_addr(&mut self, path: &str, s: &str) -> Option<SocketAddr> {
-        if let Ok(a) = s.parse() {
-            return Some(a);
-        }
-        match s.to_socket_addrs().map(|mut it| it.next()) {
-            Ok(Some(a)) => Some(a),
-            _ => {
-                self.add(
-                    path,
-                    format!("invalid address {s:?}: expected host:port, e.g. \"127.0.0.1:8080\""),
-                );
-                None
-            }
-        }
-    }
-}
+use crate::router::{RouteId, RouteSpec, Router};
 
 /// 16 Mi nonces: 55 000 signed requests per second sustained over the default 300 s
 /// window, about 0.5 GiB when full (memory is used as nonces arrive, not up front).
@@ -380,7 +278,7 @@ fn validate_route(
     ] {
         if let Some(v) = v {
             let mut normalized = String::new();
-            let ok = crate::proxy::normalize::normalize_path(v.as_bytes(), &mut normalized).is_ok();
+            let ok = crate::http::normalize::normalize_path(v.as_bytes(), &mut normalized).is_ok();
             if !ok || normalized != *v || v.ends_with('/') {
                 p.add(
                     at(field),
@@ -442,7 +340,7 @@ fn validate_access_log(
     p: &mut Problems,
     file: &FileConfig,
     base_dir: Option<&Path>,
-) -> Option<crate::access_log::AccessLogConfig> {
+) -> Option<AccessLogConfig> {
     let a = file.access_log.as_ref()?;
     let path = match a.path.as_str() {
         "" => {
@@ -469,7 +367,7 @@ fn validate_access_log(
     if !(4096..=64 << 20).contains(&buffer_bytes) {
         p.add("access_log.buffer", "must be between 4KiB and 64MiB");
     }
-    Some(crate::access_log::AccessLogConfig {
+    Some(AccessLogConfig {
         path,
         sample,
         buffer_bytes: buffer_bytes as usize,
@@ -525,7 +423,7 @@ fn validate_apps(
             file: Some(name), ..
         }) => {
             let path = base_dir.map_or_else(|| PathBuf::from(name), |d| d.join(name));
-            match crate::auth::registry::load_file(&path) {
+            match super::apps::load_file(&path) {
                 Ok(r) => registry = r,
                 Err(errors) => p.0.extend(errors),
             }

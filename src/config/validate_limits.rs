@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use super::file::{FileConfig, LimitFile, RouteFile};
 use super::model::{AuthMode, ClusterConfig, RouteConfig, TrafficConfig};
-use super::validate::Problems;
-use crate::limits::spec::{
+use super::model_limits::{
     parse_quota, parse_utc_offset, Amount, GroupBy, Groups, KeyBy, LimitSpec, Rate,
+    MAX_LIMITS_PER_ROUTE,
 };
-use crate::limits::worker::MAX_LIMITS_PER_ROUTE;
+use super::problems::Problems;
 
 const DEFAULT_RECONCILE: Duration = Duration::from_millis(10);
 const DEFAULT_LEASE: Duration = Duration::from_millis(100);

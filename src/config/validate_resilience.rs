@@ -5,10 +5,8 @@ use std::time::Duration;
 
 use super::file::{BreakerFile, FallbackFile, FileConfig, RouteFile, UpstreamFile};
 use super::model::{BreakerMode, FailureOn, Fallback, Retries, RouteBreaker};
-use super::validate::Problems;
-use crate::resilience::breaker::BreakerConfig;
-use crate::resilience::bulkhead::BulkheadConfig;
-use crate::resilience::health::{HealthCheckConfig, OutlierConfig};
+use super::model_resilience::{BreakerConfig, BulkheadConfig, HealthCheckConfig, OutlierConfig};
+use super::problems::Problems;
 
 const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
 const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(5);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::file::{TargetFile, UpstreamFile};
 use super::model::*;
-use super::validate::Problems;
+use super::problems::Problems;
 use super::validate_resilience::{validate_health, validate_target_breaker};
 
 pub(super) fn validate_upstream(p: &mut Problems, i: usize, u: &UpstreamFile) -> UpstreamConfig {

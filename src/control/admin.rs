@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use super::config_edit;
 use crate::auth::cache::CacheStats;
-use crate::error::{write_error_response, ErrorKind};
+use crate::error::ErrorKind;
+use crate::http::error_response::write_error_response;
 use crate::runtime::GatewayState;
 
 pub struct AdminServer {
@@ -418,7 +419,7 @@ fn respond(
 }
 
 /// The running generation: its number, routes and upstreams.
-fn config_summary(snap: &crate::config::Snapshot) -> String {
+fn config_summary(snap: &crate::snapshot::Snapshot) -> String {
     use serde_json::json;
     let routes: Vec<_> = snap
         .config

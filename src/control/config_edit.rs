@@ -111,7 +111,7 @@ pub fn edit(
     let written = write_like(&candidate, &file, doc.to_string().as_bytes());
     let checked = written.and_then(|()| {
         match section {
-            Section::Apps => crate::auth::registry::load_file(&candidate).map(|_| ()),
+            Section::Apps => crate::config::apps::load_file(&candidate).map(|_| ()),
             _ => crate::config::load(&candidate).map(|_| ()),
         }
         .map_err(|errors| {

@@ -9,8 +9,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use crate::config::Snapshot;
 use crate::resilience::health::{CheckStreak, HealthCheckConfig};
+use crate::snapshot::Snapshot;
 
 /// Longest sleep between looks at whether the generation is still alive.
 const NAP: Duration = Duration::from_millis(100);

@@ -7,4 +7,7 @@ pub mod health_check;
 mod metrics_export;
 mod openapi;
 mod protection_stats;
+mod side;
 pub mod watch;
+
+pub use side::Control;

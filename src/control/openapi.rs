@@ -6,8 +6,9 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::config::{AuthMode, RouteConfig, Snapshot};
-use crate::limits::spec::{Amount, LimitSpec};
+use crate::config::model_limits::{Amount, LimitSpec};
+use crate::config::{AuthMode, RouteConfig};
+use crate::snapshot::Snapshot;
 
 /// Methods a route without `methods` is listed under.
 const ALL_METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];

@@ -4,9 +4,9 @@
 use std::fmt::Write;
 use std::time::Instant;
 
-use crate::config::Snapshot;
-use crate::error::push_json_escaped;
+use crate::http::error_response::push_json_escaped;
 use crate::resilience::breaker::State;
+use crate::snapshot::Snapshot;
 
 /// `"routes":[...],"isolation":[...],"upstreams":[...]` (without braces around them).
 pub fn json(snap: &Snapshot) -> String {

@@ -4,19 +4,26 @@
 //! this filter admits a request before it goes upstream and hands its outcome back once
 //! the request is over, whoever answered it.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{BuildCtx, Env, Filter, Flow, Phases, RequestCtx, RequestView};
 use crate::config::ConfigError;
 use crate::error::{ErrorKind, ProxyError};
+use crate::resilience::guard::RouteGuard;
 
-pub struct Breaker;
+pub struct Breaker {
+    guard: Arc<RouteGuard>,
+    route: Box<str>,
+}
 
 pub fn build(b: &BuildCtx) -> Result<Option<Filter>, Vec<ConfigError>> {
-    Ok(b.route
-        .breaker
-        .is_some()
-        .then_some(Filter::Breaker(Breaker)))
+    Ok(b.guard.map(|guard| {
+        Filter::Breaker(Breaker {
+            guard: guard.clone(),
+            route: b.route.name.as_str().into(),
+        })
+    }))
 }
 
 impl Phases for Breaker {
@@ -26,10 +33,7 @@ impl Phases for Breaker {
         ctx: &mut RequestCtx<'g>,
         env: &Env<'g>,
     ) -> Flow {
-        let Some(guard) = env.snap.guard(ctx.route) else {
-            return Flow::Continue;
-        };
-        match guard.admit(Instant::now(), env.rng.unit()) {
+        match self.guard.admit(Instant::now(), env.rng.unit()) {
             Ok(ticket) => {
                 ctx.held.ticket = Some(ticket);
                 Flow::Continue
@@ -41,7 +45,7 @@ impl Phases for Breaker {
                         ErrorKind::CircuitOpen,
                         format!(
                             "route {:?}: its upstream is failing; the circuit is open",
-                            env.snap.route(ctx.route).name
+                            self.route
                         ),
                     )
                     .with_headers(format!("retry-after: {retry_after}\r\n").into_bytes())
@@ -51,9 +55,9 @@ impl Phases for Breaker {
         }
     }
 
-    fn on_done(&self, ctx: &mut RequestCtx, env: &Env) {
-        if let (Some(guard), Some(ticket)) = (env.snap.guard(ctx.route), ctx.held.ticket.take()) {
-            guard.finish(ticket, ctx.outcome, Instant::now());
+    fn on_done(&self, ctx: &mut RequestCtx, _env: &Env) {
+        if let Some(ticket) = ctx.held.ticket.take() {
+            self.guard.finish(ticket, ctx.outcome, Instant::now());
         }
     }
 }

@@ -10,21 +10,18 @@ use crate::auth::cache::WorkerApps;
 use crate::auth::check::Pending;
 use crate::auth::nonce::NonceCache;
 use crate::auth::registry::App;
-use crate::config::Snapshot;
 use crate::limits::headers::HeaderWriter;
 use crate::limits::worker::WorkerLimiter;
 use crate::mix::WorkerRng;
-use crate::proxy::router::RouteId;
 use crate::resilience::bulkhead::{Permit, Waiting};
 use crate::resilience::guard::{Outcome, Ticket};
+use crate::router::RouteId;
 use crate::trace::{RequestId, RequestIdGen, TraceContext};
 
 /// The worker-owned state filters use, borrowed for one request. Built by the
 /// connection driver from its worker; filters never see the driver itself.
 #[derive(Clone, Copy)]
 pub struct Env<'g> {
-    /// The config generation serving this request.
-    pub snap: &'g Snapshot,
     pub ids: &'g RequestIdGen,
     /// Replay protection, shared by every worker.
     pub nonces: &'g NonceCache,

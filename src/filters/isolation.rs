@@ -4,6 +4,7 @@
 //! group's queue, or not at all (`503 overloaded` with `Retry-After`); its place is held
 //! until the request is over.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{BuildCtx, Env, Filter, Flow, Phases, RequestCtx, RequestView};
@@ -15,13 +16,16 @@ use crate::resilience::bulkhead::{Bulkhead, Entry};
 /// and polling a shared counter every millisecond is cheaper than waking across cores.
 const POLL: Duration = Duration::from_millis(1);
 
-pub struct Isolation;
+pub struct Isolation {
+    group: Arc<Bulkhead>,
+}
 
 pub fn build(b: &BuildCtx) -> Result<Option<Filter>, Vec<ConfigError>> {
-    Ok(b.route
-        .isolation
-        .is_some()
-        .then_some(Filter::Isolation(Isolation)))
+    Ok(b.bulkhead.map(|group| {
+        Filter::Isolation(Isolation {
+            group: group.clone(),
+        })
+    }))
 }
 
 fn overloaded(group: &Bulkhead) -> Flow {
@@ -43,11 +47,9 @@ impl Phases for Isolation {
         &'g self,
         _req: &RequestView,
         ctx: &mut RequestCtx<'g>,
-        env: &Env<'g>,
+        _env: &Env<'g>,
     ) -> Flow {
-        let Some(group) = env.snap.bulkhead(ctx.route) else {
-            return Flow::Continue;
-        };
+        let group = &*self.group;
         match group.try_enter() {
             Entry::Admitted(permit) => {
                 ctx.held.permit = Some(permit);
@@ -65,11 +67,9 @@ impl Phases for Isolation {
         &'g self,
         _req: &RequestView<'_>,
         ctx: &mut RequestCtx<'g>,
-        env: &Env<'g>,
+        _env: &Env<'g>,
     ) -> Flow {
-        let Some(group) = env.snap.bulkhead(ctx.route) else {
-            return Flow::Continue;
-        };
+        let group = &*self.group;
         let deadline = Instant::now() + group.config.queue_timeout;
         while Instant::now() < deadline {
             monoio::time::sleep(POLL).await;

@@ -30,8 +30,12 @@ pub use context::{Env, RequestCtx};
 pub use reply::{MadeResponse, Reply};
 pub use view::{OwnedRequest, RequestView};
 
+use std::sync::Arc;
+
 use crate::config::{Config, ConfigError, RouteConfig};
 use crate::error::ProxyError;
+use crate::resilience::bulkhead::Bulkhead;
+use crate::resilience::guard::RouteGuard;
 
 /// What a phase decided.
 pub enum Flow {
@@ -53,6 +57,10 @@ pub struct BuildCtx<'a> {
     pub config: &'a Config,
     pub route: &'a RouteConfig,
     pub index: usize,
+    /// The route's breaker state, shared by every worker (built with the generation).
+    pub guard: Option<&'a Arc<RouteGuard>>,
+    /// The route's isolation group, shared by every worker and the group's routes.
+    pub bulkhead: Option<&'a Arc<Bulkhead>>,
 }
 
 impl BuildCtx<'_> {
@@ -212,16 +220,11 @@ pub struct RouteChain {
 
 impl RouteChain {
     /// Compiles the route's filters; every problem is reported with its path.
-    pub fn build(config: &Config, index: usize) -> Result<RouteChain, Vec<ConfigError>> {
-        let ctx = BuildCtx {
-            config,
-            route: &config.routes[index],
-            index,
-        };
+    pub fn build(ctx: &BuildCtx) -> Result<RouteChain, Vec<ConfigError>> {
         let mut filters = Vec::new();
         let mut errors = Vec::new();
         for (_, build) in ORDER {
-            match build(&ctx) {
+            match build(ctx) {
                 Ok(Some(f)) => filters.push(f),
                 Ok(None) => {}
                 Err(e) => errors.extend(e),
@@ -234,12 +237,24 @@ impl RouteChain {
         }
     }
 
-    /// Every route's chain; all routes' problems together.
-    pub fn build_all(config: &Config) -> Result<Vec<RouteChain>, Vec<ConfigError>> {
+    /// Every route's chain, with the generation's shared protection state (`guards` per
+    /// route, `bulkheads` per isolation group); all routes' problems together.
+    pub fn build_all(
+        config: &Config,
+        guards: &[Option<Arc<RouteGuard>>],
+        bulkheads: &[Arc<Bulkhead>],
+    ) -> Result<Vec<RouteChain>, Vec<ConfigError>> {
         let mut chains = Vec::with_capacity(config.routes.len());
         let mut errors = Vec::new();
-        for i in 0..config.routes.len() {
-            match RouteChain::build(config, i) {
+        for (index, route) in config.routes.iter().enumerate() {
+            let ctx = BuildCtx {
+                config,
+                route,
+                index,
+                guard: guards.get(index).and_then(Option::as_ref),
+                bulkhead: route.isolation.and_then(|g| bulkheads.get(g)),
+            };
+            match RouteChain::build(&ctx) {
                 Ok(chain) => chains.push(chain),
                 Err(e) => errors.extend(e),
             }

@@ -7,7 +7,9 @@
 
 pub mod chunked;
 pub mod date;
+pub mod error_response;
 pub mod headers;
+pub mod normalize;
 pub mod request;
 pub mod response;
 
@@ -25,6 +27,16 @@ pub enum Framing {
     Chunked,
     /// Until the peer closes (responses only, e.g. HTTP/1.0 upstreams).
     UntilClose,
+}
+
+/// The size limits a request head and body are held to (`[server] max_*`, validated by
+/// `config`, which re-exports this type).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_uri_bytes: usize,
+    pub max_body_bytes: u64,
 }
 
 /// The most headers any config may allow; sizes the on-stack parse array.

@@ -6,8 +6,7 @@ use std::mem::MaybeUninit;
 use httparse::Header;
 
 use super::headers::ConnectionOptions;
-use super::{has_bare_lf, parse_content_length, Framing};
-use crate::config::HttpLimits;
+use super::{has_bare_lf, parse_content_length, Framing, HttpLimits};
 use crate::error::{ErrorKind, ProxyError};
 
 /// A parsed, validated request head. Borrows the connection's read buffer.

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use super::spec::{day_of, secs_to_day_end, Amount, GroupBy, KeyBy, LimitSpec};
 use super::Params;
-use crate::auth::registry::App;
+use crate::config::apps::App;
 
 /// What the limiter needs to know about a request.
 pub struct RequestFacts<'a> {

@@ -1,7 +1,8 @@
 //! Traffic control: rate limits and daily quotas, held per core without locks and
 //! reconciled in the background.
 //!
-//! - `spec`: what a limit is (key, amount, priority groups), as validated from config.
+//! - `spec`: what a limit is (key, amount, priority groups), as validated from config (it
+//!   lives in `config::model_limits`; re-exported here).
 //! - `bucket`: a worker's token bucket for one key (pure).
 //! - `worker`: `WorkerLimiter`, the per-core map of buckets and quota grants checked on
 //!   the request path; it never locks and never waits.
@@ -23,9 +24,12 @@ pub mod lease;
 pub mod quota;
 pub mod reconciler;
 pub mod shares;
-pub mod spec;
 pub mod state;
 pub mod worker;
+
+/// What a limit is: plain config data, kept with the config (`config::model_limits`) and
+/// reachable here under its old path.
+pub use crate::config::model_limits as spec;
 
 use std::sync::Arc;
 

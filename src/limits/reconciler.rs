@@ -511,7 +511,7 @@ impl Core {
     }
 
     fn rebalance_quotas(&mut self) {
-        let today = day_of(crate::auth::check::unix_now(), 0);
+        let today = day_of(crate::clock::unix_now(), 0);
         let cluster = self
             .cluster
             .as_ref()

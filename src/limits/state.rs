@@ -98,7 +98,7 @@ pub fn load_state(path: Option<&std::path::Path>) -> ([u64; 4], Vec<SavedQuota>)
     };
     match load(path) {
         Ok(Some(s)) => {
-            let today = super::spec::day_of(crate::auth::check::unix_now(), 0);
+            let today = super::spec::day_of(crate::clock::unix_now(), 0);
             // Quota days may be offset by up to 14 hours either way: keep yesterday's too.
             let quotas = s
                 .quotas

@@ -19,8 +19,7 @@ use super::quota::initial_grant;
 use super::spec::{KeyBy, LimitSpec};
 use super::{KeyId, Params, Report, ReportEntry, Update};
 
-/// The most limits one route may have (validated).
-pub const MAX_LIMITS_PER_ROUTE: usize = 16;
+pub use crate::config::model_limits::MAX_LIMITS_PER_ROUTE;
 
 pub use super::facts::RequestFacts;
 use super::facts::{effective_params, group_of, key_value};

@@ -126,7 +126,7 @@ fn quoted(out: &mut Vec<u8>, v: &str) {
         out.extend_from_slice(v.as_bytes());
     } else {
         let mut escaped = String::new();
-        crate::error::push_json_escaped(&mut escaped, v);
+        crate::http::error_response::push_json_escaped(&mut escaped, v);
         out.extend_from_slice(escaped.as_bytes());
     }
     out.push(b'"');

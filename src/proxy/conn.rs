@@ -77,7 +77,7 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
             }
             // The generation current now, when the head is here, serves the request.
             let gen = worker.generation();
-            let env = worker.env(&gen);
+            let env = worker.env();
             let begun = begin(&mut c, &gen, &env);
             let started = Instant::now();
             c.status = 0;
@@ -265,7 +265,7 @@ async fn serve_refused(
 /// What the metrics and the access log say about a request beyond the connection's
 /// bookkeeping.
 struct Record<'a> {
-    route: Option<crate::proxy::router::RouteId>,
+    route: Option<crate::router::RouteId>,
     method: u8,
     request_id: RequestId,
     trace: Option<TraceContext>,

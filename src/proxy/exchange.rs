@@ -13,11 +13,12 @@ use super::response_head::read_response_head;
 use super::targets::{note_target_health, Outstanding, TargetAdmission};
 use super::upstream::{connect, UpstreamConn, WorkerUpstreams};
 use super::worker::{WorkerCtx, WorkerGen};
-use crate::config::{Snapshot, UpstreamConfig};
+use crate::config::UpstreamConfig;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::http::chunked::{write_chunk_header, LAST_CHUNK};
 use crate::http::Framing;
 use crate::resilience::guard::Outcome;
+use crate::snapshot::Snapshot;
 
 /// One try of a request on one target.
 struct Attempt<'a> {

@@ -9,16 +9,16 @@ use std::net::IpAddr;
 
 use super::buffered::{read_body, BodyError, BudgetShare};
 use super::client::ClientConn;
-use super::normalize::normalize_path;
 use super::request::Request;
-use super::router::{Match, RouteId};
 use super::upstream_head::{request_hash_key, write_upstream_head};
 use super::worker::{WorkerCtx, WorkerGen};
-use crate::config::Snapshot;
 use crate::error::{ErrorKind, ProxyError};
 use crate::filters::{Env, Flow, OwnedRequest, Reply, RequestCtx, RequestView, Step};
+use crate::http::normalize::normalize_path;
 use crate::http::{parse_request, Framing, RequestHead, MAX_HEADERS_LIMIT};
 use crate::metrics::method_index;
+use crate::router::{Match, RouteId};
+use crate::snapshot::Snapshot;
 use crate::trace::RequestId;
 
 /// A request refused before its route's chain ran.

@@ -6,7 +6,7 @@ use crate::config::UpstreamId;
 use crate::filters::{RequestCtx, RouteChain};
 use crate::http::headers::ConnectionOptions;
 use crate::http::Framing;
-use crate::proxy::router::RouteId;
+use crate::router::RouteId;
 
 pub struct Request<'g> {
     pub framing: Framing,

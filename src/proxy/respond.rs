@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use super::client::{After, ClientConn, CLIENT_BUF};
 use super::io::write_all;
 use crate::config::ServerConfig;
-use crate::error::{write_error_response, ProxyError};
+use crate::error::ProxyError;
 use crate::filters::{MadeResponse, Reply, RequestCtx, RouteChain};
 use crate::http::date::write_date_header;
+use crate::http::error_response::write_error_response;
 use crate::http::headers::{push_decimal, write_header};
 
 /// How an answer goes out.

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use super::upstream::WorkerUpstreams;
 use super::worker::WorkerCtx;
-use crate::config::Snapshot;
 use crate::resilience::health::{TargetTicket, UpstreamHealth};
+use crate::snapshot::Snapshot;
 
 /// A target's count of requests in flight (least_outstanding balancing), held for one
 /// attempt.

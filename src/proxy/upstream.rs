@@ -10,7 +10,8 @@ use monoio::net::TcpStream;
 
 use super::balance::Balancer;
 use super::io::{peer_closed_or_dirty, ReadBuf};
-use crate::config::{Snapshot, UpstreamConfig, UpstreamId};
+use crate::config::{UpstreamConfig, UpstreamId};
+use crate::snapshot::Snapshot;
 
 /// Size of an upstream connection's read buffer; response heads must fit in it.
 pub const UPSTREAM_BUF: usize = 16 * 1024;

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::buffered::BufferBudget;
-use super::signal::LocalSignal;
 use super::upstream::WorkerUpstreams;
 use crate::auth::cache::WorkerApps;
 use crate::auth::nonce::NonceCache;
-use crate::config::Snapshot;
 use crate::filters::Env;
 use crate::limits::worker::WorkerLimiter;
 use crate::mix::WorkerRng;
+use crate::signal::LocalSignal;
+use crate::snapshot::Snapshot;
 use crate::trace::RequestIdGen;
 
 fn install_metrics(metrics: &mut crate::metrics::WorkerMetrics, snapshot: &Snapshot) {
@@ -178,10 +178,9 @@ impl WorkerCtx {
         ConnectionGuard(self.clone())
     }
 
-    /// What the filters of a request served by `gen` may use of this worker.
-    pub fn env<'g>(&'g self, gen: &'g WorkerGen) -> Env<'g> {
+    /// What the filters of a request may use of this worker.
+    pub fn env(&self) -> Env<'_> {
         Env {
-            snap: &gen.snapshot,
             ids: &self.ids,
             nonces: &self.nonces,
             apps: self.apps.as_ref(),

@@ -20,24 +20,11 @@ use std::sync::atomic::{
 use std::time::{Duration, Instant};
 
 use super::window::Window;
+pub use crate::config::model_resilience::BreakerConfig;
 
 const CLOSED: u8 = 0;
 const OPEN: u8 = 1;
 const HALF_OPEN: u8 = 2;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct BreakerConfig {
-    /// Trip after this many failures in a row (`None`: not by count).
-    pub consecutive_failures: Option<u32>,
-    /// Trip when the window's error rate reaches this (`None`: not by rate).
-    pub error_rate: Option<f64>,
-    pub window: Duration,
-    /// Requests the window must hold before its error rate counts.
-    pub min_requests: u32,
-    pub open_for: Duration,
-    /// Probe requests let through while half-open.
-    pub probes: u32,
-}
 
 /// What the breaker said about one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

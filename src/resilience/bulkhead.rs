@@ -8,15 +8,8 @@
 //! `queue_timeout`; the rest are refused at once (`503 overloaded`).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct BulkheadConfig {
-    pub name: String,
-    pub max_in_flight: usize,
-    pub queue: usize,
-    pub queue_timeout: Duration,
-}
+pub use crate::config::model_resilience::BulkheadConfig;
 
 #[derive(Debug)]
 pub struct Bulkhead {
@@ -104,6 +97,7 @@ impl Bulkhead {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn group(max: usize, queue: usize) -> Bulkhead {
         Bulkhead::new(BulkheadConfig {

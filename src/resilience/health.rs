@@ -16,26 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use super::breaker::{Admission, Breaker, BreakerConfig};
-
-/// `[[upstreams]] health`: active checks.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HealthCheckConfig {
-    pub path: String,
-    pub interval: Duration,
-    pub timeout: Duration,
-    /// Passed checks in a row that make an unhealthy target healthy.
-    pub healthy: u32,
-    /// Failed checks in a row that make a healthy target unhealthy.
-    pub unhealthy: u32,
-}
-
-/// `[[upstreams]] outlier`: passive ejection.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutlierConfig {
-    pub consecutive_failures: u32,
-    pub base_ejection: Duration,
-    pub max_ejection: Duration,
-}
+pub use crate::config::model_resilience::{HealthCheckConfig, OutlierConfig};
 
 /// An active checker's count of results in a row for one target (pure).
 #[derive(Debug, Clone, Default)]

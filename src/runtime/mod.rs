@@ -1,7 +1,9 @@
 //! The thread-per-core runtime: one pinned worker thread per CPU, each with its own
 //! monoio runtime and SO_REUSEPORT listeners; the control side (admin, signals) talks to
-//! them through crossbeam channels and a few atomics.
+//! them through crossbeam channels and a few atomics. The control side plugs in through
+//! `ControlSide` (see `crate::gateway`), so this module never imports it.
 
+mod control_side;
 mod driver;
 mod listener;
 mod worker;
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+pub use control_side::{AdminListener, ControlSide};
 pub use driver::DriverKind;
 use worker::{WorkerAppsLink, WorkerCommand, WorkerLimitsLink, WorkerSpec};
 
@@ -21,11 +24,11 @@ use crate::auth::cache::{CacheStats, MAX_QUEUED_FETCHES};
 use crate::auth::directory::{Directory, DirectoryStats};
 use crate::auth::nonce::NonceCache;
 use crate::auth::store::RedisStore;
-use crate::config::{AppsSource, Config, DriverChoice, Snapshot, WorkerCount};
-use crate::control::admin::AdminServer;
+use crate::config::{AppsSource, Config, DriverChoice, WorkerCount};
 use crate::limits::lease::ClusterStatus;
 use crate::limits::reconciler::{Reconciler, ReconcilerSpec};
 use crate::limits::state;
+use crate::snapshot::Snapshot;
 
 /// State the control side and workers share. Touched at start, drain and by health
 /// checks only, never per request.
@@ -68,6 +71,8 @@ pub struct GatewayState {
     last_reports: Mutex<Vec<Option<crate::metrics::WorkerReport>>>,
     /// The admin listener's address as bound at start (a reload cannot move it).
     admin_bound: Option<SocketAddr>,
+    /// The control side's hooks: health checks per generation, the config watcher.
+    control: Arc<dyn ControlSide>,
 }
 
 impl GatewayState {
@@ -173,7 +178,7 @@ impl GatewayState {
                 commands.len()
             ));
         }
-        crate::control::health_check::start(&snapshot);
+        self.control.serving(&snapshot);
         if let Ok(mut current) = self.snapshot.write() {
             *current = snapshot.clone();
         }
@@ -246,7 +251,7 @@ const NONCE_SHARDS: usize = 64;
 pub struct GatewayHandle {
     state: Arc<GatewayState>,
     workers: Vec<(JoinHandle<()>, Sender<WorkerCommand>)>,
-    admin: Option<AdminServer>,
+    admin: Option<Box<dyn AdminListener>>,
     /// The Redis-backed registry's control-side thread, if any.
     directory: Option<Directory>,
     /// The limit reconciler's thread.
@@ -283,16 +288,18 @@ fn worker_cpus(config: &Config) -> Vec<Option<usize>> {
         .collect()
 }
 
-/// Starts workers and the admin listener. Returns once every listener is bound (binding
-/// errors are reported here); workers finish starting in the background (see `wait_ready`).
-pub fn start(config: Config) -> Result<GatewayHandle, String> {
+/// Starts workers and, through `control`, the admin listener and health checks. Returns
+/// once every listener is bound (binding errors are reported here); workers finish
+/// starting in the background (see `wait_ready`). `crate::gateway::start` passes the
+/// control side.
+pub fn start(config: Config, control: Arc<dyn ControlSide>) -> Result<GatewayHandle, String> {
     let snapshot = Snapshot::build(config, 1).map_err(|errs| {
         errs.iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("\n")
     })?;
-    crate::control::health_check::start(&snapshot);
+    control.serving(&snapshot);
     let server = &snapshot.config.server;
     let fixed_at_start = (
         snapshot.config.apps.timestamp_window,
@@ -321,6 +328,7 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
         editing: Mutex::new(()),
         last_reports: Mutex::new(Vec::new()),
         admin_bound: snapshot.config.admin.listen,
+        control: control.clone(),
         snapshot: std::sync::RwLock::new(snapshot.clone()),
         worker_commands: Mutex::new(Vec::new()),
         reload_failures: AtomicU64::new(0),
@@ -421,7 +429,8 @@ pub fn start(config: Config) -> Result<GatewayHandle, String> {
     })?;
     let admin = match snapshot.config.admin.listen {
         Some(addr) => Some(
-            AdminServer::start(addr, state.clone())
+            control
+                .start_admin(addr, state.clone())
                 .map_err(|e| format!("admin.listen {addr}: {e}"))?,
         ),
         None => None,
@@ -477,7 +486,7 @@ impl GatewayHandle {
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().map(AdminServer::addr)
+        self.admin.as_ref().map(|a| a.addr())
     }
 
     pub fn state(&self) -> &GatewayState {
@@ -527,7 +536,7 @@ impl GatewayHandle {
             .map(|s| s.config.admin.watch)
             .unwrap_or(false);
         if let (true, Some(p)) = (watch, &path) {
-            crate::control::watch::start(self.state.clone(), p.clone());
+            self.state.control.watch(self.state.clone(), p.clone());
         }
         if let Ok(mut p) = self.state.config_path.lock() {
             *p = path;

@@ -17,10 +17,10 @@ use monoio::net::TcpListener;
 
 use super::driver::run_on_driver;
 use super::GatewayState;
-use crate::config::Snapshot;
 use crate::limits::worker::WorkerLimiter;
 use crate::limits::{Report, Update};
 use crate::proxy::{conn, WorkerCtx};
+use crate::snapshot::Snapshot;
 
 /// Messages from the control side to a worker.
 #[derive(Debug)]

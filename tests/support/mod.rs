@@ -53,7 +53,7 @@ impl Gateway {
         let text = config_text(driver, workers, server_extra, body);
         let config = ringgate::config::parse(&text)
             .unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"));
-        let handle = runtime::start(config).expect("gateway starts");
+        let handle = ringgate::gateway::start(config).expect("gateway starts");
         assert!(handle.wait_ready(Duration::from_secs(10)), "workers ready");
         let drivers = handle.drivers();
         let want = match driver {

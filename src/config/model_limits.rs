@@ -1,8 +1,15 @@
 //! What a limit is, once validated: which requests share a counter (`KeyBy`), how much
 //! they may spend (`Amount`) and, optionally, how that capacity is split between
 //! priority groups. Parsing of the config's amount strings lives here too.
+//!
+//! Plain data of the config (it imports nothing of the crate), so `config` can validate
+//! limits without depending on the `limits` capability; `limits::spec` re-exports it.
 
 use std::fmt;
+
+/// The most limits one route may have (validated here, sizes the per-request undo array in
+/// `limits::worker`).
+pub const MAX_LIMITS_PER_ROUTE: usize = 16;
 
 /// Which requests share one bucket or one quota counter.
 #[derive(Debug, Clone, PartialEq, Eq)]

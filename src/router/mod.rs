@@ -17,7 +17,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
-use super::normalize::{normalize_path, NormalizeError};
+use crate::http::normalize::{normalize_path, NormalizeError};
 use ahash::AHashMap;
 
 /// Index of a route in the config generation it was built from.
@@ -536,5 +536,4 @@ fn check_methods(methods: &[&str]) -> Result<(), String> {
 }
 
 #[cfg(test)]
-#[path = "router_tests.rs"]
 mod tests;

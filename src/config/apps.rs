@@ -1,6 +1,8 @@
 //! The app registry: who may call, with which secrets, from where, and which API groups.
 //! Loaded from the apps file named by `[apps] file` as part of a config generation, so it
-//! is validated with the config and reloaded with it.
+//! is validated with the config and reloaded with it. Plain data (records and lookups),
+//! so it lives with the config; `auth` checks requests against it and re-exports it as
+//! `auth::registry`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,8 +13,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::cidr::Cidr;
-use crate::config::ConfigError;
-use crate::limits::spec::{parse_quota, Rate};
+use super::model_limits::{parse_quota, Rate};
+use super::problems::ConfigError;
 
 /// One registered app. Secrets never appear in `Debug` output.
 pub struct App {

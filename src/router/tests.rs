@@ -1,4 +1,4 @@
-//! Unit tests for the router (kept apart so router.rs stays readable).
+//! Unit tests for the router (kept apart so router/mod.rs stays readable).
 #![allow(clippy::unwrap_used)]
 use super::*;
 

@@ -68,18 +68,9 @@ if awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
     warn "load average is $load1: other work on this machine will skew the numbers"
 fi
 
-# cgroup CPU bandwidth (same as run.sh): v2 cpu.max or v1 cpu.cfs_*.
-CGROUP_KIND="" CGROUP_BASE=""
-if [[ -n "$PROXY_CPU_QUOTA" ]]; then
-    [[ "$PROXY_CPU_QUOTA" =~ ^[1-9][0-9]?$ ]] || die "PROXY_CPU_QUOTA must be a percentage 1..99"
-    if [[ -w /sys/fs/cgroup/cgroup.subtree_control ]] && grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control; then
-        CGROUP_KIND=v2 CGROUP_BASE=/sys/fs/cgroup
-    elif [[ -w /sys/fs/cgroup/cpu/cgroup.procs ]]; then
-        CGROUP_KIND=v1 CGROUP_BASE=/sys/fs/cgroup/cpu
-    else
-        die "PROXY_CPU_QUOTA needs a writable cgroup cpu controller; run as root"
-    fi
-fi
+# shellcheck source=common.sh
+source "$HERE/common.sh"
+cgroup_setup
 
 if [[ -z "${RINGGATE_BIN:-}" ]]; then
     log "cargo build --release"
@@ -102,22 +93,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# make_cgroup NAME -> MADE_CG (a cgroup capped at PROXY_CPU_QUOTA %, or "-").
-make_cgroup() {
-    MADE_CG=-
-    [[ -n "$CGROUP_KIND" ]] || return 0
-    local cg="$CGROUP_BASE/ringgate-limits-$$-$1" quota=$((PROXY_CPU_QUOTA_PERIOD_US * PROXY_CPU_QUOTA / 100))
-    mkdir "$cg"
-    CGROUPS+=("$cg")
-    if [[ "$CGROUP_KIND" == v2 ]]; then
-        echo "$quota $PROXY_CPU_QUOTA_PERIOD_US" > "$cg/cpu.max"
-    else
-        echo "$PROXY_CPU_QUOTA_PERIOD_US" > "$cg/cpu.cfs_period_us"
-        echo "$quota" > "$cg/cpu.cfs_quota_us"
-    fi
-    MADE_CG=$cg
-}
 
 # start_bg LOG CPU CGROUP|- CMD... -> STARTED_PID (the server itself, born in its cgroup)
 start_bg() {
@@ -214,29 +189,6 @@ done
 
 # ---------------------------------------------------------------- runs
 CLK_TCK=$(getconf CLK_TCK)
-proc_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
-cpu_jiffies() {  # CPU-LIST (one number or a,b) -> "busy total"
-    awk -v list="${1//,/ }" '
-        BEGIN { n = split(list, l, " "); for (i = 1; i <= n; i++) want["cpu" l[i]] = 1 }
-        ($1 in want) { t = 0; for (i = 2; i <= 9; i++) t += $i; busy += t - $5 - $6; total += t }
-        END { print busy + 0, total + 0 }' /proc/stat
-}
-wrk_parse() {  # FILE -> "reqs rps p99_ms errors non2xx"
-    awk '
-        function ms(v,   n, u) {
-            n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-            return u == "us" ? n / 1000 : u == "ms" ? n : u == "s" ? n * 1000 : -1
-        }
-        $1 == "99%" { p99 = ms($2) }
-        $2 == "requests" && $3 == "in" { reqs = $1 }
-        $1 == "Requests/sec:" { rps = $2 }
-        $1 == "Socket" && $2 == "errors:" { for (i = 3; i <= NF; i += 2) { v = $(i + 1); sub(/,/, "", v); err += v } }
-        /^  Non-2xx or 3xx responses:/ { non2xx = $NF }
-        END {
-            if (reqs == "" || rps == "" || p99 == "") exit 1
-            printf "%d %.2f %.3f %d %d\n", reqs, rps, p99, err + 0, non2xx + 0
-        }' "$1"
-}
 run_wrk() {  # OUT ARGS... (in the background, so a signal reaches the trap at once)
     local out=$1
     shift
@@ -281,7 +233,6 @@ for ((round = 1; round <= ROUNDS; round++)); do
     for s in $order; do measure "$round" "$s"; done
 done
 
-median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 echo
 echo "Medians of $ROUNDS rounds"
 printf '%-8s %10s %8s %10s %6s %6s\n' scenario req/s "p99 ms" "cpu us/req" errors cpu%L

@@ -112,7 +112,10 @@ pub fn edit(
     let checked = written.and_then(|()| {
         match section {
             Section::Apps => crate::config::apps::load_file(&candidate).map(|_| ()),
-            _ => crate::config::load(&candidate).map(|_| ()),
+            // The snapshot too: filters check their own sections when they compile.
+            _ => crate::config::load(&candidate)
+                .and_then(|config| crate::snapshot::Snapshot::build(config, 0))
+                .map(|_| ()),
         }
         .map_err(|errors| {
             let text: Vec<String> = errors.iter().map(ToString::to_string).collect();

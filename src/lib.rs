@@ -3,13 +3,17 @@
 //! The crate is split into rooms with one job each (see `DESIGN.md` in the shared folder),
 //! in layers where a lower one never imports a higher one:
 //!
-//! 1. leaves: `error` (the error type), `signal`, `clock`, `sys`, `redis_link`;
+//! 1. leaves: `error` (the error type), `signal`, `clock`, `mix`, `sys`, `redis_link`,
+//!    `trace` (request ids and trace contexts);
 //! 2. `http` (the strict HTTP/1.1 codec and path normalization) and `router`;
 //! 3. `config`: a TOML file -> validated, plain data (the capabilities' config types too);
 //! 4. capabilities built from it: `auth`, `limits`, `resilience`, `access_log`, `metrics`;
-//! 5. `snapshot`: one compiled, immutable config generation ([`snapshot::Snapshot`]);
-//! 6. `proxy` drives connections and upstream pools; `runtime` owns the pinned workers;
-//! 7. `control` (admin API, health checks, config watcher) plugs into the runtime, and
+//! 5. `filters`: the request pipeline's filters, one per capability, in one order table;
+//! 6. `snapshot`: one compiled, immutable config generation ([`snapshot::Snapshot`]) with
+//!    every route's filter chain;
+//! 7. `proxy` drives connections, runs the chains and the upstream exchange; `runtime`
+//!    owns the pinned workers;
+//! 8. `control` (admin API, health checks, config watcher) plugs into the runtime, and
 //!    `gateway` starts the two together.
 
 // No unwrap/expect outside tests: a panic on a worker aborts the process (panic = abort).

@@ -38,6 +38,8 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
+# shellcheck source=common.sh
+source benches/load/common.sh
 
 KEY=app-bench
 SECRET=bench-secret-0000000001
@@ -48,24 +50,7 @@ target/release/examples/presign "$COUNT" "$KEY" "$SECRET" /signed/item "$TS" > "
 # The plain run sends the same lines to /plain/item; the signature headers ride along
 # (and are stripped), so the load generator's work is identical.
 
-mkdir -p "$TMP/up/logs"
-cat > "$TMP/up/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $TMP/up/nginx.pid;
-error_log $TMP/up/error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000000;
-    server {
-        listen 127.0.0.1:$UP_PORT backlog=4096;
-        location / { return 200 "hello world\n"; }
-    }
-}
-CONF
-taskset -c "$LOAD_CPU" nginx -p "$TMP/up/" -c "$TMP/up/nginx.conf" &
-PIDS+=($!)
+start_upstream_nginx "$TMP/up" "$UP_PORT" "$LOAD_CPU"
 
 cat > "$TMP/apps.toml" <<CONF
 [[apps]]

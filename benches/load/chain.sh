@@ -72,25 +72,7 @@ for p in full full_headers; do
     target/release/examples/presign "$COUNT" "$KEY" "$SECRET" "/$p/item" "$TS" > "$TMP/$p.txt"
 done
 
-mkdir -p "$TMP/up"
-cat > "$TMP/up/nginx.conf" <<CONF
-$([[ $EUID -eq 0 ]] && echo "user root;")
-worker_processes 1;
-daemon off;
-pid $TMP/up/nginx.pid;
-error_log $TMP/up/error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000000;
-    server {
-        listen 127.0.0.1:$UP_PORT backlog=4096;
-        location / { return 200 "hello world\n"; }
-    }
-}
-CONF
-taskset -c "$LOAD_CPU" nginx -p "$TMP/up/" -c "$TMP/up/nginx.conf" &
-PIDS+=($!)
+start_upstream_nginx "$TMP/up" "$UP_PORT" "$LOAD_CPU"
 
 cat > "$TMP/apps.toml" <<CONF
 [[apps]]

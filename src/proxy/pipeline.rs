@@ -70,6 +70,16 @@ pub struct Suspension {
     body: bool,
 }
 
+impl Suspension {
+    fn at(view: &RequestView, at: usize, body: bool) -> Suspension {
+        Suspension {
+            head: OwnedRequest::copy(view),
+            at,
+            body,
+        }
+    }
+}
+
 /// Parses the head at the start of `c.rbuf` and runs the route's chain as far as it goes
 /// without waiting.
 pub fn begin<'g>(c: &mut ClientConn, gen: &'g WorkerGen, env: &Env<'g>) -> Begin<'g> {
@@ -208,28 +218,8 @@ fn route_and_run<'g>(
             Begin::Forward(req)
         }
         Step::Respond(reply) => Begin::Respond(req, reply),
-        Step::Wait { at } => {
-            let head = OwnedRequest::copy(&view);
-            Begin::Suspended(
-                req,
-                Suspension {
-                    head,
-                    at,
-                    body: false,
-                },
-            )
-        }
-        Step::ReadBody { at } => {
-            let head = OwnedRequest::copy(&view);
-            Begin::Suspended(
-                req,
-                Suspension {
-                    head,
-                    at,
-                    body: true,
-                },
-            )
-        }
+        Step::Wait { at } => Begin::Suspended(req, Suspension::at(&view, at, false)),
+        Step::ReadBody { at } => Begin::Suspended(req, Suspension::at(&view, at, true)),
     }
 }
 

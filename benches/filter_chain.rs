@@ -158,21 +158,21 @@ fn bench(c: &mut Criterion) {
     g.bench_function("empty", |b| {
         b.iter_batched_ref(
             fresh,
-            |h| black_box(run(&empty, plain, &h, &env, &mut out)),
+            |h| black_box(run(&empty, plain, h, &env, &mut out)),
             BatchSize::SmallInput,
         )
     });
     g.bench_function("plain_route", |b| {
         b.iter_batched_ref(
             fresh,
-            |h| black_box(run(snap.chain(plain), plain, &h, &env, &mut out)),
+            |h| black_box(run(snap.chain(plain), plain, h, &env, &mut out)),
             BatchSize::SmallInput,
         )
     });
     g.bench_function("full_route", |b| {
         b.iter_batched_ref(
             fresh,
-            |h| black_box(run(snap.chain(full), full, &h, &env, &mut out)),
+            |h| black_box(run(snap.chain(full), full, h, &env, &mut out)),
             BatchSize::SmallInput,
         )
     });

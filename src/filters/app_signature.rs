@@ -88,6 +88,9 @@ impl AppSignature {
 }
 
 impl Phases for AppSignature {
+    const EDITS_REQUEST_HEADERS: bool = false;
+    const EDITS_RESPONSE_HEADERS: bool = false;
+
     fn on_request<'g>(
         &'g self,
         req: &RequestView,

@@ -224,6 +224,8 @@ impl Cors {
 }
 
 impl Phases for Cors {
+    const EDITS_REQUEST_HEADERS: bool = false;
+
     fn on_request<'g>(
         &'g self,
         req: &RequestView,

@@ -20,6 +20,9 @@ pub fn build(b: &BuildCtx) -> Result<Option<Filter>, Vec<ConfigError>> {
 }
 
 impl Phases for Fallback {
+    const EDITS_REQUEST_HEADERS: bool = false;
+    const EDITS_RESPONSE_HEADERS: bool = false;
+
     fn on_error(&self, error: &ProxyError, _ctx: &RequestCtx) -> Option<Reply> {
         if error.side != Side::Upstream {
             return None;

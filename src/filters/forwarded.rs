@@ -51,6 +51,8 @@ pub fn is_forwarding_header(name: &str) -> bool {
 }
 
 impl Phases for Forwarded {
+    const EDITS_RESPONSE_HEADERS: bool = false;
+
     fn on_request<'g>(
         &'g self,
         req: &RequestView,

@@ -13,6 +13,9 @@ pub fn build(b: &BuildCtx) -> Result<Option<Filter>, Vec<ConfigError>> {
 }
 
 impl Phases for IpAllow {
+    const EDITS_REQUEST_HEADERS: bool = false;
+    const EDITS_RESPONSE_HEADERS: bool = false;
+
     fn on_request<'g>(
         &'g self,
         req: &RequestView,

@@ -43,6 +43,9 @@ fn overloaded(group: &Bulkhead) -> Flow {
 }
 
 impl Phases for Isolation {
+    const EDITS_REQUEST_HEADERS: bool = false;
+    const EDITS_RESPONSE_HEADERS: bool = false;
+
     fn on_request<'g>(
         &'g self,
         _req: &RequestView,

@@ -30,6 +30,8 @@ pub fn build(b: &BuildCtx) -> Result<Option<Filter>, Vec<ConfigError>> {
 }
 
 impl Phases for Limits {
+    const EDITS_REQUEST_HEADERS: bool = false;
+
     fn on_request<'g>(
         &'g self,
         req: &RequestView,

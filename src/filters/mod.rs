@@ -139,6 +139,14 @@ macro_rules! dispatch {
 /// ones it needs.
 #[allow(async_fn_in_trait)] // dispatched statically through `Filter`; never `Send`
 pub trait Phases {
+    /// Whether the filter implements `drops_request_header` or `on_upstream_request`: the
+    /// chain asks only those that do, once per header of every request. Default `true`,
+    /// so a filter that forgets to say is slower, never wrong; those without these
+    /// phases say `false`.
+    const EDITS_REQUEST_HEADERS: bool = true;
+    /// Whether the filter implements `drops_response_header` or `on_response`.
+    const EDITS_RESPONSE_HEADERS: bool = true;
+
     /// The request head is known and routed. Default: `Continue`.
     fn on_request<'g>(
         &'g self,
@@ -216,6 +224,18 @@ pub enum Step {
 #[derive(Default)]
 pub struct RouteChain {
     filters: Vec<Filter>,
+    /// Indices of the filters with request header phases, in order (most have none).
+    request_editors: Vec<usize>,
+    /// Indices of the filters with response header phases, in order.
+    response_editors: Vec<usize>,
+}
+
+fn edits_request<T: Phases>(_: &T) -> bool {
+    T::EDITS_REQUEST_HEADERS
+}
+
+fn edits_response<T: Phases>(_: &T) -> bool {
+    T::EDITS_RESPONSE_HEADERS
 }
 
 impl RouteChain {
@@ -231,7 +251,14 @@ impl RouteChain {
             }
         }
         if errors.is_empty() {
-            Ok(RouteChain { filters })
+            let editors = |edits: fn(&Filter) -> bool| {
+                (0..filters.len()).filter(|&i| edits(&filters[i])).collect()
+            };
+            Ok(RouteChain {
+                request_editors: editors(|f| dispatch!(f, x => edits_request(x))),
+                response_editors: editors(|f| dispatch!(f, x => edits_response(x))),
+                filters,
+            })
         } else {
             Err(errors)
         }
@@ -324,26 +351,28 @@ impl RouteChain {
         }
     }
 
+    fn each<'a>(&'a self, indices: &'a [usize]) -> impl Iterator<Item = &'a Filter> {
+        indices.iter().filter_map(|&i| self.filters.get(i))
+    }
+
     pub fn drops_request_header(&self, name: &str, ctx: &RequestCtx) -> bool {
-        self.filters
-            .iter()
+        self.each(&self.request_editors)
             .any(|f| dispatch!(f, x => x.drops_request_header(name, ctx)))
     }
 
     pub fn on_upstream_request(&self, req: &RequestView, ctx: &RequestCtx, out: &mut Vec<u8>) {
-        for f in &self.filters {
+        for f in self.each(&self.request_editors) {
             dispatch!(f, x => x.on_upstream_request(req, ctx, out));
         }
     }
 
     pub fn drops_response_header(&self, name: &str) -> bool {
-        self.filters
-            .iter()
+        self.each(&self.response_editors)
             .any(|f| dispatch!(f, x => x.drops_response_header(name)))
     }
 
     pub fn on_response(&self, ctx: &RequestCtx, out: &mut Vec<u8>) {
-        for f in &self.filters {
+        for f in self.each(&self.response_editors) {
             dispatch!(f, x => x.on_response(ctx, out));
         }
     }

@@ -21,6 +21,9 @@ pub fn build(b: &BuildCtx) -> Result<Option<Filter>, Vec<ConfigError>> {
 }
 
 impl Phases for Permissions {
+    const EDITS_REQUEST_HEADERS: bool = false;
+    const EDITS_RESPONSE_HEADERS: bool = false;
+
     fn on_request<'g>(
         &'g self,
         _req: &RequestView,

@@ -87,7 +87,7 @@ fn bench(c: &mut Criterion) {
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             client_ip_text: "127.0.0.1",
         };
-        match begin_head(raw, scratch, &snap, &env).0 {
+        match begin_head(raw, scratch, &snap, &env, &mut 0) {
             Begin::Forward(req) => !check_limits || !req.ctx.limit_headers.is_empty(),
             _ => false,
         }

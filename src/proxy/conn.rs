@@ -13,13 +13,13 @@ use monoio::net::TcpStream;
 
 use super::access::{write_line, Finished};
 use super::client::{After, ClientConn};
-use super::exchange::forward;
+use super::exchange::{forward, Failed};
 use super::pipeline::{begin, resume, Begin, Refused, Resumed};
 use super::request::Request;
 use super::respond::{respond, Answer};
 use super::worker::{WorkerCtx, WorkerGen};
 use crate::error::{ErrorKind, ProxyError, Side};
-use crate::filters::{Env, Reply};
+use crate::filters::Reply;
 use crate::http::request::worth_parsing;
 use crate::http::Framing;
 use crate::trace::{RequestId, TraceContext};
@@ -72,59 +72,67 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
                 Err(NoHead::Refused(error)) => {
                     let gen = worker.generation();
                     let refused = Refused::unparsed(error, worker.ids.next_id());
-                    break serve_refused(&mut c, &gen, &worker, refused, Instant::now()).await;
+                    break serve_refused(&mut c, &gen, &worker, &refused, Instant::now()).await;
                 }
             }
             // The generation current now, when the head is here, serves the request.
             let gen = worker.generation();
             let env = worker.env();
-            let begun = begin(&mut c, &gen, &env);
+            let mut begun = begin(&mut c, &gen, &env);
             let started = Instant::now();
             c.status = 0;
             c.log = Default::default();
-            match begun {
+            // The body, when a filter read it whole, and its share of the worker's buffer
+            // budget: held until the exchange is over.
+            let mut held = None;
+            let resumed_reply;
+            // By reference: the request stays where `begin` put it (moving it costs a copy).
+            let (req, next) = match &mut begun {
                 Begin::Incomplete => {
                     progress.scanned = c.rbuf.len();
                     progress.started.get_or_insert(started);
+                    continue;
                 }
                 Begin::Refused(r) => break serve_refused(&mut c, &gen, &worker, r, started).await,
-                Begin::Forward(req) => {
-                    break serve_routed(
-                        &mut c,
-                        &gen,
-                        &worker,
-                        &env,
-                        req,
-                        Routed::Forward(None),
-                        started,
-                    )
-                    .await
-                }
-                Begin::Respond(req, reply) => {
-                    let routed = Routed::Respond {
-                        reply,
-                        body_read: false,
-                    };
-                    break serve_routed(&mut c, &gen, &worker, &env, req, routed, started).await;
-                }
-                Begin::Suspended(mut req, suspension) => {
-                    let resumed = resume(&mut c, &mut req, suspension, &gen, &env, &worker).await;
-                    // The body (and its share of the worker's buffer budget) is held until
-                    // the exchange is over.
-                    let held;
-                    let routed = match resumed {
+                Begin::Forward(req) => (req, Next::Forward),
+                Begin::Respond(req, reply) => (req, Next::Answer(&*reply, false)),
+                Begin::Suspended(req, suspension) => {
+                    match resume(&mut c, req, suspension, &gen, &env, &worker).await {
                         Resumed::Forward(body) => {
                             held = body;
-                            Routed::Forward(held.as_ref().map(|(b, _)| b.as_slice()))
+                            (req, Next::Forward)
                         }
                         Resumed::Respond { reply, body_read } => {
-                            Routed::Respond { reply, body_read }
+                            resumed_reply = reply;
+                            (req, Next::Answer(&resumed_reply, body_read))
                         }
-                        Resumed::Gone => Routed::Gone,
-                    };
-                    break serve_routed(&mut c, &gen, &worker, &env, req, routed, started).await;
+                        Resumed::Gone => (req, Next::Gone),
+                    }
                 }
-            }
+            };
+            // The exchange is awaited here, not in a helper: a future this size is moved
+            // (copied) into its caller's state, once per layer.
+            let body = held.as_ref().map(|(b, _): &(Vec<u8>, _)| b.as_slice());
+            let after = match next {
+                Next::Forward => match forward(&mut c, req, &gen, &worker, body).await {
+                    Ok(after) => after,
+                    Err(f) => answer_failure(&mut c, &gen, &worker, req, f).await,
+                },
+                Next::Answer(reply, body_read) => {
+                    answer(&mut c, &gen, &worker, req, reply, body_read).await
+                }
+                Next::Gone => After::Close,
+            };
+            req.chain.on_done(&mut req.ctx, &env);
+            let record = Record {
+                route: Some(req.route),
+                method: req.method,
+                request_id: req.ctx.request_id,
+                trace: req.ctx.trace,
+                app: req.ctx.app_key(),
+            };
+            record_request(&c, &gen, &worker, &record, started);
+            break after;
         };
         first = false;
         if after == After::Close || worker.draining() {
@@ -134,97 +142,97 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
     }
 }
 
-/// Where a routed request stands once its chain is through.
-enum Routed<'b> {
-    /// To the upstream, with the body when a filter read it whole.
-    Forward(Option<&'b [u8]>),
-    Respond {
-        reply: Reply,
-        body_read: bool,
-    },
+/// What a routed request needs once its chain is through.
+enum Next<'r> {
+    /// To the upstream.
+    Forward,
+    /// The gateway answers; `true`: the whole body was read, so the connection is in step.
+    Answer(&'r Reply, bool),
     /// The client went away.
     Gone,
 }
 
-/// Forwards or answers a routed request, then runs the chain's `on_done` and records it.
-async fn serve_routed<'g>(
-    c: &mut ClientConn,
-    gen: &'g WorkerGen,
-    worker: &WorkerCtx,
-    env: &Env<'g>,
-    mut req: Request<'g>,
-    routed: Routed<'_>,
-    started: Instant,
-) -> After {
-    let server = &gen.snapshot.config.server;
-    // The connection can carry on after a gateway answer only if no request body is
-    // left unread.
-    let answer_keep_alive = |req: &Request, body_read: bool| {
-        req.keep_alive && (req.framing == Framing::None || body_read) && !worker.draining()
-    };
-    let after = match routed {
-        Routed::Gone => After::Close,
-        Routed::Respond { reply, body_read } => {
-            if let Reply::Error(e) = &reply {
-                if e.side == Side::Internal {
-                    worker.warn_limited(|| format!("request {:?}: {e}", req.ctx.request_id));
-                }
-            }
-            // A refusal on the upstream's behalf (an open circuit, a full isolation
-            // group) may have a fallback.
-            let reply = match &reply {
-                Reply::Error(e) => req.chain.on_error(e, &req.ctx).unwrap_or(reply),
-                Reply::Made(_) => reply,
-            };
-            let keep_alive = answer_keep_alive(&req, body_read);
-            respond(c, server, &reply, answer(&req, keep_alive)).await
-        }
-        Routed::Forward(body) => match forward(c, &mut req, gen, worker, body).await {
-            Ok(after) => after,
-            Err(f) => {
-                let route = &gen.snapshot.route(req.route).name;
-                if f.error.side == Side::Upstream {
-                    worker.warn_limited(|| {
-                        format!(
-                            "route {route}: request {:?}: {}",
-                            req.ctx.request_id, f.error
-                        )
-                    });
-                } else {
-                    log::debug!(
-                        "route {route}: request {:?}: {}",
-                        req.ctx.request_id,
-                        f.error
-                    );
-                }
-                if f.respond {
-                    let reply = req
-                        .chain
-                        .on_error(&f.error, &req.ctx)
-                        .unwrap_or(Reply::Error(f.error));
-                    let keep_alive = answer_keep_alive(&req, false);
-                    respond(c, server, &reply, answer(&req, keep_alive)).await
-                } else {
-                    c.log.error = Some(f.error.kind.code());
-                    c.log.detail = Some(f.error.message);
-                    After::Close
-                }
-            }
-        },
-    };
-    req.chain.on_done(&mut req.ctx, env);
-    let record = Record {
-        route: Some(req.route),
-        method: req.method,
-        request_id: req.ctx.request_id,
-        trace: req.ctx.trace,
-        app: req.ctx.app_key(),
-    };
-    record_request(c, gen, worker, &record, started);
-    after
+/// The connection can carry on after a gateway answer only if no request body is left
+/// unread.
+fn answer_keep_alive(req: &Request, body_read: bool, worker: &WorkerCtx) -> bool {
+    req.keep_alive && (req.framing == Framing::None || body_read) && !worker.draining()
 }
 
-fn answer<'a, 'g>(req: &'a Request<'g>, keep_alive: bool) -> Answer<'a, 'g> {
+/// Sends the answer a filter (or the pipeline) decided on.
+async fn answer(
+    c: &mut ClientConn,
+    gen: &WorkerGen,
+    worker: &WorkerCtx,
+    req: &Request<'_>,
+    reply: &Reply,
+    body_read: bool,
+) -> After {
+    // A refusal on the upstream's behalf (an open circuit, a full isolation group) may
+    // have a fallback.
+    let fallback = match reply {
+        Reply::Error(e) => {
+            if e.side == Side::Internal {
+                worker.warn_limited(|| format!("request {:?}: {e}", req.ctx.request_id));
+            }
+            req.chain.on_error(e, &req.ctx)
+        }
+        Reply::Made(_) => None,
+    };
+    let keep_alive = answer_keep_alive(req, body_read, worker);
+    let server = &gen.snapshot.config.server;
+    respond(
+        c,
+        server,
+        fallback.as_ref().unwrap_or(reply),
+        answer_to(req, keep_alive),
+    )
+    .await
+}
+
+/// Answers a request whose upstream exchange failed: the route's fallback or the error,
+/// unless part of the response already went out (then only a close is left).
+async fn answer_failure(
+    c: &mut ClientConn,
+    gen: &WorkerGen,
+    worker: &WorkerCtx,
+    req: &Request<'_>,
+    f: Failed,
+) -> After {
+    let route = &gen.snapshot.route(req.route).name;
+    if f.error.side == Side::Upstream {
+        worker.warn_limited(|| {
+            format!(
+                "route {route}: request {:?}: {}",
+                req.ctx.request_id, f.error
+            )
+        });
+    } else {
+        log::debug!(
+            "route {route}: request {:?}: {}",
+            req.ctx.request_id,
+            f.error
+        );
+    }
+    if !f.respond {
+        c.log.error = Some(f.error.kind.code());
+        c.log.detail = Some(f.error.message);
+        return After::Close;
+    }
+    let reply = req
+        .chain
+        .on_error(&f.error, &req.ctx)
+        .unwrap_or(Reply::Error(f.error));
+    let keep_alive = answer_keep_alive(req, false, worker);
+    respond(
+        c,
+        &gen.snapshot.config.server,
+        &reply,
+        answer_to(req, keep_alive),
+    )
+    .await
+}
+
+fn answer_to<'a, 'g>(req: &'a Request<'g>, keep_alive: bool) -> Answer<'a, 'g> {
     Answer {
         request_id: req.ctx.request_id.as_str(),
         keep_alive,
@@ -238,7 +246,7 @@ async fn serve_refused(
     c: &mut ClientConn,
     gen: &WorkerGen,
     worker: &WorkerCtx,
-    r: Refused,
+    r: &Refused,
     started: Instant,
 ) -> After {
     if r.error.side == Side::Internal {

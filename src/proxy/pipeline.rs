@@ -57,8 +57,9 @@ pub enum Begin<'g> {
     Forward(Request<'g>),
     /// A filter answered.
     Respond(Request<'g>, Reply),
-    /// A filter waits for a fact or needs the body: go on with `resume`.
-    Suspended(Request<'g>, Suspension),
+    /// A filter waits for a fact or needs the body: go on with `resume`. (Boxed: the
+    /// rare case should not make every `Begin` larger to move.)
+    Suspended(Request<'g>, Box<Suspension>),
 }
 
 /// Where a chain stopped to wait, with a copy of the head that outlives the read buffer.
@@ -71,12 +72,12 @@ pub struct Suspension {
 }
 
 impl Suspension {
-    fn at(view: &RequestView, at: usize, body: bool) -> Suspension {
-        Suspension {
+    fn at(view: &RequestView, at: usize, body: bool) -> Box<Suspension> {
+        Box::new(Suspension {
             head: OwnedRequest::copy(view),
             at,
             body,
-        }
+        })
     }
 }
 
@@ -89,7 +90,8 @@ pub fn begin<'g>(c: &mut ClientConn, gen: &'g WorkerGen, env: &Env<'g>) -> Begin
         client_ip: c.peer.ip(),
         client_ip_text: &c.peer_ip,
     };
-    let (begun, head_len) = begin_head(c.rbuf.data(), scratch, &gen.snapshot, env);
+    let mut head_len = 0;
+    let begun = begin_head(c.rbuf.data(), scratch, &gen.snapshot, env, &mut head_len);
     c.rbuf.consume(head_len);
     begun
 }
@@ -104,26 +106,24 @@ pub struct Scratch<'c> {
     pub client_ip_text: &'c str,
 }
 
-/// `begin` on bytes rather than a connection (benches drive it): the decision and the
-/// length of the head it consumed (0 when incomplete or unparsable).
+/// `begin` on bytes rather than a connection (benches drive it). `consumed` is set to
+/// the length of the head (left at 0 when incomplete or unparsable). An out-parameter,
+/// not a tuple: the decision is large, and returned in place it is not copied.
 pub fn begin_head<'g>(
     data: &[u8],
     c: Scratch<'_>,
     snap: &'g Snapshot,
     env: &Env<'g>,
-) -> (Begin<'g>, usize) {
+    consumed: &mut usize,
+) -> Begin<'g> {
     let mut storage = [const { MaybeUninit::uninit() }; MAX_HEADERS_LIMIT];
     let head = match parse_request(data, &mut storage, &snap.config.server.limits) {
         Ok(Some(h)) => h,
-        Ok(None) => return (Begin::Incomplete, 0),
-        Err(error) => {
-            return (
-                Begin::Refused(Refused::unparsed(error, env.ids.next_id())),
-                0,
-            )
-        }
+        Ok(None) => return Begin::Incomplete,
+        Err(error) => return Begin::Refused(Refused::unparsed(error, env.ids.next_id())),
     };
-    (route_and_run(&head, c, snap, env), head.head_len)
+    *consumed = head.head_len;
+    route_and_run(&head, c, snap, env)
 }
 
 fn route_and_run<'g>(
@@ -282,16 +282,14 @@ pub enum Resumed<'w> {
 pub async fn resume<'g, 'w>(
     c: &mut ClientConn,
     req: &mut Request<'g>,
-    suspension: Suspension,
+    suspension: &Suspension,
     gen: &'g WorkerGen,
     env: &Env<'g>,
     worker: &'w WorkerCtx,
 ) -> Resumed<'w> {
-    let Suspension {
-        head,
-        mut at,
-        body: mut wants_body,
-    } = suspension;
+    let head = &suspension.head;
+    let mut at = suspension.at;
+    let mut wants_body = suspension.body;
     let headers = head.header_list();
     let view = head.view(&headers);
     let mut body = None;

@@ -206,4 +206,4 @@ for s in plain full; do
     }'
 done
 awk -v a="${MED[new,full_headers,us]}" -v b="${MED[new,full,us]}" 'BEGIN {
-    printf "headers filter (new): +%.2f us a request (cpu/request %.3f of the full chain without it)\n", a - b, a / b }'
+    printf "headers filter (new): %+.2f us a request (cpu/request %.3f of the full chain without it)\n", a - b, a / b }'

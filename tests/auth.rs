@@ -450,6 +450,63 @@ fn full_replay_cache_refuses_instead_of_forgetting(driver: Driver) {
     }
 }
 
+/// A call refused for its group is refused before its nonce is recorded: forbidden
+/// traffic cannot fill the replay cache, and the refused request's nonce stays unspent.
+fn refused_calls_spend_no_nonce(driver: Driver) {
+    let up = Upstream::echo();
+    let gw = gateway_with_apps(driver, up.addr, "replay_capacity = 1024");
+    let mut c = gw.connect();
+    let forbidden_nonce = nonce();
+    let forbidden = signed(
+        "app-other",
+        "other-secret-00001",
+        "GET",
+        "/v1/orders/f",
+        "",
+        b"",
+        now(),
+        &forbidden_nonce,
+    );
+    for _ in 0..3 {
+        c.send(&forbidden);
+        let r = c.read_response();
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (403, "forbidden"),
+            "refused again, never a replay"
+        );
+    }
+    // Far more forbidden calls than the cache holds: none takes a place in it.
+    for _ in 0..1600 {
+        c.send(&signed(
+            "app-other",
+            "other-secret-00001",
+            "GET",
+            "/v1/orders/f",
+            "",
+            b"",
+            now(),
+            &nonce(),
+        ));
+        assert_eq!(c.read_response().status, 403);
+    }
+    let r = exchange(
+        gw.addr,
+        &signed(
+            KEY,
+            SECRET,
+            "GET",
+            "/v1/orders/ok",
+            "",
+            b"",
+            now(),
+            &nonce(),
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert_eq!(up.requests().len(), 1);
+}
+
 /// A body trickled in past the end of the timestamp window must not be accepted: its
 /// nonce's entry may have expired by then (that would make a replay look fresh).
 fn body_arriving_after_the_window_is_refused(driver: Driver) {
@@ -557,6 +614,7 @@ fn bodies_awaiting_authentication_share_a_budget(driver: Driver) {
 }
 
 on_both_drivers!(
+    refused_calls_spend_no_nonce,
     bodies_awaiting_authentication_share_a_budget,
     body_arriving_after_the_window_is_refused,
     reload_cannot_change_the_replay_window,

@@ -167,6 +167,16 @@ fn preflight_is_answered_by_the_gateway(driver: Driver) {
         values(&r, "access-control-allow-headers"),
         ["content-type, x-rg-key"]
     );
+    // Preflight-shaped but without `Origin`: not a preflight, so the route's methods
+    // hold (405) and nothing reaches the upstream.
+    c.send(
+        b"OPTIONS /api/orders HTTP/1.1\r\nHost: api.test\r\nAccess-Control-Request-Method: GET\r\n\r\n",
+    );
+    let r = c.read_response();
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (405, "method_not_allowed")
+    );
     assert!(up.requests().is_empty(), "{:?}", up.requests());
     assert_eq!(up.connections.load(Ordering::SeqCst), 0);
 }

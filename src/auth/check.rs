@@ -2,11 +2,11 @@
 //!
 //! `begin` checks what the head alone decides: credentials present and well formed, app
 //! known and enabled, timestamp in the window. The signature covers the body's hash, so
-//! for a request with a body `Pending::finish` runs once the body has been read; without
-//! one it runs at once. It verifies the signature and only then records the nonce, so
-//! nobody can burn a legitimate client's nonces with forged requests. Authorization
-//! (permission groups, the app's IP allow list) comes after, in its own filters: only a
-//! caller who proved who it is learns what it may not do.
+//! for a request with a body `Pending::verify` runs once the body has been read; without
+//! one it runs at once. Authorization (permission groups, the app's IP allow list) comes
+//! after, in its own filters: only a caller who proved who it is learns what it may not
+//! do. The nonce is recorded last (`NonceClaim::record`, the replay filter), so nobody can
+//! burn a legitimate client's nonces with forged requests, and a refused call spends none.
 
 use std::sync::Arc;
 
@@ -104,7 +104,7 @@ pub fn begin(
     let timestamp = std::str::from_utf8(timestamp).unwrap_or_default();
     let nonce = std::str::from_utf8(nonce).unwrap_or_default();
     let mut prefix = String::with_capacity(96 + req.path.len() + query.len());
-    // The body-hash line is filled in by `finish`; a placeholder keeps one builder.
+    // The body-hash line is filled in by `verify`; a placeholder keeps one builder.
     string_to_sign(
         req.method,
         req.path,
@@ -132,13 +132,14 @@ impl Pending {
         &self.query
     }
 
-    /// Verifies the signature over the body's hash, then records the nonce.
-    pub fn finish(
+    /// Verifies the signature over the body's hash. The nonce is not recorded yet: the
+    /// caller records it (`NonceClaim::record`) once the app is also authorized, so a
+    /// refused call neither spends its nonce nor fills the replay cache.
+    pub fn verify(
         mut self,
         body_sha256_hex: &[u8; 64],
-        nonces: &NonceCache,
         now: u64,
-    ) -> Result<Arc<App>, ProxyError> {
+    ) -> Result<(Arc<App>, NonceClaim), ProxyError> {
         // Checked again here, not only when the head arrived: a body trickled in past the
         // end of the window would otherwise reach the nonce cache after its entry expired
         // and be accepted as fresh (a replay).
@@ -152,8 +153,26 @@ impl Pending {
         if !verify(&self.app.secrets(), &self.prefix, &self.signature) {
             return Err(unauthorized("signature does not match the request"));
         }
-        match nonces.check_and_insert(&self.app.key, &self.nonce, self.expires_at, now) {
-            Seen::Fresh => Ok(self.app),
+        let claim = NonceClaim {
+            nonce: self.nonce,
+            expires_at: self.expires_at,
+        };
+        Ok((self.app, claim))
+    }
+}
+
+/// A verified request's nonce, to be recorded before it is forwarded.
+#[derive(Debug)]
+pub struct NonceClaim {
+    nonce: String,
+    expires_at: u64,
+}
+
+impl NonceClaim {
+    /// Records the nonce for `app_key`; refuses a replay.
+    pub fn record(&self, app_key: &str, nonces: &NonceCache, now: u64) -> Result<(), ProxyError> {
+        match nonces.check_and_insert(app_key, &self.nonce, self.expires_at, now) {
+            Seen::Fresh => Ok(()),
             Seen::Replay => Err(unauthorized("nonce already used: replayed request")),
             // Refusing is the only safe answer: forgetting old nonces would accept
             // replays. `[apps] replay_capacity` is sized for the traffic (README).

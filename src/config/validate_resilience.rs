@@ -370,12 +370,17 @@ pub(super) fn validate_fallback(
         let lower = name.to_ascii_lowercase();
         let reserved = matches!(
             lower.as_str(),
-            "content-length" | "transfer-encoding" | "connection" | "content-type"
+            "content-length"
+                | "transfer-encoding"
+                | "connection"
+                | "content-type"
+                | "date"
+                | "x-request-id"
         );
         if !name_ok || reserved {
             p.add(
                 at(&format!("headers.{name}")),
-                "must be a header name other than content-length, transfer-encoding, connection and content-type",
+                "must be a header name other than content-length, transfer-encoding, connection, content-type, date and x-request-id (the gateway writes those)",
             );
         } else if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
             p.add(

@@ -7,8 +7,8 @@
 //! with one the filter asks for the body (`ReadBody`) and verifies in `on_body`, so
 //! nothing reaches the upstream, and no later filter spends anything, before the
 //! signature checks out. An app record still on its way from Redis makes the request
-//! `Wait` without blocking the worker. On success the app goes into the context and the
-//! upstream gets the query exactly as signed.
+//! `Wait` without blocking the worker. On success the app goes into the context, the
+//! upstream gets the query exactly as signed, and the nonce waits for the replay filter.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,17 +69,13 @@ impl AppSignature {
         }
     }
 
-    /// Verifies the signature over the body's hash and records the nonce.
-    fn finish(
-        &self,
-        pending: Pending,
-        body_sha256: &[u8; 64],
-        ctx: &mut RequestCtx,
-        env: &Env,
-    ) -> Flow {
-        match pending.finish(body_sha256, env.nonces, unix_now()) {
-            Ok(app) => {
+    /// Verifies the signature over the body's hash; the nonce is left for the replay
+    /// filter, after authorization.
+    fn finish(&self, pending: Pending, body_sha256: &[u8; 64], ctx: &mut RequestCtx) -> Flow {
+        match pending.verify(body_sha256, unix_now()) {
+            Ok((app, claim)) => {
                 ctx.app = Some(app);
+                ctx.held.nonce = Some(claim);
                 Flow::Continue
             }
             Err(e) => Flow::Respond(e.into()),
@@ -116,13 +112,19 @@ impl Phases for AppSignature {
             Ok(p) => p,
             Err(e) => return Flow::Respond(e.into()),
         };
+        // Always set on a signed route, empty when nothing was signed: the upstream never
+        // sees a raw query the signature did not cover.
         let query = pending.canonical_query();
-        ctx.forward_query = (!query.is_empty()).then(|| format!("?{query}"));
+        ctx.forward_query = Some(if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        });
         if req.has_body {
             ctx.held.signature = Some(Box::new(pending));
             return Flow::ReadBody;
         }
-        self.finish(pending, &EMPTY_BODY_SHA256, ctx, env)
+        self.finish(pending, &EMPTY_BODY_SHA256, ctx)
     }
 
     /// Any batch of record updates wakes every waiter; one deadline across the waits
@@ -150,9 +152,9 @@ impl Phases for AppSignature {
         self.on_request(req, ctx, env)
     }
 
-    fn on_body<'g>(&'g self, body: &[u8], ctx: &mut RequestCtx<'g>, env: &Env<'g>) -> Flow {
+    fn on_body<'g>(&'g self, body: &[u8], ctx: &mut RequestCtx<'g>, _env: &Env<'g>) -> Flow {
         match ctx.held.signature.take() {
-            Some(pending) => self.finish(*pending, &body_sha256_hex(body), ctx, env),
+            Some(pending) => self.finish(*pending, &body_sha256_hex(body), ctx),
             None => Flow::Continue,
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::cache::WorkerApps;
-use crate::auth::check::Pending;
+use crate::auth::check::{NonceClaim, Pending};
 use crate::auth::nonce::NonceCache;
 use crate::auth::registry::App;
 use crate::limits::headers::HeaderWriter;
@@ -60,6 +60,8 @@ pub struct RequestCtx<'g> {
 pub(super) struct Held<'g> {
     /// A signature waiting for the body's hash.
     pub signature: Option<Box<Pending>>,
+    /// A verified request's nonce, recorded by the replay filter after authorization.
+    pub nonce: Option<NonceClaim>,
     /// Until when a request may wait for its app record (one deadline across waits).
     pub app_deadline: Option<Instant>,
     /// The route breaker's admission, handed back with the outcome in `on_done`.

@@ -211,9 +211,14 @@ impl Cors {
             push_decimal(&mut headers, secs);
             headers.extend_from_slice(b"\r\n");
         }
-        headers.extend_from_slice(
-            b"vary: access-control-request-method, access-control-request-headers\r\n",
-        );
+        // One Vary line with everything the answer depends on (`on_response` leaves out its
+        // own `vary: origin` when the answer already has a Vary).
+        headers.extend_from_slice(if self.varies() {
+            b"vary: origin, access-control-request-method, access-control-request-headers\r\n"
+                as &[u8]
+        } else {
+            b"vary: access-control-request-method, access-control-request-headers\r\n"
+        });
         Reply::Made(MadeResponse {
             status: 204,
             headers,

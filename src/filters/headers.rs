@@ -78,6 +78,7 @@ pub fn build(b: &BuildCtx) -> Result<Option<Filter>, Vec<ConfigError>> {
 
 fn compile(b: &BuildCtx, at: &str, file: &HeaderEditsFile, errors: &mut Vec<ConfigError>) -> Edits {
     let mut edits = Edits::default();
+    let cors = b.route.cors.is_some();
     let mut check_name = |field: String, name: &str| {
         if name.is_empty() || !name.bytes().all(crate::http::is_token_byte) {
             errors.push(b.error(&field, format!("invalid header name {name:?}")));
@@ -87,6 +88,14 @@ fn compile(b: &BuildCtx, at: &str, file: &HeaderEditsFile, errors: &mut Vec<Conf
                 &field,
                 format!("{name} is set by the gateway and cannot be edited"),
             ));
+            false
+        } else if cors
+            && name
+                .as_bytes()
+                .get(..15)
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"access-control-"))
+        {
+            errors.push(b.error(&field, format!("{name} is set by the route's cors section")));
             false
         } else {
             true

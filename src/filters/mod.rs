@@ -23,6 +23,7 @@ mod ip_allow;
 mod isolation;
 mod limits;
 mod permissions;
+mod replay;
 mod reply;
 mod view;
 
@@ -83,13 +84,14 @@ type Build = fn(&BuildCtx) -> Result<Option<Filter>, Vec<ConfigError>>;
 /// before anything asks it for credentials or spends its limits. Authentication before
 /// authorization and limits (an unsigned request must not spend an app's budget, and
 /// only a caller who proved who it is learns what it may not do). The breaker before the
-/// isolation group (an open circuit refuses at once instead of queueing). Header work
-/// last, on what the chain decided.
+/// isolation group (an open circuit refuses at once instead of queueing). The nonce is
+/// recorded only for an authorized call. Header work last, on what the chain decided.
 const ORDER: &[(&str, Build)] = &[
     ("cors", cors::build),
     ("app_signature", app_signature::build),
     ("permissions", permissions::build),
     ("ip_allow", ip_allow::build),
+    ("replay", replay::build),
     ("limits", limits::build),
     ("breaker", breaker::build),
     ("isolation", isolation::build),
@@ -109,6 +111,7 @@ pub enum Filter {
     AppSignature(app_signature::AppSignature),
     Permissions(permissions::Permissions),
     IpAllow(ip_allow::IpAllow),
+    Replay(replay::Replay),
     Limits(limits::Limits),
     Breaker(breaker::Breaker),
     Isolation(isolation::Isolation),
@@ -125,6 +128,7 @@ macro_rules! dispatch {
             Filter::AppSignature($inner) => $call,
             Filter::Permissions($inner) => $call,
             Filter::IpAllow($inner) => $call,
+            Filter::Replay($inner) => $call,
             Filter::Limits($inner) => $call,
             Filter::Breaker($inner) => $call,
             Filter::Isolation($inner) => $call,
@@ -199,8 +203,8 @@ pub trait Phases {
         None
     }
 
-    /// The request is over, answered by anyone (always runs once the chain started).
-    /// Default: nothing.
+    /// The outcome is known: the response was relayed, or the gateway is about to answer
+    /// or drop the request (always runs once the chain started). Default: nothing.
     fn on_done(&self, _ctx: &mut RequestCtx, _env: &Env) {}
 }
 

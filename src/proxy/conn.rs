@@ -70,6 +70,8 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
                 Ok(()) => {}
                 Err(NoHead::Gone) => return,
                 Err(NoHead::Refused(error)) => {
+                    c.status = 0;
+                    c.log = Default::default();
                     let gen = worker.generation();
                     let refused = Refused::unparsed(error, worker.ids.next_id());
                     break serve_refused(&mut c, &gen, &worker, &refused, Instant::now()).await;
@@ -113,17 +115,28 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
             // The exchange is awaited here, not in a helper: a future this size is moved
             // (copied) into its caller's state, once per layer.
             let body = held.as_ref().map(|(b, _): &(Vec<u8>, _)| b.as_slice());
+            // The chain's `on_done` runs as soon as the outcome is known, before any
+            // answer is written: the breaker must not wait for a slow client.
             let after = match next {
                 Next::Forward => match forward(&mut c, req, &gen, &worker, body).await {
-                    Ok(after) => after,
-                    Err(f) => answer_failure(&mut c, &gen, &worker, req, f).await,
+                    Ok(after) => {
+                        req.chain.on_done(&mut req.ctx, &env);
+                        after
+                    }
+                    Err(f) => {
+                        req.chain.on_done(&mut req.ctx, &env);
+                        answer_failure(&mut c, &gen, &worker, req, f).await
+                    }
                 },
                 Next::Answer(reply, body_read) => {
+                    req.chain.on_done(&mut req.ctx, &env);
                     answer(&mut c, &gen, &worker, req, reply, body_read).await
                 }
-                Next::Gone => After::Close,
+                Next::Gone => {
+                    req.chain.on_done(&mut req.ctx, &env);
+                    After::Close
+                }
             };
-            req.chain.on_done(&mut req.ctx, &env);
             let record = Record {
                 route: Some(req.route),
                 method: req.method,
@@ -174,7 +187,12 @@ async fn answer(
             if e.side == Side::Internal {
                 worker.warn_limited(|| format!("request {:?}: {e}", req.ctx.request_id));
             }
-            req.chain.on_error(e, &req.ctx)
+            let fallback = req.chain.on_error(e, &req.ctx);
+            if fallback.is_some() {
+                // The fallback's answer says nothing of the refusal; the log keeps it.
+                c.log.detail = Some(e.message.clone());
+            }
+            fallback
         }
         Reply::Made(_) => None,
     };
@@ -218,10 +236,14 @@ async fn answer_failure(
         c.log.detail = Some(f.error.message);
         return After::Close;
     }
-    let reply = req
-        .chain
-        .on_error(&f.error, &req.ctx)
-        .unwrap_or(Reply::Error(f.error));
+    let reply = match req.chain.on_error(&f.error, &req.ctx) {
+        Some(fallback) => {
+            // The fallback's answer says nothing of the failure; the log keeps it.
+            c.log.detail = Some(f.error.message);
+            fallback
+        }
+        None => Reply::Error(f.error),
+    };
     let keep_alive = answer_keep_alive(req, false, worker);
     respond(
         c,

@@ -232,7 +232,8 @@ fn route(snap: &Snapshot, view: &RequestView) -> Result<RouteId, ProxyError> {
         .router
         .lookup(view.authority, view.method.as_bytes(), view.path)
     {
-        Match::MethodNotAllowed if view.method == "OPTIONS" => {
+        // Only a real preflight (with `Origin`): anything else keeps the route's methods.
+        Match::MethodNotAllowed if view.method == "OPTIONS" && view.header("origin").is_some() => {
             match view.header("access-control-request-method") {
                 Some(asked) => match snap.router.lookup(view.authority, asked, view.path) {
                     Match::Found(id) if snap.route(id).cors.is_some() => Match::Found(id),

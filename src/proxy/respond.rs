@@ -25,11 +25,40 @@ pub struct Answer<'a, 'g> {
     pub chain: Option<(&'a RouteChain, &'a RequestCtx<'g>)>,
 }
 
+/// What the gateway's own answers always say about themselves.
+const OWN_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "date",
+    "x-request-id",
+    "connection",
+    "www-authenticate",
+];
+
 impl Answer<'_, '_> {
-    /// Header lines the chain adds to any response on its route.
-    fn chain_headers(&self, out: &mut Vec<u8>) {
-        if let Some((chain, ctx)) = self.chain {
-            chain.on_response(ctx, out);
+    /// Header lines the chain adds to any response on its route, except those naming a
+    /// header the answer already carries (in `present`, or one of `OWN_HEADERS`): a
+    /// route's edits never contradict what the gateway's answer says about itself, and
+    /// never send a header twice.
+    fn chain_headers(&self, present: &[u8], out: &mut Vec<u8>) {
+        let Some((chain, ctx)) = self.chain else {
+            return;
+        };
+        let mut lines = Vec::new();
+        chain.on_response(ctx, &mut lines);
+        for line in lines.split_inclusive(|&b| b == b'\n') {
+            let name = line.split(|&b| b == b':').next().unwrap_or_default();
+            let named = |l: &[u8]| {
+                l.len() > name.len()
+                    && l[name.len()] == b':'
+                    && l[..name.len()].eq_ignore_ascii_case(name)
+            };
+            let own = OWN_HEADERS
+                .iter()
+                .any(|o| o.as_bytes().eq_ignore_ascii_case(name));
+            if !own && !present.split_inclusive(|&b| b == b'\n').any(named) {
+                out.extend_from_slice(line);
+            }
         }
     }
 }
@@ -58,9 +87,10 @@ pub async fn respond_error(
     let keep_alive = a.keep_alive && !error.kind.closes_connection();
     c.status = error.kind.status();
     let mut extra = Vec::with_capacity(128);
-    extra.extend_from_slice(error.headers.as_deref().unwrap_or_default());
+    let own = error.headers.as_deref().unwrap_or_default();
+    extra.extend_from_slice(own);
     write_date_header(&mut extra);
-    a.chain_headers(&mut extra);
+    a.chain_headers(own, &mut extra);
     c.scratch.clear();
     write_error_response(
         &mut c.scratch,
@@ -100,7 +130,7 @@ async fn respond_made(
     }
     write_date_header(out);
     write_header(out, "x-request-id", a.request_id.as_bytes());
-    a.chain_headers(out);
+    a.chain_headers(&made.headers, out);
     if !a.keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
     }

@@ -132,12 +132,16 @@ impl GatewayState {
             }
         }
         let generation = self.generation.load(Ordering::SeqCst) + 1;
-        let snapshot = Snapshot::build(config, generation).map_err(|errs| {
-            errs.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
+        // Protection state (breakers, target health, isolation groups, retry budgets)
+        // carries over wherever its config did not change.
+        let previous = self.snapshot.read().map(|s| s.clone()).ok();
+        let snapshot =
+            Snapshot::build_after(config, generation, previous.as_deref()).map_err(|errs| {
+                errs.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })?;
         if ignored {
             log::warn!("reload: server.listen changed; listeners change only on restart");
         }

@@ -1,8 +1,9 @@
 //! Active health checks: one control-side thread per upstream with `health`, per config
 //! generation. Every `interval` it sends each target `GET <path>` on a fresh connection
 //! (connect, send and status line all within `timeout`); a 2xx or 3xx passes. Verdicts go
-//! to the generation's `UpstreamHealth`, which every worker reads without a lock. The
-//! thread ends when its generation is gone (it holds only a weak reference).
+//! to the upstream's `UpstreamHealth`, which every worker reads without a lock (and which
+//! a reload keeps while the upstream's config is unchanged, so verdicts outlive the
+//! thread). The thread ends when its generation is gone (it holds only a weak reference).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -100,7 +100,7 @@ const ORDER: &[(&str, Build)] = &[
     ("headers", headers::build),
 ];
 
-/// The names of the filters in their fixed order (for the README and `GET /config`).
+/// The names of the filters in their fixed order (a test holds the README's table to it).
 pub fn order() -> impl Iterator<Item = &'static str> {
     ORDER.iter().map(|(name, _)| *name)
 }
@@ -398,5 +398,25 @@ impl RouteChain {
 impl std::fmt::Debug for RouteChain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "RouteChain({} filters)", self.filters.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The README's order table lists the filters as `ORDER` does, in the same order.
+    #[test]
+    fn the_readme_shows_the_order_table() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let listed: Vec<&str> = readme
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("| ")?;
+                let (n, rest) = rest.split_once(" | `")?;
+                n.parse::<usize>().ok()?;
+                rest.split_once('`').map(|(name, _)| name)
+            })
+            .collect();
+        assert_eq!(listed, super::order().collect::<Vec<_>>());
     }
 }

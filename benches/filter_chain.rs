@@ -9,14 +9,15 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+mod common;
+
+use common::BenchWorker;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use httparse::Header;
 use ringgate::auth::sign::sign_request;
 use ringgate::filters::{Env, RequestCtx, RequestView, RouteChain, Step};
-use ringgate::mix::WorkerRng;
 use ringgate::router::RouteId;
 use ringgate::snapshot::Snapshot;
-use ringgate::trace::RequestIdGen;
 
 const KEY: &str = "app-bench";
 const SECRET: &str = "bench-secret-0000000001";
@@ -137,18 +138,8 @@ fn bench(c: &mut Criterion) {
     std::fs::write(dir.join("apps.toml"), APPS).unwrap();
     let config = ringgate::config::parse_in(CONFIG, Some(&dir)).expect("bench config");
     let snap = Snapshot::build(config, 1).expect("snapshot");
-    let ids = RequestIdGen::new(42);
-    let nonces = ringgate::auth::nonce::NonceCache::new(64, 1 << 20);
-    let limiter =
-        ringgate::limits::worker::WorkerLimiter::new(0, 1, ahash::RandomState::new(), 1024);
-    let rng = WorkerRng::new(7);
-    let env = Env {
-        ids: &ids,
-        nonces: &nonces,
-        apps: None,
-        limiter: &limiter,
-        rng: &rng,
-    };
+    let worker = BenchWorker::new(64, 1 << 20);
+    let env = worker.env();
     let empty = RouteChain::default();
     let (plain, full) = (RouteId(0), RouteId(1));
     let next = AtomicU64::new(0);

@@ -9,14 +9,14 @@ use std::hint::black_box;
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr};
 
+mod common;
+
+use common::BenchWorker;
 use criterion::{criterion_group, criterion_main, Criterion};
 use ringgate::config;
-use ringgate::filters::Env;
 use ringgate::http::{parse_request, MAX_HEADERS_LIMIT};
-use ringgate::mix::WorkerRng;
 use ringgate::proxy::pipeline::{begin_head, Begin, Scratch};
 use ringgate::snapshot::Snapshot;
-use ringgate::trace::RequestIdGen;
 
 /// A curl-like request and a browser-like one with a dozen headers.
 const SMALL: &[u8] = b"GET /v1/orders/12345?fields=id,total HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: curl/8.0\r\nAccept: */*\r\n\r\n";
@@ -64,18 +64,8 @@ upstream = "orders"
 fn bench(c: &mut Criterion) {
     let snap = Snapshot::build(config::parse(CONFIG).expect("bench config"), 1).expect("snapshot");
     let limits = snap.config.server.limits;
-    let ids = RequestIdGen::new(42);
-    let nonces = ringgate::auth::nonce::NonceCache::new(8, 1024);
-    let limiter =
-        ringgate::limits::worker::WorkerLimiter::new(0, 1, ahash::RandomState::new(), 1024);
-    let rng = WorkerRng::new(7);
-    let env = Env {
-        ids: &ids,
-        nonces: &nonces,
-        apps: None,
-        limiter: &limiter,
-        rng: &rng,
-    };
+    let worker = BenchWorker::new(8, 1024);
+    let env = worker.env();
     let mut path = String::with_capacity(128);
     let mut out = Vec::with_capacity(2048);
     // One request through the pipeline; true when it is to be forwarded.

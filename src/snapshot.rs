@@ -9,13 +9,13 @@
 
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigError, RouteConfig, UpstreamConfig, UpstreamId};
+use crate::config::{build_router, Config, ConfigError, RouteConfig, UpstreamConfig, UpstreamId};
 use crate::filters::RouteChain;
 use crate::resilience::budget::RetryBudget;
 use crate::resilience::bulkhead::Bulkhead;
 use crate::resilience::guard::RouteGuard;
 use crate::resilience::health::UpstreamHealth;
-use crate::router::{RouteId, RouteSpec, Router};
+use crate::router::{RouteId, Router};
 
 /// Retries a quiet route may make per window whatever its budget's ratio, and the window.
 const RETRY_BUDGET_MIN: u32 = 3;
@@ -55,31 +55,7 @@ impl Snapshot {
         generation: u64,
         previous: Option<&Snapshot>,
     ) -> Result<Arc<Snapshot>, Vec<ConfigError>> {
-        let methods: Vec<Vec<&str>> = config
-            .routes
-            .iter()
-            .map(|r| r.methods.iter().map(String::as_str).collect())
-            .collect();
-        let specs: Vec<RouteSpec> = config
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(i, r)| RouteSpec {
-                id: RouteId(i as u32),
-                host: r.host.as_deref(),
-                path: &r.path,
-                methods: &methods[i],
-            })
-            .collect();
-        let router = Router::build(&specs).map_err(|errs| {
-            errs.into_iter()
-                .map(|(i, message)| ConfigError {
-                    path: format!("routes[{i}].path"),
-                    message,
-                })
-                .collect::<Vec<_>>()
-        })?;
-        drop(specs);
+        let router = build_router(&config.routes)?;
         let Protection {
             guards,
             budgets,

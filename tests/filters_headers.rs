@@ -73,19 +73,8 @@ fn gateway(driver: Driver, up: SocketAddr) -> Gateway {
 }
 
 fn write_apps() -> String {
-    let dir = std::env::temp_dir().join(format!(
-        "ringgate-headers-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("apps.toml");
-    std::fs::write(
-        &path,
-        format!("[[apps]]\nkey = \"{KEY}\"\nsecrets = [\"{SECRET}\"]\n"),
-    )
-    .unwrap();
-    path.display().to_string()
+    let apps = format!("[[apps]]\nkey = \"{KEY}\"\nsecrets = [\"{SECRET}\"]\n");
+    write_apps_file(&temp_dir("headers"), &apps)
 }
 
 fn request_edits_reach_the_upstream(driver: Driver) {

@@ -133,14 +133,7 @@ fn failing_targets_are_ejected_for_a_growing_time(driver: Driver) {
 
 /// An upstream answering every request 500.
 fn failing() -> Upstream {
-    Upstream::start(|mut c, seen| {
-        while let Some(req) = c.read_request() {
-            seen.lock().unwrap().push(req);
-            if !c.write(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n") {
-                return;
-            }
-        }
-    })
+    Upstream::answering(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
 }
 
 fn a_target_breaker_takes_a_failing_target_out_and_probes_it(driver: Driver) {

@@ -6,8 +6,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,18 +15,6 @@ use support::*;
 
 const KEY: &str = "app-hyg-01";
 const SECRET: &str = "hygiene-secret-0001";
-
-static NEXT: AtomicU64 = AtomicU64::new(0);
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "ringgate-hygiene-{tag}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 // ---------------------------------------------------------------- Date
 
@@ -175,13 +162,10 @@ fn stalling() -> Upstream {
 }
 
 fn write_apps(dir: &Path) -> String {
-    let path = dir.join("apps.toml");
-    std::fs::write(
-        &path,
-        format!("[[apps]]\nkey = \"{KEY}\"\nsecrets = [\"{SECRET}\"]\n"),
+    write_apps_file(
+        dir,
+        &format!("[[apps]]\nkey = \"{KEY}\"\nsecrets = [\"{SECRET}\"]\n"),
     )
-    .unwrap();
-    path.display().to_string()
 }
 
 fn every_response_carries_one_date(driver: Driver) {

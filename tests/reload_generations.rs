@@ -15,13 +15,9 @@ const SECRET: &str = "reload-secret-000001";
 
 /// Writes the apps file with the app enabled or not; returns its path.
 fn write_apps(dir: &std::path::Path, enabled: bool) -> String {
-    let path = dir.join("apps.toml");
-    std::fs::write(
-        &path,
-        format!("[[apps]]\nkey = \"{KEY}\"\nsecrets = [\"{SECRET}\"]\nenabled = {enabled}\n"),
-    )
-    .unwrap();
-    path.display().to_string()
+    let apps =
+        format!("[[apps]]\nkey = \"{KEY}\"\nsecrets = [\"{SECRET}\"]\nenabled = {enabled}\n");
+    write_apps_file(dir, &apps)
 }
 
 /// Generation 1: `/a/*` and a signed `/signed/*`. Generation 2 adds `/b/*` and a limit on
@@ -52,12 +48,7 @@ fn signed_get(path: &str, nonce: &str) -> Vec<u8> {
 
 fn first_request_after_a_reload_uses_the_new_generation(driver: Driver) {
     let up = Upstream::echo();
-    let dir = std::env::temp_dir().join(format!(
-        "ringgate-reload-gen-{}-{}",
-        std::process::id(),
-        driver.name()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("reload-gen");
     let apps = write_apps(&dir, true);
     // One worker: once a fresh connection sees the new generation, every connection's
     // next request is on the worker that switched.

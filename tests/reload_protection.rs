@@ -11,27 +11,13 @@ use support::*;
 
 /// An upstream answering every request 500.
 fn failing() -> Upstream {
-    Upstream::start(|mut c, seen| {
-        while let Some(req) = c.read_request() {
-            seen.lock().unwrap().push(req);
-            if !c.write(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n") {
-                return;
-            }
-        }
-    })
+    Upstream::answering(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
 }
 
 /// An upstream answering every request 202: a probe that reaches it knows the new
 /// generation is live.
 fn accepting() -> Upstream {
-    Upstream::start(|mut c, seen| {
-        while let Some(req) = c.read_request() {
-            seen.lock().unwrap().push(req);
-            if !c.write(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n") {
-                return;
-            }
-        }
-    })
+    Upstream::answering(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
 }
 
 /// `main` on `/*` with `main_extra`; `other` on `/other/*` from the second generation on.

@@ -13,6 +13,7 @@ mod model;
 pub mod model_limits;
 pub mod model_resilience;
 mod problems;
+mod routing;
 mod units;
 mod validate;
 mod validate_limits;
@@ -25,6 +26,7 @@ pub use file::FileConfig;
 pub use file_filters::{CorsFile, HeaderEditsFile, HeadersFile};
 pub use model::*;
 pub use problems::ConfigError;
+pub use routing::build_router;
 pub use units::{parse_duration, parse_size};
 
 /// Parses and validates TOML text. Every problem is returned, each with its path.

@@ -14,13 +14,13 @@ use super::apps::AppRegistry;
 use super::file::{AppsSectionFile, FileConfig, NumOrString, RouteFile};
 use super::model::*;
 use super::problems::{ConfigError, Problems};
+use super::routing::build_router;
 use super::validate_limits::{check_shared_limits, validate_route_limits, validate_traffic};
 use super::validate_resilience::{
     route_isolation, validate_breaker, validate_fallback, validate_isolation, validate_retries,
     validate_timeouts,
 };
 use super::validate_upstream::validate_upstream;
-use crate::router::{RouteId, RouteSpec, Router};
 
 /// 16 Mi nonces: 55 000 signed requests per second sustained over the default 300 s
 /// window, about 0.5 GiB when full (memory is used as nonces arrive, not up front).
@@ -469,23 +469,9 @@ fn check_routes(p: &mut Problems, routes: &[RouteConfig]) {
             );
         }
     }
-    let methods: Vec<Vec<&str>> = routes
-        .iter()
-        .map(|r| r.methods.iter().map(String::as_str).collect())
-        .collect();
-    let specs: Vec<RouteSpec> = routes
-        .iter()
-        .enumerate()
-        .map(|(i, r)| RouteSpec {
-            id: RouteId(i as u32),
-            host: r.host.as_deref(),
-            path: &r.path,
-            methods: &methods[i],
-        })
-        .collect();
-    if let Err(errors) = Router::build(&specs) {
-        for (i, msg) in errors {
-            p.add(format!("routes[{i}].path"), msg);
+    if let Err(errors) = build_router(routes) {
+        for e in errors {
+            p.add(e.path, e.message);
         }
     }
 }

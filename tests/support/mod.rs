@@ -576,6 +576,18 @@ impl Upstream {
         })
     }
 
+    /// Answers every request on a connection with `raw`, a whole response.
+    pub fn answering(raw: &'static [u8]) -> Upstream {
+        Upstream::start(move |mut c, seen| {
+            while let Some(req) = c.read_request() {
+                seen.lock().unwrap().push(req);
+                if !c.write(raw) {
+                    return;
+                }
+            }
+        })
+    }
+
     pub fn requests(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
@@ -598,6 +610,25 @@ pub fn free_port() -> u16 {
 pub fn dead_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
+}
+
+/// A fresh temporary folder for one test's files, named after `tag`.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ringgate-{tag}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes `toml` as `apps.toml` in `dir`; returns the path for `[apps] file`.
+pub fn write_apps_file(dir: &std::path::Path, toml: &str) -> String {
+    let path = dir.join("apps.toml");
+    std::fs::write(&path, toml).unwrap();
+    path.display().to_string()
 }
 
 /// Polls `f` until it returns true or `timeout` passes.

@@ -112,30 +112,23 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
                     }
                 }
             };
+            let body = held.as_ref().map(|(b, _): &(Vec<u8>, _)| b.as_slice());
             // The exchange is awaited here, not in a helper: a future this size is moved
             // (copied) into its caller's state, once per layer.
-            let body = held.as_ref().map(|(b, _): &(Vec<u8>, _)| b.as_slice());
-            // The chain's `on_done` runs as soon as the outcome is known, before any
-            // answer is written: the breaker must not wait for a slow client.
-            let after = match next {
-                Next::Forward => match forward(&mut c, req, &gen, &worker, body).await {
-                    Ok(after) => {
-                        req.chain.on_done(&mut req.ctx, &env);
-                        after
-                    }
-                    Err(f) => {
-                        req.chain.on_done(&mut req.ctx, &env);
-                        answer_failure(&mut c, &gen, &worker, req, f).await
-                    }
-                },
-                Next::Answer(reply, body_read) => {
-                    req.chain.on_done(&mut req.ctx, &env);
+            let forwarded = match next {
+                Next::Forward => Some(forward(&mut c, req, &gen, &worker, body).await),
+                Next::Answer(..) | Next::Gone => None,
+            };
+            // The outcome is known: the chain hears it before any answer is written, so
+            // the breaker never waits on a slow client.
+            req.chain.on_done(&mut req.ctx, &env);
+            let after = match (forwarded, next) {
+                (Some(Ok(after)), _) => after,
+                (Some(Err(f)), _) => answer_failure(&mut c, &gen, &worker, req, f).await,
+                (None, Next::Answer(reply, body_read)) => {
                     answer(&mut c, &gen, &worker, req, reply, body_read).await
                 }
-                Next::Gone => {
-                    req.chain.on_done(&mut req.ctx, &env);
-                    After::Close
-                }
+                (None, _) => After::Close,
             };
             let record = Record {
                 route: Some(req.route),
@@ -156,6 +149,7 @@ async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx
 }
 
 /// What a routed request needs once its chain is through.
+#[derive(Clone, Copy)]
 enum Next<'r> {
     /// To the upstream.
     Forward,
@@ -236,22 +230,7 @@ async fn answer_failure(
         c.log.detail = Some(f.error.message);
         return After::Close;
     }
-    let reply = match req.chain.on_error(&f.error, &req.ctx) {
-        Some(fallback) => {
-            // The fallback's answer says nothing of the failure; the log keeps it.
-            c.log.detail = Some(f.error.message);
-            fallback
-        }
-        None => Reply::Error(f.error),
-    };
-    let keep_alive = answer_keep_alive(req, false, worker);
-    respond(
-        c,
-        &gen.snapshot.config.server,
-        &reply,
-        answer_to(req, keep_alive),
-    )
-    .await
+    answer(c, gen, worker, req, &Reply::Error(f.error), false).await
 }
 
 fn answer_to<'a, 'g>(req: &'a Request<'g>, keep_alive: bool) -> Answer<'a, 'g> {

@@ -58,20 +58,9 @@ key = "$KEY"
 secrets = ["$SECRET"]
 groups = ["bench"]
 CONF
-cat > "$TMP/ringgate.toml" <<CONF
-[server]
-listen = ["127.0.0.1:$GW_PORT"]
-workers = 1
-cpus = [$PROXY_CPU]
-driver = "io_uring"
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
-[apps]
-file = "apps.toml"
-timestamp_window = "1h"
-[[upstreams]]
-name = "backend"
-targets = ["127.0.0.1:$UP_PORT"]
+{
+    signed_gateway_head "$GW_PORT" "$ADMIN_PORT" "$UP_PORT" io_uring
+    cat <<CONF
 [[routes]]
 name = "signed"
 path = "/signed/*"
@@ -83,6 +72,7 @@ name = "plain"
 path = "/plain/*"
 upstream = "backend"
 CONF
+} > "$TMP/ringgate.toml"
 "$RINGGATE_BIN" check --config "$TMP/ringgate.toml" >/dev/null
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -95,14 +85,11 @@ run() {
     local gw=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null && break; sleep 0.05; done
     # Warm up on the plain route: it records no nonces.
-    SIGNED_FILE="$TMP/signed.txt" REQ_PATH=/plain/item APP_KEY=$KEY APP_TS=$TS WRK_THREADS=$THREADS \
-        taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s benches/load/auth.lua \
-        "http://127.0.0.1:$GW_PORT" >/dev/null
+    wrk_signed "$TMP/signed.txt" /plain/item "$WARMUP" /dev/null
     local t0 t1 out
     t0=$(cpu_ticks "$gw")
-    out=$(SIGNED_FILE="$TMP/signed.txt" REQ_PATH=$path APP_KEY=$KEY APP_TS=$TS WRK_THREADS=$THREADS \
-        taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" -s benches/load/auth.lua \
-        "http://127.0.0.1:$GW_PORT")
+    wrk_signed "$TMP/signed.txt" "$path" "$DURATION" "$TMP/wrk.txt"
+    out=$(cat "$TMP/wrk.txt")
     t1=$(cpu_ticks "$gw")
     kill "$gw"; wait "$gw" 2>/dev/null || true
     local requests rps non2xx
@@ -121,7 +108,6 @@ for r in $(seq "$ROUNDS"); do
     for s in $order; do run "$s" "$r"; done
 done
 
-median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 for s in plain hmac; do
     rps=$(awk -v s=$s '$2 == s {print $3}' "$TMP/results" | median)
     us=$(awk -v s=$s '$2 == s {print $4}' "$TMP/results" | median)

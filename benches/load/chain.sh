@@ -89,20 +89,8 @@ auth = "hmac"
 limits = [ { key = "app", rate = "10000000/s" }, { key = "ip", rate = "10000000/s" } ]
 breaker = { consecutive_failures = 5, error_rate = 0.5, window = "10s" }'
 gateway_conf() {  # WITH_HEADERS(0|1)
+    signed_gateway_head "$GW_PORT" "$ADMIN_PORT" "$UP_PORT" "$DRIVER"
     cat <<CONF
-[server]
-listen = ["127.0.0.1:$GW_PORT"]
-workers = 1
-cpus = [$PROXY_CPU]
-driver = "$DRIVER"
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
-[apps]
-file = "apps.toml"
-timestamp_window = "1h"
-[[upstreams]]
-name = "backend"
-targets = ["127.0.0.1:$UP_PORT"]
 [[routes]]
 name = "plain"
 path = "/plain/*"
@@ -133,12 +121,6 @@ gateway_conf 1 > "$TMP/new.toml"
 "$BIN" check --config "$TMP/new.toml" >/dev/null || die "BIN refused its config"
 
 CLK_TCK=$(getconf CLK_TCK)
-wrk_signed() {  # LINES-FILE PATH SECONDS OUT
-    SIGNED_FILE=$1 REQ_PATH=$2 APP_KEY=$KEY APP_TS=$TS WRK_THREADS=$THREADS \
-        taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$3s" --latency \
-        -s benches/load/auth.lua "http://127.0.0.1:$GW_PORT" > "$4"
-}
-
 # measure ROUND BINARY-NAME SCENARIO -> a result line in $TMP/results
 measure() {
     local round=$1 which=$2 scenario=$3 bin=$BIN conf=$TMP/new.toml lines=$TMP/full.txt
@@ -156,7 +138,7 @@ measure() {
     t0=$(proc_ticks "$gw")
     read -r pb0 pt0 < <(cpu_jiffies "$PROXY_CPU")
     read -r lb0 lt0 < <(cpu_jiffies "$LOAD_CPU")
-    wrk_signed "$lines" "/$scenario/item" "$DURATION" "$TMP/wrk.txt"
+    wrk_signed "$lines" "/$scenario/item" "$DURATION" "$TMP/wrk.txt" --latency
     t1=$(proc_ticks "$gw")
     read -r pb1 pt1 < <(cpu_jiffies "$PROXY_CPU")
     read -r lb1 lt1 < <(cpu_jiffies "$LOAD_CPU")

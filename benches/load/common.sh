@@ -91,3 +91,35 @@ CONF
     taskset -c "$cpu" nginx -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf" &
     PIDS+=($!)
 }
+
+# signed_gateway_head GW_PORT ADMIN_PORT UP_PORT DRIVER: the config every signed-request
+# scenario starts from: one worker on PROXY_CPU, `apps.toml` beside it (an hour's window,
+# so pre-signed requests stay valid), and the "backend" upstream. Routes follow.
+signed_gateway_head() {
+    cat <<CONF
+[server]
+listen = ["127.0.0.1:$1"]
+workers = 1
+cpus = [$PROXY_CPU]
+driver = "$4"
+[admin]
+listen = "127.0.0.1:$2"
+[apps]
+file = "apps.toml"
+timestamp_window = "1h"
+[[upstreams]]
+name = "backend"
+targets = ["127.0.0.1:$3"]
+CONF
+}
+
+# wrk_signed LINES-FILE PATH SECONDS OUT [wrk args...]: wrk through auth.lua, sending the
+# pre-signed lines of LINES-FILE for PATH (KEY, TS, THREADS, CONNECTIONS, LOAD_CPU and
+# GW_PORT from the caller).
+wrk_signed() {
+    local lines=$1 path=$2 secs=$3 out=$4
+    shift 4
+    SIGNED_FILE=$lines REQ_PATH=$path APP_KEY=$KEY APP_TS=$TS WRK_THREADS=$THREADS \
+        taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" "$@" \
+        -s benches/load/auth.lua "http://127.0.0.1:$GW_PORT" > "$out"
+}

@@ -212,32 +212,6 @@ fn with_headers(headers: &str) -> String {
     )
 }
 
-/// The problems the snapshot build reports for `body` (whose file-level parse must pass:
-/// filters check their own sections when the chains are built).
-fn snapshot_errors(body: &str) -> Vec<ringgate::config::ConfigError> {
-    let text = config_text(Driver::Epoll, 1, "", body);
-    let config = ringgate::config::parse(&text)
-        .unwrap_or_else(|e| panic!("parse refused it: {e:?}\n{body}"));
-    match ringgate::snapshot::Snapshot::build(config, 0) {
-        Ok(_) => panic!("snapshot built from:\n{body}"),
-        Err(errors) => errors,
-    }
-}
-
-fn assert_snapshot_error(body: &str, path: &str, needle: &str) {
-    let errors = snapshot_errors(body);
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.path == path && e.message.contains(needle)),
-        "expected `{path}: ...{needle}...`, got {:?}\n{body}",
-        errors
-            .iter()
-            .map(|e| format!("{}: {}", e.path, e.message))
-            .collect::<Vec<_>>()
-    );
-}
-
 #[test]
 fn the_example_config_builds() {
     let text = config_text(Driver::Epoll, 1, "", &with_headers(EDITS));

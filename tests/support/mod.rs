@@ -643,6 +643,32 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// The problems the snapshot build reports for `body` (whose file-level parse must pass:
+/// filters check their own sections when the chains are built).
+pub fn snapshot_errors(body: &str) -> Vec<ringgate::config::ConfigError> {
+    let text = config_text(Driver::Epoll, 1, "", body);
+    let config = ringgate::config::parse(&text)
+        .unwrap_or_else(|e| panic!("parse refused it: {e:?}\n{body}"));
+    match ringgate::snapshot::Snapshot::build(config, 0) {
+        Ok(_) => panic!("snapshot built from:\n{body}"),
+        Err(errors) => errors,
+    }
+}
+
+pub fn assert_snapshot_error(body: &str, path: &str, needle: &str) {
+    let errors = snapshot_errors(body);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.path == path && e.message.contains(needle)),
+        "expected `{path}: ...{needle}...`, got {:?}\n{body}",
+        errors
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect::<Vec<_>>()
+    );
+}
+
 /// Asserts that the config `body` (after the test `[server]` table) is refused with an
 /// error at `path` whose message contains `needle`; returns every error.
 pub fn assert_config_error(

@@ -5,6 +5,7 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ringgate::auth::sign::sign_request;
@@ -92,4 +93,74 @@ fn first_request_after_a_reload_uses_the_new_generation(driver: Driver) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-on_both_drivers!(first_request_after_a_reload_uses_the_new_generation);
+
+/// A reload one worker cannot prepare in time is aborted everywhere: the worker that did
+/// prepare drops what it built, the late one drops it once it gets to it, every worker
+/// keeps serving the running generation, the reload says why, and the next reload (all
+/// workers answering) goes through.
+fn a_reload_a_stalled_worker_cannot_prepare_is_aborted(driver: Driver) {
+    let up = Upstream::echo();
+    let dir = temp_dir("reload-abort");
+    let apps = write_apps(&dir, true);
+    let gw = Gateway::start(driver, 2, "", &routes(up.addr, &apps, false));
+    let state = gw.handle().state();
+
+    // Hold worker 0's thread: it answers a metrics scrape into a rendezvous channel that
+    // nobody reads yet, so it blocks there: no ticks, no commands, no requests.
+    let (report_tx, report_rx) = crossbeam_channel::bounded(0);
+    let stalled = state.worker_commands.lock().unwrap()[0].clone();
+    stalled
+        .send(ringgate::runtime::WorkerCommand::Scrape(report_tx))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // its next 10 ms tick takes it
+
+    let text = config_text(driver, 2, "", &routes(up.addr, &apps, true));
+    let started = Instant::now();
+    let refused = gw
+        .handle()
+        .reload(ringgate::config::parse(&text).unwrap())
+        .expect_err("a worker that cannot prepare aborts the reload");
+    assert!(
+        refused.contains("1 of 2 workers did not prepare generation 2")
+            && refused.contains("nothing changed"),
+        "{refused}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(2), "waited out the deadline");
+
+    // Free the worker: it now handles the late Prepare, then the Abort behind it.
+    let report = report_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the stalled worker answers once unblocked");
+    assert_eq!(report.worker, 0);
+    std::thread::sleep(Duration::from_millis(100));
+    // Fresh connections spread over both workers: every one is on generation 1.
+    for _ in 0..16 {
+        assert_eq!(gw.connect().get("/b/x").status, 404, "still generation 1");
+        assert_eq!(gw.connect().get("/a/x").status, 200);
+    }
+    assert_eq!(state.generation.load(Ordering::SeqCst), 1);
+    assert_eq!(state.reload_failures.load(Ordering::SeqCst), 1, "counted");
+
+    // The same reload again, with every worker answering, goes through.
+    let generation = gw
+        .handle()
+        .reload(ringgate::config::parse(&text).unwrap())
+        .expect("the next reload succeeds");
+    assert_eq!(generation, 2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut live = 0;
+    while live < 16 {
+        assert!(Instant::now() < deadline, "generation 2 never went live");
+        live = if gw.connect().get("/b/x").status == 200 {
+            live + 1
+        } else {
+            0
+        };
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+on_both_drivers!(
+    first_request_after_a_reload_uses_the_new_generation,
+    a_reload_a_stalled_worker_cannot_prepare_is_aborted,
+);

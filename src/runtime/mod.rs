@@ -19,7 +19,8 @@ use crossbeam_channel::Sender;
 
 pub use control_side::{AdminListener, ControlSide};
 pub use driver::DriverKind;
-use worker::{WorkerAppsLink, WorkerCommand, WorkerLimitsLink, WorkerSpec};
+pub use worker::WorkerCommand;
+use worker::{WorkerAppsLink, WorkerLimitsLink, WorkerSpec};
 
 use crate::auth::cache::{CacheStats, MAX_QUEUED_FETCHES};
 use crate::auth::directory::{Directory, DirectoryStats};

@@ -105,6 +105,9 @@ fn run(
         headers: &headers,
         client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         client_ip_text: "127.0.0.1",
+        peer_text: "127.0.0.1",
+        peer_trusted: false,
+        scheme: "http",
         has_body: false,
     };
     let mut ctx = RequestCtx::new(route, env.ids.next_id(), view.client_ip);
@@ -114,7 +117,7 @@ fn run(
     ));
     out.clear();
     for h in view.headers {
-        if !chain.drops_request_header(h.name, &ctx) {
+        if !chain.drops_request_header(h.name, &view, &ctx) {
             out.extend_from_slice(h.value);
         }
     }

@@ -68,14 +68,17 @@ fn bench(c: &mut Criterion) {
     let env = worker.env();
     let mut path = String::with_capacity(128);
     let mut out = Vec::with_capacity(2048);
+    let mut client_text = String::new();
     // One request through the pipeline; true when it is to be forwarded.
     let mut run = |raw: &[u8], check_limits: bool| {
         path.clear();
         let scratch = Scratch {
             path: &mut path,
             up_head: &mut out,
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            client_ip_text: "127.0.0.1",
+            peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            peer_text: "127.0.0.1",
+            scheme: "http",
+            client_text: &mut client_text,
         };
         match begin_head(raw, scratch, &snap, &env, &mut 0) {
             Begin::Forward(req) => !check_limits || !req.ctx.limit_headers.is_empty(),

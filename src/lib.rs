@@ -4,6 +4,7 @@
 //! in layers where a lower one never imports a higher one:
 //!
 //! 1. leaves: `error` (the error type), `signal`, `clock`, `mix`, `sys`, `redis_link`,
+//!    `proxy_protocol` (the balancers' connection header),
 //!    `trace` (request ids and trace contexts);
 //! 2. `http` (the strict HTTP/1.1 codec and path normalization) and `router`;
 //! 3. `config`: a TOML file -> validated, plain data (the capabilities' config types too);
@@ -33,6 +34,7 @@ pub mod limits;
 pub mod metrics;
 pub mod mix;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod redis_link;
 pub mod resilience;
 pub mod router;

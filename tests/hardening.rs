@@ -101,7 +101,7 @@ fn trusted_forwarded_for_keeps_every_hop(driver: Driver) {
     let gw = Gateway::start(
         driver,
         1,
-        "trust_forwarded = true",
+        "trusted_proxies = [\"127.0.0.1\"]",
         &simple_routes(up.addr, "", ""),
     );
     exchange(

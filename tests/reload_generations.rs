@@ -93,7 +93,6 @@ fn first_request_after_a_reload_uses_the_new_generation(driver: Driver) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-
 /// A reload one worker cannot prepare in time is aborted everywhere: the worker that did
 /// prepare drops what it built, the late one drops it once it gets to it, every worker
 /// keeps serving the running generation, the reload says why, and the next reload (all
@@ -125,7 +124,10 @@ fn a_reload_a_stalled_worker_cannot_prepare_is_aborted(driver: Driver) {
             && refused.contains("nothing changed"),
         "{refused}"
     );
-    assert!(started.elapsed() >= Duration::from_secs(2), "waited out the deadline");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited out the deadline"
+    );
 
     // Free the worker: it now handles the late Prepare, then the Abort behind it.
     let report = report_rx

@@ -140,7 +140,7 @@ impl std::fmt::Display for NumOrString {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerFile {
-    pub listen: Option<Vec<String>>,
+    pub listen: Option<Vec<ListenFile>>,
     pub workers: Option<NumOrString>,
     pub driver: Option<String>,
     pub cpus: Option<Vec<i64>>,
@@ -156,6 +156,8 @@ pub struct ServerFile {
     pub max_headers: Option<i64>,
     pub max_uri_bytes: Option<NumOrString>,
     pub max_body_bytes: Option<NumOrString>,
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Replaced by `trusted_proxies`; read only to say so.
     pub trust_forwarded: Option<bool>,
 }
 
@@ -203,6 +205,46 @@ pub struct OutlierFile {
     pub consecutive_failures: Option<i64>,
     pub base_ejection: Option<String>,
     pub max_ejection: Option<String>,
+}
+
+/// A data-plane listener: `"host:port"` or `{ addr = "host:port", proxy_protocol = true }`
+/// (deserialized by hand for the same reason as `TargetFile`).
+#[derive(Debug, Clone)]
+pub enum ListenFile {
+    Addr(String),
+    Table(ListenTableFile),
+}
+
+impl<'de> Deserialize<'de> for ListenFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ListenFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "an address \"host:port\" or a table { addr = \"host:port\", proxy_protocol = true }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ListenFile, E> {
+                Ok(ListenFile::Addr(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ListenFile, A::Error> {
+                ListenTableFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ListenFile::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenTableFile {
+    pub addr: String,
+    pub proxy_protocol: Option<bool>,
 }
 
 /// `"host:port"` or `{ addr = "host:port", weight = 3 }`. Deserialized by hand rather than

@@ -8,6 +8,7 @@ use std::time::Duration;
 pub use crate::http::HttpLimits;
 
 use super::apps::AppRegistry;
+use super::cidr::Cidr;
 use super::model_limits::LimitSpec;
 use super::model_resilience::{BreakerConfig, BulkheadConfig, HealthCheckConfig, OutlierConfig};
 
@@ -115,7 +116,7 @@ pub enum DriverChoice {
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<ListenConfig>,
     pub workers: WorkerCount,
     pub driver: DriverChoice,
     /// CPUs to pin workers to, in order; default: the process's affinity mask.
@@ -131,8 +132,25 @@ pub struct ServerConfig {
     pub keepalive_timeout: Duration,
     pub body_timeout: Duration,
     pub limits: HttpLimits,
-    /// Append to a client's X-Forwarded-For instead of replacing it (only behind a trusted LB).
-    pub trust_forwarded: bool,
+    /// Peers whose `X-Forwarded-For` (and `-Proto`, `Forwarded`, `X-Real-IP`) are
+    /// believed: the client is the right-most forwarded address not in this set.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl ServerConfig {
+    /// A peer (the TCP peer, or the source a PROXY protocol header named) whose
+    /// forwarding headers are believed.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(peer))
+    }
+}
+
+/// One data-plane listener (fixed at start: changing one needs a restart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenConfig {
+    pub addr: SocketAddr,
+    /// Every connection starts with a PROXY protocol (v1 or v2) header naming the client.
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::apps::AppRegistry;
-use super::file::{AppsSectionFile, FileConfig, NumOrString, RouteFile};
+use super::cidr::Cidr;
+use super::file::{AppsSectionFile, FileConfig, ListenFile, NumOrString, RouteFile};
 use super::model::*;
 use super::problems::{ConfigError, Problems};
 use super::routing::build_router;
@@ -130,17 +131,54 @@ fn validate_admin(p: &mut Problems, file: &FileConfig) -> AdminConfig {
 
 fn validate_server(p: &mut Problems, file: &FileConfig) -> ServerConfig {
     let s = &file.server;
-    let listen_strs = s
+    let listen_entries = s
         .listen
         .clone()
-        .unwrap_or_else(|| vec![DEFAULT_LISTEN.to_string()]);
-    if listen_strs.is_empty() {
+        .unwrap_or_else(|| vec![ListenFile::Addr(DEFAULT_LISTEN.to_string())]);
+    if listen_entries.is_empty() {
         p.add("server.listen", "at least one address is required");
     }
-    let listen = listen_strs
+    let listen: Vec<ListenConfig> = listen_entries
         .iter()
         .enumerate()
-        .filter_map(|(i, a)| p.socket_addr(&format!("server.listen[{i}]"), a))
+        .filter_map(|(i, entry)| {
+            let (addr, proxy_protocol) = match entry {
+                ListenFile::Addr(a) => (a, false),
+                ListenFile::Table(t) => (&t.addr, t.proxy_protocol.unwrap_or(false)),
+            };
+            let addr = p.socket_addr(&format!("server.listen[{i}]"), addr)?;
+            Some(ListenConfig {
+                addr,
+                proxy_protocol,
+            })
+        })
+        .collect();
+    for (i, l) in listen.iter().enumerate() {
+        if l.addr.port() != 0 && listen[..i].iter().any(|e| e.addr == l.addr) {
+            p.add(
+                format!("server.listen[{i}]"),
+                format!("{} is listed twice", l.addr),
+            );
+        }
+    }
+    if s.trust_forwarded.is_some() {
+        p.add(
+            "server.trust_forwarded",
+            "replaced by server.trusted_proxies = [\"10.0.0.0/8\", ...]: the addresses of the balancers whose X-Forwarded-For is believed",
+        );
+    }
+    let trusted_proxies = s
+        .trusted_proxies
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, c)| match Cidr::parse(c) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                p.add(format!("server.trusted_proxies[{i}]"), e);
+                None
+            }
+        })
         .collect();
     let workers = match &s.workers {
         None => WorkerCount::Auto,
@@ -241,7 +279,7 @@ fn validate_server(p: &mut Problems, file: &FileConfig) -> ServerConfig {
             Duration::from_secs(30),
         ),
         limits,
-        trust_forwarded: s.trust_forwarded.unwrap_or(false),
+        trusted_proxies,
     }
 }
 

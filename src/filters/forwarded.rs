@@ -5,22 +5,20 @@
 //!
 //! The client's own versions of these headers stop here: a client must never pass for
 //! another address, request or app. `X-Rg-*` belong to the gateway (the signature
-//! headers end here, and a client's `X-Rg-App` is never an identity).
+//! headers end here, and a client's `X-Rg-App` is never an identity). Only a trusted
+//! proxy (`server.trusted_proxies`) is believed about earlier hops: its `X-Forwarded-For`
+//! list is kept (with its own address appended), its `X-Forwarded-Proto` and `-Host`
+//! stand, and its `Forwarded` and `X-Real-IP` pass.
 
 use super::{BuildCtx, Env, Filter, Flow, Phases, RequestCtx, RequestView};
 use crate::config::ConfigError;
 use crate::http::headers::write_header;
 use crate::trace::TraceContext;
 
-pub struct Forwarded {
-    /// Behind a trusted balancer: keep what the client says about earlier hops.
-    trust_forwarded: bool,
-}
+pub struct Forwarded;
 
-pub fn build(b: &BuildCtx) -> Result<Option<Filter>, Vec<ConfigError>> {
-    Ok(Some(Filter::Forwarded(Forwarded {
-        trust_forwarded: b.config.server.trust_forwarded,
-    })))
+pub fn build(_: &BuildCtx) -> Result<Option<Filter>, Vec<ConfigError>> {
+    Ok(Some(Filter::Forwarded(Forwarded)))
 }
 
 /// `X-Rg-*`, also spelled with underscores (`X_Rg_App`): CGI-style upstreams map both
@@ -63,22 +61,24 @@ impl Phases for Forwarded {
         Flow::Continue
     }
 
-    fn drops_request_header(&self, name: &str, ctx: &RequestCtx) -> bool {
+    fn drops_request_header(&self, name: &str, req: &RequestView, ctx: &RequestCtx) -> bool {
         let continued = ctx.trace.is_some_and(|t| t.continued);
         is_forwarding_header(name)
             // A trace's state goes along only with the trace it belongs to.
             || (!continued && name.eq_ignore_ascii_case("tracestate"))
             // Other ways of claiming a client address would let a client spoof one.
-            || (!self.trust_forwarded
+            || (!req.peer_trusted
                 && (name.eq_ignore_ascii_case("forwarded") || name.eq_ignore_ascii_case("x-real-ip")))
     }
 
     fn on_upstream_request(&self, req: &RequestView, ctx: &RequestCtx, out: &mut Vec<u8>) {
-        if !req.authority.is_empty() {
-            write_header(out, "x-forwarded-host", req.authority);
+        let vouched = |name: &str| req.peer_trusted.then(|| req.header(name)).flatten();
+        let host = vouched("x-forwarded-host").unwrap_or(req.authority);
+        if !host.is_empty() {
+            write_header(out, "x-forwarded-host", host);
         }
         out.extend_from_slice(b"x-forwarded-for: ");
-        if self.trust_forwarded {
+        if req.peer_trusted {
             // Every X-Forwarded-For line, in order, is one list (RFC 9110 5.3).
             for h in req
                 .headers
@@ -89,8 +89,16 @@ impl Phases for Forwarded {
                 out.extend_from_slice(b", ");
             }
         }
-        out.extend_from_slice(req.client_ip_text.as_bytes());
-        out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+        // Each hop appends the address it took the connection from.
+        out.extend_from_slice(req.peer_text.as_bytes());
+        let scheme = match vouched("x-forwarded-proto") {
+            Some(p) if p.eq_ignore_ascii_case(b"https") => "https",
+            Some(p) if p.eq_ignore_ascii_case(b"http") => "http",
+            _ => req.scheme,
+        };
+        out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+        out.extend_from_slice(scheme.as_bytes());
+        out.extend_from_slice(b"\r\n");
         write_header(out, "x-request-id", ctx.request_id.as_bytes());
         if let Some(trace) = &ctx.trace {
             trace.write_header(out);

@@ -212,7 +212,7 @@ impl Edits {
 }
 
 impl Phases for Headers {
-    fn drops_request_header(&self, name: &str, _ctx: &RequestCtx) -> bool {
+    fn drops_request_header(&self, name: &str, _req: &RequestView, _ctx: &RequestCtx) -> bool {
         self.request.drops(name)
     }
 

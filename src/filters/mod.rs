@@ -180,7 +180,7 @@ pub trait Phases {
 
     /// Whether the client's header `name` stays off the upstream request (the filter
     /// replaces it or owns it). Default: kept.
-    fn drops_request_header(&self, _name: &str, _ctx: &RequestCtx) -> bool {
+    fn drops_request_header(&self, _name: &str, _req: &RequestView, _ctx: &RequestCtx) -> bool {
         false
     }
 
@@ -359,9 +359,9 @@ impl RouteChain {
         indices.iter().filter_map(|&i| self.filters.get(i))
     }
 
-    pub fn drops_request_header(&self, name: &str, ctx: &RequestCtx) -> bool {
+    pub fn drops_request_header(&self, name: &str, req: &RequestView, ctx: &RequestCtx) -> bool {
         self.each(&self.request_editors)
-            .any(|f| dispatch!(f, x => x.drops_request_header(name, ctx)))
+            .any(|f| dispatch!(f, x => x.drops_request_header(name, req, ctx)))
     }
 
     pub fn on_upstream_request(&self, req: &RequestView, ctx: &RequestCtx, out: &mut Vec<u8>) {

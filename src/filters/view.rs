@@ -17,9 +17,19 @@ pub struct RequestView<'a> {
     /// The raw query after '?' (`None`: the target had no '?').
     pub query: Option<&'a str>,
     pub headers: &'a [Header<'a>],
+    /// The client: the connection's peer, or the address a trusted proxy forwarded for.
     pub client_ip: IpAddr,
-    /// `client_ip` as text, formatted once per connection.
+    /// `client_ip` as text.
     pub client_ip_text: &'a str,
+    /// The address the connection came from (its TCP peer, or the client a PROXY
+    /// protocol header named), as text.
+    pub peer_text: &'a str,
+    /// The peer is a trusted proxy (`server.trusted_proxies`): its forwarding headers
+    /// (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`) are believed.
+    pub peer_trusted: bool,
+    /// `http` or `https`: how the client reached the gateway, as far as it knows itself
+    /// (its listener, or the TLS a PROXY protocol header reported).
+    pub scheme: &'static str,
     /// The request carries a body (it may be empty, as with `Content-Length: 0`).
     pub has_body: bool,
 }
@@ -45,6 +55,9 @@ pub struct OwnedRequest {
     headers: Vec<(String, Vec<u8>)>,
     client_ip: IpAddr,
     client_ip_text: String,
+    peer_text: String,
+    peer_trusted: bool,
+    scheme: &'static str,
     has_body: bool,
 }
 
@@ -62,6 +75,9 @@ impl OwnedRequest {
                 .collect(),
             client_ip: view.client_ip,
             client_ip_text: view.client_ip_text.to_string(),
+            peer_text: view.peer_text.to_string(),
+            peer_trusted: view.peer_trusted,
+            scheme: view.scheme,
             has_body: view.has_body,
         }
     }
@@ -83,6 +99,9 @@ impl OwnedRequest {
             headers,
             client_ip: self.client_ip,
             client_ip_text: &self.client_ip_text,
+            peer_text: &self.peer_text,
+            peer_trusted: self.peer_trusted,
+            scheme: self.scheme,
             has_body: self.has_body,
         }
     }

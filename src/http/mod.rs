@@ -8,6 +8,7 @@
 pub mod chunked;
 pub mod date;
 pub mod error_response;
+pub mod forwarded_for;
 pub mod headers;
 pub mod normalize;
 pub mod request;

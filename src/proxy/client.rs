@@ -21,14 +21,21 @@ const KEEP_SCRATCH: usize = 16 * 1024;
 /// `scratch` the client-bound response head and re-encoded body.
 pub struct ClientConn {
     pub stream: TcpStream,
+    /// Where the connection comes from: its TCP peer, or the client a PROXY protocol
+    /// header named.
     pub peer: SocketAddr,
     pub rbuf: ReadBuf,
     pub up_head: Vec<u8>,
     pub scratch: Vec<u8>,
     /// The current request's normalized path.
     pub path: String,
-    /// The client address as text, formatted once per connection for X-Forwarded-For.
+    /// The peer's address as text, formatted once per connection for X-Forwarded-For.
     pub peer_ip: String,
+    /// The current request's client as text when it is not the peer (a trusted proxy
+    /// forwarded for it); empty when it is the peer.
+    pub client_ip: String,
+    /// `http`, or `https` when a PROXY protocol header said the client used TLS.
+    pub scheme: &'static str,
     /// Interrupts the wait for the next request when the worker drains.
     pub idle_cancel: Canceller,
     /// The status of the response to the current request (0 until one is on its way).
@@ -65,9 +72,27 @@ impl ClientConn {
             scratch: Vec::with_capacity(1024),
             path: String::with_capacity(128),
             peer_ip: peer.ip().to_string(),
+            client_ip: String::new(),
+            scheme: "http",
             idle_cancel: Canceller::new(),
             status: 0,
             log: LogFields::default(),
+        }
+    }
+
+    /// Takes the client a PROXY protocol header named as the connection's peer.
+    pub fn set_peer(&mut self, peer: SocketAddr, scheme: &'static str) {
+        self.peer = peer;
+        self.peer_ip = peer.ip().to_string();
+        self.scheme = scheme;
+    }
+
+    /// The current request's client address as text.
+    pub fn client_text(&self) -> &str {
+        if self.client_ip.is_empty() {
+            &self.peer_ip
+        } else {
+            &self.client_ip
         }
     }
 

@@ -15,9 +15,11 @@ use super::access::{write_line, Finished};
 use super::client::{After, ClientConn};
 use super::exchange::{forward, Failed};
 use super::pipeline::{begin, resume, Begin, Refused, Resumed};
+use super::preface::{read_proxy_header, NoPreface};
 use super::request::Request;
 use super::respond::{respond, Answer};
 use super::worker::{WorkerCtx, WorkerGen};
+use crate::config::ListenConfig;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::filters::Reply;
 use crate::http::request::worth_parsing;
@@ -31,12 +33,13 @@ use crate::trace::{RequestId, TraceContext};
 pub fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    listener: ListenConfig,
     worker: Rc<WorkerCtx>,
 ) -> impl std::future::Future<Output = ()> {
     let guard = worker.connection_guard();
     async move {
         let _guard = guard;
-        serve_counted(stream, peer, worker).await;
+        serve_counted(stream, peer, listener, worker).await;
     }
 }
 
@@ -58,12 +61,30 @@ enum NoHead {
     Refused(ProxyError),
 }
 
-async fn serve_counted(stream: TcpStream, peer: SocketAddr, worker: Rc<WorkerCtx>) {
+async fn serve_counted(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: ListenConfig,
+    worker: Rc<WorkerCtx>,
+) {
     let _ = stream.set_nodelay(true);
     let mut c = ClientConn::new(stream, peer);
+    if listener.proxy_protocol {
+        match read_proxy_header(&mut c, &worker).await {
+            Ok(()) => {}
+            Err(NoPreface::Gone) => return,
+            Err(NoPreface::Refused(error)) => {
+                let gen = worker.generation();
+                let refused = Refused::unparsed(error, worker.ids.next_id());
+                serve_refused(&mut c, &gen, &worker, &refused, Instant::now()).await;
+                return;
+            }
+        }
+    }
     let mut first = true;
     loop {
         c.path.clear();
+        c.client_ip.clear();
         let mut progress = HeadProgress::default();
         let after = loop {
             match read_more(&mut c, &worker, first, &mut progress).await {
@@ -313,7 +334,7 @@ fn record_request(
             let finished = Finished {
                 request_id: r.request_id,
                 trace: r.trace,
-                client: &c.peer_ip,
+                client: c.client_text(),
                 app: r.app,
                 route: route.map_or("", |(_, name)| name),
                 method: crate::metrics::METHODS[r.method as usize],

@@ -12,6 +12,7 @@ pub mod conn;
 mod exchange;
 pub mod io;
 pub mod pipeline;
+mod preface;
 mod relay;
 mod request;
 mod respond;

@@ -4,6 +4,7 @@
 //! borrows the read buffer) never lives across an `.await`; a chain that must wait for a
 //! fact or read the body first continues in `resume` on an owned copy of the head.
 
+use std::fmt::Write as _;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
@@ -14,6 +15,7 @@ use super::upstream_head::{request_hash_key, write_upstream_head};
 use super::worker::{WorkerCtx, WorkerGen};
 use crate::error::{ErrorKind, ProxyError};
 use crate::filters::{Env, Flow, OwnedRequest, Reply, RequestCtx, RequestView, Step};
+use crate::http::forwarded_for::client_behind;
 use crate::http::normalize::normalize_path;
 use crate::http::{parse_request, Framing, RequestHead, MAX_HEADERS_LIMIT};
 use crate::metrics::method_index;
@@ -87,8 +89,10 @@ pub fn begin<'g>(c: &mut ClientConn, gen: &'g WorkerGen, env: &Env<'g>) -> Begin
     let scratch = Scratch {
         path: &mut c.path,
         up_head: &mut c.up_head,
-        client_ip: c.peer.ip(),
-        client_ip_text: &c.peer_ip,
+        peer: c.peer.ip(),
+        peer_text: &c.peer_ip,
+        scheme: c.scheme,
+        client_text: &mut c.client_ip,
     };
     let mut head_len = 0;
     let begun = begin_head(c.rbuf.data(), scratch, &gen.snapshot, env, &mut head_len);
@@ -96,14 +100,19 @@ pub fn begin<'g>(c: &mut ClientConn, gen: &'g WorkerGen, env: &Env<'g>) -> Begin
     begun
 }
 
-/// Where `begin_head` writes, and who the client is.
+/// Where `begin_head` writes, and where the request comes from.
 pub struct Scratch<'c> {
     /// The normalized path.
     pub path: &'c mut String,
     /// The upstream request head.
     pub up_head: &'c mut Vec<u8>,
-    pub client_ip: IpAddr,
-    pub client_ip_text: &'c str,
+    /// The connection's peer (see `RequestView::peer_text`).
+    pub peer: IpAddr,
+    pub peer_text: &'c str,
+    pub scheme: &'static str,
+    /// Set to the client's address when a trusted proxy forwarded for someone else;
+    /// left empty when the client is the peer.
+    pub client_text: &'c mut String,
 }
 
 /// `begin` on bytes rather than a connection (benches drive it). `consumed` is set to
@@ -132,7 +141,18 @@ fn route_and_run<'g>(
     snap: &'g Snapshot,
     env: &Env<'g>,
 ) -> Begin<'g> {
-    let client_ip = c.client_ip;
+    let server = &snap.config.server;
+    // Only a trusted proxy's X-Forwarded-For names the client (no list: no walk).
+    let peer_trusted = !server.trusted_proxies.is_empty() && server.trusts(c.peer);
+    let client_ip = if peer_trusted {
+        client_behind(c.peer, head.headers, |ip| server.trusts(ip))
+    } else {
+        c.peer
+    };
+    c.client_text.clear();
+    if client_ip != c.peer {
+        let _ = write!(c.client_text, "{client_ip}");
+    }
     let request_id = head
         .headers
         .iter()
@@ -167,7 +187,14 @@ fn route_and_run<'g>(
         query,
         headers: head.headers,
         client_ip,
-        client_ip_text: c.client_ip_text,
+        client_ip_text: if c.client_text.is_empty() {
+            c.peer_text
+        } else {
+            c.client_text
+        },
+        peer_text: c.peer_text,
+        peer_trusted,
+        scheme: c.scheme,
         has_body: head.framing != Framing::None,
     };
     let route = match route(snap, &view) {

@@ -41,7 +41,7 @@ pub fn write_upstream_head(
             || name.eq_ignore_ascii_case("host");
         if framing_or_host
             || must_drop(view.headers, &req.connection, name)
-            || req.chain.drops_request_header(name, &req.ctx)
+            || req.chain.drops_request_header(name, view, &req.ctx)
         {
             continue;
         }

@@ -20,13 +20,13 @@ use crossbeam_channel::Sender;
 pub use control_side::{AdminListener, ControlSide};
 pub use driver::DriverKind;
 pub use worker::WorkerCommand;
-use worker::{WorkerAppsLink, WorkerLimitsLink, WorkerSpec};
+use worker::{WorkerAppsLink, WorkerLimitsLink, WorkerListener, WorkerSpec};
 
 use crate::auth::cache::{CacheStats, MAX_QUEUED_FETCHES};
 use crate::auth::directory::{Directory, DirectoryStats};
 use crate::auth::nonce::NonceCache;
 use crate::auth::store::RedisStore;
-use crate::config::{AppsSource, Config, DriverChoice, WorkerCount};
+use crate::config::{AppsSource, Config, DriverChoice, ListenConfig, WorkerCount};
 use crate::limits::lease::ClusterStatus;
 use crate::limits::reconciler::{Reconciler, ReconcilerSpec};
 use crate::limits::state;
@@ -62,6 +62,8 @@ pub struct GatewayState {
     pub access_log: Option<crate::access_log::LogLink>,
     /// The bound data-plane addresses (a reload cannot change them).
     listen: Vec<SocketAddr>,
+    /// The listeners as configured at start, to tell a reload that changes them.
+    listen_config: Vec<ListenConfig>,
     /// `[apps] timestamp_window`, `replay_capacity` and the registry source as started.
     fixed_at_start: (Duration, usize, AppsSource),
     /// The config file reloads read (none for the embedded demo config).
@@ -194,18 +196,24 @@ pub fn start(config: Config, control: Arc<dyn ControlSide>) -> Result<GatewayHan
     let n = cpus.len();
     // Sockets for the epoll driver must be non-blocking; io_uring does not care.
     let nonblocking = server.driver != DriverChoice::IoUring;
-    let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..n).map(|_| Vec::new()).collect();
+    let mut per_worker: Vec<Vec<WorkerListener>> = (0..n).map(|_| Vec::new()).collect();
     let mut listen = Vec::new();
-    for &addr in &server.listen {
-        let group = listener::bind_group(addr, n, server.backlog, nonblocking)
+    for &config in &server.listen {
+        let group = listener::bind_group(config.addr, n, server.backlog, nonblocking)
             .map_err(|e| e.to_string())?;
-        listen.push(group[0].local_addr().map_err(|e| e.to_string())?);
-        for (w, l) in group.into_iter().enumerate() {
-            per_worker[w].push(l);
+        let bound = group[0].local_addr().map_err(|e| e.to_string())?;
+        listen.push(bound);
+        for (w, socket) in group.into_iter().enumerate() {
+            let config = ListenConfig {
+                addr: bound,
+                ..config
+            };
+            per_worker[w].push(WorkerListener { socket, config });
         }
     }
     let state = Arc::new(GatewayState {
         listen,
+        listen_config: server.listen.clone(),
         fixed_at_start,
         config_path: Mutex::new(None),
         reloading: Mutex::new(()),

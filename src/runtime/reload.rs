@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::worker::WorkerCommand;
 use super::GatewayState;
-use crate::config::Config;
+use crate::config::{Config, ListenConfig};
 use crate::snapshot::Snapshot;
 
 /// How long every worker has to prepare a new generation (each answers on its next
@@ -45,12 +45,17 @@ impl GatewayState {
     }
 
     fn try_reload(&self, config: Config) -> Result<u64, String> {
-        let ignored = config
-            .server
-            .listen
-            .iter()
-            .any(|a| a.port() != 0 && !self.listen.contains(a))
-            || config.server.listen.len() != self.listen.len();
+        // A port 0 listener stays where it was bound.
+        let same = |a: &ListenConfig, b: &ListenConfig| {
+            a.proxy_protocol == b.proxy_protocol && (a.addr == b.addr || a.addr.port() == 0)
+        };
+        let ignored = config.server.listen.len() != self.listen_config.len()
+            || config
+                .server
+                .listen
+                .iter()
+                .zip(&self.listen_config)
+                .any(|(new, old)| !same(new, old));
         // Nonces were stored with expiries computed from the running window and the cache
         // was sized at start: changing either under it could re-admit replays.
         let apps = &config.apps;

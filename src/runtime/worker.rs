@@ -17,6 +17,7 @@ use monoio::net::TcpListener;
 
 use super::driver::run_on_driver;
 use super::GatewayState;
+use crate::config::ListenConfig;
 use crate::limits::worker::WorkerLimiter;
 use crate::limits::{Report, Update};
 use crate::proxy::{conn, WorkerCtx};
@@ -41,10 +42,16 @@ pub enum WorkerCommand {
 const TICK: Duration = Duration::from_millis(10);
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// One of a worker's listening sockets, with what its connections start with.
+pub struct WorkerListener {
+    pub socket: StdListener,
+    pub config: ListenConfig,
+}
+
 pub struct WorkerSpec {
     pub id: usize,
     pub cpu: Option<usize>,
-    pub listeners: Vec<StdListener>,
+    pub listeners: Vec<WorkerListener>,
     pub snapshot: Arc<Snapshot>,
     pub commands: Receiver<WorkerCommand>,
     pub state: Arc<GatewayState>,
@@ -118,7 +125,7 @@ pub fn run(spec: WorkerSpec) {
 
 async fn worker_main(
     id: usize,
-    listeners: Vec<StdListener>,
+    listeners: Vec<WorkerListener>,
     snapshot: Arc<Snapshot>,
     commands: Receiver<WorkerCommand>,
     state: Arc<GatewayState>,
@@ -156,12 +163,13 @@ async fn worker_main(
     ));
     // What the reconciler restored (saved quota use) applies before the first request.
     exchange_limits(&ctx, &limits);
-    let listening: Vec<RawFd> = listeners.iter().map(|l| l.as_raw_fd()).collect();
+    let listening: Vec<RawFd> = listeners.iter().map(|l| l.socket.as_raw_fd()).collect();
     for l in listeners {
-        match TcpListener::from_std(l) {
-            Ok(l) => {
+        match TcpListener::from_std(l.socket) {
+            Ok(socket) => {
                 monoio::spawn(accept_loop(
-                    l,
+                    socket,
+                    l.config,
                     ctx.clone(),
                     server.max_connections_per_worker,
                 ));
@@ -256,7 +264,12 @@ fn exchange_limits(ctx: &WorkerCtx, link: &WorkerLimitsLink) {
     }
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Rc<WorkerCtx>, max_connections: usize) {
+async fn accept_loop(
+    listener: TcpListener,
+    config: ListenConfig,
+    ctx: Rc<WorkerCtx>,
+    max_connections: usize,
+) {
     loop {
         // At the cap, stop accepting: new connections wait in the kernel's backlog
         // instead of being accepted and starved.
@@ -279,7 +292,7 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<WorkerCtx>, max_connections:
         };
         match accepted {
             Ok((stream, peer)) => {
-                monoio::spawn(conn::serve(stream, peer, ctx.clone()));
+                monoio::spawn(conn::serve(stream, peer, config, ctx.clone()));
                 if draining {
                     return;
                 }

@@ -50,8 +50,12 @@ impl Gateway {
     /// Starts a gateway. `body` is TOML appended after a `[server]` table that listens on
     /// 127.0.0.1:0 with `workers` workers on `driver`; `server_extra` adds lines to it.
     pub fn start(driver: Driver, workers: usize, server_extra: &str, body: &str) -> Gateway {
-        let text = config_text(driver, workers, server_extra, body);
-        let config = ringgate::config::parse(&text)
+        Gateway::start_text(driver, &config_text(driver, workers, server_extra, body))
+    }
+
+    /// Starts a gateway from a whole config text whose workers run on `driver`.
+    pub fn start_text(driver: Driver, text: &str) -> Gateway {
+        let config = ringgate::config::parse(text)
             .unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"));
         let handle = ringgate::gateway::start(config).expect("gateway starts");
         assert!(handle.wait_ready(Duration::from_secs(10)), "workers ready");

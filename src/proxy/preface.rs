@@ -1,0 +1,74 @@
+//! What a connection says before its first request on a listener with
+//! `proxy_protocol = true`: the PROXY protocol header naming the client the balancer
+//! accepted. Read within the head timeout; what follows it stays in the read buffer for
+//! the protocol spoken on the connection.
+
+use std::time::Instant;
+
+use super::client::ClientConn;
+use super::worker::WorkerCtx;
+use crate::error::{ErrorKind, ProxyError};
+use crate::proxy_protocol::{parse, PrefaceError};
+
+/// Why the connection cannot go on to its first request.
+pub enum NoPreface {
+    /// Closed or drained before the header was complete.
+    Gone,
+    /// Missing, malformed or too slow: answered as a bad request, then closed.
+    Refused(ProxyError),
+}
+
+/// Reads and takes the PROXY protocol header: the connection's peer becomes the client it
+/// names (unless it names none, as a balancer's own health check does).
+pub async fn read_proxy_header(c: &mut ClientConn, worker: &WorkerCtx) -> Result<(), NoPreface> {
+    let started = Instant::now();
+    loop {
+        match parse(c.rbuf.data()) {
+            Ok(Some(preface)) => {
+                if let Some(source) = preface.source {
+                    let scheme = if preface.client_tls { "https" } else { "http" };
+                    c.set_peer(source, scheme);
+                } else if preface.client_tls {
+                    let peer = c.peer;
+                    c.set_peer(peer, "https");
+                }
+                c.rbuf.consume(preface.len);
+                return Ok(());
+            }
+            Ok(None) => {}
+            Err(e) => return Err(refused(&e)),
+        }
+        let (timeout, max) = {
+            let gen = worker.generation();
+            let server = &gen.snapshot.config.server;
+            (
+                server.head_timeout.saturating_sub(started.elapsed()),
+                server.limits.max_header_bytes,
+            )
+        };
+        if worker.draining() {
+            return Err(NoPreface::Gone);
+        }
+        match c.rbuf.read_from(&mut c.stream, max, timeout).await {
+            Ok(0) => return Err(NoPreface::Gone),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(NoPreface::Refused(ProxyError::client(
+                    ErrorKind::RequestTimeout,
+                    "PROXY protocol header not received in time",
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
+                return Err(NoPreface::Refused(ProxyError::client(
+                    ErrorKind::BadRequest,
+                    "PROXY protocol header larger than server.max_header_bytes",
+                )))
+            }
+            Err(_) => return Err(NoPreface::Gone),
+        }
+    }
+}
+
+fn refused(e: &PrefaceError) -> NoPreface {
+    NoPreface::Refused(ProxyError::client(ErrorKind::BadRequest, e.to_string()))
+}

@@ -29,6 +29,7 @@ impl BenchWorker {
         Env {
             ids: &self.ids,
             nonces: &self.nonces,
+            fleet_nonces: None,
             apps: None,
             limiter: &self.limiter,
             rng: &self.rng,

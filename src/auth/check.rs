@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use httparse::Header;
 
+use super::fleet_nonces::{Claimed, FleetNonces};
 use super::nonce::{NonceCache, Seen};
 use super::sign::{self, canonical_query, string_to_sign, verify};
 use crate::config::apps::App;
@@ -173,7 +174,7 @@ impl NonceClaim {
     pub fn record(&self, app_key: &str, nonces: &NonceCache, now: u64) -> Result<(), ProxyError> {
         match nonces.check_and_insert(app_key, &self.nonce, self.expires_at, now) {
             Seen::Fresh => Ok(()),
-            Seen::Replay => Err(unauthorized("nonce already used: replayed request")),
+            Seen::Replay => Err(replayed()),
             // Refusing is the only safe answer: forgetting old nonces would accept
             // replays. `[apps] replay_capacity` is sized for the traffic (README).
             Seen::Full => Err(ProxyError::new(
@@ -183,6 +184,30 @@ impl NonceClaim {
             )),
         }
     }
+}
+
+impl NonceClaim {
+    /// Claims the nonce for every gateway sharing the cluster's Redis (after `record`
+    /// took it on this one); refuses a nonce another gateway accepted. Redis being away
+    /// leaves `record`'s word.
+    pub async fn claim_fleet_wide(
+        &self,
+        app_key: &str,
+        fleet: &FleetNonces,
+        now: u64,
+    ) -> Result<(), ProxyError> {
+        match fleet
+            .claim(app_key, &self.nonce, self.expires_at, now)
+            .await
+        {
+            Claimed::Fresh | Claimed::Unavailable => Ok(()),
+            Claimed::Replay => Err(replayed()),
+        }
+    }
+}
+
+fn replayed() -> ProxyError {
+    unauthorized("nonce already used: replayed request")
 }
 
 /// The clock signatures are checked against; it lives in `crate::clock` (limits read it

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod check;
 pub mod client;
 pub mod directory;
+pub mod fleet_nonces;
 pub mod nonce;
 pub mod sign;
 pub mod store;

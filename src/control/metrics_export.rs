@@ -268,6 +268,25 @@ fn generation(out: &mut String, state: &GatewayState) {
             u8::from(!c.connected.load(Ordering::Relaxed))
         );
     }
+    if let Some((_, stats)) = &state.fleet_nonces {
+        header(
+            out,
+            "ringgate_nonce_fleet_claims_total",
+            "counter",
+            "Nonces claimed in the cluster's Redis: new to the fleet, replays another gateway had accepted, and claims settled on this gateway alone (Redis out of reach).",
+        );
+        for (result, n) in [
+            ("fresh", &stats.fresh),
+            ("replay", &stats.replays),
+            ("fallback", &stats.fallbacks),
+        ] {
+            let _ = writeln!(
+                out,
+                "ringgate_nonce_fleet_claims_total{{result=\"{result}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+    }
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::auth::cache::WorkerApps;
 use crate::auth::check::{NonceClaim, Pending};
+use crate::auth::fleet_nonces::FleetNonces;
 use crate::auth::nonce::NonceCache;
 use crate::auth::registry::App;
 use crate::limits::headers::HeaderWriter;
@@ -25,6 +26,8 @@ pub struct Env<'g> {
     pub ids: &'g RequestIdGen,
     /// Replay protection, shared by every worker.
     pub nonces: &'g NonceCache,
+    /// With `[cluster]`: claims nonces for every gateway sharing the Redis.
+    pub fleet_nonces: Option<&'g FleetNonces>,
     /// The worker's cache of the Redis-backed app registry (`None` with an apps file).
     pub apps: Option<&'g WorkerApps>,
     /// The worker's rate-limit buckets and quota grants.

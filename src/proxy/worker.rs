@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::buffered::BufferBudget;
 use super::upstream::WorkerUpstreams;
 use crate::auth::cache::WorkerApps;
+use crate::auth::fleet_nonces::FleetNonces;
 use crate::auth::nonce::NonceCache;
 use crate::filters::Env;
 use crate::limits::worker::WorkerLimiter;
@@ -43,6 +44,8 @@ pub struct WorkerCtx {
     pub ids: RequestIdGen,
     /// Replay protection, shared with every other worker.
     pub nonces: Arc<NonceCache>,
+    /// With `[cluster]`: this worker's claims of nonces for the whole fleet.
+    pub fleet_nonces: Option<Rc<FleetNonces>>,
     /// Request bodies held while their signatures are pending.
     pub buffered: BufferBudget,
     /// App records cached from the Redis-backed registry (`None` with an apps file).
@@ -83,6 +86,7 @@ impl WorkerCtx {
             prepared: RefCell::new(None),
             ids: RequestIdGen::new(seed),
             nonces,
+            fleet_nonces: None,
             buffered: BufferBudget::default(),
             apps,
             limiter,
@@ -92,6 +96,12 @@ impl WorkerCtx {
             suppressed_warnings: Cell::new(0),
             rng: WorkerRng::new(seed),
         }
+    }
+
+    /// Claims nonces fleet-wide too (`[cluster]`).
+    pub fn with_fleet_nonces(mut self, fleet: Option<Rc<FleetNonces>>) -> Self {
+        self.fleet_nonces = fleet;
+        self
     }
 
     /// The generation a new request starts with; it keeps it to the end, so a reload
@@ -183,6 +193,7 @@ impl WorkerCtx {
         Env {
             ids: &self.ids,
             nonces: &self.nonces,
+            fleet_nonces: self.fleet_nonces.as_deref(),
             apps: self.apps.as_ref(),
             limiter: &self.limiter,
             rng: &self.rng,

@@ -24,6 +24,7 @@ use worker::{WorkerAppsLink, WorkerLimitsLink, WorkerListener, WorkerSpec};
 
 use crate::auth::cache::{CacheStats, MAX_QUEUED_FETCHES};
 use crate::auth::directory::{Directory, DirectoryStats};
+use crate::auth::fleet_nonces::{FleetNonceStats, FleetTarget};
 use crate::auth::nonce::NonceCache;
 use crate::auth::store::RedisStore;
 use crate::config::{AppsSource, Config, DriverChoice, ListenConfig, WorkerCount};
@@ -52,6 +53,8 @@ pub struct GatewayState {
     pub directory_stats: Arc<DirectoryStats>,
     /// Cluster limits (`[cluster]`): connected or holding limits locally.
     pub cluster: Option<Arc<ClusterStatus>>,
+    /// Fleet-wide nonces (`[cluster]`): where workers claim them, and their counts.
+    pub fleet_nonces: Option<(FleetTarget, Arc<FleetNonceStats>)>,
     /// The newest config generation, for the admin side (breaker, group, target state).
     pub snapshot: std::sync::RwLock<Arc<Snapshot>>,
     /// Each worker's command channel, for the admin side (metrics scrapes).
@@ -254,6 +257,7 @@ pub fn start(config: Config, control: Arc<dyn ControlSide>) -> Result<GatewayHan
             .cluster
             .as_ref()
             .map(|_| Arc::new(ClusterStatus::default())),
+        fleet_nonces: fleet_nonces(&snapshot.config),
     });
     // The Redis-backed registry: one control-side thread talks to Redis; workers talk to
     // it through channels and never block.
@@ -457,6 +461,21 @@ impl GatewayHandle {
         }
         DrainReport {
             unfinished_connections: self.state.unfinished_connections.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// With `[cluster]`, the Redis every gateway claims its nonces in. A URL that cannot be
+/// used for it (a unix socket, a host that does not resolve at start) leaves replay
+/// protection per gateway, said once in the log, rather than failing the start: cluster
+/// limits do not need it.
+fn fleet_nonces(config: &Config) -> Option<(FleetTarget, Arc<FleetNonceStats>)> {
+    let cluster = config.traffic.cluster.as_ref()?;
+    match FleetTarget::from_url(&cluster.redis) {
+        Ok(target) => Some((target, Arc::new(FleetNonceStats::default()))),
+        Err(e) => {
+            log::warn!("cluster.redis: {e}; replay protection stays per gateway");
+            None
         }
     }
 }

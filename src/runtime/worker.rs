@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::auth::cache::{AppUpdate, CacheStats, FetchRequest, WorkerApps};
+use crate::auth::fleet_nonces::FleetNonces;
 use monoio::io::Canceller;
 use monoio::net::TcpListener;
 
@@ -149,18 +150,27 @@ async fn worker_main(
         None => (None, None),
     };
     let limiter = WorkerLimiter::new(id, limits.workers, limits.ids.clone(), limits.max_keys);
-    let ctx = Rc::new(WorkerCtx::new(
-        id,
-        snapshot,
-        seed,
-        state.nonces.clone(),
-        app_cache,
-        limiter,
-        state
-            .access_log
-            .clone()
-            .map(crate::access_log::WorkerLog::new),
-    ));
+    // Fleet-wide nonces: this worker's own connection to the cluster's Redis.
+    let fleet = state.fleet_nonces.as_ref().map(|(target, stats)| {
+        let fleet = FleetNonces::new(target.clone(), stats.clone(), seed);
+        monoio::spawn(fleet.clone().run());
+        fleet
+    });
+    let ctx = Rc::new(
+        WorkerCtx::new(
+            id,
+            snapshot,
+            seed,
+            state.nonces.clone(),
+            app_cache,
+            limiter,
+            state
+                .access_log
+                .clone()
+                .map(crate::access_log::WorkerLog::new),
+        )
+        .with_fleet_nonces(fleet),
+    );
     // What the reconciler restored (saved quota use) applies before the first request.
     exchange_limits(&ctx, &limits);
     let listening: Vec<RawFd> = listeners.iter().map(|l| l.socket.as_raw_fd()).collect();

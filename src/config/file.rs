@@ -181,6 +181,7 @@ pub struct UpstreamFile {
     pub response_timeout: Option<String>,
     pub body_timeout: Option<String>,
     pub max_idle_per_target: Option<i64>,
+    pub max_connections_per_target: Option<i64>,
     pub idle_timeout: Option<String>,
     pub health: Option<HealthFile>,
     pub outlier: Option<OutlierFile>,

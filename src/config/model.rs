@@ -208,7 +208,12 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub body_timeout: Duration,
-    pub max_idle_per_target: usize,
+    /// Idle keep-alive connections kept per target per worker; `None` (the default): as
+    /// many as were recently in use at once (`idle_timeout` trims the rest).
+    pub max_idle_per_target: Option<usize>,
+    /// Connections (busy and idle) per target per worker; `None`: unbounded. At the cap a
+    /// request waits up to its connect timeout for one to come free.
+    pub max_connections_per_target: Option<usize>,
     pub idle_timeout: Duration,
     pub health: Option<HealthCheckConfig>,
     pub outlier: Option<OutlierConfig>,

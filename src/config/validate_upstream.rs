@@ -89,13 +89,12 @@ pub(super) fn validate_upstream(p: &mut Problems, i: usize, u: &UpstreamFile) ->
             &u.body_timeout,
             Duration::from_secs(30),
         ),
-        max_idle_per_target: p.int(
-            &at("max_idle_per_target"),
-            u.max_idle_per_target,
-            64,
-            0,
-            65536,
-        ) as usize,
+        max_idle_per_target: u
+            .max_idle_per_target
+            .map(|n| p.int(&at("max_idle_per_target"), Some(n), 0, 0, 1 << 20) as usize),
+        max_connections_per_target: u
+            .max_connections_per_target
+            .map(|n| p.int(&at("max_connections_per_target"), Some(n), 1, 1, 1 << 20) as usize),
         idle_timeout: p.duration(
             &at("idle_timeout"),
             &u.idle_timeout,

@@ -360,15 +360,37 @@ async fn upstream_conn(
     target: usize,
     connect_timeout: std::time::Duration,
 ) -> Result<UpstreamConn, Failed> {
-    let (pooled, addr) = {
-        let mut ups = ups.borrow_mut();
-        let u = ups.get(req.upstream);
-        (u.checkout(target, Instant::now()), u.addr(target))
+    let deadline = Instant::now() + connect_timeout;
+    let (opening, addr) = loop {
+        {
+            let mut ups = ups.borrow_mut();
+            let u = ups.get(req.upstream);
+            if let Some(conn) = u.checkout(target, Instant::now()) {
+                return Ok(conn);
+            }
+            if u.may_open(target) {
+                break (u.opening(target), u.addr(target));
+            }
+        }
+        // At `max_connections_per_target`: wait for one to come back to the pool or
+        // close, within the connect timeout.
+        if Instant::now() >= deadline {
+            return Err(Failed {
+                connect: true,
+                ..Failed::from(ProxyError::upstream(
+                    ErrorKind::UpstreamUnavailable,
+                    format!(
+                        "upstream {:?}: target {} is at max_connections_per_target",
+                        ucfg.name,
+                        ups.borrow_mut().get(req.upstream).addr(target)
+                    ),
+                ))
+            });
+        }
+        monoio::time::sleep(std::time::Duration::from_millis(1)).await;
     };
-    if let Some(conn) = pooled {
-        return Ok(conn);
-    }
-    connect(addr, target, connect_timeout).await.map_err(|e| {
+    let left = deadline.saturating_duration_since(Instant::now());
+    connect(addr, opening, left).await.map_err(|e| {
         let kind = if is_timeout(&e) {
             ErrorKind::UpstreamTimeout
         } else {

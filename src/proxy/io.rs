@@ -10,7 +10,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle, CancelableAsync
 use monoio::net::TcpStream;
 
 /// Bytes read from a socket and not yet consumed: `vec[pos..]`.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ReadBuf {
     vec: Vec<u8>,
     pos: usize,
@@ -22,6 +22,17 @@ impl ReadBuf {
             vec: Vec::with_capacity(cap),
             pos: 0,
         }
+    }
+
+    /// A buffer of `vec`'s capacity (its contents are dropped).
+    pub fn from_vec(mut vec: Vec<u8>) -> Self {
+        vec.clear();
+        ReadBuf { vec, pos: 0 }
+    }
+
+    /// The buffer itself, to be kept for another connection.
+    pub fn into_vec(self) -> Vec<u8> {
+        self.vec
     }
 
     pub fn data(&self) -> &[u8] {

@@ -1,9 +1,18 @@
 //! Per-worker upstream state: a balancer and a keep-alive connection pool per target.
 //! Owned by one worker thread (`!Send`), so no locks: checkout and return are plain
 //! `Vec` pushes and pops.
+//!
+//! The pool is sized by what the worker needs, not by a fixed cap: it keeps as many idle
+//! connections as were recently in use at once (the peak of the last ten seconds), reuses
+//! the most recently used first (so rarely needed ones age out), and `idle_timeout`
+//! closes the rest. A small fixed cap would make every request beyond it open a new
+//! origin connection under load. An idle connection holds no read buffer: buffers go back
+//! to a worker-wide spare list and are taken again at checkout.
 
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
@@ -16,6 +25,30 @@ use crate::snapshot::Snapshot;
 /// Size of an upstream connection's read buffer; response heads must fit in it.
 pub const UPSTREAM_BUF: usize = 16 * 1024;
 
+/// Sweeps (one a second) over which the peak of connections in use is remembered.
+const PEAK_WINDOW: usize = 10;
+
+/// Spare read buffers a worker keeps for connections coming out of the pool.
+const SPARE_BUFFERS: usize = 256;
+
+/// A connection to one target's count of open and busy connections.
+#[derive(Debug, Default)]
+pub struct TargetCount {
+    /// Open connections, busy or idle.
+    open: Cell<usize>,
+    /// Connections serving a request (or being opened for one).
+    busy: Cell<usize>,
+    /// The most busy at once since the last sweep.
+    peak: Cell<usize>,
+}
+
+impl TargetCount {
+    fn busy_up(&self) {
+        self.busy.set(self.busy.get() + 1);
+        self.peak.set(self.peak.get().max(self.busy.get()));
+    }
+}
+
 /// A connection to one upstream target.
 pub struct UpstreamConn {
     pub stream: TcpStream,
@@ -24,6 +57,18 @@ pub struct UpstreamConn {
     /// Came from the pool: a failure before any response byte may mean the peer closed
     /// it while idle, which makes an idempotent request safe to retry.
     pub reused: bool,
+    /// The target's counts this connection is part of (busy while out of the pool).
+    count: Rc<TargetCount>,
+    busy: bool,
+}
+
+impl Drop for UpstreamConn {
+    fn drop(&mut self) {
+        self.count.open.set(self.count.open.get() - 1);
+        if self.busy {
+            self.count.busy.set(self.count.busy.get() - 1);
+        }
+    }
 }
 
 struct Idle {
@@ -33,19 +78,27 @@ struct Idle {
 
 struct TargetPool {
     addr: SocketAddr,
+    /// Oldest first: checkout pops the most recently used, trimming takes the oldest.
     idle: Vec<Idle>,
+    count: Rc<TargetCount>,
+    /// The peaks of the last `PEAK_WINDOW` sweeps.
+    peaks: [usize; PEAK_WINDOW],
 }
 
 pub struct WorkerUpstream {
     pub balancer: Balancer,
     targets: Vec<TargetPool>,
-    max_idle: usize,
+    max_idle: Option<usize>,
+    max_connections: Option<usize>,
     idle_timeout: Duration,
+    /// Read buffers of connections that went idle, for the next checkout or connect.
+    spare: Vec<Vec<u8>>,
 }
 
 /// Every upstream of one config generation, for one worker.
 pub struct WorkerUpstreams {
     upstreams: Vec<WorkerUpstream>,
+    sweeps: usize,
 }
 
 impl WorkerUpstreams {
@@ -57,6 +110,7 @@ impl WorkerUpstreams {
                 .iter()
                 .map(WorkerUpstream::new)
                 .collect(),
+            sweeps: 0,
         }
     }
 
@@ -73,7 +127,7 @@ impl WorkerUpstreams {
             else {
                 continue;
             };
-            let max_idle = u.max_idle;
+            let max_idle = u.max_idle.unwrap_or(usize::MAX);
             for (t, pool) in u.targets.iter_mut().enumerate() {
                 let Some(from) = old.upstreams[o]
                     .targets
@@ -82,9 +136,11 @@ impl WorkerUpstreams {
                 else {
                     continue;
                 };
+                pool.peaks = from.peaks;
                 for mut idle in from.idle.drain(..) {
                     if pool.idle.len() < max_idle {
                         idle.conn.target = t;
+                        idle.conn.count_in(&pool.count);
                         pool.idle.push(idle);
                     }
                 }
@@ -96,11 +152,20 @@ impl WorkerUpstreams {
         &mut self.upstreams[id.0 as usize]
     }
 
-    /// Closes idle connections that timed out or that their peer closed.
+    /// Once a second: closes idle connections that timed out or that their peer closed,
+    /// and those beyond what the last ten seconds needed at once.
     pub fn sweep(&mut self, now: Instant) {
+        self.sweeps += 1;
+        let slot = self.sweeps % PEAK_WINDOW;
         for u in &mut self.upstreams {
             let timeout = u.idle_timeout;
             for t in &mut u.targets {
+                t.peaks[slot] = t.count.peak.get();
+                t.count.peak.set(t.count.busy.get());
+                let needed = t.peaks.iter().max().copied().unwrap_or(0);
+                let keep = needed.saturating_sub(t.count.busy.get());
+                let excess = t.idle.len().saturating_sub(keep);
+                t.idle.drain(..excess);
                 t.idle.retain(|i| {
                     now.duration_since(i.since) < timeout && !peer_closed_or_dirty(&i.conn.stream)
                 });
@@ -119,10 +184,14 @@ impl WorkerUpstream {
                 .map(|t| TargetPool {
                     addr: t.addr,
                     idle: Vec::new(),
+                    count: Rc::default(),
+                    peaks: [0; PEAK_WINDOW],
                 })
                 .collect(),
             max_idle: cfg.max_idle_per_target,
+            max_connections: cfg.max_connections_per_target,
             idle_timeout: cfg.idle_timeout,
+            spare: Vec::new(),
         }
     }
 
@@ -162,19 +231,86 @@ impl WorkerUpstream {
             {
                 let mut conn = idle.conn;
                 conn.reused = true;
+                conn.rbuf = ReadBuf::from_vec(
+                    self.spare
+                        .pop()
+                        .unwrap_or_else(|| Vec::with_capacity(UPSTREAM_BUF)),
+                );
+                conn.set_busy(true);
                 return Some(conn);
             }
         }
         None
     }
 
-    /// Returns a connection that finished a response cleanly and may be reused.
+    /// Whether a new connection to `target` may be opened now
+    /// (`max_connections_per_target`).
+    pub fn may_open(&self, target: usize) -> bool {
+        self.max_connections
+            .is_none_or(|max| self.targets[target].count.open.get() < max)
+    }
+
+    /// Counts a connection being opened to `target` (as busy) and hands it the read
+    /// buffer and count it will have once it is open.
+    pub fn opening(&mut self, target: usize) -> Opening {
+        let count = self.targets[target].count.clone();
+        count.open.set(count.open.get() + 1);
+        count.busy_up();
+        Opening {
+            target,
+            count: Some(count),
+            buf: self.spare.pop(),
+        }
+    }
+
+    /// Returns a connection that finished a response cleanly and may be reused; its read
+    /// buffer goes to the spare list.
     pub fn checkin(&mut self, mut conn: UpstreamConn, now: Instant) {
-        // A large response grew the buffer; idle connections keep only the head size.
-        conn.rbuf.shrink_if_empty(UPSTREAM_BUF);
+        let max_idle = self.max_idle.unwrap_or(usize::MAX);
         let pool = &mut self.targets[conn.target].idle;
-        if pool.len() < self.max_idle && conn.rbuf.is_empty() {
+        if pool.len() < max_idle && conn.rbuf.is_empty() {
+            conn.set_busy(false);
+            let buf = std::mem::take(&mut conn.rbuf).into_vec();
+            // A large response grew the buffer; only head-sized ones are kept.
+            if self.spare.len() < SPARE_BUFFERS && buf.capacity() == UPSTREAM_BUF {
+                self.spare.push(buf);
+            }
             pool.push(Idle { conn, since: now });
+        }
+    }
+}
+
+impl UpstreamConn {
+    fn set_busy(&mut self, busy: bool) {
+        if busy && !self.busy {
+            self.count.busy_up();
+        } else if !busy && self.busy {
+            self.count.busy.set(self.count.busy.get() - 1);
+        }
+        self.busy = busy;
+    }
+
+    /// Moves this (idle) connection to another generation's count of its target.
+    fn count_in(&mut self, count: &Rc<TargetCount>) {
+        self.count.open.set(self.count.open.get() - 1);
+        count.open.set(count.open.get() + 1);
+        self.count = count.clone();
+    }
+}
+
+/// A connection being opened: counted from the start, so concurrent requests see it
+/// against `max_connections_per_target`; uncounted if the connect fails.
+pub struct Opening {
+    target: usize,
+    count: Option<Rc<TargetCount>>,
+    buf: Option<Vec<u8>>,
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        if let Some(count) = self.count.take() {
+            count.open.set(count.open.get() - 1);
+            count.busy.set(count.busy.get() - 1);
         }
     }
 }
@@ -182,7 +318,7 @@ impl WorkerUpstream {
 /// Opens a new connection to `addr` within `timeout`.
 pub async fn connect(
     addr: SocketAddr,
-    target: usize,
+    mut opening: Opening,
     timeout: Duration,
 ) -> io::Result<UpstreamConn> {
     let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
@@ -190,10 +326,19 @@ pub async fn connect(
         Err(_) => return Err(io::ErrorKind::TimedOut.into()),
     };
     stream.set_nodelay(true)?;
+    let buf = opening
+        .buf
+        .take()
+        .unwrap_or_else(|| Vec::with_capacity(UPSTREAM_BUF));
+    let Some(count) = opening.count.take() else {
+        return Err(io::Error::other("connection counted twice"));
+    };
     Ok(UpstreamConn {
         stream,
-        rbuf: ReadBuf::with_capacity(UPSTREAM_BUF),
-        target,
+        rbuf: ReadBuf::from_vec(buf),
+        target: opening.target,
         reused: false,
+        count,
+        busy: true,
     })
 }

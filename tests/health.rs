@@ -39,10 +39,19 @@ fn checked() -> (Upstream, Arc<AtomicBool>) {
 }
 
 fn gateway(driver: Driver, targets: &[SocketAddr], upstream_extra: &str) -> Gateway {
+    gateway_with_route(driver, targets, upstream_extra, "")
+}
+
+fn gateway_with_route(
+    driver: Driver,
+    targets: &[SocketAddr],
+    upstream_extra: &str,
+    route_extra: &str,
+) -> Gateway {
     let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
     let body = format!(
         "[[upstreams]]\nname = \"up\"\ntargets = [{}]\n{upstream_extra}\n\
-         [[routes]]\nname = \"r\"\npath = \"/*\"\nupstream = \"up\"\n",
+         [[routes]]\nname = \"r\"\npath = \"/*\"\nupstream = \"up\"\n{route_extra}\n",
         list.join(", ")
     );
     Gateway::start(driver, 2, "", &body)
@@ -101,7 +110,13 @@ fn failing_targets_are_ejected_for_a_growing_time(driver: Driver) {
     let (b, _) = checked();
     let outlier =
         "outlier = { consecutive_failures = 2, base_ejection = \"400ms\", max_ejection = \"10s\" }";
-    let gw = gateway(driver, &[dead_addr(), b.addr], outlier);
+    // Without retries, so that each turn of the dead target shows as a 502.
+    let gw = gateway_with_route(
+        driver,
+        &[dead_addr(), b.addr],
+        outlier,
+        "retries = { attempts = 0 }",
+    );
     let mut c = Client::connect(gw.addr);
     // Round robin: the dead target's turns fail until its second failure ejects it.
     let mut failed = 0;

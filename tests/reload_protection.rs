@@ -86,8 +86,15 @@ fn an_ejected_target_stays_out_across_an_unrelated_reload(driver: Driver) {
     let good = Upstream::echo();
     let other = accepting();
     let targets = format!("\"{}\", \"{}\"", dead_addr(), good.addr);
+    // Retries off, so that a turn of the dead target shows as a 502.
     let with_outlier = |with_other: bool| {
-        config(&targets, other.addr, "", with_other).replace(
+        config(
+            &targets,
+            other.addr,
+            "retries = { attempts = 0 }",
+            with_other,
+        )
+        .replace(
             "name = \"up\"\n",
             "name = \"up\"\noutlier = { consecutive_failures = 2, base_ejection = \"60s\" }\n",
         )

@@ -442,11 +442,21 @@ fn over(driver: Driver, targets: &[SocketAddr], route_extra: &str) -> Gateway {
 fn connect_failures_are_retried_on_another_target(driver: Driver) {
     let up = Upstream::echo();
     let targets = [dead_addr(), up.addr];
-    // Without retries, the dead target's turns fail.
-    let gw = over(driver, &targets, "");
+    // With retries off, the dead target's turns fail.
+    let gw = over(driver, &targets, "retries = { attempts = 0 }");
     let mut c = Client::connect(gw.addr);
     let failed = (0..10).filter(|_| c.get("/x").status == 502).count();
     assert!(failed >= 4, "{failed}");
+    // By default one retry on another target, within the worker's own budget (a fifth
+    // of its requests, at least 3 per 10 s): 6 requests need 3.
+    let gw = over(driver, &targets, "");
+    let mut c = Client::connect(gw.addr);
+    for _ in 0..6 {
+        assert_eq!(c.get("/x").status, 200);
+    }
+    // The budget spent, the dead target's next turns fail.
+    let failed = (0..10).filter(|_| c.get("/x").status == 502).count();
+    assert!(failed >= 2, "{failed}");
     // With them, every request lands on the live one, POSTs with bodies too.
     // (A budget of one retry per request: every other request needs one here.)
     let gw = over(driver, &targets, "retries = { attempts = 1, budget = 1.0 }");
@@ -457,6 +467,56 @@ fn connect_failures_are_retried_on_another_target(driver: Driver) {
         let r = c.read_response();
         assert_eq!((r.status, r.body_str().as_str()), (200, "POST /p 3"));
     }
+}
+
+/// An origin shutting down: it reads each request, then closes or resets the connection
+/// without a byte of response. By default a GET goes on to the other target (as nginx's
+/// `proxy_next_upstream error`); a POST is not sent twice.
+fn requests_the_upstream_dropped_unanswered_are_retried_elsewhere(driver: Driver) {
+    let dropping = Upstream::start(|mut c, seen| {
+        if let Some(req) = c.read_request() {
+            seen.lock().unwrap().push(req);
+            // Half its connections reset, half close.
+            if c.id % 2 == 0 {
+                c.reset();
+            } else {
+                c.close();
+            }
+        }
+    });
+    let live = Upstream::echo();
+    // One worker: one round-robin rotation for the whole test.
+    let gw = Gateway::start(
+        driver,
+        1,
+        "",
+        &format!(
+            "[[upstreams]]\nname = \"up\"\ntargets = [\"{}\", \"{}\"]\n\
+             [[routes]]\nname = \"r\"\npath = \"/*\"\nupstream = \"up\"\n",
+            dropping.addr, live.addr
+        ),
+    );
+    let mut c = Client::connect(gw.addr);
+    for i in 0..6 {
+        let r = c.get(&format!("/get/{i}"));
+        assert_eq!((r.status, r.body_str()), (200, format!("GET /get/{i} 0")));
+    }
+    assert_eq!(
+        dropping.requests().len(),
+        3,
+        "every other request met it first"
+    );
+    // A request with a body may have been acted on: never sent twice. (The rotation
+    // is at the dropping target again: retries do not move it.)
+    let mut posts = Vec::new();
+    for _ in 0..2 {
+        c = Client::connect(gw.addr);
+        c.send(b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc");
+        posts.push(c.read_response().status);
+    }
+    assert_eq!(posts, [502, 200]);
+    let seen_posts = |u: &Upstream| u.requests().iter().filter(|r| r.method == "POST").count();
+    assert_eq!((seen_posts(&dropping), seen_posts(&live)), (1, 1));
 }
 
 fn statuses_are_retried_for_idempotent_requests_only(driver: Driver) {
@@ -511,6 +571,7 @@ fn retries_stay_within_their_budget(driver: Driver) {
 
 on_both_drivers!(
     connect_failures_are_retried_on_another_target,
+    requests_the_upstream_dropped_unanswered_are_retried_elsewhere,
     statuses_are_retried_for_idempotent_requests_only,
     retries_stay_within_their_budget,
     a_slow_group_does_not_slow_another,

@@ -17,7 +17,9 @@ use crate::config::UpstreamConfig;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::http::chunked::{write_chunk_header, LAST_CHUNK};
 use crate::http::Framing;
+use crate::resilience::budget::RetryBudget;
 use crate::resilience::guard::Outcome;
+use crate::resilience::local_budget::LocalRetryBudget;
 use crate::snapshot::Snapshot;
 
 /// One try of a request on one target.
@@ -43,6 +45,9 @@ pub struct Failed {
     pub respond: bool,
     /// No connection to the upstream could be made.
     connect: bool,
+    /// The connection failed (closed, reset) before any byte of the response came back,
+    /// and the request may be sent again as it was.
+    unanswered: bool,
     /// The upstream answered this status, one to retry on, and a retry was granted.
     retried_status: Option<u16>,
     /// Says nothing about the upstream (the route's total timeout, which a slow client
@@ -56,6 +61,7 @@ impl From<ProxyError> for Failed {
             error,
             respond: true,
             connect: false,
+            unanswered: false,
             retried_status: None,
             neutral: false,
         }
@@ -92,7 +98,11 @@ pub async fn forward(
     // Set once the response is on its way to the client: a total timeout after that can
     // only close the connection.
     let touched = Cell::new(false);
-    let tries = send_with_retries(c, req, snap, worker, &gen.upstreams, body, &touched);
+    let budget = match snap.retry_budget(req.route) {
+        Some(shared) => Budget::Shared(shared),
+        None => Budget::Local(&gen.local_budgets[req.route.0 as usize]),
+    };
+    let tries = send_with_retries(c, req, snap, worker, &gen.upstreams, body, &touched, budget);
     let result = match snap.route(req.route).total_timeout {
         None => tries.await,
         Some(total) => match monoio::time::timeout(total, tries).await {
@@ -115,8 +125,34 @@ pub async fn forward(
     result.map(|(after, _)| after)
 }
 
-/// Sends the request, to another target after a connect failure or a status to retry on,
-/// as the route's `retries` and retry budget allow.
+/// The retry budget a route's retries draw on: its `retries` section's, shared by every
+/// worker, or without one the worker's own.
+#[derive(Clone, Copy)]
+enum Budget<'a> {
+    Shared(&'a RetryBudget),
+    Local(&'a LocalRetryBudget),
+}
+
+impl Budget<'_> {
+    fn request(self, now: Instant) {
+        match self {
+            Budget::Shared(b) => b.request(now),
+            Budget::Local(b) => b.request(now),
+        }
+    }
+
+    fn try_retry(self, now: Instant) -> bool {
+        match self {
+            Budget::Shared(b) => b.try_retry(now),
+            Budget::Local(b) => b.try_retry(now),
+        }
+    }
+}
+
+/// Sends the request, to another target after a connect failure, a connection that
+/// failed before any response byte (idempotent requests), or a status to retry on, as
+/// the route's `retries` (default: one attempt) and retry budget allow.
+#[allow(clippy::too_many_arguments)]
 async fn send_with_retries(
     c: &mut ClientConn,
     req: &Request<'_>,
@@ -125,22 +161,23 @@ async fn send_with_retries(
     ups: &RefCell<WorkerUpstreams>,
     body_bytes: Option<&[u8]>,
     touched: &Cell<bool>,
+    budget: Budget<'_>,
 ) -> Result<(After, u16), Failed> {
     let retries = snap.route(req.route).retries.as_ref();
-    let budget = snap.retry_budget(req.route);
-    if let Some(budget) = budget {
-        budget.request(Instant::now());
-    }
+    let now = Instant::now();
+    budget.request(now);
     let health = snap.health(req.upstream);
     let targets = snap.upstream(req.upstream).targets.len();
-    // A retry needs somewhere to go (a single target is retried itself) and the budget.
+    // A retry needs somewhere to go and the budget. A single target is retried itself
+    // only when the route asks for retries; by default, as nginx's `proxy_next_upstream`,
+    // a retry goes to another target or nowhere.
     let may_retry = |failed: usize| {
         let now = Instant::now();
-        let elsewhere =
-            targets == 1 || (0..targets).any(|t| t != failed && health.available(t, now));
-        elsewhere && budget.is_some_and(|b| b.try_retry(now))
+        let elsewhere = (targets == 1 && retries.is_some())
+            || (0..targets).any(|t| t != failed && health.available(t, now));
+        elsewhere && budget.try_retry(now)
     };
-    let mut attempts_left = retries.map_or(0, |r| r.attempts);
+    let mut attempts_left = retries.map_or(1, |r| r.attempts);
     let mut avoid = None;
     loop {
         let now = Instant::now();
@@ -183,8 +220,9 @@ async fn send_with_retries(
             target_success(&result),
         );
         match result {
-            // Nothing was sent: any request may go to another target.
-            Err(f) if f.connect && attempts_left > 0 && may_retry(target) => {}
+            // Nothing was sent: any request may go to another target. Nothing came back
+            // for one that may be sent again: the same.
+            Err(f) if (f.connect || f.unanswered) && attempts_left > 0 && may_retry(target) => {}
             Err(f) if f.retried_status.is_some() => {}
             result => return result,
         }
@@ -259,17 +297,27 @@ async fn exchange(
             Err(_) => n.connect_errors += 1,
         });
         let mut up = connected?;
+        // A request that may be sent again, on a connection that failed before any byte
+        // of the response: a pooled one (the peer closed it while idle) gets one more
+        // try on a fresh connection to the same target; otherwise the caller may send
+        // it to another target.
+        let stale = up.reused && !retried;
         match send_request(c, req, snap, ucfg, &mut up, body).await {
             Ok(()) => {}
-            Err(e) if e.error.retryable && !retried => {
+            Err(e) if e.error.retryable && stale => {
                 retried = true;
                 continue;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                return Err(Failed {
+                    unanswered: e.error.retryable,
+                    ..e
+                })
+            }
         }
         let meta = match read_response_head(c, req, ucfg, response_timeout, &mut up, worker).await {
             Ok(m) => m,
-            Err(e) if e.retryable && !retried => {
+            Err(e) if e.retryable && stale => {
                 retried = true;
                 continue;
             }
@@ -277,7 +325,10 @@ async fn exchange(
                 if e.kind == ErrorKind::UpstreamTimeout {
                     count_upstream(worker, snap, req, |n| n.timeouts += 1);
                 }
-                return Err(e.into());
+                return Err(Failed {
+                    unanswered: e.retryable,
+                    ..e.into()
+                });
             }
         };
         if retry_on.contains(&meta.status) && may_retry(target) {
@@ -525,15 +576,14 @@ async fn write_head(
             kind,
             format!("upstream {:?}: sending the request failed: {e}", ucfg.name),
         );
-        // A pooled connection the peer closed while idle: safe to try a fresh one. Not
-        // after a timeout: the head went down with the cancelled write, and a stuck
-        // upstream deserves its 504 rather than a second wait.
-        Failed::from(
-            if up.reused && req.retry_safe && kind != ErrorKind::UpstreamTimeout {
-                err.retryable()
-            } else {
-                err
-            },
-        )
+        // The upstream closed or reset the connection before answering: a request that
+        // may be sent again can be (see `exchange`). Not after a timeout: the head went
+        // down with the cancelled write, and a stuck upstream deserves its 504 rather
+        // than a second wait.
+        Failed::from(if req.retry_safe && kind != ErrorKind::UpstreamTimeout {
+            err.retryable()
+        } else {
+            err
+        })
     })
 }

@@ -95,9 +95,9 @@ pub(super) async fn read_response_head(
                 format!("upstream {:?}: reading the response failed: {e}", ucfg.name),
             ),
         };
-        // Nothing at all came back on a pooled connection: the peer closed it while it
-        // sat idle, so the request never reached the application.
-        return Err(if up.reused && !received_any && req.retry_safe {
+        // Nothing at all came back: the request may be sent again (see `exchange`: on a
+        // pooled connection the peer most likely closed it while it sat idle).
+        return Err(if !received_any && req.retry_safe {
             err.retryable()
         } else {
             err

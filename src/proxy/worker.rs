@@ -14,6 +14,7 @@ use crate::auth::nonce::NonceCache;
 use crate::filters::Env;
 use crate::limits::worker::WorkerLimiter;
 use crate::mix::WorkerRng;
+use crate::resilience::local_budget::LocalRetryBudget;
 use crate::signal::LocalSignal;
 use crate::snapshot::Snapshot;
 use crate::trace::RequestIdGen;
@@ -206,12 +207,20 @@ impl WorkerCtx {
 pub struct WorkerGen {
     pub snapshot: Arc<Snapshot>,
     pub upstreams: RefCell<WorkerUpstreams>,
+    /// Per route: this worker's retry budget, for routes without a `retries` section.
+    pub local_budgets: Vec<LocalRetryBudget>,
 }
 
 impl WorkerGen {
     fn new(snapshot: Arc<Snapshot>) -> Self {
         WorkerGen {
             upstreams: RefCell::new(WorkerUpstreams::build(&snapshot)),
+            local_budgets: snapshot
+                .config
+                .routes
+                .iter()
+                .map(|_| LocalRetryBudget::default())
+                .collect(),
             snapshot,
         }
     }

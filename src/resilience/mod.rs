@@ -5,12 +5,14 @@
 //! - `window`: the sliding window of counters they share.
 //! - `breaker`: closed / open / half-open on consecutive failures or an error rate.
 //! - `throttle`: the SRE adaptive throttle, the alternative breaker mode.
-//! - `budget`: how many retries the requests allow.
+//! - `budget`: how many retries the requests allow; `local_budget`: the same, kept per
+//!   worker, for routes without a `retries` section.
 
 pub mod breaker;
 pub mod budget;
 pub mod bulkhead;
 pub mod guard;
 pub mod health;
+pub mod local_budget;
 pub mod throttle;
 pub mod window;

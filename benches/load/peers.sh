@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# Load bench "peers": ringgate against nginx and HAProxy configured as their users run
+# them, one pinned worker each, the same upstream, swept over client connections.
+#
+# Question: with 64, 256, 1024 and 4096 keep-alive client connections, how do ringgate's
+# req/s, p50/p99 latency, CPU per request, syscalls per request, RSS and new origin
+# connections compare with nginx's and HAProxy's, with every proxy's default behaviour
+# and nothing added to the peers that their users would not configure?
+#
+# - nginx: `proxy_pass` to an `upstream` with `keepalive 4096` (never a cap at these
+#   sweeps), `proxy_http_version 1.1`, `proxy_set_header Connection ""`; nothing else.
+# - HAProxy: `mode http`, `http-reuse always`, `nbthread 1`; nothing else.
+# - ringgate: its default config (one route, one upstream), which adds X-Forwarded-For,
+#   -Proto, -Host and X-Request-Id upstream and X-Request-Id to the client, as always.
+# HEADERS=1 runs the header-heavy variant instead: the peers set those headers too.
+#
+# Layout: the proxy under test alone on PROXY_CPU; wrk and the upstream nginx on
+# LOAD_CPU. Every proxy runs the whole time (idle when not measured); rounds alternate
+# the order. New origin connections are read from the upstream's own accept counter
+# (stub_status), the same way for every proxy. Syscalls per request come from a
+# separate short run under `strace -c -f` (it slows the proxy; the count per request is
+# what it is for). RSS is sampled halfway through each measured run.
+#
+#   benches/load/peers.sh                         # ~10 min with the defaults
+#   SWEEP="64 256" ROUNDS=5 benches/load/peers.sh
+#
+# Knobs: ROUNDS=3 DURATION=6 WARMUP=2 SWEEP="64 256 1024 4096" THREADS=1 PROXY_CPU=1
+#   LOAD_CPU=0 DRIVER=io_uring PROXIES="ringgate nginx haproxy" SYSCALLS=1 HEADERS=0
+#   RINGGATE_BIN= (default: cargo build --release) RINGGATE_EXTRA= (TOML for [server])
+#   UP_PORT=28581 RG_PORT=28580 NGINX_PORT=28590 HAPROXY_PORT=28600 ADMIN_PORT=28582
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$HERE/../.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-6}
+WARMUP=${WARMUP:-2}
+SWEEP=${SWEEP:-64 256 1024 4096}
+THREADS=${THREADS:-1}
+PROXY_CPU=${PROXY_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+DRIVER=${DRIVER:-io_uring}
+PROXIES=${PROXIES:-ringgate nginx haproxy}
+SYSCALLS=${SYSCALLS:-1}
+HEADERS=${HEADERS:-0}
+RINGGATE_EXTRA=${RINGGATE_EXTRA:-}
+UP_PORT=${UP_PORT:-28581}
+RG_PORT=${RG_PORT:-28580}
+ADMIN_PORT=${ADMIN_PORT:-28582}
+NGINX_PORT=${NGINX_PORT:-28590}
+HAPROXY_PORT=${HAPROXY_PORT:-28600}
+PROXY_CPU_QUOTA=""
+PROXY_CPU_QUOTA_PERIOD_US=5000
+
+die() { echo "peers.sh: $*" >&2; exit 1; }
+for tool in wrk nginx haproxy taskset curl strace; do
+    command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y wrk nginx haproxy curl strace)"
+done
+ulimit -n "$(ulimit -Hn)"
+(( $(ulimit -n) >= 2 * ${SWEEP##* } + 100 )) || die "open-file limit $(ulimit -n) is too low for ${SWEEP##* } connections"
+if [[ -z "${RINGGATE_BIN:-}" ]]; then
+    cargo build --release --quiet
+    RINGGATE_BIN=target/release/ringgate
+fi
+
+TMP=$(mktemp -d /tmp/ringgate-peers.XXXXXX)
+PIDS=()
+CGROUPS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+# shellcheck source=common.sh
+source "$HERE/common.sh"
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------- the upstream
+start_upstream_nginx "$TMP/up" "$UP_PORT" "$LOAD_CPU"
+# Its accept counter: a stub_status location on a second port, outside the measured path.
+upstream_accepts() { curl -s "http://127.0.0.1:$((UP_PORT + 1000))/status" | awk 'NR == 3 { print $1 }'; }
+sed -i "s|^    server {|    server { listen 127.0.0.1:$((UP_PORT + 1000)); location = /status { stub_status; } }\n    server {|" "$TMP/up/nginx.conf"
+kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'
+taskset -c "$LOAD_CPU" nginx -p "$TMP/up/" -e "$TMP/up/error.log" -c "$TMP/up/nginx.conf" &
+PIDS+=($!)
+
+# ---------------------------------------------------------------- the proxies
+forwarding_headers_nginx=""
+forwarding_headers_haproxy=""
+if [[ "$HEADERS" == 1 ]]; then
+    forwarding_headers_nginx='
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header X-Request-Id $request_id;
+            add_header X-Request-Id $request_id;'
+    forwarding_headers_haproxy='
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt
+    http-request set-header X-Request-Id %[unique-id]
+    http-response set-header X-Request-Id %[unique-id]'
+fi
+
+mkdir -p "$TMP/rg" "$TMP/nginx" "$TMP/haproxy"
+cat > "$TMP/rg/ringgate.toml" <<CONF
+[server]
+listen = ["127.0.0.1:$RG_PORT"]
+workers = 1
+cpus = [$PROXY_CPU]
+driver = "$DRIVER"
+$RINGGATE_EXTRA
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+[[upstreams]]
+name = "backend"
+targets = ["127.0.0.1:$UP_PORT"]
+[[routes]]
+name = "all"
+path = "/*"
+upstream = "backend"
+CONF
+
+cat > "$TMP/nginx/nginx.conf" <<CONF
+$([[ $EUID -eq 0 ]] && echo "user root;")
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log;
+events { worker_connections 9500; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/client_body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    keepalive_requests 1000000000;
+    upstream backend {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 4096;
+        keepalive_requests 1000000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";$forwarding_headers_nginx
+        }
+    }
+}
+CONF
+
+cat > "$TMP/haproxy/haproxy.cfg" <<CONF
+global
+    nbthread 1
+    maxconn 9000
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend be
+backend be$forwarding_headers_haproxy
+    server up 127.0.0.1:$UP_PORT
+CONF
+
+declare -A PORT=([ringgate]=$RG_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
+declare -A PID=()
+for proxy in $PROXIES; do
+    case $proxy in
+        ringgate) (cd "$TMP/rg" && RUST_LOG=warn exec taskset -c "$PROXY_CPU" "$OLDPWD/$RINGGATE_BIN" run --config ringgate.toml) > "$TMP/rg/out" 2>&1 & ;;
+        nginx) taskset -c "$PROXY_CPU" nginx -p "$TMP/nginx/" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" & ;;
+        haproxy) taskset -c "$PROXY_CPU" haproxy -f "$TMP/haproxy/haproxy.cfg" -db > "$TMP/haproxy/out" 2>&1 & ;;
+        *) die "unknown proxy $proxy (ringgate, nginx or haproxy)" ;;
+    esac
+    PID[$proxy]=$!
+    PIDS+=($!)
+done
+for proxy in $PROXIES; do
+    for _ in $(seq 100); do
+        curl -sf -o /dev/null "http://127.0.0.1:${PORT[$proxy]}/" && break
+        sleep 0.1
+    done
+    curl -sf "http://127.0.0.1:${PORT[$proxy]}/" | grep -q "hello world" || die "$proxy does not relay (see $TMP)"
+done
+
+# The proxy's processes: itself and its children (nginx's worker).
+procs() { echo "$1" $(pgrep -P "$1" 2>/dev/null || true); }
+ticks() { local t=0 p; for p in $(procs "$1"); do t=$((t + $(proc_ticks "$p"))); done; echo "$t"; }
+rss_kib() { local r=0 p; for p in $(procs "$1"); do r=$((r + $(awk '/^VmRSS/ { print $2 }' "/proc/$p/status"))); done; echo "$r"; }
+
+wrk_run() {  # PROXY CONNECTIONS SECONDS OUT
+    taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$2" -d"$3s" --latency "http://127.0.0.1:${PORT[$1]}/" > "$4"
+}
+p50_ms() {
+    awk '$1 == "50%" { v = $2; n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+         print (u == "us" ? n / 1000 : u == "ms" ? n : n * 1000) }' "$1"
+}
+
+# measure PROXY C -> "rps p50 p99 cpu_us_per_req rss_kib new_origin_per_s errors"
+measure() {
+    local proxy=$1 c=$2 out="$TMP/wrk.out" t0 t1 a0 a1 rss reqs rps p99 errs non2xx
+    wrk_run "$proxy" "$c" "$WARMUP" /dev/null
+    t0=$(ticks "${PID[$proxy]}")
+    a0=$(upstream_accepts)
+    ( sleep $((DURATION / 2)); rss_kib "${PID[$proxy]}" > "$TMP/rss" ) &
+    wrk_run "$proxy" "$c" "$DURATION" "$out"
+    wait $!
+    t1=$(ticks "${PID[$proxy]}")
+    a1=$(upstream_accepts)
+    read -r reqs rps p99 errs non2xx < <(wrk_parse "$out") || die "wrk output unreadable: $(cat "$out")"
+    awk -v rps="$rps" -v p50="$(p50_ms "$out")" -v p99="$p99" -v ticks=$((t1 - t0)) \
+        -v hz="$CLK_TCK" -v reqs="$reqs" -v rss="$(cat "$TMP/rss")" -v new=$((a1 - a0)) \
+        -v d="$DURATION" -v err=$((errs + non2xx)) \
+        'BEGIN { printf "%.0f %.3f %.3f %.2f %d %.0f %d\n", rps, p50, p99, ticks * 1e6 / hz / reqs, rss, new / d, err }'
+}
+
+# syscalls PROXY C -> syscalls per request over a 3 s run under strace -c -f
+syscalls_per_request() {
+    local proxy=$1 c=$2 p args=() calls reqs
+    for p in $(procs "${PID[$proxy]}"); do args+=(-p "$p"); done
+    strace -c -f -o "$TMP/strace" "${args[@]}" 2>/dev/null &
+    local st=$!
+    sleep 0.5
+    wrk_run "$proxy" "$c" 3 "$TMP/wrk.st"
+    kill -INT "$st"; wait "$st" 2>/dev/null || true
+    # The total line: % time, seconds, usecs/call, calls, [errors,] "total".
+    calls=$(awk '$NF == "total" { print $4 }' "$TMP/strace")
+    reqs=$(wrk_parse "$TMP/wrk.st" | awk '{ print $1 }')
+    awk -v c="${calls:-0}" -v r="$reqs" 'BEGIN { printf "%.2f\n", c / r }'
+}
+
+printf '%-5s %-5s %-9s %9s %8s %8s %9s %9s %9s %6s\n' conns round proxy "req/s" "p50 ms" "p99 ms" "cpu us/r" "rss KiB" "new up/s" errors
+declare -A RESULT=()
+for c in $SWEEP; do
+    for round in $(seq "$ROUNDS"); do
+        order=($PROXIES)
+        shift_by=$(( (round - 1) % ${#order[@]} ))
+        order=("${order[@]:$shift_by}" "${order[@]:0:$shift_by}")
+        for proxy in "${order[@]}"; do
+            m=$(measure "$proxy" "$c")
+            RESULT[$c,$proxy]+="$m"$'\n'
+            read -r rps p50 p99 cpu rss new err <<< "$m"
+            printf '%-5s %-5s %-9s %9s %8s %8s %9s %9s %9s %6s\n' "$c" "$round" "$proxy" "$rps" "$p50" "$p99" "$cpu" "$rss" "$new" "$err"
+        done
+    done
+done
+
+col() { awk -v k="$1" 'NF { print $k }' | median; }
+echo
+echo "Medians of $ROUNDS rounds (${DURATION}s, $THREADS wrk thread(s), proxy on CPU $PROXY_CPU, driver $DRIVER, HEADERS=$HEADERS)"
+printf '%-5s %-9s %9s %8s %8s %9s %9s %9s %8s\n' conns proxy "req/s" "p50 ms" "p99 ms" "cpu us/r" "rss KiB" "new up/s" "sys/req"
+declare -A MED=()
+for c in $SWEEP; do
+    for proxy in $PROXIES; do
+        rows=${RESULT[$c,$proxy]}
+        sys="-"
+        [[ "$SYSCALLS" == 1 ]] && sys=$(syscalls_per_request "$proxy" "$c")
+        for k in 1 2 3 4 5 6; do MED[$c,$proxy,$k]=$(col $k <<< "$rows"); done
+        printf '%-5s %-9s %9s %8s %8s %9s %9s %9s %8s\n' "$c" "$proxy" "${MED[$c,$proxy,1]}" "${MED[$c,$proxy,2]}" \
+            "${MED[$c,$proxy,3]}" "${MED[$c,$proxy,4]}" "${MED[$c,$proxy,5]}" "${MED[$c,$proxy,6]}" "$sys"
+    done
+done
+if [[ " $PROXIES " == *" ringgate "* ]]; then
+    echo
+    echo "ringgate / peer (req/s, p99, cpu per request)"
+    for c in $SWEEP; do
+        for peer in $PROXIES; do
+            [[ $peer == ringgate ]] && continue
+            awk -v c="$c" -v peer="$peer" \
+                -v r1="${MED[$c,ringgate,1]}" -v r2="${MED[$c,$peer,1]}" \
+                -v p1="${MED[$c,ringgate,3]}" -v p2="${MED[$c,$peer,3]}" \
+                -v u1="${MED[$c,ringgate,4]}" -v u2="${MED[$c,$peer,4]}" \
+                'BEGIN { printf "%-5s vs %-8s req/s %.2f  p99 %.2f  cpu/request %.2f\n", c, peer, r1 / r2, p1 / p2, u1 / u2 }'
+        done
+    done
+fi

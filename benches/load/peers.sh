@@ -27,6 +27,7 @@
 # Knobs: ROUNDS=3 DURATION=6 WARMUP=2 SWEEP="64 256 1024 4096" THREADS=1 PROXY_CPU=1
 #   LOAD_CPU=0 DRIVER=io_uring PROXIES="ringgate nginx haproxy" SYSCALLS=1 HEADERS=0
 #   RINGGATE_BIN= (default: cargo build --release) RINGGATE_EXTRA= (TOML for [server])
+#   IDLE_CONNS=9000 (then RSS per idle keep-alive connection, idle_conns.py; 0: skip)
 #   UP_PORT=28581 RG_PORT=28580 NGINX_PORT=28590 HAPROXY_PORT=28600 ADMIN_PORT=28582
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -43,6 +44,7 @@ DRIVER=${DRIVER:-io_uring}
 PROXIES=${PROXIES:-ringgate nginx haproxy}
 SYSCALLS=${SYSCALLS:-1}
 HEADERS=${HEADERS:-0}
+IDLE_CONNS=${IDLE_CONNS:-9000}
 RINGGATE_EXTRA=${RINGGATE_EXTRA:-}
 UP_PORT=${UP_PORT:-28581}
 RG_PORT=${RG_PORT:-28580}
@@ -283,5 +285,13 @@ if [[ " $PROXIES " == *" ringgate "* ]]; then
                 -v u1="${MED[$c,ringgate,4]}" -v u2="${MED[$c,$peer,4]}" \
                 'BEGIN { printf "%-5s vs %-8s req/s %.2f  p99 %.2f  cpu/request %.2f\n", c, peer, r1 / r2, p1 / p2, u1 / u2 }'
         done
+    done
+fi
+if ((IDLE_CONNS > 0)); then
+    echo
+    echo "RSS per idle keep-alive connection ($IDLE_CONNS connections, one request each, then idle 3 s)"
+    for proxy in $PROXIES; do
+        printf '%-9s ' "$proxy"
+        python3 "$HERE/idle_conns.py" "${PORT[$proxy]}" "${PID[$proxy]}" "$IDLE_CONNS"
     done
 fi

@@ -17,6 +17,10 @@ pub const CLIENT_BUF: usize = 8 * 1024;
 /// Scratch buffers larger than this are given back between requests.
 const KEEP_SCRATCH: usize = 16 * 1024;
 
+/// Initial sizes of the upstream head, response scratch and path buffers.
+const SCRATCH: usize = 1024;
+const PATH: usize = 128;
+
 /// One client connection's buffers. `up_head` carries the upstream request head;
 /// `scratch` the client-bound response head and re-encoded body.
 pub struct ClientConn {
@@ -42,6 +46,13 @@ pub struct ClientConn {
     pub status: u16,
     /// What the access log says about the current request beyond its head.
     pub log: LogFields,
+    /// The buffers were given back while idle (`release_buffers`), or never taken.
+    released: bool,
+    /// Requests served so far (the first waits `head_timeout` for its first byte, later
+    /// ones `keepalive_timeout`).
+    pub requests: u64,
+    /// The PROXY protocol header was read (on listeners that expect one).
+    pub preface_read: bool,
 }
 
 /// The current request's upstream exchange and answer, for the access log.
@@ -67,16 +78,20 @@ impl ClientConn {
         ClientConn {
             stream,
             peer,
-            rbuf: ReadBuf::with_capacity(CLIENT_BUF),
-            up_head: Vec::with_capacity(1024),
-            scratch: Vec::with_capacity(1024),
-            path: String::with_capacity(128),
+            // No buffers until the client sends something (`restore_buffers`).
+            rbuf: ReadBuf::default(),
+            up_head: Vec::new(),
+            scratch: Vec::new(),
+            path: String::new(),
             peer_ip: peer.ip().to_string(),
             client_ip: String::new(),
             scheme: "http",
             idle_cancel: Canceller::new(),
             status: 0,
             log: LogFields::default(),
+            released: true,
+            requests: 0,
+            preface_read: false,
         }
     }
 
@@ -102,9 +117,61 @@ impl ClientConn {
         self.rbuf.shrink_if_empty(CLIENT_BUF);
         for v in [&mut self.up_head, &mut self.scratch] {
             if v.capacity() > KEEP_SCRATCH {
-                *v = Vec::with_capacity(1024);
+                *v = Vec::with_capacity(SCRATCH);
             }
         }
+    }
+
+    /// A connection that has been idle a while gives its buffers back (the read buffer to
+    /// the worker's spare list): thousands of idle keep-alive connections then cost
+    /// little more than their sockets. Only while nothing is buffered.
+    pub fn release_buffers(&mut self, spare: &SpareBuffers) {
+        if !self.rbuf.is_empty() {
+            return;
+        }
+        spare.put(std::mem::take(&mut self.rbuf).into_vec());
+        self.up_head = Vec::new();
+        self.scratch = Vec::new();
+        self.path = String::new();
+        self.released = true;
+    }
+
+    /// Takes buffers again once the client sends something.
+    pub fn restore_buffers(&mut self, spare: &SpareBuffers) {
+        if !self.released {
+            return;
+        }
+        self.rbuf = ReadBuf::from_vec(spare.take());
+        self.up_head = Vec::with_capacity(SCRATCH);
+        self.scratch = Vec::with_capacity(SCRATCH);
+        self.path = String::with_capacity(PATH);
+        self.released = false;
+    }
+}
+
+/// A worker's client read buffers from connections gone idle, for those waking up: taking
+/// one is a pop, not an 8 KiB allocation. Bounded: beyond it buffers are freed.
+#[derive(Default)]
+pub struct SpareBuffers {
+    spare: std::cell::RefCell<Vec<Vec<u8>>>,
+}
+
+/// Spare client buffers a worker keeps (2 MiB).
+const SPARE_CLIENT_BUFFERS: usize = 256;
+
+impl SpareBuffers {
+    fn put(&self, buf: Vec<u8>) {
+        let mut spare = self.spare.borrow_mut();
+        if spare.len() < SPARE_CLIENT_BUFFERS && buf.capacity() == CLIENT_BUF {
+            spare.push(buf);
+        }
+    }
+
+    fn take(&self) -> Vec<u8> {
+        self.spare
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(CLIENT_BUF))
     }
 }
 

@@ -4,8 +4,10 @@
 //! repeat while keep-alive allows. Pipelined requests wait in the read buffer and are
 //! answered strictly in order.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use monoio::io::Canceller;
@@ -18,7 +20,7 @@ use super::pipeline::{begin, resume, Begin, Refused, Resumed};
 use super::preface::{read_proxy_header, NoPreface};
 use super::request::Request;
 use super::respond::{respond, Answer};
-use super::worker::{WorkerCtx, WorkerGen};
+use super::worker::{ConnectionGuard, WorkerCtx, WorkerGen};
 use crate::config::ListenConfig;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::filters::Reply;
@@ -30,6 +32,15 @@ use crate::trace::{RequestId, TraceContext};
 /// counted when this is called, before the accept loop spawns the future and checks
 /// `max_connections_per_worker` again. Counting inside the task let the loop start one
 /// more accept before the new task first ran, so the cap admitted one connection too many.
+///
+/// A connection is served by two kinds of task in turn. While it waits for bytes (a new
+/// connection, or one idle past `IDLE_GRACE` between requests) it is *parked*: a small
+/// task holding only its socket and bookkeeping waits for it to become readable. Then a
+/// *serving* task (whose future, with every read, exchange and answer inlined, is several
+/// KiB) reads and serves requests until the connection closes or idles again, when it
+/// parks it and ends, freeing that future. So thousands of idle keep-alive connections
+/// cost little more than their sockets, and a busy connection, which never idles that
+/// long, never pays for parking.
 pub fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -37,9 +48,55 @@ pub fn serve(
     worker: Rc<WorkerCtx>,
 ) -> impl std::future::Future<Output = ()> {
     let guard = worker.connection_guard();
-    async move {
-        let _guard = guard;
-        serve_counted(stream, peer, listener, worker).await;
+    let _ = stream.set_nodelay(true);
+    let first_bytes_within = worker.generation().snapshot.config.server.head_timeout;
+    let conn = Conn {
+        c: ClientConn::new(stream, peer),
+        listener,
+        worker,
+        _guard: guard,
+    };
+    park(conn, first_bytes_within)
+}
+
+/// A connection and what serving it needs, handed from task to task.
+struct Conn {
+    c: ClientConn,
+    listener: ListenConfig,
+    worker: Rc<WorkerCtx>,
+    /// Counts the connection as open for as long as it is, parked or served.
+    _guard: ConnectionGuard,
+}
+
+/// Waits up to `within` for the connection to become readable (or the worker to drain),
+/// then hands it to a serving task; otherwise closes it. Kept small on purpose: this is
+/// all an idle connection holds (no timer of its own, see `ParkedDeadlines`).
+async fn park(conn: Conn, within: Duration) {
+    let deadline = conn.worker.parked.add(Instant::now() + within);
+    let woke = {
+        let mut readable = std::pin::pin!(conn.c.stream.readable(false));
+        let mut drained = std::pin::pin!(conn.worker.drain.wait());
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = readable.as_mut().poll(cx) {
+                return Poll::Ready(r.is_ok());
+            }
+            if drained.as_mut().poll(cx).is_ready() || deadline.passed(cx) {
+                return Poll::Ready(false);
+            }
+            Poll::Pending
+        })
+        .await
+    };
+    drop(deadline);
+    if woke {
+        monoio::spawn(serve_until_idle(conn));
+    }
+}
+
+/// Serves the connection's requests; parks it again if it idles.
+async fn serve_until_idle(mut conn: Conn) {
+    if let Some(within) = serve_requests(&mut conn).await {
+        monoio::spawn(park(conn, within));
     }
 }
 
@@ -59,49 +116,60 @@ enum NoHead {
     Gone,
     /// The head broke a limit while arriving (timeout, size).
     Refused(ProxyError),
+    /// Idle past the grace: park the connection for at most this much longer.
+    Park(Duration),
 }
 
-async fn serve_counted(
-    stream: TcpStream,
-    peer: SocketAddr,
-    listener: ListenConfig,
-    worker: Rc<WorkerCtx>,
-) {
-    let _ = stream.set_nodelay(true);
-    let mut c = ClientConn::new(stream, peer);
-    if listener.proxy_protocol {
-        match read_proxy_header(&mut c, &worker).await {
+/// Serves requests until the connection closes (`None`) or idles between requests
+/// (`Some`: park it for at most that long). Takes the connection's buffers back on
+/// entry and gives them back when it parks.
+async fn serve_requests(conn: &mut Conn) -> Option<Duration> {
+    let Conn {
+        c,
+        listener,
+        worker,
+        ..
+    } = conn;
+    c.restore_buffers(&worker.spare_buffers);
+    if listener.proxy_protocol && !c.preface_read {
+        c.preface_read = true;
+        match read_proxy_header(c, worker).await {
             Ok(()) => {}
-            Err(NoPreface::Gone) => return,
+            Err(NoPreface::Gone) => return None,
             Err(NoPreface::Refused(error)) => {
                 let gen = worker.generation();
                 let refused = Refused::unparsed(error, worker.ids.next_id());
-                serve_refused(&mut c, &gen, &worker, &refused, Instant::now()).await;
-                return;
+                Box::pin(serve_refused(c, &gen, worker, &refused, Instant::now())).await;
+                return None;
             }
         }
     }
-    let mut first = true;
+    let (c, worker) = (c, &**worker);
     loop {
         c.path.clear();
         c.client_ip.clear();
         let mut progress = HeadProgress::default();
+        let first = c.requests == 0;
         let after = loop {
-            match read_more(&mut c, &worker, first, &mut progress).await {
+            match read_more(c, worker, first, &mut progress).await {
                 Ok(()) => {}
-                Err(NoHead::Gone) => return,
+                Err(NoHead::Gone) => return None,
+                Err(NoHead::Park(within)) => {
+                    c.release_buffers(&worker.spare_buffers);
+                    return Some(within);
+                }
                 Err(NoHead::Refused(error)) => {
                     c.status = 0;
                     c.log = Default::default();
                     let gen = worker.generation();
                     let refused = Refused::unparsed(error, worker.ids.next_id());
-                    break serve_refused(&mut c, &gen, &worker, &refused, Instant::now()).await;
+                    break Box::pin(serve_refused(c, &gen, worker, &refused, Instant::now())).await;
                 }
             }
             // The generation current now, when the head is here, serves the request.
             let gen = worker.generation();
             let env = worker.env();
-            let mut begun = begin(&mut c, &gen, &env);
+            let mut begun = begin(c, &gen, &env);
             let started = Instant::now();
             c.status = 0;
             c.log = Default::default();
@@ -116,11 +184,13 @@ async fn serve_counted(
                     progress.started.get_or_insert(started);
                     continue;
                 }
-                Begin::Refused(r) => break serve_refused(&mut c, &gen, &worker, r, started).await,
+                Begin::Refused(r) => {
+                    break Box::pin(serve_refused(c, &gen, worker, r, started)).await
+                }
                 Begin::Forward(req) => (req, Next::Forward),
                 Begin::Respond(req, reply) => (req, Next::Answer(&*reply, false)),
                 Begin::Suspended(req, suspension) => {
-                    match resume(&mut c, req, suspension, &gen, &env, &worker).await {
+                    match Box::pin(resume(c, req, suspension, &gen, &env, worker)).await {
                         Resumed::Forward(body) => {
                             held = body;
                             (req, Next::Forward)
@@ -134,10 +204,8 @@ async fn serve_counted(
                 }
             };
             let body = held.as_ref().map(|(b, _): &(Vec<u8>, _)| b.as_slice());
-            // The exchange is awaited here, not in a helper: a future this size is moved
-            // (copied) into its caller's state, once per layer.
             let forwarded = match next {
-                Next::Forward => Some(forward(&mut c, req, &gen, &worker, body).await),
+                Next::Forward => Some(forward(c, req, &gen, worker, body).await),
                 Next::Answer(..) | Next::Gone => None,
             };
             // The outcome is known: the chain hears it before any answer is written, so
@@ -145,9 +213,9 @@ async fn serve_counted(
             req.chain.on_done(&mut req.ctx, &env);
             let after = match (forwarded, next) {
                 (Some(Ok(after)), _) => after,
-                (Some(Err(f)), _) => answer_failure(&mut c, &gen, &worker, req, f).await,
+                (Some(Err(f)), _) => Box::pin(answer_failure(c, &gen, worker, req, f)).await,
                 (None, Next::Answer(reply, body_read)) => {
-                    answer(&mut c, &gen, &worker, req, reply, body_read).await
+                    Box::pin(answer(c, &gen, worker, req, reply, body_read)).await
                 }
                 (None, _) => After::Close,
             };
@@ -158,12 +226,12 @@ async fn serve_counted(
                 trace: req.ctx.trace,
                 app: req.ctx.app_key(),
             };
-            record_request(&c, &gen, &worker, &record, started);
+            record_request(c, &gen, worker, &record, started);
             break after;
         };
-        first = false;
+        c.requests += 1;
         if after == After::Close || worker.draining() {
-            return;
+            return None;
         }
         c.shrink_idle_buffers();
     }
@@ -378,22 +446,10 @@ async fn read_more(
         // old generation alive, and the head is served by the one current when it lands.
         drop(gen);
         let result = if idle {
-            // Between requests a drain closes the connection, unless a request is
-            // already on its way: the read is cancelled, not dropped, so bytes that
-            // arrived are still served (with `Connection: close`).
-            let read =
-                c.rbuf
-                    .read_from_cancelable(&mut c.stream, max, timeout, c.idle_cancel.handle());
-            let mut read = std::pin::pin!(read);
-            monoio::select! {
-                r = &mut read => r,
-                _ = worker.drain.wait() => {
-                    let _cancelled = std::mem::replace(&mut c.idle_cancel, Canceller::new()).cancel();
-                    match read.await {
-                        Ok(n) if n > 0 => Ok(n),
-                        _ => return Err(NoHead::Gone),
-                    }
-                }
+            match wait_idle(c, worker, timeout, max).await {
+                Idle::Read(result) => result,
+                Idle::Park(within) => return Err(NoHead::Park(within)),
+                Idle::Gone => return Err(NoHead::Gone),
             }
         } else {
             c.rbuf.read_from(&mut c.stream, max, timeout).await
@@ -415,5 +471,45 @@ async fn read_more(
             }
             Err(_) => return Err(NoHead::Gone),
         }
+    }
+}
+
+/// How long a connection waiting for its next request stays with its serving task (and
+/// its buffers); after that it is parked (see `serve`). A client sending its next
+/// request sooner, the common case under load, never notices.
+const IDLE_GRACE: Duration = Duration::from_millis(250);
+
+/// How a wait between requests ended.
+enum Idle {
+    /// A read finished (bytes, end of stream or an error).
+    Read(std::io::Result<usize>),
+    /// Idle past the grace: park, for at most this much longer.
+    Park(Duration),
+    /// Drained while nothing was on its way: close.
+    Gone,
+}
+
+/// Waits up to `timeout` for the next request's first bytes, or `IDLE_GRACE` if that is
+/// shorter (then the connection is to be parked). Between requests a drain closes the
+/// connection, unless a request is already on its way: the read is cancelled, not
+/// dropped, so bytes that arrived are still served (with `Connection: close`).
+async fn wait_idle(c: &mut ClientConn, worker: &WorkerCtx, timeout: Duration, max: usize) -> Idle {
+    let parking = timeout > IDLE_GRACE;
+    let first_wait = if parking { IDLE_GRACE } else { timeout };
+    let read = c
+        .rbuf
+        .read_from_cancelable(&mut c.stream, max, timeout, c.idle_cancel.handle());
+    let mut read = std::pin::pin!(read);
+    let graced = monoio::select! {
+        r = &mut read => return Idle::Read(r),
+        _ = worker.drain.wait() => false,
+        _ = monoio::time::sleep(first_wait) => parking,
+    };
+    let _cancelled = std::mem::replace(&mut c.idle_cancel, Canceller::new()).cancel();
+    match read.await {
+        Ok(n) if n > 0 => Idle::Read(Ok(n)),
+        // Cancelled with nothing read: idle for the grace period, or drained.
+        _ if graced => Idle::Park(timeout.saturating_sub(IDLE_GRACE)),
+        _ => Idle::Gone,
     }
 }

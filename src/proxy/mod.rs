@@ -11,6 +11,7 @@ mod client;
 pub mod conn;
 mod exchange;
 pub mod io;
+mod parked;
 pub mod pipeline;
 mod preface;
 mod relay;

@@ -22,6 +22,7 @@ pub enum NoPreface {
 /// names (unless it names none, as a balancer's own health check does).
 pub async fn read_proxy_header(c: &mut ClientConn, worker: &WorkerCtx) -> Result<(), NoPreface> {
     let started = Instant::now();
+    c.restore_buffers(&worker.spare_buffers);
     loop {
         match parse(c.rbuf.data()) {
             Ok(Some(preface)) => {

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::buffered::BufferBudget;
+use super::client::SpareBuffers;
+use super::parked::ParkedDeadlines;
 use super::upstream::WorkerUpstreams;
 use crate::auth::cache::WorkerApps;
 use crate::auth::fleet_nonces::FleetNonces;
@@ -49,6 +51,10 @@ pub struct WorkerCtx {
     pub fleet_nonces: Option<Rc<FleetNonces>>,
     /// Request bodies held while their signatures are pending.
     pub buffered: BufferBudget,
+    /// Read buffers of client connections gone idle, for those waking up.
+    pub spare_buffers: SpareBuffers,
+    /// Deadlines of the connections parked between requests (swept on the tick).
+    pub parked: ParkedDeadlines,
     /// App records cached from the Redis-backed registry (`None` with an apps file).
     pub apps: Option<WorkerApps>,
     /// This core's rate-limit buckets and quota grants.
@@ -89,6 +95,8 @@ impl WorkerCtx {
             nonces,
             fleet_nonces: None,
             buffered: BufferBudget::default(),
+            spare_buffers: SpareBuffers::default(),
+            parked: ParkedDeadlines::default(),
             apps,
             limiter,
             drain: LocalSignal::default(),

@@ -42,6 +42,8 @@ pub enum WorkerCommand {
 /// How often a worker looks at its command channel and sweeps idle upstream connections.
 const TICK: Duration = Duration::from_millis(10);
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often parked connections' deadlines are checked: their precision.
+const PARK_SWEEP_EVERY: Duration = Duration::from_millis(50);
 
 /// One of a worker's listening sockets, with what its connections start with.
 pub struct WorkerListener {
@@ -193,6 +195,7 @@ async fn worker_main(
     }
     state.ready_workers.fetch_add(1, Ordering::SeqCst);
     let mut last_sweep = Instant::now();
+    let mut last_park_sweep = last_sweep;
     while !ctx.draining() {
         monoio::time::sleep(TICK).await;
         while let Ok(cmd) = commands.try_recv() {
@@ -223,6 +226,10 @@ async fn worker_main(
         }
         apply_app_updates(&ctx, app_updates.as_ref());
         exchange_limits(&ctx, &limits);
+        if !ctx.parked.is_empty() && last_park_sweep.elapsed() >= PARK_SWEEP_EVERY {
+            last_park_sweep = Instant::now();
+            ctx.parked.sweep(last_park_sweep);
+        }
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
             ctx.generation().upstreams.borrow_mut().sweep(last_sweep);

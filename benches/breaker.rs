@@ -1,7 +1,9 @@
 //! Hot path: a route guard's `admit` + `finish` on every request of a route with a
-//! breaker, and an isolation group's permit. Question: what does the shared, lock-free
-//! bookkeeping cost per request, alone and with a second thread hammering the same
-//! counters (the cross-core case), and for the adaptive throttle?
+//! breaker, an isolation group's permit, and a retry budget's count of a request (shared
+//! by every worker for routes with `retries`, per worker for the others). Question: what
+//! does the shared, lock-free bookkeeping cost per request, alone and with a second
+//! thread hammering the same counters (the cross-core case), and for the adaptive
+//! throttle; and what does the per-worker budget save?
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +13,10 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use ringgate::config::{BreakerMode, FailureOn, RouteBreaker};
 use ringgate::resilience::breaker::BreakerConfig;
+use ringgate::resilience::budget::RetryBudget;
 use ringgate::resilience::bulkhead::{Bulkhead, BulkheadConfig};
 use ringgate::resilience::guard::{Outcome, RouteGuard};
+use ringgate::resilience::local_budget::LocalRetryBudget;
 
 fn guard(mode: BreakerMode) -> RouteGuard {
     let config = RouteBreaker {
@@ -103,6 +107,37 @@ fn bench(c: &mut Criterion) {
     });
     stop.store(true, Ordering::Relaxed);
     let _ = other.join();
+    group.finish();
+
+    // A retry budget counting a request: shared (alone, contended) and per worker.
+    let mut group = c.benchmark_group("retry_budget");
+    let shared = Arc::new(RetryBudget::new(
+        0.2,
+        3,
+        Duration::from_secs(10),
+        Instant::now(),
+    ));
+    group.bench_function("shared/alone", |b| {
+        b.iter(|| black_box(&shared).request(Instant::now()))
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let other = {
+        let (shared, stop) = (shared.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                shared.request(Instant::now());
+            }
+        })
+    };
+    group.bench_function("shared/contended", |b| {
+        b.iter(|| black_box(&shared).request(Instant::now()))
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = other.join();
+    let local = LocalRetryBudget::default();
+    group.bench_function("per_worker", |b| {
+        b.iter(|| black_box(&local).request(Instant::now()))
+    });
     group.finish();
 }
 

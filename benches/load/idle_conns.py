@@ -2,7 +2,7 @@
 """RSS per idle keep-alive connection of a running proxy.
 
 Opens N client connections to 127.0.0.1:PORT, spread over 127.0.0.x source addresses,
-sends one GET on each and reads its response, keeps them all open and idle for a few
+sends one GET on each and reads its response, keeps them all open and idle for ten
 seconds, and prints how much the proxy's resident memory (VmRSS of PID and its children)
 grew per connection: what an idle keep-alive client costs it.
 
@@ -53,7 +53,7 @@ def main():
                     if not chunk:
                         sys.exit(f"connection closed by the proxy after {len(conns)}")
                     data += chunk
-    time.sleep(3)
+    time.sleep(10)
     after = rss_kib(pid)
     print(f"{n} idle connections: RSS {before} KiB -> {after} KiB, "
           f"{(after - before) * 1024 / n:.0f} bytes per connection")

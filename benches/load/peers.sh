@@ -27,7 +27,8 @@
 # Knobs: ROUNDS=3 DURATION=6 WARMUP=2 SWEEP="64 256 1024 4096" THREADS=1 PROXY_CPU=1
 #   LOAD_CPU=0 DRIVER=io_uring PROXIES="ringgate nginx haproxy" SYSCALLS=1 HEADERS=0
 #   RINGGATE_BIN= (default: cargo build --release) RINGGATE_EXTRA= (TOML for [server])
-#   IDLE_CONNS=9000 (then RSS per idle keep-alive connection, idle_conns.py; 0: skip)
+#   IDLE_CONNS=9000 (then RSS per idle keep-alive connection, idle_conns.py; 0: skip;
+#   SWEEP="" measures only that, on proxies that served nothing before)
 #   UP_PORT=28581 RG_PORT=28580 NGINX_PORT=28590 HAPROXY_PORT=28600 ADMIN_PORT=28582
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -36,7 +37,7 @@ cd "$HERE/../.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-6}
 WARMUP=${WARMUP:-2}
-SWEEP=${SWEEP:-64 256 1024 4096}
+SWEEP=${SWEEP-64 256 1024 4096}
 THREADS=${THREADS:-1}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
@@ -59,7 +60,8 @@ for tool in wrk nginx haproxy taskset curl strace; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y wrk nginx haproxy curl strace)"
 done
 ulimit -n "$(ulimit -Hn)"
-(( $(ulimit -n) >= 2 * ${SWEEP##* } + 100 )) || die "open-file limit $(ulimit -n) is too low for ${SWEEP##* } connections"
+most=${SWEEP##* }
+(( $(ulimit -n) >= 2 * ${most:-0} + 100 && $(ulimit -n) >= IDLE_CONNS + 100 )) || die "open-file limit $(ulimit -n) is too low"
 if [[ -z "${RINGGATE_BIN:-}" ]]; then
     cargo build --release --quiet
     RINGGATE_BIN=target/release/ringgate
@@ -289,7 +291,7 @@ if [[ " $PROXIES " == *" ringgate "* ]]; then
 fi
 if ((IDLE_CONNS > 0)); then
     echo
-    echo "RSS per idle keep-alive connection ($IDLE_CONNS connections, one request each, then idle 3 s)"
+    echo "RSS per idle keep-alive connection ($IDLE_CONNS connections, one request each, then idle 10 s)"
     for proxy in $PROXIES; do
         printf '%-9s ' "$proxy"
         python3 "$HERE/idle_conns.py" "${PORT[$proxy]}" "${PID[$proxy]}" "$IDLE_CONNS"

@@ -233,6 +233,7 @@ async fn worker_main(
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
             ctx.generation().upstreams.borrow_mut().sweep(last_sweep);
+            crate::sys::return_free_memory();
         }
     }
     let deadline = Instant::now() + server.drain_timeout;

@@ -9,12 +9,6 @@ use signal_hook::iterator::Signals;
 
 use ringgate::config;
 
-/// mimalloc: per-thread heaps (no lock or shared line between workers on the request
-/// path) that hand freed pages back to the kernel, so resident memory follows the
-/// connections' needs after a burst; glibc's arenas keep them, fragmented.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const DEFAULT_CONFIG: &str = "/etc/ringgate/ringgate.toml";
 
 #[derive(Parser)]

@@ -56,13 +56,14 @@ pub fn terminate_self() {
     }
 }
 
-/// Returns this thread's free memory to the kernel (`mi_collect` of mimalloc, the
-/// binary's allocator): after a burst, thousands of idle connections freed their buffers,
-/// and a worker with nothing to do would not otherwise let the pages go. Called once a
-/// second per worker, forced (abandoned and cached pages too). (With another global allocator, as in the crate's own tests, it
-/// collects mimalloc's unused heap: nothing.)
+/// Gives the pages of freed heap memory back to the kernel (glibc's `malloc_trim`): after
+/// thousands of connections went idle and freed their buffers, resident memory follows.
+/// It walks the heap's free lists, so it is called only after many connections parked.
 pub fn return_free_memory() {
-    // SAFETY: mi_collect takes no pointers; it only frees pages of the calling thread's
-    // heap that hold no live allocation.
-    unsafe { libmimalloc_sys::mi_collect(true) }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the kernel; it touches no memory
+    // the program owns and is thread-safe (it takes each arena's lock).
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -164,7 +164,8 @@ async fn send_with_retries(
     budget: Budget<'_>,
 ) -> Result<(After, u16), Failed> {
     let retries = snap.route(req.route).retries.as_ref();
-    let now = Instant::now();
+    // One clock read for the first attempt; a retry reads it again.
+    let mut now = Instant::now();
     budget.request(now);
     let health = snap.health(req.upstream);
     let targets = snap.upstream(req.upstream).targets.len();
@@ -180,7 +181,9 @@ async fn send_with_retries(
     let mut attempts_left = retries.map_or(1, |r| r.attempts);
     let mut avoid = None;
     loop {
-        let now = Instant::now();
+        if avoid.is_some() {
+            now = Instant::now();
+        }
         let picked = ups.borrow_mut().get(req.upstream).pick_available(
             worker.rng.next(),
             req.hash_key,

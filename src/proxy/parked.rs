@@ -31,13 +31,21 @@ impl Deadline {
 #[derive(Default)]
 pub struct ParkedDeadlines {
     entries: RefCell<Vec<(Instant, Rc<Deadline>)>>,
+    /// Connections parked since `take_parked` last asked.
+    parked: Cell<usize>,
 }
 
 impl ParkedDeadlines {
     pub fn add(&self, at: Instant) -> Rc<Deadline> {
         let deadline = Rc::new(Deadline::default());
         self.entries.borrow_mut().push((at, deadline.clone()));
+        self.parked.set(self.parked.get() + 1);
         deadline
+    }
+
+    /// How many connections were parked since the last call.
+    pub fn take_parked(&self) -> usize {
+        self.parked.replace(0)
     }
 
     /// Wakes the connections whose deadline passed, and forgets those that are no

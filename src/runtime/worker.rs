@@ -42,6 +42,8 @@ pub enum WorkerCommand {
 /// How often a worker looks at its command channel and sweeps idle upstream connections.
 const TICK: Duration = Duration::from_millis(10);
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Connections parked within a second before the worker returns free memory.
+const COLLECT_AFTER_PARKED: usize = 128;
 /// How often parked connections' deadlines are checked: their precision.
 const PARK_SWEEP_EVERY: Duration = Duration::from_millis(50);
 
@@ -233,7 +235,12 @@ async fn worker_main(
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
             ctx.generation().upstreams.borrow_mut().sweep(last_sweep);
-            crate::sys::return_free_memory();
+            // Many connections went idle (and gave their buffers back): return the pages.
+            // Only then: collecting walks the worker's whole heap, a stall a busy worker
+            // (with a large replay cache, say) must not take every second.
+            if ctx.parked.take_parked() >= COLLECT_AFTER_PARKED {
+                crate::sys::return_free_memory();
+            }
         }
     }
     let deadline = Instant::now() + server.drain_timeout;

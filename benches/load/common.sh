@@ -62,18 +62,18 @@ wrk_parse() {  # FILE -> "reqs rps p99_ms errors non2xx"
 
 median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-# start_upstream_nginx DIR PORT CPU: the "hello world" upstream every scenario forwards
-# to, one nginx worker on CPU, in the background (its pid joins PIDS).
-start_upstream_nginx() {
-    local dir=$1 port=$2 cpu=$3
-    mkdir -p "$dir"
-    cat > "$dir/nginx.conf" <<CONF
+# nginx_prelude DIR WORKER_CONNECTIONS: the top of an nginx.conf that keeps every path
+# nginx writes inside DIR (no system nginx state touched), up to the open `http {`.
+nginx_prelude() {
+    local dir=$1 conns=$2
+    cat <<CONF
 $([[ $EUID -eq 0 ]] && echo "user root;")
 worker_processes 1;
+worker_rlimit_nofile $(ulimit -Hn);
 daemon off;
 pid $dir/nginx.pid;
 error_log $dir/error.log;
-events { worker_connections 4096; }
+events { worker_connections $conns; }
 http {
     access_log off;
     client_body_temp_path $dir/client_body;
@@ -82,12 +82,24 @@ http {
     uwsgi_temp_path $dir/uwsgi;
     scgi_temp_path $dir/scgi;
     keepalive_requests 1000000000;
+CONF
+}
+
+# start_upstream_nginx DIR PORT CPU: the "hello world" upstream every scenario forwards
+# to, one nginx worker on CPU, in the background (its pid joins PIDS).
+start_upstream_nginx() {
+    local dir=$1 port=$2 cpu=$3
+    mkdir -p "$dir"
+    {
+        nginx_prelude "$dir" 4096
+        cat <<CONF
     server {
         listen 127.0.0.1:$port backlog=4096;
         location / { return 200 "hello world\n"; }
     }
 }
 CONF
+    } > "$dir/nginx.conf"
     taskset -c "$cpu" nginx -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf" &
     PIDS+=($!)
 }

@@ -129,22 +129,9 @@ path = "/*"
 upstream = "backend"
 CONF
 
-cat > "$TMP/nginx/nginx.conf" <<CONF
-$([[ $EUID -eq 0 ]] && echo "user root;")
-worker_processes 1;
-worker_rlimit_nofile 20000;
-daemon off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log;
-events { worker_connections 9500; }
-http {
-    access_log off;
-    client_body_temp_path $TMP/nginx/client_body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
-    keepalive_requests 1000000000;
+{
+nginx_prelude "$TMP/nginx" 9500
+cat <<CONF
     upstream backend {
         server 127.0.0.1:$UP_PORT;
         keepalive 4096;
@@ -160,6 +147,7 @@ http {
     }
 }
 CONF
+} > "$TMP/nginx/nginx.conf"
 
 cat > "$TMP/haproxy/haproxy.cfg" <<CONF
 global

@@ -15,7 +15,8 @@ use monoio::net::TcpStream;
 
 use super::access::{write_line, Finished};
 use super::client::{After, ClientConn};
-use super::exchange::{forward, Failed};
+use super::exchange::Failed;
+use super::forward::forward;
 use super::pipeline::{begin, resume, Begin, Refused, Resumed};
 use super::preface::{read_proxy_header, NoPreface};
 use super::request::Request;

@@ -1,7 +1,8 @@
 //! The HTTP/1.1 data plane: the connection driver (`conn`), the pipeline runner that
-//! routes a head and runs its route's filter chain (`pipeline`), the upstream exchange
-//! (`exchange`, with pools, balancing and target health), and the gateway's own
-//! responses (`respond`). None of them imports its caller. Route matching is
+//! routes a head and runs its route's filter chain (`pipeline`), forwarding with target
+//! choice and retries (`forward`), one upstream attempt (`exchange`, with the pools in
+//! `upstream` and target health in `targets`), and the gateway's own responses
+//! (`respond`). None of them imports its caller. Route matching is
 //! `crate::router`, path normalization `crate::http::normalize`.
 
 mod access;
@@ -10,6 +11,7 @@ mod buffered;
 mod client;
 pub mod conn;
 mod exchange;
+mod forward;
 pub mod io;
 mod parked;
 pub mod pipeline;

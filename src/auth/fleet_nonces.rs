@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
+use crate::http::headers::push_decimal;
 use crate::mix::mix64;
 
 /// How long a request waits for its claim before it is settled locally.
@@ -417,9 +418,13 @@ impl Future for WorkQueued<'_> {
 
 /// A command as a RESP array of bulk strings.
 fn encode(out: &mut Vec<u8>, parts: &[&[u8]]) {
-    out.extend_from_slice(format!("*{}\r\n", parts.len()).as_bytes());
+    out.push(b'*');
+    push_decimal(out, parts.len() as u64);
+    out.extend_from_slice(b"\r\n");
     for p in parts {
-        out.extend_from_slice(format!("${}\r\n", p.len()).as_bytes());
+        out.push(b'$');
+        push_decimal(out, p.len() as u64);
+        out.extend_from_slice(b"\r\n");
         out.extend_from_slice(p);
         out.extend_from_slice(b"\r\n");
     }

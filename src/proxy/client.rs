@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use monoio::io::Canceller;
 use monoio::net::TcpStream;
 
-use super::io::ReadBuf;
+use super::io::{ReadBuf, SpareBuffers};
 
 /// Initial size of a client connection's read buffer.
 pub const CLIENT_BUF: usize = 8 * 1024;
@@ -96,10 +96,9 @@ impl ClientConn {
     }
 
     /// Takes the client a PROXY protocol header named as the connection's peer.
-    pub fn set_peer(&mut self, peer: SocketAddr, scheme: &'static str) {
+    pub fn set_peer(&mut self, peer: SocketAddr) {
         self.peer = peer;
         self.peer_ip = peer.ip().to_string();
-        self.scheme = scheme;
     }
 
     /// The current request's client address as text.
@@ -129,7 +128,7 @@ impl ClientConn {
         if !self.rbuf.is_empty() {
             return;
         }
-        spare.put(std::mem::take(&mut self.rbuf).into_vec());
+        spare.put(std::mem::take(&mut self.rbuf));
         self.up_head = Vec::new();
         self.scratch = Vec::new();
         self.path = String::new();
@@ -141,7 +140,7 @@ impl ClientConn {
         if !self.released {
             return;
         }
-        self.rbuf = ReadBuf::from_vec(spare.take());
+        self.rbuf = spare.take();
         self.up_head = Vec::with_capacity(SCRATCH);
         self.scratch = Vec::with_capacity(SCRATCH);
         self.path = String::with_capacity(PATH);
@@ -149,31 +148,8 @@ impl ClientConn {
     }
 }
 
-/// A worker's client read buffers from connections gone idle, for those waking up: taking
-/// one is a pop, not an 8 KiB allocation. Bounded: beyond it buffers are freed.
-#[derive(Default)]
-pub struct SpareBuffers {
-    spare: std::cell::RefCell<Vec<Vec<u8>>>,
-}
-
-/// Spare client buffers a worker keeps (2 MiB).
-const SPARE_CLIENT_BUFFERS: usize = 256;
-
-impl SpareBuffers {
-    fn put(&self, buf: Vec<u8>) {
-        let mut spare = self.spare.borrow_mut();
-        if spare.len() < SPARE_CLIENT_BUFFERS && buf.capacity() == CLIENT_BUF {
-            spare.push(buf);
-        }
-    }
-
-    fn take(&self) -> Vec<u8> {
-        self.spare
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(CLIENT_BUF))
-    }
-}
+/// Spare client read buffers a worker keeps (2 MiB).
+pub const SPARE_CLIENT_BUFFERS: usize = 256;
 
 /// What the connection does after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,39 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
 
+/// Read buffers of one size kept for reuse: a connection that goes idle puts its buffer
+/// here and one that wakes (or opens) takes one, a pop rather than an allocation.
+/// Bounded: beyond `most`, and for buffers that grew past `size`, they are freed.
+pub struct SpareBuffers {
+    size: usize,
+    most: usize,
+    list: std::cell::RefCell<Vec<Vec<u8>>>,
+}
+
+impl SpareBuffers {
+    pub fn new(size: usize, most: usize) -> Self {
+        SpareBuffers {
+            size,
+            most,
+            list: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
+    /// An empty buffer of `size` capacity.
+    pub fn take(&self) -> ReadBuf {
+        let vec = self.list.borrow_mut().pop();
+        ReadBuf::from_vec(vec.unwrap_or_else(|| Vec::with_capacity(self.size)))
+    }
+
+    pub fn put(&self, buf: ReadBuf) {
+        let vec = buf.vec;
+        let mut list = self.list.borrow_mut();
+        if list.len() < self.most && vec.capacity() == self.size {
+            list.push(vec);
+        }
+    }
+}
+
 /// Bytes read from a socket and not yet consumed: `vec[pos..]`.
 #[derive(Debug, Default)]
 pub struct ReadBuf {
@@ -25,14 +58,9 @@ impl ReadBuf {
     }
 
     /// A buffer of `vec`'s capacity (its contents are dropped).
-    pub fn from_vec(mut vec: Vec<u8>) -> Self {
+    fn from_vec(mut vec: Vec<u8>) -> Self {
         vec.clear();
         ReadBuf { vec, pos: 0 }
-    }
-
-    /// The buffer itself, to be kept for another connection.
-    pub fn into_vec(self) -> Vec<u8> {
-        self.vec
     }
 
     pub fn data(&self) -> &[u8] {

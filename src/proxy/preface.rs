@@ -27,11 +27,10 @@ pub async fn read_proxy_header(c: &mut ClientConn, worker: &WorkerCtx) -> Result
         match parse(c.rbuf.data()) {
             Ok(Some(preface)) => {
                 if let Some(source) = preface.source {
-                    let scheme = if preface.client_tls { "https" } else { "http" };
-                    c.set_peer(source, scheme);
-                } else if preface.client_tls {
-                    let peer = c.peer;
-                    c.set_peer(peer, "https");
+                    c.set_peer(source);
+                }
+                if preface.client_tls {
+                    c.scheme = "https";
                 }
                 c.rbuf.consume(preface.len);
                 return Ok(());

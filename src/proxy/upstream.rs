@@ -7,7 +7,7 @@
 //! the most recently used first (so rarely needed ones age out), and `idle_timeout`
 //! closes the rest. A small fixed cap would make every request beyond it open a new
 //! origin connection under load. An idle connection holds no read buffer: buffers go back
-//! to a worker-wide spare list and are taken again at checkout.
+//! to the upstream's spare list and are taken again at checkout.
 
 use std::cell::Cell;
 use std::io;
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 
 use super::balance::Balancer;
-use super::io::{peer_closed_or_dirty, ReadBuf};
+use super::io::{peer_closed_or_dirty, ReadBuf, SpareBuffers};
 use crate::config::{UpstreamConfig, UpstreamId};
 use crate::snapshot::Snapshot;
 
@@ -92,7 +92,7 @@ pub struct WorkerUpstream {
     max_connections: Option<usize>,
     idle_timeout: Duration,
     /// Read buffers of connections that went idle, for the next checkout or connect.
-    spare: Vec<Vec<u8>>,
+    spare: SpareBuffers,
 }
 
 /// Every upstream of one config generation, for one worker.
@@ -191,7 +191,7 @@ impl WorkerUpstream {
             max_idle: cfg.max_idle_per_target,
             max_connections: cfg.max_connections_per_target,
             idle_timeout: cfg.idle_timeout,
-            spare: Vec::new(),
+            spare: SpareBuffers::new(UPSTREAM_BUF, SPARE_BUFFERS),
         }
     }
 
@@ -231,11 +231,7 @@ impl WorkerUpstream {
             {
                 let mut conn = idle.conn;
                 conn.reused = true;
-                conn.rbuf = ReadBuf::from_vec(
-                    self.spare
-                        .pop()
-                        .unwrap_or_else(|| Vec::with_capacity(UPSTREAM_BUF)),
-                );
+                conn.rbuf = self.spare.take();
                 conn.set_busy(true);
                 return Some(conn);
             }
@@ -259,7 +255,7 @@ impl WorkerUpstream {
         Opening {
             target,
             count: Some(count),
-            buf: self.spare.pop(),
+            buf: self.spare.take(),
         }
     }
 
@@ -270,11 +266,8 @@ impl WorkerUpstream {
         let pool = &mut self.targets[conn.target].idle;
         if pool.len() < max_idle && conn.rbuf.is_empty() {
             conn.set_busy(false);
-            let buf = std::mem::take(&mut conn.rbuf).into_vec();
-            // A large response grew the buffer; only head-sized ones are kept.
-            if self.spare.len() < SPARE_BUFFERS && buf.capacity() == UPSTREAM_BUF {
-                self.spare.push(buf);
-            }
+            // (A buffer a large response grew is freed, not kept.)
+            self.spare.put(std::mem::take(&mut conn.rbuf));
             pool.push(Idle { conn, since: now });
         }
     }
@@ -303,7 +296,7 @@ impl UpstreamConn {
 pub struct Opening {
     target: usize,
     count: Option<Rc<TargetCount>>,
-    buf: Option<Vec<u8>>,
+    buf: ReadBuf,
 }
 
 impl Drop for Opening {
@@ -326,16 +319,13 @@ pub async fn connect(
         Err(_) => return Err(io::ErrorKind::TimedOut.into()),
     };
     stream.set_nodelay(true)?;
-    let buf = opening
-        .buf
-        .take()
-        .unwrap_or_else(|| Vec::with_capacity(UPSTREAM_BUF));
+    let rbuf = std::mem::take(&mut opening.buf);
     let Some(count) = opening.count.take() else {
         return Err(io::Error::other("connection counted twice"));
     };
     Ok(UpstreamConn {
         stream,
-        rbuf: ReadBuf::from_vec(buf),
+        rbuf,
         target: opening.target,
         reused: false,
         count,

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::buffered::BufferBudget;
-use super::client::SpareBuffers;
+use super::client::{CLIENT_BUF, SPARE_CLIENT_BUFFERS};
+use super::io::SpareBuffers;
 use super::parked::ParkedDeadlines;
 use super::upstream::WorkerUpstreams;
 use crate::auth::cache::WorkerApps;
@@ -95,7 +96,7 @@ impl WorkerCtx {
             nonces,
             fleet_nonces: None,
             buffered: BufferBudget::default(),
-            spare_buffers: SpareBuffers::default(),
+            spare_buffers: SpareBuffers::new(CLIENT_BUF, SPARE_CLIENT_BUFFERS),
             parked: ParkedDeadlines::default(),
             apps,
             limiter,

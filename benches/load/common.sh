@@ -85,13 +85,15 @@ http {
 CONF
 }
 
-# start_upstream_nginx DIR PORT CPU: the "hello world" upstream every scenario forwards
-# to, one nginx worker on CPU, in the background (its pid joins PIDS).
+# start_upstream_nginx DIR PORT CPU [STATUS_PORT]: the "hello world" upstream every
+# scenario forwards to, one nginx worker on CPU, in the background (its pid joins PIDS);
+# with STATUS_PORT, its stub_status (accepted connections) at /status there too.
 start_upstream_nginx() {
-    local dir=$1 port=$2 cpu=$3
+    local dir=$1 port=$2 cpu=$3 status=${4:-}
     mkdir -p "$dir"
     {
         nginx_prelude "$dir" 4096
+        [[ -z "$status" ]] || echo "    server { listen 127.0.0.1:$status; location = /status { stub_status; } }"
         cat <<CONF
     server {
         listen 127.0.0.1:$port backlog=4096;

@@ -82,13 +82,9 @@ source "$HERE/common.sh"
 CLK_TCK=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------- the upstream
-start_upstream_nginx "$TMP/up" "$UP_PORT" "$LOAD_CPU"
-# Its accept counter: a stub_status location on a second port, outside the measured path.
+# Its accept counter (stub_status) on a second port, outside the measured path.
+start_upstream_nginx "$TMP/up" "$UP_PORT" "$LOAD_CPU" $((UP_PORT + 1000))
 upstream_accepts() { curl -s "http://127.0.0.1:$((UP_PORT + 1000))/status" | awk 'NR == 3 { print $1 }'; }
-sed -i "s|^    server {|    server { listen 127.0.0.1:$((UP_PORT + 1000)); location = /status { stub_status; } }\n    server {|" "$TMP/up/nginx.conf"
-kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'
-taskset -c "$LOAD_CPU" nginx -p "$TMP/up/" -e "$TMP/up/error.log" -c "$TMP/up/nginx.conf" &
-PIDS+=($!)
 
 # ---------------------------------------------------------------- the proxies
 forwarding_headers_nginx=""

@@ -12,6 +12,7 @@ mod client;
 pub mod conn;
 mod exchange;
 mod forward;
+mod idle_watch;
 pub mod io;
 mod parked;
 pub mod pipeline;

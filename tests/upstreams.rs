@@ -342,8 +342,8 @@ fn closes_after(n: usize, fragile: usize, closed: Arc<AtomicUsize>) -> Upstream 
     })
 }
 
-/// An idle pooled connection the upstream closed is noticed at checkout (its readiness
-/// watch saw the FIN), so nothing is sent on it: a POST with a body succeeds on a fresh
+/// An idle pooled connection the upstream closed is noticed at checkout (a non-blocking
+/// peek sees the FIN), so nothing is sent on it: a POST with a body succeeds on a fresh
 /// connection just like a GET, and nothing is sent twice.
 fn stale_idle_connection_is_detected_at_checkout(driver: Driver) {
     let closed = Arc::new(AtomicUsize::new(0));

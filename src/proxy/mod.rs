@@ -12,7 +12,6 @@ mod client;
 pub mod conn;
 mod exchange;
 mod forward;
-mod idle_watch;
 pub mod io;
 mod parked;
 pub mod pipeline;

@@ -7,8 +7,7 @@
 //! the most recently used first (so rarely needed ones age out), and `idle_timeout`
 //! closes the rest. A small fixed cap would make every request beyond it open a new
 //! origin connection under load. An idle connection holds no read buffer: buffers go back
-//! to the upstream's spare list and are taken again at checkout. It holds an armed
-//! readiness watch instead (`idle_watch`), so reusing it costs no syscall.
+//! to the upstream's spare list and are taken again at checkout.
 
 use std::cell::Cell;
 use std::io;
@@ -19,8 +18,7 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 
 use super::balance::Balancer;
-use super::idle_watch::WatchedStream;
-use super::io::{ReadBuf, SpareBuffers};
+use super::io::{peer_closed_or_dirty, ReadBuf, SpareBuffers};
 use crate::config::{UpstreamConfig, UpstreamId};
 use crate::snapshot::Snapshot;
 
@@ -59,17 +57,12 @@ pub struct UpstreamConn {
     /// Came from the pool: a failure before any response byte may mean the peer closed
     /// it while idle, which makes an idempotent request safe to retry.
     pub reused: bool,
-    counted: Counted,
-}
-
-/// A connection's place in its target's counts: open from connect to close, busy while
-/// out of the pool.
-struct Counted {
+    /// The target's counts this connection is part of (busy while out of the pool).
     count: Rc<TargetCount>,
     busy: bool,
 }
 
-impl Drop for Counted {
+impl Drop for UpstreamConn {
     fn drop(&mut self) {
         self.count.open.set(self.count.open.get() - 1);
         if self.busy {
@@ -79,8 +72,7 @@ impl Drop for Counted {
 }
 
 struct Idle {
-    stream: WatchedStream,
-    counted: Counted,
+    conn: UpstreamConn,
     since: Instant,
 }
 
@@ -136,7 +128,7 @@ impl WorkerUpstreams {
                 continue;
             };
             let max_idle = u.max_idle.unwrap_or(usize::MAX);
-            for pool in &mut u.targets {
+            for (t, pool) in u.targets.iter_mut().enumerate() {
                 let Some(from) = old.upstreams[o]
                     .targets
                     .iter_mut()
@@ -147,7 +139,8 @@ impl WorkerUpstreams {
                 pool.peaks = from.peaks;
                 for mut idle in from.idle.drain(..) {
                     if pool.idle.len() < max_idle {
-                        idle.counted.count_in(&pool.count);
+                        idle.conn.target = t;
+                        idle.conn.count_in(&pool.count);
                         pool.idle.push(idle);
                     }
                 }
@@ -173,12 +166,8 @@ impl WorkerUpstreams {
                 let keep = needed.saturating_sub(t.count.busy.get());
                 let excess = t.idle.len().saturating_sub(keep);
                 t.idle.drain(..excess);
-                t.idle.retain_mut(|i| {
-                    let keep = now.duration_since(i.since) < timeout && i.stream.quiet();
-                    if keep {
-                        i.stream.keep_watching();
-                    }
-                    keep
+                t.idle.retain(|i| {
+                    now.duration_since(i.since) < timeout && !peer_closed_or_dirty(&i.conn.stream)
                 });
             }
         }
@@ -233,26 +222,23 @@ impl WorkerUpstream {
     /// The most recently used live idle connection to `target`, if any.
     pub fn checkout(&mut self, target: usize, now: Instant) -> Option<UpstreamConn> {
         let pool = &mut self.targets[target].idle;
-        while let Some(mut idle) = pool.pop() {
-            // However briefly idle: a close, or stray bytes an upstream sent after its
-            // response, must never be read as the next client's response.
-            if now.saturating_duration_since(idle.since) >= self.idle_timeout
-                || !idle.stream.quiet()
+        while let Some(idle) = pool.pop() {
+            // Always peeked, however briefly idle: a close, or stray bytes an upstream
+            // sent after its response (a body on a HEAD or 204, in a later segment),
+            // must never be read as the next client's response. A readiness poll kept
+            // armed on idle connections (io_uring PollAdd, cancelled at checkout) makes
+            // no syscall, but measured 12% more CPU per request than this one peek: two
+            // queued operations, each with its fd lookup, socket poll and wait-queue
+            // locking, against one short syscall (benches/load/RESULTS.md, 2026-12-05).
+            if now.saturating_duration_since(idle.since) < self.idle_timeout
+                && !peer_closed_or_dirty(&idle.conn.stream)
             {
-                continue;
+                let mut conn = idle.conn;
+                conn.reused = true;
+                conn.rbuf = self.spare.take();
+                conn.set_busy(true);
+                return Some(conn);
             }
-            let Some(stream) = idle.stream.into_stream() else {
-                continue;
-            };
-            let mut counted = idle.counted;
-            counted.set_busy(true);
-            return Some(UpstreamConn {
-                stream,
-                rbuf: self.spare.take(),
-                target,
-                reused: true,
-                counted,
-            });
         }
         None
     }
@@ -279,29 +265,19 @@ impl WorkerUpstream {
 
     /// Returns a connection that finished a response cleanly and may be reused; its read
     /// buffer goes to the spare list.
-    pub fn checkin(&mut self, conn: UpstreamConn, now: Instant) {
+    pub fn checkin(&mut self, mut conn: UpstreamConn, now: Instant) {
         let max_idle = self.max_idle.unwrap_or(usize::MAX);
         let pool = &mut self.targets[conn.target].idle;
         if pool.len() < max_idle && conn.rbuf.is_empty() {
-            let UpstreamConn {
-                stream,
-                rbuf,
-                mut counted,
-                ..
-            } = conn;
-            counted.set_busy(false);
+            conn.set_busy(false);
             // (A buffer a large response grew is freed, not kept.)
-            self.spare.put(rbuf);
-            pool.push(Idle {
-                stream: WatchedStream::arm(stream),
-                counted,
-                since: now,
-            });
+            self.spare.put(std::mem::take(&mut conn.rbuf));
+            pool.push(Idle { conn, since: now });
         }
     }
 }
 
-impl Counted {
+impl UpstreamConn {
     fn set_busy(&mut self, busy: bool) {
         if busy && !self.busy {
             self.count.busy_up();
@@ -356,6 +332,7 @@ pub async fn connect(
         rbuf,
         target: opening.target,
         reused: false,
-        counted: Counted { count, busy: true },
+        count,
+        busy: true,
     })
 }

@@ -36,6 +36,26 @@ pub fn peek_nonblocking(fd: RawFd) -> Peek {
     }
 }
 
+/// `recv(MSG_DONTWAIT)` appending to `vec`, at most `most` bytes and never past its
+/// capacity: the bytes already received, without waiting for more. `Ok(0)`: the peer
+/// closed (or there was no room); an error of kind `WouldBlock`: nothing is there yet.
+pub fn recv_ready(fd: RawFd, vec: &mut Vec<u8>, most: usize) -> std::io::Result<usize> {
+    let spare = vec.spare_capacity_mut();
+    let room = spare.len().min(most);
+    if room == 0 {
+        return Ok(0);
+    }
+    // SAFETY: the spare capacity is valid for writes of `room` bytes for the duration
+    // of the call (recv(2) never reads from it); MSG_DONTWAIT never blocks.
+    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), room, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: recv wrote `n` (<= room) initialized bytes at the start of the spare capacity.
+    unsafe { vec.set_len(vec.len() + n as usize) };
+    Ok(n as usize)
+}
+
 /// `shutdown(SHUT_RDWR)` of a listening socket: the kernel stops completing handshakes
 /// for it (new connections to it are refused once no other socket listens on the port)
 /// and a pending accept returns an error. Closing the fd is not enough while an accept

@@ -88,9 +88,14 @@ CONF
 # start_upstream_nginx DIR PORT CPU [STATUS_PORT]: the "hello world" upstream every
 # scenario forwards to, one nginx worker on CPU, in the background (its pid joins PIDS);
 # with STATUS_PORT, its stub_status (accepted connections) at /status there too.
+# Body scenarios: /body/16k, /body/256k and /body/4m are static files of that size, and
+# /sink reads (and drops) any request body and answers "stored".
 start_upstream_nginx() {
-    local dir=$1 port=$2 cpu=$3 status=${4:-}
-    mkdir -p "$dir"
+    local dir=$1 port=$2 cpu=$3 status=${4:-} size
+    mkdir -p "$dir/body"
+    for size in 16k 256k 4m; do
+        head -c "$(numfmt --from=iec "${size^^}")" /dev/zero | tr '\0' x > "$dir/body/$size"
+    done
     {
         nginx_prelude "$dir" 4096
         [[ -z "$status" ]] || echo "    server { listen 127.0.0.1:$status; location = /status { stub_status; } }"
@@ -98,6 +103,8 @@ start_upstream_nginx() {
     server {
         listen 127.0.0.1:$port backlog=4096;
         location / { return 200 "hello world\n"; }
+        location /body/ { root $dir; }
+        location = /sink { return 200 "stored\n"; }
     }
 }
 CONF

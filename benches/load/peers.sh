@@ -13,6 +13,10 @@
 # - ringgate: its default config (one route, one upstream), which adds X-Forwarded-For,
 #   -Proto, -Host and X-Request-Id upstream and X-Request-Id to the client, as always.
 # HEADERS=1 runs the header-heavy variant instead: the peers set those headers too.
+# BODY=16k|256k|4m: responses of that size instead of "hello world" (a static file on
+# the upstream; nginx keeps its default proxy buffering). UPLOAD=16k|256k|4m: each
+# request POSTs a body of that size (nginx keeps its default request buffering, with
+# `client_max_body_size 8m`, ringgate's default limit, so it accepts them).
 #
 # Layout: the proxy under test alone on PROXY_CPU; wrk and the upstream nginx on
 # LOAD_CPU. Every proxy runs the whole time (idle when not measured); rounds alternate
@@ -26,6 +30,7 @@
 #
 # Knobs: ROUNDS=3 DURATION=6 WARMUP=2 SWEEP="64 256 1024 4096" THREADS=1 PROXY_CPU=1
 #   LOAD_CPU=0 DRIVER=io_uring PROXIES="ringgate nginx haproxy" SYSCALLS=1 HEADERS=0
+#   BODY= UPLOAD=
 #   RINGGATE_BIN= (default: cargo build --release) RINGGATE_EXTRA= (TOML for [server])
 #   IDLE_CONNS=9000 (then RSS per idle keep-alive connection, idle_conns.py; 0: skip;
 #   SWEEP="" measures only that, on proxies that served nothing before)
@@ -45,6 +50,8 @@ DRIVER=${DRIVER:-io_uring}
 PROXIES=${PROXIES:-ringgate nginx haproxy}
 SYSCALLS=${SYSCALLS:-1}
 HEADERS=${HEADERS:-0}
+BODY=${BODY:-}
+UPLOAD=${UPLOAD:-}
 IDLE_CONNS=${IDLE_CONNS:-9000}
 RINGGATE_EXTRA=${RINGGATE_EXTRA:-}
 UP_PORT=${UP_PORT:-28581}
@@ -85,6 +92,25 @@ CLK_TCK=$(getconf CLK_TCK)
 # Its accept counter (stub_status) on a second port, outside the measured path.
 start_upstream_nginx "$TMP/up" "$UP_PORT" "$LOAD_CPU" $((UP_PORT + 1000))
 upstream_accepts() { curl -s "http://127.0.0.1:$((UP_PORT + 1000))/status" | awk 'NR == 3 { print $1 }'; }
+
+# ---------------------------------------------------------------- what wrk asks
+TARGET=/
+WRK_SCRIPT=()
+if [[ -n "$BODY" ]]; then
+    [[ "$BODY" =~ ^(16k|256k|4m)$ ]] || die "BODY is 16k, 256k or 4m"
+    TARGET=/body/$BODY
+fi
+if [[ -n "$UPLOAD" ]]; then
+    [[ "$UPLOAD" =~ ^(16k|256k|4m)$ ]] || die "UPLOAD is 16k, 256k or 4m"
+    [[ -z "$BODY" ]] || die "BODY and UPLOAD are separate scenarios"
+    TARGET=/sink
+    cat > "$TMP/upload.lua" <<LUA
+wrk.method = "POST"
+wrk.body = string.rep("x", $(numfmt --from=iec "${UPLOAD^^}"))
+wrk.headers["Content-Type"] = "application/octet-stream"
+LUA
+    WRK_SCRIPT=(-s "$TMP/upload.lua")
+fi
 
 # ---------------------------------------------------------------- the proxies
 forwarding_headers_nginx=""
@@ -135,6 +161,7 @@ cat <<CONF
     }
     server {
         listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        client_max_body_size 8m;
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -188,7 +215,8 @@ ticks() { local t=0 p; for p in $(procs "$1"); do t=$((t + $(proc_ticks "$p")));
 rss_kib() { local r=0 p; for p in $(procs "$1"); do r=$((r + $(awk '/^VmRSS/ { print $2 }' "/proc/$p/status"))); done; echo "$r"; }
 
 wrk_run() {  # PROXY CONNECTIONS SECONDS OUT
-    taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$2" -d"$3s" --latency "http://127.0.0.1:${PORT[$1]}/" > "$4"
+    taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$2" -d"$3s" --latency "${WRK_SCRIPT[@]}" \
+        "http://127.0.0.1:${PORT[$1]}$TARGET" > "$4"
 }
 p50_ms() {
     awk '$1 == "50%" { v = $2; n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
@@ -246,7 +274,7 @@ done
 
 col() { awk -v k="$1" 'NF { print $k }' | median; }
 echo
-echo "Medians of $ROUNDS rounds (${DURATION}s, $THREADS wrk thread(s), proxy on CPU $PROXY_CPU, driver $DRIVER, HEADERS=$HEADERS)"
+echo "Medians of $ROUNDS rounds (${DURATION}s, $THREADS wrk thread(s), proxy on CPU $PROXY_CPU, driver $DRIVER, HEADERS=$HEADERS, BODY=${BODY:--}, UPLOAD=${UPLOAD:--})"
 printf '%-5s %-9s %9s %8s %8s %9s %9s %9s %8s\n' conns proxy "req/s" "p50 ms" "p99 ms" "cpu us/r" "rss KiB" "new up/s" "sys/req"
 declare -A MED=()
 for c in $SWEEP; do

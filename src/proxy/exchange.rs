@@ -7,7 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::time::Instant;
 
 use super::client::{After, ClientConn};
-use super::io::{is_timeout, write_all};
+use super::io::{is_timeout, write_all, SpareBuffers};
 use super::relay::{Relay, RelayError};
 use super::request::Request;
 use super::response_head::read_response_head;
@@ -137,7 +137,7 @@ pub(super) async fn exchange(
         // try on a fresh connection to the same target; otherwise the caller may send
         // it to another target.
         let stale = up.reused && !retried;
-        match send_request(c, req, snap, ucfg, &mut up, body).await {
+        match send_request(c, req, snap, ucfg, &mut up, body, &worker.gather_buffers).await {
             Ok(()) => {}
             Err(e) if e.error.retryable && stale => {
                 retried = true;
@@ -197,6 +197,7 @@ pub(super) async fn exchange(
             read_timeout: ucfg.body_timeout,
             write_timeout: snap.config.server.body_timeout,
             dst_touched: &mut client_touched,
+            gather: &worker.gather_buffers,
         }
         .run()
         .await;
@@ -300,6 +301,7 @@ async fn send_request(
     ucfg: &UpstreamConfig,
     up: &mut UpstreamConn,
     buffered_body: Option<&[u8]>,
+    gather: &SpareBuffers,
 ) -> Result<(), Failed> {
     let write_timeout = ucfg.body_timeout;
     // A body already read and checked (a signed request) goes with the head, framed the
@@ -350,6 +352,7 @@ async fn send_request(
         read_timeout: snap.config.server.body_timeout,
         write_timeout,
         dst_touched: &mut false,
+        gather,
     }
     .run()
     .await;

@@ -10,6 +10,7 @@ use super::buffered::BufferBudget;
 use super::client::{CLIENT_BUF, SPARE_CLIENT_BUFFERS};
 use super::io::SpareBuffers;
 use super::parked::ParkedDeadlines;
+use super::relay::{GATHER_MAX, SPARE_GATHER_BUFFERS};
 use super::upstream::WorkerUpstreams;
 use crate::auth::cache::WorkerApps;
 use crate::auth::fleet_nonces::FleetNonces;
@@ -54,6 +55,8 @@ pub struct WorkerCtx {
     pub buffered: BufferBudget,
     /// Read buffers of client connections gone idle, for those waking up.
     pub spare_buffers: SpareBuffers,
+    /// Buffers that gather a small body with its head for one write (`relay`).
+    pub gather_buffers: SpareBuffers,
     /// Deadlines of the connections parked between requests (swept on the tick).
     pub parked: ParkedDeadlines,
     /// App records cached from the Redis-backed registry (`None` with an apps file).
@@ -97,6 +100,7 @@ impl WorkerCtx {
             fleet_nonces: None,
             buffered: BufferBudget::default(),
             spare_buffers: SpareBuffers::new(CLIENT_BUF, SPARE_CLIENT_BUFFERS),
+            gather_buffers: SpareBuffers::new(GATHER_MAX, SPARE_GATHER_BUFFERS),
             parked: ParkedDeadlines::default(),
             apps,
             limiter,

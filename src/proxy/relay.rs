@@ -123,7 +123,9 @@ impl Relay<'_> {
                     remaining -= take as u64;
                     relayed += take as u64;
                     if gathers(pending, take as u64 + remaining) {
-                        if set_aside.is_none() && pending.capacity() < GATHER_MAX {
+                        // (Known to fit: `gathers` bounds the rest of the body.)
+                        let needed = pending.len() + take + remaining as usize;
+                        if set_aside.is_none() && pending.capacity() < needed {
                             let mut buf = gather.take_vec();
                             buf.extend_from_slice(pending);
                             *set_aside = Some(std::mem::replace(*pending, buf));
@@ -188,7 +190,8 @@ impl Relay<'_> {
             let want = usize::try_from(remaining).unwrap_or(usize::MAX);
             // A small Content-Length body being gathered takes the bytes that already
             // arrived without a wait (its last few hundred bytes, usually).
-            if set_aside.is_some() && !pending.is_empty() {
+            let gathering = matches!(from, Framing::Length(_)) && gathers(pending, remaining);
+            if gathering && !pending.is_empty() {
                 match src_buf.read_ready(src, want) {
                     Ok(0) => return Err(RelayError::SourceClosed),
                     Ok(_) => continue,

@@ -9,6 +9,7 @@ grew per connection: what an idle keep-alive client costs it.
     idle_conns.py PORT PID [N]
 """
 import os
+import random
 import socket
 import sys
 import time
@@ -36,10 +37,13 @@ def main():
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
     before = rss_kib(pid)
     conns = []
+    # A source network of its own each run: the ports of an earlier run's connections
+    # may still be in TIME_WAIT.
+    net = random.randint(1, 254)
     for i in range(n):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         # A new source address every 20 000 connections keeps clear of port exhaustion.
-        s.bind((f"127.0.0.{2 + i // 20000}", 0))
+        s.bind((f"127.{net}.{i // 20000}.2", 0))
         s.connect(("127.0.0.1", port))
         s.sendall(request)
         conns.append(s)

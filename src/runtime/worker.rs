@@ -42,8 +42,10 @@ pub enum WorkerCommand {
 /// How often a worker looks at its command channel and sweeps idle upstream connections.
 const TICK: Duration = Duration::from_millis(10);
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
-/// Connections parked within a second before the worker returns free memory.
+/// Connections parked (since the worker last returned free memory) before it does again.
 const COLLECT_AFTER_PARKED: usize = 128;
+/// ... at the latest: during a long run of parking, every this many parked.
+const COLLECT_DURING_PARKING: usize = 16 * COLLECT_AFTER_PARKED;
 /// How often parked connections' deadlines are checked: their precision.
 const PARK_SWEEP_EVERY: Duration = Duration::from_millis(50);
 
@@ -197,6 +199,7 @@ async fn worker_main(
     }
     state.ready_workers.fetch_add(1, Ordering::SeqCst);
     let mut last_sweep = Instant::now();
+    let mut parked_since_collect = 0;
     let mut last_park_sweep = last_sweep;
     while !ctx.draining() {
         monoio::time::sleep(TICK).await;
@@ -235,11 +238,18 @@ async fn worker_main(
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
             ctx.generation().upstreams.borrow_mut().sweep(last_sweep);
-            // Many connections went idle (and gave their buffers back): return the pages.
-            // Only then: collecting walks the worker's whole heap, a stall a busy worker
-            // (with a large replay cache, say) must not take every second.
-            if ctx.parked.take_parked() >= COLLECT_AFTER_PARKED {
+            // Many connections went idle (and gave their buffers back): return the pages,
+            // once they have settled (a second with no parking), so the last of a wave
+            // is returned too. Only then: collecting walks the worker's whole heap, a
+            // stall a busy worker (with a large replay cache, say) must not take every
+            // second.
+            let parked_now = ctx.parked.take_parked();
+            parked_since_collect += parked_now;
+            if parked_since_collect >= COLLECT_DURING_PARKING
+                || (parked_since_collect >= COLLECT_AFTER_PARKED && parked_now == 0)
+            {
                 crate::sys::return_free_memory();
+                parked_since_collect = 0;
             }
         }
     }

@@ -76,10 +76,24 @@ pub fn terminate_self() {
     }
 }
 
-/// Gives the pages of freed heap memory back to the kernel (glibc's `malloc_trim`): after
-/// thousands of connections went idle and freed their buffers, resident memory follows.
-/// It walks the heap's free lists, so it is called only after many connections parked.
+/// Gives the pages of freed heap memory back to the kernel: after thousands of
+/// connections went idle and freed their buffers, resident memory follows. The binary's
+/// allocator is jemalloc (`main.rs`), which keeps freed pages for ten seconds before
+/// returning them by itself; a purge of every arena returns them now. glibc's heap (what
+/// C code and test binaries allocate) is trimmed too. It walks the heaps, so it is
+/// called only after many connections parked.
 pub fn return_free_memory() {
+    // SAFETY: a NUL-terminated mallctl name; "arena.<MALLCTL_ARENAS_ALL>.purge" reads and
+    // writes no value (all pointers null, length 0) and is thread-safe.
+    unsafe {
+        tikv_jemalloc_sys::mallctl(
+            c"arena.4096.purge".as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free pages to the kernel; it touches no memory
     // the program owns and is thread-safe (it takes each arena's lock).

@@ -42,4 +42,5 @@ pub mod runtime;
 pub mod signal;
 pub mod snapshot;
 pub(crate) mod sys;
+pub mod tls;
 pub mod trace;

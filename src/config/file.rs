@@ -23,6 +23,28 @@ pub struct FileConfig {
     pub access_log: Option<AccessLogFile>,
     #[serde(default)]
     pub isolation: Vec<IsolationFile>,
+    pub tls: Option<TlsFile>,
+}
+
+/// `[tls]`: HTTPS listeners and the certificates they serve.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    #[serde(default)]
+    pub listen: Vec<ListenFile>,
+    pub min_version: Option<String>,
+    pub alpn: Option<Vec<String>>,
+    #[serde(default)]
+    pub certs: Vec<TlsCertFile>,
+}
+
+/// One `[[tls.certs]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCertFile {
+    pub cert: String,
+    pub key: String,
+    pub names: Option<Vec<String>>,
 }
 
 /// `[access_log]`: one JSON line per request.

@@ -18,6 +18,7 @@ mod units;
 mod validate;
 mod validate_limits;
 mod validate_resilience;
+mod validate_tls;
 mod validate_upstream;
 
 use std::path::Path;

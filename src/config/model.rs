@@ -2,6 +2,7 @@
 //! so the rest of the gateway never re-checks it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The codec's limits are the codec's type; `[server]` sets them, so they show here too.
@@ -24,6 +25,28 @@ pub struct Config {
     pub access_log: Option<AccessLogConfig>,
     /// `[[isolation]]` groups; routes name them by index.
     pub isolation: Vec<BulkheadConfig>,
+    /// `[tls]` (`None`: no HTTPS listener).
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[tls]`, validated: its certificates loaded and checked, and the rustls server
+/// config every worker's TLS listeners share (one ticket key rotation for all of them,
+/// so a session resumes on whichever worker the client reaches next).
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub listen: Vec<ListenConfig>,
+    pub min_version: TlsVersion,
+    pub alpn: Vec<String>,
+    pub certs: Arc<Vec<crate::tls::certs::LoadedCert>>,
+    pub resolver: Arc<crate::tls::sni::CertResolver>,
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+/// The oldest TLS version offered; nothing older than 1.2 ever is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
 }
 
 /// `[access_log]`, validated (the writer that uses it is `crate::access_log`).

@@ -21,6 +21,7 @@ use super::validate_resilience::{
     route_isolation, validate_breaker, validate_fallback, validate_isolation, validate_retries,
     validate_timeouts,
 };
+use super::validate_tls::validate_tls;
 use super::validate_upstream::validate_upstream;
 
 /// 16 Mi nonces: 55 000 signed requests per second sustained over the default 300 s
@@ -76,6 +77,7 @@ pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Ve
     check_routes(&mut p, &routes);
     check_shared_limits(&mut p, &routes);
     let apps = validate_apps(&mut p, file, base_dir, &routes);
+    let tls = validate_tls(&mut p, file, base_dir, &server.listen);
     if p.0.is_empty() {
         Ok(Config {
             server,
@@ -86,6 +88,7 @@ pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Ve
             traffic,
             isolation,
             access_log,
+            tls,
         })
     } else {
         Err(p.0)

@@ -1,0 +1,133 @@
+//! `[tls]`: HTTPS listeners, the oldest version offered, ALPN, and the certificates,
+//! each loaded and checked here so that `ringgate check` and a reload name a broken file
+//! (unreadable, not PEM, a key that does not fit, an expired certificate) with its path.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::file::{FileConfig, ListenFile};
+use super::model::{ListenConfig, TlsConfig, TlsVersion};
+use super::problems::Problems;
+use crate::tls::certs::{load, provider};
+use crate::tls::server::server_config;
+use crate::tls::sni::CertResolver;
+
+/// Protocols a TLS listener may announce with ALPN today (`h2` joins with HTTP/2).
+const SERVED_ALPN: &[&str] = &["http/1.1"];
+
+pub(super) fn validate_tls(
+    p: &mut Problems,
+    file: &FileConfig,
+    base_dir: Option<&Path>,
+    plain: &[ListenConfig],
+) -> Option<TlsConfig> {
+    let t = file.tls.as_ref()?;
+    let errors_before = p.0.len();
+    if t.listen.is_empty() {
+        p.add("tls.listen", "at least one address is required");
+    }
+    let mut listen: Vec<ListenConfig> = Vec::new();
+    for (i, entry) in t.listen.iter().enumerate() {
+        let (addr, proxy_protocol) = match entry {
+            ListenFile::Addr(a) => (a, false),
+            ListenFile::Table(t) => (&t.addr, t.proxy_protocol.unwrap_or(false)),
+        };
+        let path = format!("tls.listen[{i}]");
+        let Some(addr) = p.socket_addr(&path, addr) else {
+            continue;
+        };
+        let taken = addr.port() != 0
+            && (plain.iter().any(|l| l.addr == addr) || listen.iter().any(|l| l.addr == addr));
+        if taken {
+            p.add(path, format!("{addr} is already a listener"));
+            continue;
+        }
+        listen.push(ListenConfig {
+            addr,
+            proxy_protocol,
+        });
+    }
+    let min_version = match t.min_version.as_deref() {
+        None | Some("1.2") => TlsVersion::Tls12,
+        Some("1.3") => TlsVersion::Tls13,
+        Some(other) => {
+            p.add(
+                "tls.min_version",
+                format!("{other:?}: must be \"1.2\" or \"1.3\" (nothing older is offered)"),
+            );
+            TlsVersion::Tls12
+        }
+    };
+    let alpn = t
+        .alpn
+        .clone()
+        .unwrap_or_else(|| vec!["http/1.1".to_string()]);
+    for (i, proto) in alpn.iter().enumerate() {
+        if !SERVED_ALPN.contains(&proto.as_str()) {
+            p.add(
+                format!("tls.alpn[{i}]"),
+                format!("{proto:?} is not served (served: \"http/1.1\")"),
+            );
+        }
+    }
+    if t.certs.is_empty() {
+        p.add("tls.certs", "at least one [[tls.certs]] entry is required");
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let provider = provider();
+    let mut certs = Vec::new();
+    for (i, c) in t.certs.iter().enumerate() {
+        if let Some(names) = &c.names {
+            if names.is_empty() || names.iter().any(|n| !valid_name(n)) {
+                p.add(
+                    format!("tls.certs[{i}].names"),
+                    "host names such as \"api.example.com\" or \"*.example.com\", at least one",
+                );
+                continue;
+            }
+        }
+        let resolve =
+            |f: &str| -> PathBuf { base_dir.map_or_else(|| PathBuf::from(f), |d| d.join(f)) };
+        match load(
+            &resolve(&c.cert),
+            &resolve(&c.key),
+            c.names.as_deref(),
+            now,
+            &provider,
+        ) {
+            Ok(loaded) => certs.push(loaded),
+            Err(e) => p.add(format!("tls.certs[{i}]"), e),
+        }
+    }
+    if p.0.len() > errors_before {
+        return None;
+    }
+    let resolver = Arc::new(CertResolver::new(&certs));
+    match server_config(resolver.clone(), min_version == TlsVersion::Tls13, &alpn) {
+        Ok(server) => Some(TlsConfig {
+            listen,
+            min_version,
+            alpn,
+            certs: Arc::new(certs),
+            resolver,
+            server: Arc::new(server),
+        }),
+        Err(e) => {
+            p.add("tls", e);
+            None
+        }
+    }
+}
+
+/// A DNS name, or a `*.` wildcard over one: letters, digits, `-` and `.`.
+fn valid_name(name: &str) -> bool {
+    let bare = name.strip_prefix("*.").unwrap_or(name);
+    !bare.is_empty()
+        && bare.len() <= 253
+        && bare
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+}

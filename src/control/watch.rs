@@ -16,9 +16,12 @@ const POLL: Duration = Duration::from_millis(500);
 const SETTLE: Duration = Duration::from_millis(100);
 
 pub fn start(state: Arc<GatewayState>, path: PathBuf) {
+    // Stamped now, not when the thread first runs: a change made in between would
+    // otherwise become the baseline and never be reloaded.
+    let first = stamp(&path);
     let spawned = std::thread::Builder::new()
         .name("ringgate-watch".into())
-        .spawn(move || run(&state, &path));
+        .spawn(move || run(&state, &path, first));
     if let Err(e) = spawned {
         log::error!("admin.watch: cannot start the config watcher: {e}");
     }
@@ -29,8 +32,7 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-fn run(state: &GatewayState, path: &Path) {
-    let mut last = stamp(path);
+fn run(state: &GatewayState, path: &Path, mut last: Option<(SystemTime, u64)>) {
     // Ends with the gateway: draining, or its state dropped (only this thread holds it).
     while !state.draining.load(Ordering::SeqCst) {
         std::thread::sleep(POLL);

@@ -5,28 +5,16 @@
 //! each SNI gets.
 
 mod support;
+#[path = "support/tls.rs"]
+mod tls_support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConnection};
+use rustls::{ClientConfig, ClientConnection, ServerConnection};
 use support::temp_dir;
-
-/// A self-signed ECDSA P-256 certificate for `names`, valid from 2020 to `until_year`,
-/// written as `<tag>.pem` and `<tag>.key` in `dir`; returns its DER.
-fn make_cert(dir: &Path, tag: &str, names: &[&str], until_year: i32) -> CertificateDer<'static> {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params =
-        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .unwrap();
-    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-    params.not_after = rcgen::date_time_ymd(until_year, 1, 1);
-    let cert = params.self_signed(&key).unwrap();
-    std::fs::write(dir.join(format!("{tag}.pem")), cert.pem()).unwrap();
-    std::fs::write(dir.join(format!("{tag}.key")), key.serialize_pem()).unwrap();
-    cert.der().clone()
-}
+use tls_support::{client, make_cert};
 
 fn config_with(tls: &str) -> String {
     format!(
@@ -177,30 +165,6 @@ fn section_rules_are_checked() {
 }
 
 // ---------------------------------------------------------------- handshakes in memory
-
-fn client(
-    trusted: &[&CertificateDer<'static>],
-    tls12_only: bool,
-    alpn: &[&str],
-) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    for c in trusted {
-        roots.add((*c).clone()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
-        &[&rustls::version::TLS12]
-    } else {
-        &[&rustls::version::TLS13, &rustls::version::TLS12]
-    };
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    Arc::new(config)
-}
 
 /// Runs a handshake between `client` (asking for `sni`) and `server` over memory.
 fn handshake(

@@ -5,5 +5,6 @@
 //! A leaf: it knows nothing of config, connections or requests.
 
 pub mod certs;
+pub mod conn;
 pub mod server;
 pub mod sni;

@@ -1,0 +1,169 @@
+//! One server-side TLS connection over a monoio `TcpStream`. rustls holds the protocol
+//! state; this moves ciphertext between it and the socket with owned buffers (monoio's
+//! ownership-passing I/O) and hands plaintext out by appending to the caller's buffer
+//! (`read_into`) and in by `write_all`, so the connection driver keeps its own buffers
+//! and limits for TLS exactly as for plain TCP.
+
+use std::io::{self, BufRead, Write};
+use std::sync::Arc;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use rustls::{ServerConfig, ServerConnection};
+
+/// Ciphertext read from the socket at once: one TLS record and its overhead.
+const CIPHER_READ: usize = 16 * 1024 + 512;
+
+/// What a filter, the access log or metrics may know of a connection's TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFacts {
+    /// `TLSv1_3` or `TLSv1_2`.
+    pub version: &'static str,
+    pub cipher: &'static str,
+    /// The name the client asked for (SNI), lowercase.
+    pub sni: Option<String>,
+    pub alpn: Option<String>,
+    /// The session was resumed (no full handshake).
+    pub resumed: bool,
+}
+
+pub struct TlsConn {
+    tcp: TcpStream,
+    session: ServerConnection,
+    /// Ciphertext on its way in or out; emptied (not kept) by `release_buffers`.
+    cipher: Vec<u8>,
+}
+
+impl TlsConn {
+    /// Runs the server side of a handshake on `tcp`. A client that fails it gets rustls's
+    /// alert before the error is returned. The caller bounds it with a timeout.
+    pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<TlsConn> {
+        let session = ServerConnection::new(config).map_err(io::Error::other)?;
+        let mut conn = TlsConn {
+            tcp,
+            session,
+            cipher: Vec::new(),
+        };
+        while conn.session.is_handshaking() {
+            conn.flush().await?;
+            if conn.session.wants_read() && conn.receive().await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        conn.flush().await?;
+        Ok(conn)
+    }
+
+    /// The socket underneath (to wait for readability while parked).
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    pub fn facts(&self) -> TlsFacts {
+        let s = &self.session;
+        TlsFacts {
+            version: match s.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1_3",
+                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1_2",
+                _ => "unknown",
+            },
+            cipher: s
+                .negotiated_cipher_suite()
+                .and_then(|c| c.suite().as_str())
+                .unwrap_or("unknown"),
+            sni: s.server_name().map(str::to_ascii_lowercase),
+            alpn: s
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            resumed: matches!(s.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),
+        }
+    }
+
+    /// Whether decrypted bytes are waiting: the connection is not idle even if its
+    /// socket has nothing to read.
+    pub fn has_plaintext(&mut self) -> bool {
+        matches!(self.session.reader().fill_buf(), Ok(b) if !b.is_empty())
+    }
+
+    /// Appends at most `max` bytes of plaintext to `out`, waiting for the socket if none
+    /// is decrypted yet. `Ok(0)`: the client closed (with or without `close_notify`).
+    pub async fn read_into(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        loop {
+            match self.session.reader().fill_buf() {
+                Ok(chunk) if !chunk.is_empty() => {
+                    let n = chunk.len().min(max);
+                    out.extend_from_slice(&chunk[..n]);
+                    self.session.reader().consume(n);
+                    return Ok(n);
+                }
+                // A clean close (close_notify).
+                Ok(_) => return Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            // Anything rustls must say first (a key update, an alert) goes out.
+            self.flush().await?;
+            if self.receive().await? == 0 {
+                return Ok(0);
+            }
+        }
+    }
+
+    /// Encrypts and sends all of `data`.
+    pub async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = self.session.writer().write(data)?;
+            data = &data[n..];
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends `close_notify` (then the caller closes the socket).
+    pub async fn close(&mut self) -> io::Result<()> {
+        self.session.send_close_notify();
+        self.flush().await
+    }
+
+    /// Frees the ciphertext buffer (a parked connection holds none).
+    pub fn release_buffers(&mut self) {
+        self.cipher = Vec::new();
+    }
+
+    /// Sends whatever rustls has queued.
+    async fn flush(&mut self) -> io::Result<()> {
+        while self.session.wants_write() {
+            let mut buf = std::mem::take(&mut self.cipher);
+            buf.clear();
+            self.session.write_tls(&mut buf)?;
+            let (res, buf) = self.tcp.write_all(buf).await;
+            self.cipher = buf;
+            res?;
+        }
+        Ok(())
+    }
+
+    /// Reads ciphertext once and gives it to rustls. Returns the bytes read (0: the
+    /// socket closed). A protocol error sends rustls's alert, then fails.
+    async fn receive(&mut self) -> io::Result<usize> {
+        let mut buf = std::mem::take(&mut self.cipher);
+        buf.clear();
+        buf.reserve(CIPHER_READ);
+        let (res, buf) = self.tcp.read(buf).await;
+        self.cipher = buf;
+        let n = res?;
+        let mut rest = &self.cipher[..n];
+        while !rest.is_empty() {
+            if self.session.read_tls(&mut rest)? == 0 {
+                // rustls holds as much undelivered plaintext as it will take.
+                return Err(io::Error::other("TLS input refused: plaintext buffer full"));
+            }
+            if let Err(e) = self.session.process_new_packets() {
+                // The alert describing the error is queued; the peer should see it.
+                let _ = self.flush().await;
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
+        Ok(n)
+    }
+}

@@ -11,20 +11,5 @@ use crate::runtime::{self, GatewayHandle};
 /// Starts workers and the admin listener (see `runtime::start`). Returns once every
 /// listener is bound; workers finish starting in the background (see `wait_ready`).
 pub fn start(config: Config) -> Result<GatewayHandle, String> {
-    refuse_unserved(&config)?;
     runtime::start(config, Arc::new(Control))
-}
-
-/// A section this build validates but does not serve yet is refused at start, never
-/// silently ignored: a `[tls]` listener that is not there would leave clients on plain
-/// HTTP or nowhere.
-fn refuse_unserved(config: &Config) -> Result<(), String> {
-    if config.tls.is_some() {
-        return Err(
-            "[tls]: HTTPS listeners are not served by this build yet (its certificates \
-             are checked by `ringgate check`); remove [tls] to run"
-                .to_string(),
-        );
-    }
-    Ok(())
 }

@@ -242,16 +242,3 @@ fn tls12_is_offered_unless_the_minimum_is_13() {
     );
     assert!(refused.is_err(), "a TLS 1.2-only client must be refused");
 }
-
-#[test]
-fn a_gateway_with_tls_is_refused_until_https_is_served() {
-    let s = two_certs();
-    let config = ringgate::config::parse_in(&config_with(TWO_CERTS), Some(&s.dir)).unwrap();
-    let err = ringgate::gateway::start(config)
-        .err()
-        .expect("start must refuse [tls]");
-    assert!(
-        err.starts_with("[tls]: HTTPS listeners are not served by this build yet"),
-        "{err}"
-    );
-}

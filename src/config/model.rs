@@ -174,6 +174,8 @@ pub struct ListenConfig {
     pub addr: SocketAddr,
     /// Every connection starts with a PROXY protocol (v1 or v2) header naming the client.
     pub proxy_protocol: bool,
+    /// A `[tls]` listener: every connection starts with a TLS handshake.
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone)]

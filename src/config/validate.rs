@@ -153,6 +153,7 @@ fn validate_server(p: &mut Problems, file: &FileConfig) -> ServerConfig {
             Some(ListenConfig {
                 addr,
                 proxy_protocol,
+                tls: false,
             })
         })
         .collect();

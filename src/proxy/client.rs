@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use monoio::io::Canceller;
-use monoio::net::TcpStream;
 
 use super::io::{ReadBuf, SpareBuffers};
+use super::wire::ClientStream;
 
 /// Initial size of a client connection's read buffer.
 pub const CLIENT_BUF: usize = 8 * 1024;
@@ -24,7 +24,7 @@ const PATH: usize = 128;
 /// One client connection's buffers. `up_head` carries the upstream request head;
 /// `scratch` the client-bound response head and re-encoded body.
 pub struct ClientConn {
-    pub stream: TcpStream,
+    pub stream: ClientStream,
     /// Where the connection comes from: its TCP peer, or the client a PROXY protocol
     /// header named.
     pub peer: SocketAddr,
@@ -74,7 +74,7 @@ pub struct LogFields {
 }
 
 impl ClientConn {
-    pub fn new(stream: TcpStream, peer: SocketAddr) -> Self {
+    pub fn new(stream: ClientStream, peer: SocketAddr) -> Self {
         ClientConn {
             stream,
             peer,
@@ -129,6 +129,7 @@ impl ClientConn {
             return;
         }
         spare.put(std::mem::take(&mut self.rbuf));
+        self.stream.release_buffers();
         self.up_head = Vec::new();
         self.scratch = Vec::new();
         self.path = String::new();

@@ -21,6 +21,7 @@ use super::pipeline::{begin, resume, Begin, Refused, Resumed};
 use super::preface::{read_proxy_header, NoPreface};
 use super::request::Request;
 use super::respond::{respond, Answer};
+use super::wire::ClientStream;
 use super::worker::{ConnectionGuard, WorkerCtx, WorkerGen};
 use crate::config::ListenConfig;
 use crate::error::{ErrorKind, ProxyError, Side};
@@ -52,12 +53,60 @@ pub fn serve(
     let _ = stream.set_nodelay(true);
     let first_bytes_within = worker.generation().snapshot.config.server.head_timeout;
     let conn = Box::new(Conn {
-        c: ClientConn::new(stream, peer),
+        c: ClientConn::new(ClientStream::Plain(stream), peer),
         listener,
         worker,
         _guard: guard,
     });
     park(conn, first_bytes_within)
+}
+
+/// Serves one accepted connection of a `[tls]` listener: the handshake first, within
+/// `head_timeout` (a client that stalls it holds nothing but its socket and this
+/// task), then as `serve` does, with the scheme `https`. A failed handshake is closed
+/// (rustls has sent its alert).
+pub fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: ListenConfig,
+    worker: Rc<WorkerCtx>,
+) -> impl std::future::Future<Output = ()> {
+    let guard = worker.connection_guard();
+    async move {
+        let _ = stream.set_nodelay(true);
+        let gen = worker.generation();
+        let (Some(tls), within) = (
+            gen.snapshot.config.tls.as_ref(),
+            gen.snapshot.config.server.head_timeout,
+        ) else {
+            return;
+        };
+        let server = tls.server.clone();
+        drop(gen);
+        let accepted =
+            monoio::time::timeout(within, crate::tls::conn::TlsConn::accept(stream, server)).await;
+        let tls = match accepted {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                log::debug!("TLS handshake with {peer} failed: {e}");
+                return;
+            }
+            Err(_) => {
+                log::debug!("TLS handshake with {peer} timed out");
+                return;
+            }
+        };
+        let mut c = ClientConn::new(ClientStream::Tls(Box::new(tls)), peer);
+        c.scheme = "https";
+        let conn = Box::new(Conn {
+            c,
+            listener,
+            worker,
+            _guard: guard,
+        });
+        // The request usually follows the handshake at once: serve, do not park.
+        monoio::spawn(serve_until_idle(conn));
+    }
 }
 
 /// A connection and what serving it needs, handed from task to task. Boxed: its 472
@@ -74,10 +123,12 @@ struct Conn {
 /// Waits up to `within` for the connection to become readable (or the worker to drain),
 /// then hands it to a serving task; otherwise closes it. Kept small on purpose: this is
 /// all an idle connection holds (no timer of its own, see `ParkedDeadlines`).
-async fn park(conn: Box<Conn>, within: Duration) {
+async fn park(mut conn: Box<Conn>, within: Duration) {
     let deadline = conn.worker.parked.add(Instant::now() + within);
-    let woke = {
-        let mut readable = std::pin::pin!(conn.c.stream.readable(false));
+    // Decrypted bytes above the socket (TLS) are a request on its way already.
+    let buffered = conn.c.stream.has_buffered();
+    let woke = buffered || {
+        let mut readable = std::pin::pin!(conn.c.stream.tcp().readable(false));
         let mut drained = std::pin::pin!(conn.worker.drain.wait());
         std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = readable.as_mut().poll(cx) {

@@ -5,9 +5,10 @@
 use std::io;
 use std::time::Duration;
 
-use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent};
+use monoio::io::CancelHandle;
 use monoio::net::TcpStream;
+
+use super::wire::Wire;
 
 /// Read buffers of one size kept for reuse: a connection that goes idle puts its buffer
 /// here and one that wakes (or opens) takes one, a pop rather than an allocation.
@@ -125,7 +126,7 @@ impl ReadBuf {
     /// `timeout`; `OutOfMemory` when the buffer is full at `max_cap` (the caller's limit).
     pub async fn read_from(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut impl Wire,
         max_cap: usize,
         timeout: Duration,
     ) -> io::Result<usize> {
@@ -138,7 +139,7 @@ impl ReadBuf {
     /// the last few hundred bytes of a 16 KiB response do not cost a 32 KiB allocation.
     pub async fn read_up_to(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut impl Wire,
         max_cap: usize,
         want: usize,
         timeout: Duration,
@@ -150,7 +151,7 @@ impl ReadBuf {
     /// that already completed still delivers its bytes, so nothing is lost.
     pub async fn read_from_cancelable(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut impl Wire,
         max_cap: usize,
         timeout: Duration,
         cancel: CancelHandle,
@@ -161,7 +162,7 @@ impl ReadBuf {
 
     async fn read_inner(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut impl Wire,
         max_cap: usize,
         want: usize,
         timeout: Duration,
@@ -171,18 +172,9 @@ impl ReadBuf {
             return Err(io::ErrorKind::OutOfMemory.into());
         }
         let vec = std::mem::take(&mut self.vec);
-        let len = vec.len();
-        let cap = vec.capacity();
-        let buf = vec.slice_mut(len..cap);
-        let read = async {
-            match cancel {
-                Some(handle) => stream.cancelable_read(buf, handle).await,
-                None => stream.read(buf).await,
-            }
-        };
-        match monoio::time::timeout(timeout, read).await {
-            Ok((res, slice)) => {
-                self.vec = slice.into_inner();
+        match monoio::time::timeout(timeout, stream.read_append(vec, cancel)).await {
+            Ok((res, vec)) => {
+                self.vec = vec;
                 res
             }
             // The buffer went down with the cancelled read: start empty (the caller
@@ -197,8 +189,7 @@ impl ReadBuf {
     /// Appends what `stream` already received, up to `want` bytes, without waiting (one
     /// `recv` syscall, outside the driver): `Ok(0)` is end of stream, `WouldBlock` means
     /// nothing is there yet. The buffer does not grow, so it needs free room (`want > 0`).
-    pub fn read_ready(&mut self, stream: &TcpStream, want: usize) -> io::Result<usize> {
-        use std::os::fd::AsRawFd;
+    pub fn read_ready(&mut self, stream: &mut impl Wire, want: usize) -> io::Result<usize> {
         if self.is_empty() {
             self.vec.clear();
             self.pos = 0;
@@ -206,22 +197,22 @@ impl ReadBuf {
         if self.vec.len() == self.vec.capacity() || want == 0 {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        crate::sys::recv_ready(stream.as_raw_fd(), &mut self.vec, want)
+        stream.read_ready(&mut self.vec, want)
     }
 
     /// Writes `vec[pos..pos+n]` (the first `n` unconsumed bytes) to `stream` and consumes them.
     pub async fn write_to(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut impl Wire,
         n: usize,
         timeout: Duration,
     ) -> io::Result<()> {
         let start = self.pos;
         let vec = std::mem::take(&mut self.vec);
-        let write = stream.write_all(vec.slice(start..start + n));
+        let write = stream.write_range(vec, start..start + n);
         match monoio::time::timeout(timeout, write).await {
-            Ok((res, slice)) => {
-                self.vec = slice.into_inner();
+            Ok((res, vec)) => {
+                self.vec = vec;
                 res?;
                 self.consume(n);
                 Ok(())
@@ -236,7 +227,7 @@ impl ReadBuf {
 
 /// Writes all of `buf` within `timeout`; `buf` keeps its contents (callers clear it).
 pub async fn write_all(
-    stream: &mut TcpStream,
+    stream: &mut impl Wire,
     buf: &mut Vec<u8>,
     timeout: Duration,
 ) -> io::Result<()> {
@@ -244,10 +235,11 @@ pub async fn write_all(
         return Ok(());
     }
     let vec = std::mem::take(buf);
-    match monoio::time::timeout(timeout, stream.write_all(vec)).await {
+    let len = vec.len();
+    match monoio::time::timeout(timeout, stream.write_range(vec, 0..len)).await {
         Ok((res, vec)) => {
             *buf = vec;
-            res.map(|_| ())
+            res
         }
         Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }

@@ -23,6 +23,7 @@ mod response_head;
 mod targets;
 pub mod upstream;
 mod upstream_head;
+pub mod wire;
 pub mod worker;
 
 pub use client::After;

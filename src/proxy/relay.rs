@@ -6,9 +6,8 @@
 use std::io;
 use std::time::Duration;
 
-use monoio::net::TcpStream;
-
 use super::io::{write_all, ReadBuf, SpareBuffers};
+use super::wire::Wire;
 use crate::http::chunked::{write_chunk_header, ChunkedDecoder, LAST_CHUNK};
 use crate::http::Framing;
 
@@ -57,10 +56,10 @@ impl std::fmt::Display for RelayError {
     }
 }
 
-pub struct Relay<'a> {
-    pub src: &'a mut TcpStream,
+pub struct Relay<'a, S: Wire, D: Wire> {
+    pub src: &'a mut S,
     pub src_buf: &'a mut ReadBuf,
-    pub dst: &'a mut TcpStream,
+    pub dst: &'a mut D,
     /// Bytes to send before the body (a head), then the re-encoding scratch buffer.
     pub pending: &'a mut Vec<u8>,
     pub from: Framing,
@@ -76,7 +75,7 @@ pub struct Relay<'a> {
     pub gather: &'a SpareBuffers,
 }
 
-impl Relay<'_> {
+impl<S: Wire, D: Wire> Relay<'_, S, D> {
     /// Relays the whole body; `pending` is flushed first. Returns body bytes relayed.
     pub async fn run(mut self) -> Result<u64, RelayError> {
         let mut set_aside = None;
@@ -103,6 +102,7 @@ impl Relay<'_> {
             dst_touched,
             gather,
         } = self;
+        let (src, dst): (&mut S, &mut D) = (src, dst);
         let (from, to_chunked, limit) = (*from, *to_chunked, *limit);
         let (read_timeout, write_timeout) = (*read_timeout, *write_timeout);
         let mut relayed: u64 = 0;
@@ -248,7 +248,7 @@ fn encode(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
 }
 
 async fn flush(
-    dst: &mut TcpStream,
+    dst: &mut impl Wire,
     pending: &mut Vec<u8>,
     timeout: Duration,
     touched: &mut bool,

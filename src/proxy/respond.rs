@@ -162,7 +162,7 @@ async fn send_scratch(c: &mut ClientConn, server: &ServerConfig, keep_alive: boo
 /// the error response before the client reads it (a client still uploading a body it was
 /// refused, say). So: shut down our side, then read and discard for a bounded time.
 async fn linger_close(c: &mut ClientConn) {
-    use monoio::io::AsyncWriteRent;
+    use super::wire::Wire;
     if c.stream.shutdown().await.is_err() {
         return;
     }

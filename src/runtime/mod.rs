@@ -67,6 +67,8 @@ pub struct GatewayState {
     listen: Vec<SocketAddr>,
     /// The listeners as configured at start, to tell a reload that changes them.
     listen_config: Vec<ListenConfig>,
+    /// The bound `[tls]` listener addresses, in `tls.listen` order.
+    tls_listen: Vec<SocketAddr>,
     /// `[apps] timestamp_window`, `replay_capacity` and the registry source as started.
     fixed_at_start: (Duration, usize, AppsSource),
     /// The config file reloads read (none for the embedded demo config).
@@ -201,11 +203,22 @@ pub fn start(config: Config, control: Arc<dyn ControlSide>) -> Result<GatewayHan
     let nonblocking = server.driver != DriverChoice::IoUring;
     let mut per_worker: Vec<Vec<WorkerListener>> = (0..n).map(|_| Vec::new()).collect();
     let mut listen = Vec::new();
-    for &config in &server.listen {
+    let tls_listen = snapshot
+        .config
+        .tls
+        .as_ref()
+        .map(|t| t.listen.clone())
+        .unwrap_or_default();
+    let mut tls_bound = Vec::new();
+    for &config in server.listen.iter().chain(&tls_listen) {
         let group = listener::bind_group(config.addr, n, server.backlog, nonblocking)
             .map_err(|e| e.to_string())?;
         let bound = group[0].local_addr().map_err(|e| e.to_string())?;
-        listen.push(bound);
+        if config.tls {
+            tls_bound.push(bound);
+        } else {
+            listen.push(bound);
+        }
         for (w, socket) in group.into_iter().enumerate() {
             let config = ListenConfig {
                 addr: bound,
@@ -216,6 +229,7 @@ pub fn start(config: Config, control: Arc<dyn ControlSide>) -> Result<GatewayHan
     }
     let state = Arc::new(GatewayState {
         listen,
+        tls_listen: tls_bound,
         listen_config: server.listen.clone(),
         fixed_at_start,
         config_path: Mutex::new(None),
@@ -367,6 +381,11 @@ impl GatewayHandle {
     /// The bound data-plane addresses, in `server.listen` order (real ports for `:0`).
     pub fn listen_addrs(&self) -> &[SocketAddr] {
         &self.state.listen
+    }
+
+    /// The bound HTTPS addresses, in `tls.listen` order.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.state.tls_listen
     }
 
     /// Reopens the access log file (SIGUSR1, after logrotate moved it away).

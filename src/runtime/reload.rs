@@ -45,9 +45,6 @@ impl GatewayState {
     }
 
     fn try_reload(&self, config: Config) -> Result<u64, String> {
-        if config.tls.is_some() {
-            return Err("[tls]: HTTPS listeners are not served by this build yet".to_string());
-        }
         // A port 0 listener stays where it was bound.
         let same = |a: &ListenConfig, b: &ListenConfig| {
             a.proxy_protocol == b.proxy_protocol && (a.addr == b.addr || a.addr.port() == 0)

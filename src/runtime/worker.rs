@@ -327,7 +327,11 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                monoio::spawn(conn::serve(stream, peer, config, ctx.clone()));
+                if config.tls {
+                    monoio::spawn(conn::serve_tls(stream, peer, config, ctx.clone()));
+                } else {
+                    monoio::spawn(conn::serve(stream, peer, config, ctx.clone()));
+                }
                 if draining {
                     return;
                 }

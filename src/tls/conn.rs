@@ -7,7 +7,7 @@
 use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
 use rustls::{ServerConfig, ServerConnection};
 
@@ -46,7 +46,7 @@ impl TlsConn {
         };
         while conn.session.is_handshaking() {
             conn.flush().await?;
-            if conn.session.wants_read() && conn.receive().await? == 0 {
+            if conn.session.wants_read() && conn.receive(None).await? == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
@@ -57,6 +57,10 @@ impl TlsConn {
     /// The socket underneath (to wait for readability while parked).
     pub fn tcp(&self) -> &TcpStream {
         &self.tcp
+    }
+
+    pub fn tcp_mut(&mut self) -> &mut TcpStream {
+        &mut self.tcp
     }
 
     pub fn facts(&self) -> TlsFacts {
@@ -88,6 +92,18 @@ impl TlsConn {
     /// Appends at most `max` bytes of plaintext to `out`, waiting for the socket if none
     /// is decrypted yet. `Ok(0)`: the client closed (with or without `close_notify`).
     pub async fn read_into(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        self.read_into_cancelable(out, max, None).await
+    }
+
+    /// `read_into` whose socket read `cancel` can interrupt: ciphertext that arrived is
+    /// still given to rustls (nothing is lost); with no plaintext, the cancellation is
+    /// returned as an error.
+    pub async fn read_into_cancelable(
+        &mut self,
+        out: &mut Vec<u8>,
+        max: usize,
+        cancel: Option<CancelHandle>,
+    ) -> io::Result<usize> {
         loop {
             match self.session.reader().fill_buf() {
                 Ok(chunk) if !chunk.is_empty() => {
@@ -103,10 +119,20 @@ impl TlsConn {
             }
             // Anything rustls must say first (a key update, an alert) goes out.
             self.flush().await?;
-            if self.receive().await? == 0 {
+            if self.receive(cancel.clone()).await? == 0 {
                 return Ok(0);
             }
         }
+    }
+
+    /// Appends plaintext that is already decrypted, without waiting: `WouldBlock` when
+    /// there is none.
+    pub fn read_ready(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let chunk = self.session.reader().into_first_chunk()?;
+        let n = chunk.len().min(max);
+        out.extend_from_slice(&chunk[..n]);
+        self.session.reader().consume(n);
+        Ok(n)
     }
 
     /// Encrypts and sends all of `data`.
@@ -145,11 +171,14 @@ impl TlsConn {
 
     /// Reads ciphertext once and gives it to rustls. Returns the bytes read (0: the
     /// socket closed). A protocol error sends rustls's alert, then fails.
-    async fn receive(&mut self) -> io::Result<usize> {
+    async fn receive(&mut self, cancel: Option<CancelHandle>) -> io::Result<usize> {
         let mut buf = std::mem::take(&mut self.cipher);
         buf.clear();
         buf.reserve(CIPHER_READ);
-        let (res, buf) = self.tcp.read(buf).await;
+        let (res, buf) = match cancel {
+            Some(c) => self.tcp.cancelable_read(buf, c).await,
+            None => self.tcp.read(buf).await,
+        };
         self.cipher = buf;
         let n = res?;
         let mut rest = &self.cipher[..n];

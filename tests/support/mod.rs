@@ -75,6 +75,11 @@ impl Gateway {
         }
     }
 
+    /// The first `[tls]` listener's bound address.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.handle.as_ref().expect("running").tls_addrs()[0]
+    }
+
     /// One route `/*` to one upstream at `upstream`, with extra upstream/route lines.
     pub fn simple(driver: Driver, upstream: SocketAddr) -> Gateway {
         Gateway::start(driver, 1, "", &simple_routes(upstream, "", ""))

@@ -1,0 +1,157 @@
+//! What the proxy reads and writes: a byte stream driven with owned buffers, either a
+//! plain socket or a TLS connection over one (`ClientStream`). The buffers, the relay
+//! and the connection driver take any `Wire`, so TLS changes none of them; upstream
+//! connections are plain sockets today and will be TLS the same way.
+
+use std::future::Future;
+use std::io;
+use std::ops::Range;
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent,
+};
+use monoio::net::TcpStream;
+
+use crate::tls::conn::TlsConn;
+
+pub trait Wire {
+    /// Reads once, appending to `vec` (up to its capacity, which the caller reserved).
+    /// `cancel` interrupts the wait without losing bytes that arrived.
+    fn read_append(
+        &mut self,
+        vec: Vec<u8>,
+        cancel: Option<CancelHandle>,
+    ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
+
+    /// Writes all of `vec[range]`.
+    fn write_range(
+        &mut self,
+        vec: Vec<u8>,
+        range: Range<usize>,
+    ) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
+
+    /// Appends what has already arrived, at most `want` bytes, without waiting:
+    /// `Ok(0)` is the end of the stream, `WouldBlock` means nothing is there yet.
+    fn read_ready(&mut self, vec: &mut Vec<u8>, want: usize) -> io::Result<usize>;
+
+    /// Ends the sending side (TLS: `close_notify` first).
+    fn shutdown(&mut self) -> impl Future<Output = io::Result<()>>;
+}
+
+impl Wire for TcpStream {
+    async fn read_append(
+        &mut self,
+        vec: Vec<u8>,
+        cancel: Option<CancelHandle>,
+    ) -> (io::Result<usize>, Vec<u8>) {
+        let (len, cap) = (vec.len(), vec.capacity());
+        let buf = vec.slice_mut(len..cap);
+        let (res, slice) = match cancel {
+            Some(handle) => self.cancelable_read(buf, handle).await,
+            None => self.read(buf).await,
+        };
+        (res, slice.into_inner())
+    }
+
+    async fn write_range(
+        &mut self,
+        vec: Vec<u8>,
+        range: Range<usize>,
+    ) -> (io::Result<()>, Vec<u8>) {
+        let (res, slice) = self.write_all(vec.slice(range)).await;
+        (res.map(|_| ()), slice.into_inner())
+    }
+
+    fn read_ready(&mut self, vec: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        crate::sys::recv_ready(self.as_raw_fd(), vec, want)
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        AsyncWriteRent::shutdown(self).await
+    }
+}
+
+/// A client connection's stream: as accepted, or after a TLS handshake.
+pub enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<TlsConn>),
+}
+
+impl ClientStream {
+    /// The socket underneath (to wait for readability while parked).
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            ClientStream::Plain(s) => s,
+            ClientStream::Tls(t) => t.tcp(),
+        }
+    }
+
+    /// Whether bytes are already waiting above the socket (decrypted TLS records): the
+    /// connection is not idle even if its socket is.
+    pub fn has_buffered(&mut self) -> bool {
+        match self {
+            ClientStream::Plain(_) => false,
+            ClientStream::Tls(t) => t.has_plaintext(),
+        }
+    }
+
+    /// Gives back buffers an idle connection need not hold.
+    pub fn release_buffers(&mut self) {
+        if let ClientStream::Tls(t) = self {
+            t.release_buffers();
+        }
+    }
+}
+
+impl Wire for ClientStream {
+    async fn read_append(
+        &mut self,
+        mut vec: Vec<u8>,
+        cancel: Option<CancelHandle>,
+    ) -> (io::Result<usize>, Vec<u8>) {
+        match self {
+            ClientStream::Plain(s) => s.read_append(vec, cancel).await,
+            ClientStream::Tls(t) => {
+                let room = vec.capacity() - vec.len();
+                let res = t.read_into_cancelable(&mut vec, room, cancel).await;
+                (res, vec)
+            }
+        }
+    }
+
+    async fn write_range(
+        &mut self,
+        vec: Vec<u8>,
+        range: Range<usize>,
+    ) -> (io::Result<()>, Vec<u8>) {
+        match self {
+            ClientStream::Plain(s) => s.write_range(vec, range).await,
+            ClientStream::Tls(t) => {
+                let res = t.write_all(&vec[range]).await;
+                (res, vec)
+            }
+        }
+    }
+
+    fn read_ready(&mut self, vec: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+        match self {
+            ClientStream::Plain(s) => s.read_ready(vec, want),
+            ClientStream::Tls(t) => {
+                let room = (vec.capacity() - vec.len()).min(want);
+                t.read_ready(vec, room)
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => Wire::shutdown(s).await,
+            ClientStream::Tls(t) => {
+                t.close().await?;
+                AsyncWriteRent::shutdown(t.tcp_mut()).await
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! HTTPS through the whole gateway, on both drivers: requests over a TLS listener reach
+//! the upstream with `X-Forwarded-Proto: https`, keep-alive holds across requests and
+//! across an idle pause long enough to park the connection, the certificate follows SNI,
+//! a failed handshake (an old client, plain HTTP) is closed without disturbing the
+//! worker, and plain listeners serve beside TLS ones.
+
+mod support;
+#[path = "support/tls.rs"]
+mod tls_support;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use support::*;
+use tls_support::{client, make_cert};
+
+type TlsStream = StreamOwned<ClientConnection, std::net::TcpStream>;
+
+struct Https {
+    gw: Gateway,
+    up: Upstream,
+    api: CertificateDer<'static>,
+    tenants: CertificateDer<'static>,
+}
+
+fn start(driver: Driver, tls_extra: &str) -> Https {
+    let dir = temp_dir("https");
+    let api = make_cert(&dir, "api", &["api.example.com"], 2100);
+    let tenants = make_cert(&dir, "tenants", &["*.tenant.example.com"], 2100);
+    let up = Upstream::echo();
+    let d = dir.display();
+    let body = format!(
+        "{}[tls]\nlisten = [\"127.0.0.1:0\"]\n{tls_extra}\n\
+         [[tls.certs]]\ncert = \"{d}/api.pem\"\nkey = \"{d}/api.key\"\n\
+         [[tls.certs]]\ncert = \"{d}/tenants.pem\"\nkey = \"{d}/tenants.key\"\n",
+        simple_routes(up.addr, "", "")
+    );
+    let gw = Gateway::start(driver, 1, "", &body);
+    Https {
+        gw,
+        up,
+        api,
+        tenants,
+    }
+}
+
+fn connect(addr: SocketAddr, config: Arc<ClientConfig>, sni: &str) -> TlsStream {
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let name = ServerName::try_from(sni.to_string()).unwrap();
+    StreamOwned::new(ClientConnection::new(config, name).unwrap(), tcp)
+}
+
+/// Sends a GET and reads its response (Content-Length framed): status and body.
+fn get(s: &mut TlsStream, host: &str, path: &str) -> (u16, String) {
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    s.flush().unwrap();
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).unwrap();
+        assert_eq!(
+            n,
+            1,
+            "closed in the head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    resp.parse(&buf).unwrap();
+    let status = resp.code.unwrap();
+    let len: usize = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (status, String::from_utf8(body).unwrap())
+}
+
+fn requests_over_tls_reach_the_upstream_as_https(driver: Driver) {
+    let h = start(driver, "");
+    let config = client(&[&h.api, &h.tenants], false, &["http/1.1"]);
+    let mut s = connect(h.gw.tls_addr(), config, "api.example.com");
+    assert_eq!(
+        get(&mut s, "api.example.com", "/one"),
+        (200, "GET /one 0".into())
+    );
+    assert_eq!(s.conn.peer_certificates().unwrap()[0], h.api);
+    // Keep-alive, then an idle pause past the 250 ms grace (the connection parks).
+    assert_eq!(
+        get(&mut s, "api.example.com", "/two"),
+        (200, "GET /two 0".into())
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        get(&mut s, "api.example.com", "/three"),
+        (200, "GET /three 0".into())
+    );
+    let seen = h.up.requests();
+    assert_eq!(seen.len(), 3);
+    for r in &seen {
+        assert_eq!(r.header("x-forwarded-proto"), Some("https"), "{r:?}");
+    }
+    // The plain listener still serves plain HTTP beside it.
+    assert_eq!(h.gw.connect().get("/plain").status, 200);
+}
+
+fn the_certificate_follows_sni(driver: Driver) {
+    let h = start(driver, "");
+    let config = client(&[&h.api, &h.tenants], false, &[]);
+    let mut s = connect(h.gw.tls_addr(), config, "acme.tenant.example.com");
+    assert_eq!(
+        get(&mut s, "acme.tenant.example.com", "/t"),
+        (200, "GET /t 0".into())
+    );
+    assert_eq!(s.conn.peer_certificates().unwrap()[0], h.tenants);
+}
+
+fn failed_handshakes_are_closed_and_the_worker_serves_on(driver: Driver) {
+    let h = start(driver, "min_version = \"1.3\"");
+    // A TLS 1.2-only client: refused with an alert.
+    let mut old = connect(
+        h.gw.tls_addr(),
+        client(&[&h.api], true, &[]),
+        "api.example.com",
+    );
+    let err = write!(old, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .and_then(|()| old.flush())
+        .and_then(|()| old.read(&mut [0u8; 1]).map(|_| ()));
+    assert!(err.is_err(), "the old client got through");
+    // Plain HTTP to the TLS port: not a handshake, closed.
+    let mut plain = std::net::TcpStream::connect(h.gw.tls_addr()).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = plain.read_to_end(&mut rest);
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("HTTP/1.1 200"),
+        "{rest:?}"
+    );
+    // A good client is served as before.
+    let mut s = connect(
+        h.gw.tls_addr(),
+        client(&[&h.api], false, &[]),
+        "api.example.com",
+    );
+    assert_eq!(
+        get(&mut s, "api.example.com", "/ok"),
+        (200, "GET /ok 0".into())
+    );
+}
+
+on_both_drivers!(
+    requests_over_tls_reach_the_upstream_as_https,
+    the_certificate_follows_sni,
+    failed_handshakes_are_closed_and_the_worker_serves_on,
+);

@@ -26,6 +26,8 @@ pub enum ErrorKind {
     RouteNotFound,
     MethodNotAllowed,
     RequestTimeout,
+    /// A TLS request for a host its connection's certificate does not name (421).
+    Misdirected,
     PayloadTooLarge,
     UriTooLong,
     ExpectationFailed,
@@ -50,6 +52,7 @@ impl ErrorKind {
             ErrorKind::RouteNotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::RequestTimeout => 408,
+            ErrorKind::Misdirected => 421,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::UriTooLong => 414,
             ErrorKind::ExpectationFailed => 417,
@@ -70,6 +73,7 @@ impl ErrorKind {
             ErrorKind::RouteNotFound => "route_not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::RequestTimeout => "request_timeout",
+            ErrorKind::Misdirected => "misdirected_request",
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::UriTooLong => "uri_too_long",
             ErrorKind::ExpectationFailed => "expectation_failed",
@@ -99,6 +103,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::RouteNotFound => "no route for this request",
             ErrorKind::MethodNotAllowed => "method not allowed",
+            ErrorKind::Misdirected => "this connection does not serve that host",
             _ => "the gateway could not handle this request",
         }
     }

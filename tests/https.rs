@@ -1,6 +1,7 @@
 //! HTTPS through the whole gateway, on both drivers: requests over a TLS listener reach
 //! the upstream with `X-Forwarded-Proto: https`, keep-alive holds across requests and
 //! across an idle pause long enough to park the connection, the certificate follows SNI,
+//! a Host the certificate does not name is 421,
 //! a failed handshake (an old client, plain HTTP) is closed without disturbing the
 //! worker, and plain listeners serve beside TLS ones.
 
@@ -163,7 +164,26 @@ fn failed_handshakes_are_closed_and_the_worker_serves_on(driver: Driver) {
     );
 }
 
+/// A Host that the connection's certificate does not name is 421 with the JSON error
+/// body, never forwarded; the connection stays usable for its own hosts.
+fn a_host_the_certificate_does_not_name_is_misdirected(driver: Driver) {
+    let h = start(driver, "");
+    let config = client(&[&h.api, &h.tenants], false, &[]);
+    let mut s = connect(h.gw.tls_addr(), config, "api.example.com");
+    let (status, body) = get(&mut s, "acme.tenant.example.com", "/fronted");
+    assert_eq!(status, 421, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["error"]["code"], "misdirected_request", "{body}");
+    assert_eq!(
+        get(&mut s, "API.example.com:443", "/own"),
+        (200, "GET /own 0".into())
+    );
+    let seen: Vec<String> = h.up.requests().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(seen, ["/own"]);
+}
+
 on_both_drivers!(
+    a_host_the_certificate_does_not_name_is_misdirected,
     requests_over_tls_reach_the_upstream_as_https,
     the_certificate_follows_sni,
     failed_handshakes_are_closed_and_the_worker_serves_on,

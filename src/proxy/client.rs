@@ -38,8 +38,11 @@ pub struct ClientConn {
     /// The current request's client as text when it is not the peer (a trusted proxy
     /// forwarded for it); empty when it is the peer.
     pub client_ip: String,
-    /// `http`, or `https` when a PROXY protocol header said the client used TLS.
+    /// `http`, or `https` on a TLS listener or when a PROXY protocol header said the
+    /// client used TLS.
     pub scheme: &'static str,
+    /// What the TLS handshake settled, on a `[tls]` listener.
+    pub tls: Option<Box<crate::tls::conn::TlsFacts>>,
     /// Interrupts the wait for the next request when the worker drains.
     pub idle_cancel: Canceller,
     /// The status of the response to the current request (0 until one is on its way).
@@ -86,6 +89,7 @@ impl ClientConn {
             peer_ip: peer.ip().to_string(),
             client_ip: String::new(),
             scheme: "http",
+            tls: None,
             idle_cancel: Canceller::new(),
             status: 0,
             log: LogFields::default(),

@@ -96,8 +96,10 @@ pub fn serve_tls(
                 return;
             }
         };
+        let facts = Box::new(tls.facts());
         let mut c = ClientConn::new(ClientStream::Tls(Box::new(tls)), peer);
         c.scheme = "https";
+        c.tls = Some(facts);
         let conn = Box::new(Conn {
             c,
             listener,

@@ -92,6 +92,7 @@ pub fn begin<'g>(c: &mut ClientConn, gen: &'g WorkerGen, env: &Env<'g>) -> Begin
         peer: c.peer.ip(),
         peer_text: &c.peer_ip,
         scheme: c.scheme,
+        tls_sni: c.tls.as_ref().map(|t| t.sni.as_deref().unwrap_or("")),
         client_text: &mut c.client_ip,
     };
     let mut head_len = 0;
@@ -110,6 +111,9 @@ pub struct Scratch<'c> {
     pub peer: IpAddr,
     pub peer_text: &'c str,
     pub scheme: &'static str,
+    /// On a TLS connection, the name the client asked for in its handshake (`Some("")`
+    /// when it sent none).
+    pub tls_sni: Option<&'c str>,
     /// Set to the client's address when a trusted proxy forwarded for someone else;
     /// left empty when the client is the peer.
     pub client_text: &'c mut String,
@@ -176,6 +180,9 @@ fn route_and_run<'g>(
         Some((path, query)) => (path, Some(query)),
         None => (head.target, None),
     };
+    if let Some(error) = misdirected(snap, c.tls_sni, head.host) {
+        return refuse(error, None);
+    }
     if let Err(e) = normalize_path(raw_path.as_bytes(), c.path) {
         let message = format!("invalid request path: {e}");
         return refuse(ProxyError::client(ErrorKind::BadRequest, message), None);
@@ -248,6 +255,25 @@ fn route_and_run<'g>(
         Step::Wait { at } => Begin::Suspended(req, Suspension::at(&view, at, false)),
         Step::ReadBody { at } => Begin::Suspended(req, Suspension::at(&view, at, true)),
     }
+}
+
+/// On a TLS connection, a request for a host that the certificate chosen by the
+/// handshake's SNI does not name is refused (421): one tenant's certificate never fronts
+/// another tenant's host. Judged against the current generation's certificates.
+fn misdirected(snap: &Snapshot, sni: Option<&str>, host: &[u8]) -> Option<ProxyError> {
+    let (sni, tls) = (sni?, snap.config.tls.as_ref()?);
+    let cert = tls.resolver.pick((!sni.is_empty()).then_some(sni));
+    let served = std::str::from_utf8(host).is_ok_and(|h| tls.resolver.serves(cert, h));
+    if host.is_empty() || served {
+        return None;
+    }
+    Some(ProxyError::client(
+        ErrorKind::Misdirected,
+        format!(
+            "host {:?} is not served by the certificate of this TLS connection",
+            String::from_utf8_lossy(host)
+        ),
+    ))
 }
 
 /// The route for a request, or why there is none. `TRACE` echoes the request

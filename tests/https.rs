@@ -33,20 +33,25 @@ fn start(driver: Driver, tls_extra: &str) -> Https {
     let api = make_cert(&dir, "api", &["api.example.com"], 2100);
     let tenants = make_cert(&dir, "tenants", &["*.tenant.example.com"], 2100);
     let up = Upstream::echo();
-    let d = dir.display();
-    let body = format!(
-        "{}[tls]\nlisten = [\"127.0.0.1:0\"]\n{tls_extra}\n\
-         [[tls.certs]]\ncert = \"{d}/api.pem\"\nkey = \"{d}/api.key\"\n\
-         [[tls.certs]]\ncert = \"{d}/tenants.pem\"\nkey = \"{d}/tenants.key\"\n",
-        simple_routes(up.addr, "", "")
-    );
-    let gw = Gateway::start(driver, 1, "", &body);
+    let gw = Gateway::start(driver, 1, "", &body(&dir, up.addr, tls_extra, "api.key"));
     Https {
         gw,
         up,
         api,
         tenants,
     }
+}
+
+/// Routes to `upstream` and a `[tls]` section with the `api` and `tenants` certificates
+/// in `dir` (the api certificate's key file named `api_key`).
+fn body(dir: &std::path::Path, upstream: SocketAddr, tls_extra: &str, api_key: &str) -> String {
+    let d = dir.display();
+    format!(
+        "{}[tls]\nlisten = [\"127.0.0.1:0\"]\n{tls_extra}\n\
+         [[tls.certs]]\ncert = \"{d}/api.pem\"\nkey = \"{d}/{api_key}\"\n\
+         [[tls.certs]]\ncert = \"{d}/tenants.pem\"\nkey = \"{d}/tenants.key\"\n",
+        simple_routes(upstream, "", "")
+    )
 }
 
 fn connect(addr: SocketAddr, config: Arc<ClientConfig>, sni: &str) -> TlsStream {
@@ -182,7 +187,54 @@ fn a_host_the_certificate_does_not_name_is_misdirected(driver: Driver) {
     assert_eq!(seen, ["/own"]);
 }
 
+/// A reload brings new certificates to new connections while open ones keep their
+/// session; a reload with a broken key file is refused, naming the file, and the
+/// certificates in service stay.
+fn certificates_reload_without_dropping_connections(driver: Driver) {
+    let h = start(driver, "");
+    let trusting = |certs: &[&CertificateDer<'static>]| client(certs, false, &[]);
+    let mut open = connect(h.gw.tls_addr(), trusting(&[&h.api]), "api.example.com");
+    assert_eq!(
+        get(&mut open, "api.example.com", "/before"),
+        (200, "GET /before 0".into())
+    );
+    // New certificate files for the same names, in a directory of their own.
+    let dir = temp_dir("https-renewed");
+    let renewed = make_cert(&dir, "api", &["api.example.com"], 2100);
+    make_cert(&dir, "tenants", &["*.tenant.example.com"], 2100);
+    h.gw.reload(driver, 1, "", &body(&dir, h.up.addr, "", "api.key"));
+    // The open connection goes on; a new one gets the renewed certificate.
+    assert_eq!(
+        get(&mut open, "api.example.com", "/during"),
+        (200, "GET /during 0".into())
+    );
+    let mut fresh = connect(h.gw.tls_addr(), trusting(&[&renewed]), "api.example.com");
+    assert_eq!(
+        get(&mut fresh, "api.example.com", "/after"),
+        (200, "GET /after 0".into())
+    );
+    assert_eq!(fresh.conn.peer_certificates().unwrap()[0], renewed);
+    // A key that does not fit: the reload is refused and names the file.
+    let file = dir.join("ringgate.toml");
+    std::fs::write(
+        &file,
+        config_text(driver, 1, "", &body(&dir, h.up.addr, "", "tenants.key")),
+    )
+    .unwrap();
+    let err = h.gw.handle().reload_file(&file).unwrap_err();
+    assert!(
+        err.contains("tenants.key: the key does not fit the certificate"),
+        "{err}"
+    );
+    let mut still = connect(h.gw.tls_addr(), trusting(&[&renewed]), "api.example.com");
+    assert_eq!(
+        get(&mut still, "api.example.com", "/kept"),
+        (200, "GET /kept 0".into())
+    );
+}
+
 on_both_drivers!(
+    certificates_reload_without_dropping_connections,
     a_host_the_certificate_does_not_name_is_misdirected,
     requests_over_tls_reach_the_upstream_as_https,
     the_certificate_follows_sni,

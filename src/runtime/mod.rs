@@ -230,7 +230,7 @@ pub fn start(config: Config, control: Arc<dyn ControlSide>) -> Result<GatewayHan
     let state = Arc::new(GatewayState {
         listen,
         tls_listen: tls_bound,
-        listen_config: server.listen.clone(),
+        listen_config: server.listen.iter().chain(&tls_listen).copied().collect(),
         fixed_at_start,
         config_path: Mutex::new(None),
         reloading: Mutex::new(()),

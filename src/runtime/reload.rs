@@ -49,13 +49,12 @@ impl GatewayState {
         let same = |a: &ListenConfig, b: &ListenConfig| {
             a.proxy_protocol == b.proxy_protocol && (a.addr == b.addr || a.addr.port() == 0)
         };
-        let ignored = config.server.listen.len() != self.listen_config.len()
-            || config
-                .server
-                .listen
-                .iter()
+        let tls_listen = config.tls.as_ref().map_or(&[][..], |t| &t.listen[..]);
+        let listen = || config.server.listen.iter().chain(tls_listen);
+        let ignored = listen().count() != self.listen_config.len()
+            || listen()
                 .zip(&self.listen_config)
-                .any(|(new, old)| !same(new, old));
+                .any(|(new, old)| !same(new, old) || new.tls != old.tls);
         // Nonces were stored with expiries computed from the running window and the cache
         // was sized at start: changing either under it could re-admit replays.
         let apps = &config.apps;
@@ -88,7 +87,9 @@ impl GatewayState {
                     .join("\n")
             })?;
         if ignored {
-            log::warn!("reload: server.listen changed; listeners change only on restart");
+            log::warn!(
+                "reload: server.listen or tls.listen changed; listeners change only on restart"
+            );
         }
         // Two phases: every worker prepares the generation (its own upstream state) and
         // says so; only when all have does any switch to it. A worker that does not

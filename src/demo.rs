@@ -12,8 +12,16 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 
-/// The embedded demo config; `{backend}` is replaced by the backend's address.
+/// The embedded demo config; `{backend}` is replaced by the backend's address, `{apps}`,
+/// `{cert}` and `{key}` by the files written for it.
 pub const DEMO_CONFIG: &str = r#"
+[tls]
+listen = ["127.0.0.1:8443"]
+[[tls.certs]]
+cert = "{cert}"
+key = "{key}"
+names = ["localhost", "127.0.0.1"]
+
 [server]
 listen = ["127.0.0.1:8080"]
 workers = 2
@@ -59,10 +67,29 @@ limits = [{ key = "ip", rate = "5/s" }]
 pub const DEMO_APP_KEY: &str = "demo-app";
 pub const DEMO_APP_SECRET: &str = "demo-secret-not-for-production";
 
-/// Writes the demo's apps file to a temporary directory; returns its path.
-pub fn write_demo_apps() -> io::Result<std::path::PathBuf> {
+/// The demo's temporary directory (apps file, certificate).
+fn demo_dir() -> io::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("ringgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Writes a self-signed certificate for `localhost` and `127.0.0.1` (ECDSA P-256,
+/// generated at each start) and its key to the demo's directory; returns their paths.
+pub fn write_demo_cert() -> io::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let dir = demo_dir()?;
+    let made =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .map_err(io::Error::other)?;
+    let (cert, key) = (dir.join("demo.pem"), dir.join("demo.key"));
+    std::fs::write(&cert, made.cert.pem())?;
+    std::fs::write(&key, made.key_pair.serialize_pem())?;
+    Ok((cert, key))
+}
+
+/// Writes the demo's apps file to a temporary directory; returns its path.
+pub fn write_demo_apps() -> io::Result<std::path::PathBuf> {
+    let dir = demo_dir()?;
     let path = dir.join("apps.toml");
     std::fs::write(
         &path,
@@ -300,7 +327,11 @@ fn json(s: &str) -> String {
 }
 
 /// The ready-to-paste commands printed by `ringgate demo`.
-pub fn example_commands(gateway: SocketAddr, admin: Option<SocketAddr>) -> String {
+pub fn example_commands(
+    gateway: SocketAddr,
+    https: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+) -> String {
     let mut s = format!(
         "ringgate demo is running. Try:\n\
          \n  curl -i http://{gateway}/api/hello                 # routed, prefix rewritten to /backend/hello\
@@ -311,6 +342,11 @@ pub fn example_commands(gateway: SocketAddr, admin: Option<SocketAddr>) -> Strin
          \n  curl -i --path-as-is http://{gateway}/api/../../etc/passwd     # 400: .. escapes the root\
          \n  curl -i -d 'hello' http://{gateway}/api/echo       # request body streamed upstream\n"
     );
+    if let Some(h) = https {
+        s.push_str(&format!(
+            "  curl -k -i https://{h}/api/hello                # HTTPS (self-signed certificate: -k)\n"
+        ));
+    }
     if let Some(a) = admin {
         s.push_str(&format!(
             "  curl -i http://{a}/healthz                       # admin health\n"

@@ -51,6 +51,9 @@ enum Command {
         /// Address for the admin listener.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: String,
+        /// Address for the HTTPS listener (a self-signed certificate is generated).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        tls_listen: String,
     },
     /// Print the RG-HMAC-SHA256 headers (and a curl command) for a request, for app developers.
     Sign {
@@ -112,7 +115,11 @@ fn main() -> ExitCode {
                 Err(errors) => report(&config.display().to_string(), &errors),
             }
         }
-        Command::Demo { listen, admin } => {
+        Command::Demo {
+            listen,
+            admin,
+            tls_listen,
+        } => {
             init_logging();
             let backend = match ringgate::demo::start_backend() {
                 Ok(a) => a,
@@ -128,9 +135,19 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let (cert, key) = match ringgate::demo::write_demo_cert() {
+                Ok(files) => files,
+                Err(e) => {
+                    eprintln!("error: cannot write the demo certificate: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let text = ringgate::demo::DEMO_CONFIG
                 .replace("{backend}", &backend.to_string())
                 .replace("{apps}", &apps.display().to_string())
+                .replace("{cert}", &cert.display().to_string())
+                .replace("{key}", &key.display().to_string())
+                .replace("127.0.0.1:8443", &tls_listen)
                 .replace("127.0.0.1:8080", &listen)
                 .replace("127.0.0.1:9901", &admin);
             match config::parse(&text) {
@@ -264,7 +281,11 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
     if demo.is_some() {
         println!(
             "{}",
-            ringgate::demo::example_commands(handle.listen_addrs()[0], handle.admin_addr())
+            ringgate::demo::example_commands(
+                handle.listen_addrs()[0],
+                handle.tls_addrs().first().copied(),
+                handle.admin_addr(),
+            )
         );
     }
     for signal in signals.forever() {

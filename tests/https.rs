@@ -240,3 +240,44 @@ on_both_drivers!(
     the_certificate_follows_sni,
     failed_handshakes_are_closed_and_the_worker_serves_on,
 );
+
+/// `ringgate demo` serves HTTPS with the certificate it generated, and prints the
+/// `curl -k` line for it.
+#[test]
+fn the_demo_serves_https_and_prints_its_curl_line() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["--tls-listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find(|l| l.contains("curl -k -i https://"))
+        .expect("the demo prints an https curl line");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap();
+    let addr: SocketAddr = url["https://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pem = std::env::temp_dir()
+        .join(format!("ringgate-demo-{}", child.id()))
+        .join("demo.pem");
+    let cert = rustls::pki_types::pem::PemObject::from_pem_file(&pem).unwrap();
+    let mut s = connect(addr, client(&[&cert], false, &[]), "localhost");
+    let (status, body) = get(&mut s, &format!("127.0.0.1:{}", addr.port()), "/api/hello");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"x-forwarded-proto\":\"https\""), "{body}");
+}

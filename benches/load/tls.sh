@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Load bench "tls": HTTPS termination, ringgate against nginx configured the same way.
+#
+# Question: with the same ECDSA P-256 certificate and TLS 1.3 only, one pinned worker
+# each, how do ringgate's keep-alive HTTPS req/s and CPU per request compare with
+# nginx's, and how many full handshakes a second (a new connection per request) does
+# each complete?
+#
+# - nginx: `listen ... ssl`, `ssl_protocols TLSv1.3`, the certificate, `proxy_pass` to an
+#   `upstream` with `keepalive 4096`, `proxy_http_version 1.1`, `Connection ""`; nothing
+#   else (no session cache: wrk does not resume sessions, so it would not be used).
+# - ringgate: `[tls] min_version = "1.3"` with the same certificate, its default config
+#   otherwise (one route, one upstream).
+# Layout as in peers.sh: the proxy alone on PROXY_CPU; wrk and the upstream nginx on
+# LOAD_CPU; rounds alternate the order; medians.
+#
+#   benches/load/tls.sh                  # ~3 min
+#   ROUNDS=5 CONNS=256 benches/load/tls.sh
+#
+# Knobs: ROUNDS=3 DURATION=6 WARMUP=2 CONNS=64 PROXY_CPU=1 LOAD_CPU=0 DRIVER=io_uring
+#   RINGGATE_BIN= (default: cargo build --release) UP_PORT=28781 RG_PORT=28780
+#   ADMIN_PORT=28782 NGINX_PORT=28790
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$HERE/../.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-6}
+WARMUP=${WARMUP:-2}
+CONNS=${CONNS:-64}
+PROXY_CPU=${PROXY_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+DRIVER=${DRIVER:-io_uring}
+UP_PORT=${UP_PORT:-28781}
+RG_PORT=${RG_PORT:-28780}
+ADMIN_PORT=${ADMIN_PORT:-28782}
+NGINX_PORT=${NGINX_PORT:-28790}
+PROXY_CPU_QUOTA=""
+PROXY_CPU_QUOTA_PERIOD_US=5000
+
+die() { echo "tls.sh: $*" >&2; exit 1; }
+for tool in wrk nginx taskset curl openssl; do
+    command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y wrk nginx curl openssl)"
+done
+ulimit -n "$(ulimit -Hn)"
+if [[ -z "${RINGGATE_BIN:-}" ]]; then
+    cargo build --release --quiet
+    RINGGATE_BIN=target/release/ringgate
+fi
+RINGGATE_BIN=$(realpath "$RINGGATE_BIN")
+
+TMP=$(mktemp -d /tmp/ringgate-tls.XXXXXX)
+PIDS=()
+CGROUPS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [[ -n "${KEEP_TMP:-}" ]] || rm -rf "$TMP"
+}
+trap cleanup EXIT
+# shellcheck source=common.sh
+source "$HERE/common.sh"
+CLK_TCK=$(getconf CLK_TCK)
+
+# One ECDSA P-256 certificate for both proxies.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -subj "/CN=bench.local" -addext "subjectAltName=DNS:bench.local,IP:127.0.0.1" \
+    -keyout "$TMP/bench.key" -out "$TMP/bench.pem" 2>/dev/null
+
+start_upstream_nginx "$TMP/up" "$UP_PORT" "$LOAD_CPU"
+
+mkdir -p "$TMP/rg" "$TMP/nginx"
+cat > "$TMP/rg/ringgate.toml" <<CONF
+[server]
+listen = ["127.0.0.1:$((RG_PORT + 5))"]
+workers = 1
+cpus = [$PROXY_CPU]
+driver = "$DRIVER"
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+[tls]
+listen = ["127.0.0.1:$RG_PORT"]
+min_version = "1.3"
+[[tls.certs]]
+cert = "$TMP/bench.pem"
+key = "$TMP/bench.key"
+names = ["bench.local", "127.0.0.1"]
+[[upstreams]]
+name = "backend"
+targets = ["127.0.0.1:$UP_PORT"]
+[[routes]]
+name = "all"
+path = "/*"
+upstream = "backend"
+CONF
+{
+nginx_prelude "$TMP/nginx" 9500
+cat <<CONF
+    upstream backend {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 4096;
+        keepalive_requests 1000000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT ssl backlog=4096;
+        ssl_certificate $TMP/bench.pem;
+        ssl_certificate_key $TMP/bench.key;
+        ssl_protocols TLSv1.3;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+CONF
+} > "$TMP/nginx/nginx.conf"
+
+declare -A PORT=([ringgate]=$RG_PORT [nginx]=$NGINX_PORT)
+declare -A PID=()
+(cd "$TMP/rg" && RUST_LOG=warn exec taskset -c "$PROXY_CPU" "$RINGGATE_BIN" run --config ringgate.toml) > "$TMP/rg/out" 2>&1 &
+PID[ringgate]=$!
+PIDS+=($!)
+taskset -c "$PROXY_CPU" nginx -p "$TMP/nginx/" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" &
+PID[nginx]=$!
+PIDS+=($!)
+for proxy in ringgate nginx; do
+    for _ in $(seq 100); do
+        curl -skf -o /dev/null "https://127.0.0.1:${PORT[$proxy]}/" && break
+        sleep 0.1
+    done
+    curl -skf "https://127.0.0.1:${PORT[$proxy]}/" | grep -q "hello world" || die "$proxy does not relay over TLS (see $TMP)"
+done
+
+procs() { echo "$1" $(pgrep -P "$1" 2>/dev/null || true); }
+ticks() { local t=0 p; for p in $(procs "$1"); do t=$((t + $(proc_ticks "$p"))); done; echo "$t"; }
+
+# measure PROXY MODE -> "rps p99 cpu_us_per_req errors"; MODE keepalive or handshake
+measure() {
+    local proxy=$1 mode=$2 out="$TMP/wrk.out" t0 t1 reqs rps p99 errs non2xx args=()
+    [[ $mode == handshake ]] && args=(-H "Connection: close")
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${args[@]}" "https://127.0.0.1:${PORT[$proxy]}/" > /dev/null
+    t0=$(ticks "${PID[$proxy]}")
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${args[@]}" \
+        "https://127.0.0.1:${PORT[$proxy]}/" > "$out"
+    t1=$(ticks "${PID[$proxy]}")
+    read -r reqs rps p99 errs non2xx < <(wrk_parse "$out") || die "wrk output unreadable: $(cat "$out")"
+    awk -v rps="$rps" -v p99="$p99" -v ticks=$((t1 - t0)) -v hz="$CLK_TCK" -v reqs="$reqs" \
+        -v err=$((errs + non2xx)) \
+        'BEGIN { printf "%.0f %.3f %.2f %d\n", rps, p99, ticks * 1e6 / hz / reqs, err }'
+}
+
+printf '%-9s %-5s %-9s %9s %8s %9s %6s\n' mode round proxy "req/s" "p99 ms" "cpu us/r" errors
+declare -A RESULT=()
+for mode in keepalive handshake; do
+    for round in $(seq "$ROUNDS"); do
+        order=(ringgate nginx)
+        (( round % 2 == 0 )) && order=(nginx ringgate)
+        for proxy in "${order[@]}"; do
+            m=$(measure "$proxy" "$mode")
+            RESULT[$mode,$proxy]+="$m"$'\n'
+            read -r rps p99 cpu err <<< "$m"
+            printf '%-9s %-5s %-9s %9s %8s %9s %6s\n' "$mode" "$round" "$proxy" "$rps" "$p99" "$cpu" "$err"
+        done
+    done
+done
+
+col() { awk -v k="$1" 'NF { print $k }' | median; }
+echo
+echo "Medians of $ROUNDS rounds (${DURATION}s, $CONNS connections, TLS 1.3, ECDSA P-256, proxy on CPU $PROXY_CPU, driver $DRIVER)"
+printf '%-9s %-9s %9s %8s %9s\n' mode proxy "req/s" "p99 ms" "cpu us/r"
+declare -A MED=()
+for mode in keepalive handshake; do
+    for proxy in ringgate nginx; do
+        for k in 1 2 3; do MED[$mode,$proxy,$k]=$(col $k <<< "${RESULT[$mode,$proxy]}"); done
+        printf '%-9s %-9s %9s %8s %9s\n' "$mode" "$proxy" "${MED[$mode,$proxy,1]}" "${MED[$mode,$proxy,2]}" "${MED[$mode,$proxy,3]}"
+    done
+done
+echo
+for mode in keepalive handshake; do
+    awk -v m="$mode" -v r1="${MED[$mode,ringgate,1]}" -v r2="${MED[$mode,nginx,1]}" \
+        -v p1="${MED[$mode,ringgate,2]}" -v p2="${MED[$mode,nginx,2]}" \
+        -v u1="${MED[$mode,ringgate,3]}" -v u2="${MED[$mode,nginx,3]}" \
+        'BEGIN { printf "%-9s ringgate / nginx: req/s %.2f  p99 %.2f  cpu/request %.2f\n", m, r1 / r2, p1 / p2, u1 / u2 }'
+done

@@ -233,7 +233,52 @@ fn certificates_reload_without_dropping_connections(driver: Driver) {
     );
 }
 
+/// The access log line of a request over TLS carries what the handshake settled.
+fn access_log_lines_carry_the_tls_facts(driver: Driver) {
+    let dir = temp_dir("https-log");
+    let log = dir.join("access.log");
+    make_cert(&dir, "api", &["api.example.com"], 2100);
+    make_cert(&dir, "tenants", &["*.tenant.example.com"], 2100);
+    let up = Upstream::echo();
+    let text = format!(
+        "[access_log]\npath = \"{}\"\n{}",
+        log.display(),
+        body(&dir, up.addr, "", "api.key")
+    );
+    let gw = Gateway::start(driver, 1, "", &text);
+    let api = rustls::pki_types::pem::PemObject::from_pem_file(dir.join("api.pem")).unwrap();
+    let mut s = connect(
+        gw.tls_addr(),
+        client(&[&api], false, &["http/1.1"]),
+        "api.example.com",
+    );
+    assert_eq!(get(&mut s, "api.example.com", "/logged").0, 200);
+    assert_eq!(gw.connect().get("/plain").status, 200);
+    let mut lines = Vec::new();
+    assert!(eventually(Duration::from_secs(5), || {
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect();
+        lines.len() >= 2
+    }));
+    let tls_line = lines.iter().find(|l| l["path"] == "/logged").unwrap();
+    let tls = &tls_line["tls"];
+    assert_eq!(tls["version"], "TLSv1_3", "{tls_line}");
+    assert_eq!(tls["sni"], "api.example.com");
+    assert_eq!(tls["alpn"], "http/1.1");
+    assert_eq!(tls["resumed"], false);
+    assert!(
+        tls["cipher"].as_str().unwrap().starts_with("TLS13_"),
+        "{tls_line}"
+    );
+    let plain_line = lines.iter().find(|l| l["path"] == "/plain").unwrap();
+    assert!(plain_line.get("tls").is_none(), "{plain_line}");
+}
+
 on_both_drivers!(
+    access_log_lines_carry_the_tls_facts,
     certificates_reload_without_dropping_connections,
     a_host_the_certificate_does_not_name_is_misdirected,
     requests_over_tls_reach_the_upstream_as_https,

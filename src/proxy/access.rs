@@ -23,6 +23,8 @@ pub struct Finished<'a> {
     pub status: u16,
     pub total: Duration,
     pub log: &'a LogFields,
+    /// The connection's TLS, on a `[tls]` listener.
+    pub tls: Option<&'a crate::tls::conn::TlsFacts>,
 }
 
 thread_local! {
@@ -74,6 +76,19 @@ pub fn write_line(out: &mut Vec<u8>, r: &Finished) {
     optional(out, r.log.error);
     out.extend_from_slice(b",\"detail\":");
     optional(out, r.log.detail.as_deref());
+    if let Some(tls) = r.tls {
+        out.extend_from_slice(b",\"tls\":{\"version\":");
+        quoted(out, tls.version);
+        out.extend_from_slice(b",\"cipher\":");
+        quoted(out, tls.cipher);
+        out.extend_from_slice(b",\"sni\":");
+        optional(out, tls.sni.as_deref());
+        out.extend_from_slice(b",\"alpn\":");
+        optional(out, tls.alpn.as_deref());
+        out.extend_from_slice(b",\"resumed\":");
+        out.extend_from_slice(if tls.resumed { b"true" } else { b"false" });
+        out.push(b'}');
+    }
     out.push(b'}');
 }
 

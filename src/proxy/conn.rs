@@ -466,6 +466,7 @@ fn record_request(
                 status: c.status,
                 total: took,
                 log: &c.log,
+                tls: c.tls.as_deref(),
             };
             log.line(|out| write_line(out, &finished));
         }

@@ -178,11 +178,21 @@ mod tests {
                 detail: Some("connect to 127.0.0.1:9 failed".into()),
                 answered_at: None,
             },
+            tls: Some(&crate::tls::conn::TlsFacts {
+                version: "TLSv1_3",
+                cipher: "TLS13_AES_128_GCM_SHA256",
+                sni: Some("a\"b.example".into()),
+                alpn: None,
+                resumed: true,
+            }),
         };
         let mut out = Vec::new();
         write_line(&mut out, &r);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["app"], "app\"x");
+        assert_eq!(v["tls"]["sni"], "a\"b.example");
+        assert_eq!(v["tls"]["alpn"], serde_json::Value::Null);
+        assert_eq!(v["tls"]["resumed"], true);
         assert_eq!(v["path"], "/a\\b\n");
         assert_eq!(v["total_ms"].as_f64(), Some(12.345));
         assert_eq!(v["upstream_ms"].as_f64(), Some(0.007));

@@ -113,6 +113,32 @@ CONF
     PIDS+=($!)
 }
 
+# backend_route UP_PORT: the end of a one-route ringgate config: the "backend" upstream
+# and a route sending every path to it.
+backend_route() {
+    cat <<CONF
+[[upstreams]]
+name = "backend"
+targets = ["127.0.0.1:$1"]
+[[routes]]
+name = "all"
+path = "/*"
+upstream = "backend"
+CONF
+}
+
+# nginx_keepalive_upstream UP_PORT: the `upstream` block nginx users write for a
+# keep-alive pool to the origin (never a cap at the benches' connection counts).
+nginx_keepalive_upstream() {
+    cat <<CONF
+    upstream backend {
+        server 127.0.0.1:$1;
+        keepalive 4096;
+        keepalive_requests 1000000000;
+    }
+CONF
+}
+
 # signed_gateway_head GW_PORT ADMIN_PORT UP_PORT DRIVER: the config every signed-request
 # scenario starts from: one worker on PROXY_CPU, `apps.toml` beside it (an hour's window,
 # so pre-signed requests stay valid), and the "backend" upstream. Routes follow.

@@ -142,23 +142,13 @@ driver = "$DRIVER"
 $RINGGATE_EXTRA
 [admin]
 listen = "127.0.0.1:$ADMIN_PORT"
-[[upstreams]]
-name = "backend"
-targets = ["127.0.0.1:$UP_PORT"]
-[[routes]]
-name = "all"
-path = "/*"
-upstream = "backend"
+$(backend_route "$UP_PORT")
 CONF
 
 {
 nginx_prelude "$TMP/nginx" 9500
+nginx_keepalive_upstream "$UP_PORT"
 cat <<CONF
-    upstream backend {
-        server 127.0.0.1:$UP_PORT;
-        keepalive 4096;
-        keepalive_requests 1000000000;
-    }
     server {
         listen 127.0.0.1:$NGINX_PORT backlog=4096;
         client_max_body_size 8m;

@@ -86,22 +86,12 @@ min_version = "1.3"
 cert = "$TMP/bench.pem"
 key = "$TMP/bench.key"
 names = ["bench.local", "127.0.0.1"]
-[[upstreams]]
-name = "backend"
-targets = ["127.0.0.1:$UP_PORT"]
-[[routes]]
-name = "all"
-path = "/*"
-upstream = "backend"
+$(backend_route "$UP_PORT")
 CONF
 {
 nginx_prelude "$TMP/nginx" 9500
+nginx_keepalive_upstream "$UP_PORT"
 cat <<CONF
-    upstream backend {
-        server 127.0.0.1:$UP_PORT;
-        keepalive 4096;
-        keepalive_requests 1000000000;
-    }
     server {
         listen 127.0.0.1:$NGINX_PORT ssl backlog=4096;
         ssl_certificate $TMP/bench.pem;

@@ -61,65 +61,15 @@ pub fn serve(
     park(conn, first_bytes_within)
 }
 
-/// Serves one accepted connection of a `[tls]` listener: the handshake first, within
-/// `head_timeout` (a client that stalls it holds nothing but its socket and this
-/// task), then as `serve` does, with the scheme `https`. A failed handshake is closed
-/// (rustls has sent its alert).
-pub fn serve_tls(
-    stream: TcpStream,
-    peer: SocketAddr,
-    listener: ListenConfig,
-    worker: Rc<WorkerCtx>,
-) -> impl std::future::Future<Output = ()> {
-    let guard = worker.connection_guard();
-    async move {
-        let _ = stream.set_nodelay(true);
-        let gen = worker.generation();
-        let (Some(tls), within) = (
-            gen.snapshot.config.tls.as_ref(),
-            gen.snapshot.config.server.head_timeout,
-        ) else {
-            return;
-        };
-        let server = tls.server.clone();
-        drop(gen);
-        let accepted =
-            monoio::time::timeout(within, crate::tls::conn::TlsConn::accept(stream, server)).await;
-        let tls = match accepted {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                log::debug!("TLS handshake with {peer} failed: {e}");
-                return;
-            }
-            Err(_) => {
-                log::debug!("TLS handshake with {peer} timed out");
-                return;
-            }
-        };
-        let facts = Box::new(tls.facts());
-        let mut c = ClientConn::new(ClientStream::Tls(Box::new(tls)), peer);
-        c.scheme = "https";
-        c.tls = Some(facts);
-        let conn = Box::new(Conn {
-            c,
-            listener,
-            worker,
-            _guard: guard,
-        });
-        // The request usually follows the handshake at once: serve, do not park.
-        monoio::spawn(serve_until_idle(conn));
-    }
-}
-
 /// A connection and what serving it needs, handed from task to task. Boxed: its 472
 /// bytes then move between tasks as a pointer, and `park`'s state would otherwise hold
 /// it twice (as argument and as local): 1,144 bytes a parked connection, 688 boxed.
-struct Conn {
-    c: ClientConn,
-    listener: ListenConfig,
-    worker: Rc<WorkerCtx>,
+pub(super) struct Conn {
+    pub(super) c: ClientConn,
+    pub(super) listener: ListenConfig,
+    pub(super) worker: Rc<WorkerCtx>,
     /// Counts the connection as open for as long as it is, parked or served.
-    _guard: ConnectionGuard,
+    pub(super) _guard: ConnectionGuard,
 }
 
 /// Waits up to `within` for the connection to become readable (or the worker to drain),
@@ -150,7 +100,7 @@ async fn park(mut conn: Box<Conn>, within: Duration) {
 }
 
 /// Serves the connection's requests; parks it again if it idles.
-async fn serve_until_idle(mut conn: Box<Conn>) {
+pub(super) async fn serve_until_idle(mut conn: Box<Conn>) {
     if let Some(within) = serve_requests(&mut conn).await {
         monoio::spawn(park(conn, within));
     }

@@ -21,6 +21,7 @@ mod request;
 mod respond;
 mod response_head;
 mod targets;
+pub mod tls_accept;
 pub mod upstream;
 mod upstream_head;
 pub mod wire;

@@ -21,7 +21,7 @@ use super::GatewayState;
 use crate::config::ListenConfig;
 use crate::limits::worker::WorkerLimiter;
 use crate::limits::{Report, Update};
-use crate::proxy::{conn, WorkerCtx};
+use crate::proxy::{conn, tls_accept, WorkerCtx};
 use crate::snapshot::Snapshot;
 
 /// Messages from the control side to a worker.
@@ -328,7 +328,7 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 if config.tls {
-                    monoio::spawn(conn::serve_tls(stream, peer, config, ctx.clone()));
+                    monoio::spawn(tls_accept::serve_tls(stream, peer, config, ctx.clone()));
                 } else {
                     monoio::spawn(conn::serve(stream, peer, config, ctx.clone()));
                 }

@@ -18,10 +18,10 @@ pub const BODY_BUF_MAX: usize = 64 * 1024;
 /// head) is gathered: the pieces that have already arrived go out with the head in one
 /// write (a piece still on its way is not waited for). Per write, a ring trip and a
 /// pass through the TCP stack cost more than copying 16 KiB: a 16 KiB response went
-/// out in three writes (head, first piece, last piece) before. The gathering buffer comes from the
-/// worker's `gather` list and goes back after the write, so memory follows the bodies
-/// in flight, not the connections, and a busy worker does not allocate (and fault in)
-/// a fresh one per response.
+/// out in three writes (head, first piece, last piece) before. The gathering buffer
+/// comes from the worker's `gather` list and goes back after the write, so memory
+/// follows the bodies in flight, not the connections, and a busy worker does not
+/// allocate (and fault in) a fresh one per response.
 pub const GATHER_MAX: usize = 64 * 1024;
 
 /// Gathering buffers a worker keeps for reuse (4 MiB).

@@ -113,6 +113,22 @@ CONF
     PIDS+=($!)
 }
 
+# wait_relaying NAME URL: waits up to 10 s for URL (through the proxy NAME) to answer,
+# then dies unless it relays the upstream's "hello world".
+wait_relaying() {
+    local name=$1 url=$2
+    for _ in $(seq 100); do
+        curl -skf -o /dev/null "$url" && break
+        sleep 0.1
+    done
+    curl -skf "$url" | grep -q "hello world" || die "$name does not relay $url (see $TMP)"
+}
+
+# A proxy's processes (itself and its children: nginx's worker), their CPU ticks and RSS.
+procs() { echo "$1" $(pgrep -P "$1" 2>/dev/null || true); }
+ticks() { local t=0 p; for p in $(procs "$1"); do t=$((t + $(proc_ticks "$p"))); done; echo "$t"; }
+rss_kib() { local r=0 p; for p in $(procs "$1"); do r=$((r + $(awk '/^VmRSS/ { print $2 }' "/proc/$p/status"))); done; echo "$r"; }
+
 # backend_route UP_PORT: the end of a one-route ringgate config: the "backend" upstream
 # and a route sending every path to it.
 backend_route() {

@@ -192,17 +192,8 @@ for proxy in $PROXIES; do
     PIDS+=($!)
 done
 for proxy in $PROXIES; do
-    for _ in $(seq 100); do
-        curl -sf -o /dev/null "http://127.0.0.1:${PORT[$proxy]}/" && break
-        sleep 0.1
-    done
-    curl -sf "http://127.0.0.1:${PORT[$proxy]}/" | grep -q "hello world" || die "$proxy does not relay (see $TMP)"
+    wait_relaying "$proxy" "http://127.0.0.1:${PORT[$proxy]}/"
 done
-
-# The proxy's processes: itself and its children (nginx's worker).
-procs() { echo "$1" $(pgrep -P "$1" 2>/dev/null || true); }
-ticks() { local t=0 p; for p in $(procs "$1"); do t=$((t + $(proc_ticks "$p"))); done; echo "$t"; }
-rss_kib() { local r=0 p; for p in $(procs "$1"); do r=$((r + $(awk '/^VmRSS/ { print $2 }' "/proc/$p/status"))); done; echo "$r"; }
 
 wrk_run() {  # PROXY CONNECTIONS SECONDS OUT
     taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$2" -d"$3s" --latency "${WRK_SCRIPT[@]}" \

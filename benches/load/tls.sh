@@ -116,15 +116,8 @@ taskset -c "$PROXY_CPU" nginx -p "$TMP/nginx/" -e "$TMP/nginx/error.log" -c "$TM
 PID[nginx]=$!
 PIDS+=($!)
 for proxy in ringgate nginx; do
-    for _ in $(seq 100); do
-        curl -skf -o /dev/null "https://127.0.0.1:${PORT[$proxy]}/" && break
-        sleep 0.1
-    done
-    curl -skf "https://127.0.0.1:${PORT[$proxy]}/" | grep -q "hello world" || die "$proxy does not relay over TLS (see $TMP)"
+    wait_relaying "$proxy" "https://127.0.0.1:${PORT[$proxy]}/"
 done
-
-procs() { echo "$1" $(pgrep -P "$1" 2>/dev/null || true); }
-ticks() { local t=0 p; for p in $(procs "$1"); do t=$((t + $(proc_ticks "$p"))); done; echo "$t"; }
 
 # measure PROXY MODE -> "rps p99 cpu_us_per_req errors"; MODE keepalive or handshake
 measure() {

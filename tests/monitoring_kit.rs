@@ -3,6 +3,8 @@
 //! family in a real scrape (histogram series by their family's name).
 
 mod support;
+#[path = "support/tls.rs"]
+mod tls_support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -29,10 +31,14 @@ fn names_in(text: &str) -> BTreeSet<String> {
 #[test]
 fn the_kit_uses_only_exported_metric_names() {
     let up: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    // A breaker and cluster limits, so that every family is exported.
+    // A breaker, cluster limits and a TLS certificate, so that every family is exported.
+    let dir = support::temp_dir("kit");
+    tls_support::make_cert(&dir, "api", &["api.example.com"], 2100);
     let body = format!(
-        "[cluster]\nredis = \"redis://127.0.0.1:1/0\"\ngateways = 1\n{}",
-        simple_routes(up, "", "breaker = { consecutive_failures = 5 }")
+        "[cluster]\nredis = \"redis://127.0.0.1:1/0\"\ngateways = 1\n{}\
+         [tls]\nlisten = [\"127.0.0.1:0\"]\n[[tls.certs]]\ncert = \"{d}/api.pem\"\nkey = \"{d}/api.key\"\n",
+        simple_routes(up, "", "breaker = { consecutive_failures = 5 }"),
+        d = dir.display()
     );
     let gw = Gateway::start(Driver::Epoll, 1, "", &body);
     assert_eq!(Client::connect(gw.addr).get("/x").status, 502);
@@ -46,6 +52,13 @@ fn the_kit_uses_only_exported_metric_names() {
         .map(str::to_owned)
         .collect();
     assert!(families.len() >= 11, "{families:?}");
+    // The certificate's expiry, by its first name: 2100-01-01.
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("ringgate_tls_cert_not_after_seconds{name=\"api.example.com\"")
+            && l.ends_with(" 4102444800")),
+        "{metrics}"
+    );
     let root = env!("CARGO_MANIFEST_DIR");
     for file in ["ringgate-alerts.yml", "ringgate-dashboard.json"] {
         let text = std::fs::read_to_string(format!("{root}/tuning/monitoring/{file}")).unwrap();

@@ -235,6 +235,23 @@ fn generation(out: &mut String, state: &GatewayState) {
                 );
             }
         }
+        if let Some(tls) = &snap.config.tls {
+            header(
+                out,
+                "ringgate_tls_cert_not_after_seconds",
+                "gauge",
+                "When each [tls] certificate in service expires (Unix seconds), by its first name.",
+            );
+            for cert in tls.certs.iter() {
+                let _ = writeln!(
+                    out,
+                    "ringgate_tls_cert_not_after_seconds{{name=\"{}\",file=\"{}\"}} {}",
+                    escape(&cert.names[0]),
+                    escape(&cert.cert_path.display().to_string()),
+                    cert.not_after
+                );
+            }
+        }
     }
     if let Some(log) = &state.access_log {
         header(

@@ -1,5 +1,6 @@
 //! TLS helpers for tests: self-signed certificates written to a directory (rcgen) and
 //! rustls client configs that trust exactly the given certificates.
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::sync::Arc;

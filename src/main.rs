@@ -272,6 +272,7 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
         .listen_addrs()
         .iter()
         .map(ToString::to_string)
+        .chain(handle.tls_addrs().iter().map(|a| format!("{a} (https)")))
         .collect();
     log::info!(
         "ringgate {} listening on {}",

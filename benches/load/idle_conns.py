@@ -6,11 +6,15 @@ sends one GET on each and reads its response, keeps them all open and idle for t
 seconds, and prints how much the proxy's resident memory (VmRSS of PID and its children)
 grew per connection: what an idle keep-alive client costs it.
 
-    idle_conns.py PORT PID [N]
+    idle_conns.py PORT PID [N] [tls]
+
+With `tls`, each connection is HTTPS (TLS 1.3, certificate not verified: the proxy's
+own test certificate), so the figure includes the TLS state an idle connection keeps.
 """
 import os
 import random
 import socket
+import ssl
 import sys
 import time
 
@@ -35,6 +39,13 @@ def main():
     port, pid = int(sys.argv[1]), int(sys.argv[2])
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 9000
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+    tls = None
+    if len(sys.argv) > 4 and sys.argv[4] == "tls":
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+        # The name tls.sh's certificate serves (another Host is answered 421).
+        request = b"GET / HTTP/1.1\r\nHost: bench.local\r\n\r\n"
     before = rss_kib(pid)
     conns = []
     # A source network of its own each run: the ports of an earlier run's connections
@@ -45,6 +56,8 @@ def main():
         # A new source address every 20 000 connections keeps clear of port exhaustion.
         s.bind((f"127.{net}.{i // 20000}.2", 0))
         s.connect(("127.0.0.1", port))
+        if tls:
+            s = tls.wrap_socket(s, server_hostname="bench.local")
         s.sendall(request)
         conns.append(s)
         # Read responses in batches so the proxy never holds many requests at once.

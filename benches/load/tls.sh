@@ -15,9 +15,11 @@
 # LOAD_CPU; rounds alternate the order; medians.
 #
 #   benches/load/tls.sh                  # ~3 min
+# Then RSS per idle HTTPS keep-alive connection (IDLE_CONNS of them, idle_conns.py).
 #   ROUNDS=5 CONNS=256 benches/load/tls.sh
 #
 # Knobs: ROUNDS=3 DURATION=6 WARMUP=2 CONNS=64 PROXY_CPU=1 LOAD_CPU=0 DRIVER=io_uring
+#   IDLE_CONNS=5000 (0: skip)
 #   RINGGATE_BIN= (default: cargo build --release) UP_PORT=28781 RG_PORT=28780
 #   ADMIN_PORT=28782 NGINX_PORT=28790
 set -euo pipefail
@@ -31,6 +33,7 @@ CONNS=${CONNS:-64}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 DRIVER=${DRIVER:-io_uring}
+IDLE_CONNS=${IDLE_CONNS:-5000}
 UP_PORT=${UP_PORT:-28781}
 RG_PORT=${RG_PORT:-28780}
 ADMIN_PORT=${ADMIN_PORT:-28782}
@@ -167,3 +170,11 @@ for mode in keepalive handshake; do
         -v u1="${MED[$mode,ringgate,3]}" -v u2="${MED[$mode,nginx,3]}" \
         'BEGIN { printf "%-9s ringgate / nginx: req/s %.2f  p99 %.2f  cpu/request %.2f\n", m, r1 / r2, p1 / p2, u1 / u2 }'
 done
+if ((IDLE_CONNS > 0)); then
+    echo
+    echo "RSS per idle HTTPS keep-alive connection ($IDLE_CONNS connections, one request each, then idle 10 s)"
+    for proxy in ringgate nginx; do
+        printf '%-9s ' "$proxy"
+        python3 "$HERE/idle_conns.py" "${PORT[$proxy]}" "${PID[$proxy]}" "$IDLE_CONNS" tls
+    done
+fi

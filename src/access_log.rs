@@ -241,13 +241,22 @@ mod tests {
         }
         log.flush();
         drop(log);
+        // The counter moves when a batch enters the writer's buffer, the file when that
+        // buffer is flushed: wait for the file.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while counters.written_lines.load(Ordering::Relaxed) < 3 {
-            assert!(std::time::Instant::now() < deadline, "lines never written");
+        let mut text = String::new();
+        while text.lines().count() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "lines never written: {text:?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
+            text = std::fs::read_to_string(&path).unwrap_or_default();
         }
+        std::thread::sleep(Duration::from_millis(50));
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 3, "{text}");
+        assert_eq!(counters.written_lines.load(Ordering::Relaxed), 3);
         assert_eq!(counters.dropped_lines.load(Ordering::Relaxed), 7);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -78,7 +78,7 @@ fn bench(c: &mut Criterion) {
             peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
             peer_text: "127.0.0.1",
             scheme: "http",
-            tls_sni: None,
+            tls: None,
             client_text: &mut client_text,
         };
         match begin_head(raw, scratch, &snap, &env, &mut 0) {

@@ -277,7 +277,48 @@ fn access_log_lines_carry_the_tls_facts(driver: Driver) {
     assert!(plain_line.get("tls").is_none(), "{plain_line}");
 }
 
+/// The handshake's facts are in the request context: header edits name them, both
+/// ways; on plain HTTP they are empty and the header is not sent.
+fn header_edits_name_the_tls_facts(driver: Driver) {
+    let dir = temp_dir("https-vars");
+    let api = make_cert(&dir, "api", &["api.example.com"], 2100);
+    make_cert(&dir, "tenants", &["*.tenant.example.com"], 2100);
+    let up = Upstream::echo();
+    let edits = "[routes.headers.request]\nset = { \"x-tls\" = \"$tls_version\", \"x-tls-sni\" = \"$tls_sni\" }\n\
+                 [routes.headers.response]\nset = { \"x-tls-cipher\" = \"$tls_cipher\" }\n";
+    let text = body(&dir, up.addr, "", "api.key").replace(
+        "upstream = \"up\"\n",
+        &format!("upstream = \"up\"\n{edits}"),
+    );
+    let gw = Gateway::start(driver, 1, "", &text);
+    let mut s = connect(
+        gw.tls_addr(),
+        client(&[&api], false, &[]),
+        "api.example.com",
+    );
+    write!(s, "GET /vars HTTP/1.1\r\nHost: api.example.com\r\n\r\n").unwrap();
+    s.flush().unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.contains("\r\nx-tls-cipher: tls13_"), "{head}");
+    assert_eq!(up.requests()[0].header("x-tls"), Some("TLSv1_3"));
+    assert_eq!(
+        up.requests()[0].header("x-tls-sni"),
+        Some("api.example.com")
+    );
+    let plain = gw.connect().get("/plain");
+    assert_eq!(plain.header("x-tls-cipher"), None);
+    assert_eq!(up.requests()[1].header("x-tls"), None);
+    assert_eq!(up.requests()[1].header("x-tls-sni"), None);
+}
+
 on_both_drivers!(
+    header_edits_name_the_tls_facts,
     access_log_lines_carry_the_tls_facts,
     certificates_reload_without_dropping_connections,
     a_host_the_certificate_does_not_name_is_misdirected,

@@ -3,6 +3,7 @@
 //! and the access log read them; nothing is passed through the connection.
 
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use crate::mix::WorkerRng;
 use crate::resilience::bulkhead::{Permit, Waiting};
 use crate::resilience::guard::{Outcome, Ticket};
 use crate::router::RouteId;
+use crate::tls::conn::TlsFacts;
 use crate::trace::{RequestId, RequestIdGen, TraceContext};
 
 /// The worker-owned state filters use, borrowed for one request. Built by the
@@ -54,6 +56,8 @@ pub struct RequestCtx<'g> {
     pub limit_headers: HeaderWriter,
     /// How the upstream exchange ended (`Neutral` until one did).
     pub outcome: Outcome,
+    /// What the connection's TLS handshake settled (`None`: plain HTTP).
+    pub tls: Option<Rc<TlsFacts>>,
     /// Filter-private state carried between phases.
     pub(super) held: Held<'g>,
 }
@@ -87,6 +91,7 @@ impl<'g> RequestCtx<'g> {
             cors_origin: None,
             limit_headers: HeaderWriter::default(),
             outcome: Outcome::Neutral,
+            tls: None,
             held: Held::default(),
         }
     }

@@ -1,8 +1,9 @@
 //! Header edits per route (`[routes.headers.request]` to the upstream,
 //! `[routes.headers.response]` to the client): `set` replaces every header of a name,
 //! `add` appends one more, `remove` drops them all. Values may name `$request_id`,
-//! `$app_key`, `$client_ip` and `$route` (`$$` is a literal `$`); a header whose value
-//! comes out empty (`$app_key` on an anonymous request) is not sent.
+//! `$app_key`, `$client_ip`, `$route` and, on HTTPS, `$tls_version`, `$tls_cipher` and
+//! `$tls_sni` (`$$` is a literal `$`); a header whose value comes out empty (`$app_key`
+//! on an anonymous request, `$tls_*` on plain HTTP) is not sent.
 //!
 //! Headers the gateway owns (framing, hop-by-hop, `Host`, the forwarding, trace and
 //! request-id headers, `X-Rg-*`, `Date`) cannot be edited: a config naming one is refused.
@@ -33,6 +34,9 @@ enum Part {
     AppKey,
     ClientIp,
     Route,
+    TlsVersion,
+    TlsCipher,
+    TlsSni,
 }
 
 struct Template(Vec<Part>);
@@ -153,9 +157,12 @@ impl Template {
                 "app_key" => Part::AppKey,
                 "client_ip" => Part::ClientIp,
                 "route" => Part::Route,
+                "tls_version" => Part::TlsVersion,
+                "tls_cipher" => Part::TlsCipher,
+                "tls_sni" => Part::TlsSni,
                 other => {
                     return Err(format!(
-                        "unknown variable ${other} in {value:?}: expected $request_id, $app_key, $client_ip or $route ($$ for a literal $)"
+                        "unknown variable ${other} in {value:?}: expected $request_id, $app_key, $client_ip, $route, $tls_version, $tls_cipher or $tls_sni ($$ for a literal $)"
                     ))
                 }
             };
@@ -194,6 +201,20 @@ impl Headers {
                         }
                     },
                     Part::Route => out.extend_from_slice(self.route.as_bytes()),
+                    // Empty on plain HTTP (a header that comes out empty is not sent).
+                    Part::TlsVersion => {
+                        out.extend_from_slice(ctx.tls.as_ref().map_or("", |t| t.version).as_bytes())
+                    }
+                    Part::TlsCipher => {
+                        out.extend_from_slice(ctx.tls.as_ref().map_or("", |t| t.cipher).as_bytes())
+                    }
+                    Part::TlsSni => out.extend_from_slice(
+                        ctx.tls
+                            .as_ref()
+                            .and_then(|t| t.sni.as_deref())
+                            .unwrap_or("")
+                            .as_bytes(),
+                    ),
                 }
             }
             if out.len() == value_at {

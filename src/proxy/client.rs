@@ -42,7 +42,7 @@ pub struct ClientConn {
     /// client used TLS.
     pub scheme: &'static str,
     /// What the TLS handshake settled, on a `[tls]` listener.
-    pub tls: Option<Box<crate::tls::conn::TlsFacts>>,
+    pub tls: Option<std::rc::Rc<crate::tls::conn::TlsFacts>>,
     /// Interrupts the wait for the next request when the worker drains.
     pub idle_cancel: Canceller,
     /// The status of the response to the current request (0 until one is on its way).

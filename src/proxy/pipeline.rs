@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
+use std::rc::Rc;
 
 use super::buffered::{read_body, BodyError, BudgetShare};
 use super::client::ClientConn;
@@ -21,6 +22,7 @@ use crate::http::{parse_request, Framing, RequestHead, MAX_HEADERS_LIMIT};
 use crate::metrics::method_index;
 use crate::router::{Match, RouteId};
 use crate::snapshot::Snapshot;
+use crate::tls::conn::TlsFacts;
 use crate::trace::RequestId;
 
 /// A request refused before its route's chain ran.
@@ -92,7 +94,7 @@ pub fn begin<'g>(c: &mut ClientConn, gen: &'g WorkerGen, env: &Env<'g>) -> Begin
         peer: c.peer.ip(),
         peer_text: &c.peer_ip,
         scheme: c.scheme,
-        tls_sni: c.tls.as_ref().map(|t| t.sni.as_deref().unwrap_or("")),
+        tls: c.tls.as_ref(),
         client_text: &mut c.client_ip,
     };
     let mut head_len = 0;
@@ -111,9 +113,8 @@ pub struct Scratch<'c> {
     pub peer: IpAddr,
     pub peer_text: &'c str,
     pub scheme: &'static str,
-    /// On a TLS connection, the name the client asked for in its handshake (`Some("")`
-    /// when it sent none).
-    pub tls_sni: Option<&'c str>,
+    /// What the connection's TLS handshake settled (`None`: plain HTTP).
+    pub tls: Option<&'c Rc<TlsFacts>>,
     /// Set to the client's address when a trusted proxy forwarded for someone else;
     /// left empty when the client is the peer.
     pub client_text: &'c mut String,
@@ -180,7 +181,8 @@ fn route_and_run<'g>(
         Some((path, query)) => (path, Some(query)),
         None => (head.target, None),
     };
-    if let Some(error) = misdirected(snap, c.tls_sni, head.host) {
+    let sni = c.tls.map(|t| t.sni.as_deref().unwrap_or(""));
+    if let Some(error) = misdirected(snap, sni, head.host) {
         return refuse(error, None);
     }
     if let Err(e) = normalize_path(raw_path.as_bytes(), c.path) {
@@ -246,6 +248,7 @@ fn route_and_run<'g>(
         chain: snap.chain(route),
         ctx: RequestCtx::new(route, request_id, view.client_ip),
     };
+    req.ctx.tls = c.tls.cloned();
     match req.chain.on_request(0, &view, &mut req.ctx, env) {
         Step::Forward => {
             write_upstream_head(c.up_head, &view, &req, rc, &upstream.name);

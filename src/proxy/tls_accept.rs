@@ -47,7 +47,7 @@ pub fn serve_tls(
                 return;
             }
         };
-        let facts = Box::new(tls.facts());
+        let facts = Rc::new(tls.facts());
         let mut c = ClientConn::new(ClientStream::Tls(Box::new(tls)), peer);
         c.scheme = "https";
         c.tls = Some(facts);

@@ -4,6 +4,7 @@
 //! to the connection's certificate: one that does not is answered 421, so one tenant's
 //! certificate never fronts another tenant's host.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -46,8 +47,14 @@ impl CertResolver {
     /// The certificate for a client that asked for `sni` (or for nothing).
     pub fn pick(&self, sni: Option<&str>) -> usize {
         let Some(sni) = sni else { return 0 };
-        let sni = sni.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(&i) = self.exact.get(&sni) {
+        let sni = sni.trim_end_matches('.');
+        // Names are kept lowercase; SNI usually is too (no allocation then).
+        let sni: Cow<str> = if sni.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(sni.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(sni)
+        };
+        if let Some(&i) = self.exact.get(&*sni) {
             return i;
         }
         sni.split_once('.')
@@ -58,10 +65,10 @@ impl CertResolver {
     /// Whether `host` (a `Host` header value, port allowed) is one of the names of
     /// certificate `cert`.
     pub fn serves(&self, cert: usize, host: &str) -> bool {
-        let host = strip_port(host).trim_end_matches('.').to_ascii_lowercase();
+        let host = strip_port(host).trim_end_matches('.');
         self.names
             .get(cert)
-            .is_some_and(|names| names.iter().any(|n| name_matches(n, &host)))
+            .is_some_and(|names| names.iter().any(|n| name_matches(n, host)))
     }
 }
 
@@ -72,12 +79,13 @@ impl ResolvesServerCert for CertResolver {
 }
 
 /// `*.example.com` matches `a.example.com`, not `example.com` nor `a.b.example.com`.
+/// Case-insensitive (`name` is lowercase; `host` as the client wrote it).
 fn name_matches(name: &str, host: &str) -> bool {
     match name.strip_prefix("*.") {
         Some(parent) => host
             .split_once('.')
-            .is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
-        None => name == host,
+            .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(parent)),
+        None => name.eq_ignore_ascii_case(host),
     }
 }
 
@@ -104,6 +112,8 @@ mod tests {
         assert!(!name_matches("*.example.com", ".example.com"));
         assert!(name_matches("api.example.com", "api.example.com"));
         assert!(!name_matches("api.example.com", "www.example.com"));
+        assert!(name_matches("api.example.com", "API.Example.com"));
+        assert!(name_matches("*.example.com", "A.EXAMPLE.COM"));
     }
 
     #[test]

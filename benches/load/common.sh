@@ -1,6 +1,7 @@
 # Shell helpers shared by the load-bench scripts (sourced, not run). They expect the
 # caller's `die`, `TMP`, `PROXY_CPU_QUOTA`, `PROXY_CPU_QUOTA_PERIOD_US` and a `CGROUPS`
-# array (whose entries the caller's cleanup removes).
+# array (whose entries the caller's cleanup removes); `bench_start` sets up `TMP`,
+# `PIDS` and the exit trap for the scripts that use no cgroups.
 
 # cgroup CPU bandwidth: v2 cpu.max or v1 cpu.cfs_*. Sets CGROUP_KIND and CGROUP_BASE
 # (empty without a quota).
@@ -111,6 +112,29 @@ CONF
     } > "$dir/nginx.conf"
     taskset -c "$cpu" nginx -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf" &
     PIDS+=($!)
+}
+
+# bench_start NAME: what every peer-comparison script starts with, after its knobs and
+# `die`: $RINGGATE_BIN as an absolute path (built with `cargo build --release` unless
+# given), $TMP (a fresh directory, removed at exit unless KEEP_TMP=1), and $PIDS, the
+# background processes the exit trap stops.
+bench_start() {
+    if [[ -z "${RINGGATE_BIN:-}" ]]; then
+        cargo build --release --quiet
+        RINGGATE_BIN=target/release/ringgate
+    fi
+    RINGGATE_BIN=$(realpath "$RINGGATE_BIN")
+    TMP=$(mktemp -d "/tmp/ringgate-$1.XXXXXX")
+    PIDS=()
+    CGROUPS=()
+    trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+    local p
+    for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [[ "${KEEP_TMP:-0}" == 1 ]] || rm -rf "$TMP"
 }
 
 # wait_relaying NAME URL: waits up to 10 s for URL (through the proxy NAME) to answer,

@@ -69,23 +69,9 @@ done
 ulimit -n "$(ulimit -Hn)"
 most=${SWEEP##* }
 (( $(ulimit -n) >= 2 * ${most:-0} + 100 && $(ulimit -n) >= IDLE_CONNS + 100 )) || die "open-file limit $(ulimit -n) is too low"
-if [[ -z "${RINGGATE_BIN:-}" ]]; then
-    cargo build --release --quiet
-    RINGGATE_BIN=target/release/ringgate
-fi
-
-TMP=$(mktemp -d /tmp/ringgate-peers.XXXXXX)
-PIDS=()
-CGROUPS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
 # shellcheck source=common.sh
 source "$HERE/common.sh"
+bench_start peers
 CLK_TCK=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------- the upstream
@@ -183,7 +169,7 @@ declare -A PORT=([ringgate]=$RG_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT
 declare -A PID=()
 for proxy in $PROXIES; do
     case $proxy in
-        ringgate) (cd "$TMP/rg" && RUST_LOG=warn exec taskset -c "$PROXY_CPU" "$OLDPWD/$RINGGATE_BIN" run --config ringgate.toml) > "$TMP/rg/out" 2>&1 & ;;
+        ringgate) (cd "$TMP/rg" && RUST_LOG=warn exec taskset -c "$PROXY_CPU" "$RINGGATE_BIN" run --config ringgate.toml) > "$TMP/rg/out" 2>&1 & ;;
         nginx) taskset -c "$PROXY_CPU" nginx -p "$TMP/nginx/" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" & ;;
         haproxy) taskset -c "$PROXY_CPU" haproxy -f "$TMP/haproxy/haproxy.cfg" -db > "$TMP/haproxy/out" 2>&1 & ;;
         *) die "unknown proxy $proxy (ringgate, nginx or haproxy)" ;;

@@ -46,24 +46,9 @@ for tool in wrk nginx taskset curl openssl; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y wrk nginx curl openssl)"
 done
 ulimit -n "$(ulimit -Hn)"
-if [[ -z "${RINGGATE_BIN:-}" ]]; then
-    cargo build --release --quiet
-    RINGGATE_BIN=target/release/ringgate
-fi
-RINGGATE_BIN=$(realpath "$RINGGATE_BIN")
-
-TMP=$(mktemp -d /tmp/ringgate-tls.XXXXXX)
-PIDS=()
-CGROUPS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    [[ -n "${KEEP_TMP:-}" ]] || rm -rf "$TMP"
-}
-trap cleanup EXIT
 # shellcheck source=common.sh
 source "$HERE/common.sh"
+bench_start tls
 CLK_TCK=$(getconf CLK_TCK)
 
 # One ECDSA P-256 certificate for both proxies.

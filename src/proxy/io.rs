@@ -186,9 +186,9 @@ impl ReadBuf {
         }
     }
 
-    /// Appends what `stream` already received, up to `want` bytes, without waiting (one
-    /// `recv` syscall, outside the driver): `Ok(0)` is end of stream, `WouldBlock` means
-    /// nothing is there yet. The buffer does not grow, so it needs free room (`want > 0`).
+    /// Appends what `stream` already received, up to `want` bytes, without waiting (see
+    /// `Wire::read_ready`): `Ok(0)` is end of stream, `WouldBlock` means nothing is there
+    /// yet. The buffer does not grow, so it needs free room (`want > 0`).
     pub fn read_ready(&mut self, stream: &mut impl Wire, want: usize) -> io::Result<usize> {
         if self.is_empty() {
             self.vec.clear();

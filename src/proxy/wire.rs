@@ -31,7 +31,8 @@ pub trait Wire {
         range: Range<usize>,
     ) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
 
-    /// Appends what has already arrived, at most `want` bytes, without waiting:
+    /// Appends what has already arrived, at most `want` bytes, without waiting (a plain
+    /// socket: one `recv(MSG_DONTWAIT)` outside the driver; TLS: decrypted bytes only):
     /// `Ok(0)` is the end of the stream, `WouldBlock` means nothing is there yet.
     fn read_ready(&mut self, vec: &mut Vec<u8>, want: usize) -> io::Result<usize>;
 

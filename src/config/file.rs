@@ -208,6 +208,13 @@ pub struct UpstreamFile {
     pub health: Option<HealthFile>,
     pub outlier: Option<OutlierFile>,
     pub breaker: Option<BreakerFile>,
+    /// TLS to the targets: `tls = true`, then optionally `sni`, `ca` and a client
+    /// `cert`/`key`.
+    pub tls: Option<bool>,
+    pub sni: Option<String>,
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 /// An upstream's active `health` checks.

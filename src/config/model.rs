@@ -244,6 +244,30 @@ pub struct UpstreamConfig {
     pub outlier: Option<OutlierConfig>,
     /// A breaker per target (failures: connect, timeout, 5xx).
     pub breaker: Option<BreakerConfig>,
+    /// TLS to the targets (`None`: plain TCP).
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to an upstream's targets, validated: the rustls client config (roots, client
+/// certificate) every worker shares, and the name certificates must be valid for.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// Sent as SNI and checked against the target's certificate; `None`: the target's
+    /// IP address is checked against the certificate's IP addresses (no SNI is sent).
+    pub sni: Option<rustls::pki_types::ServerName<'static>>,
+    pub client: Arc<rustls::ClientConfig>,
+    /// The settings as written (sni, ca, cert): a reload keeps pooled connections only
+    /// when they are unchanged.
+    pub settings: [Option<String>; 3],
+}
+
+impl UpstreamTls {
+    /// The name a connection to `addr` verifies.
+    pub fn server_name(&self, addr: SocketAddr) -> rustls::pki_types::ServerName<'static> {
+        self.sni
+            .clone()
+            .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(addr.ip().into()))
+    }
 }
 
 #[derive(Debug, Clone)]

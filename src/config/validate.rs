@@ -38,7 +38,7 @@ pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Ve
         .upstreams
         .iter()
         .enumerate()
-        .map(|(i, u)| validate_upstream(&mut p, i, u))
+        .map(|(i, u)| validate_upstream(&mut p, i, u, base_dir))
         .collect();
     let mut seen = HashMap::new();
     for (i, u) in upstreams.iter().enumerate() {

@@ -1,15 +1,18 @@
 //! `[tls]`: HTTPS listeners, the oldest version offered, ALPN, and the certificates,
 //! each loaded and checked here so that `ringgate check` and a reload name a broken file
 //! (unreadable, not PEM, a key that does not fit, an expired certificate) with its path.
+//! Also an upstream's TLS settings (`tls`, `sni`, `ca`, `cert`, `key`), whose files are
+//! checked the same way.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::file::{FileConfig, ListenFile};
-use super::model::{ListenConfig, TlsConfig, TlsVersion};
+use super::file::{FileConfig, ListenFile, UpstreamFile};
+use super::model::{ListenConfig, TlsConfig, TlsVersion, UpstreamTls};
 use super::problems::Problems;
 use crate::tls::certs::{load, provider};
+use crate::tls::client::client_config;
 use crate::tls::server::server_config;
 use crate::tls::sni::CertResolver;
 
@@ -83,9 +86,7 @@ pub(super) fn validate_tls(
     if t.certs.is_empty() {
         p.add("tls.certs", "at least one [[tls.certs]] entry is required");
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = unix_now();
     let provider = provider();
     let mut certs = Vec::new();
     for (i, c) in t.certs.iter().enumerate() {
@@ -98,11 +99,9 @@ pub(super) fn validate_tls(
                 continue;
             }
         }
-        let resolve =
-            |f: &str| -> PathBuf { base_dir.map_or_else(|| PathBuf::from(f), |d| d.join(f)) };
         match load(
-            &resolve(&c.cert),
-            &resolve(&c.key),
+            &resolve(base_dir, &c.cert),
+            &resolve(base_dir, &c.key),
             c.names.as_deref(),
             now,
             &provider,
@@ -139,4 +138,87 @@ fn valid_name(name: &str) -> bool {
         && bare
             .split('.')
             .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+}
+
+/// An upstream's TLS: `tls = true` with an optional `sni` (a DNS name), `ca` (a PEM file
+/// of roots; default: the system's) and client `cert` + `key`.
+pub(super) fn validate_upstream_tls(
+    p: &mut Problems,
+    i: usize,
+    u: &UpstreamFile,
+    base_dir: Option<&Path>,
+) -> Option<UpstreamTls> {
+    let at = |field: &str| format!("upstreams[{i}].{field}");
+    if u.tls != Some(true) {
+        for (field, set) in [
+            ("sni", u.sni.is_some()),
+            ("ca", u.ca.is_some()),
+            ("cert", u.cert.is_some()),
+            ("key", u.key.is_some()),
+        ] {
+            if set {
+                p.add(at(field), "only applies with tls = true");
+            }
+        }
+        return None;
+    }
+    let errors_before = p.0.len();
+    let sni = match u.sni.as_deref() {
+        None => None,
+        Some(name) if valid_name(name) && !name.starts_with("*.") => {
+            match rustls::pki_types::ServerName::try_from(name.to_ascii_lowercase()) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    p.add(at("sni"), format!("{name:?}: {e}"));
+                    None
+                }
+            }
+        }
+        Some(name) => {
+            p.add(
+                at("sni"),
+                format!("{name:?}: a host name such as \"billing.internal\" is expected"),
+            );
+            None
+        }
+    };
+    let identity = match (&u.cert, &u.key) {
+        (Some(c), Some(k)) => Some((resolve(base_dir, c), resolve(base_dir, k))),
+        (None, None) => None,
+        (Some(_), None) => {
+            p.add(at("key"), "required with `cert`");
+            None
+        }
+        (None, Some(_)) => {
+            p.add(at("cert"), "required with `key`");
+            None
+        }
+    };
+    if p.0.len() > errors_before {
+        return None;
+    }
+    let ca = u.ca.as_deref().map(|f| resolve(base_dir, f));
+    let identity_paths = identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+    match client_config(ca.as_deref(), identity_paths, unix_now()) {
+        Ok(client) => Some(UpstreamTls {
+            sni,
+            client: Arc::new(client),
+            settings: [u.sni.clone(), u.ca.clone(), u.cert.clone()],
+        }),
+        Err(e) => {
+            p.add(at("tls"), e);
+            None
+        }
+    }
+}
+
+/// A file named in the config, relative to the config file's directory.
+fn resolve(base_dir: Option<&Path>, file: &str) -> PathBuf {
+    base_dir.map_or_else(|| PathBuf::from(file), |d| d.join(file))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -1,14 +1,21 @@
 //! Validation of one `[[upstreams]]` entry: name, targets, balancing, timeouts, pooling,
-//! health checks and outlier ejection.
+//! health checks, outlier ejection and TLS to the targets.
 
+use std::path::Path;
 use std::time::Duration;
 
 use super::file::{TargetFile, UpstreamFile};
 use super::model::*;
 use super::problems::Problems;
 use super::validate_resilience::{validate_health, validate_target_breaker};
+use super::validate_tls::validate_upstream_tls;
 
-pub(super) fn validate_upstream(p: &mut Problems, i: usize, u: &UpstreamFile) -> UpstreamConfig {
+pub(super) fn validate_upstream(
+    p: &mut Problems,
+    i: usize,
+    u: &UpstreamFile,
+    base_dir: Option<&Path>,
+) -> UpstreamConfig {
     let at = |field: &str| format!("upstreams[{i}].{field}");
     // The name doubles as the Host sent for requests that had none, so it must be one.
     let valid_name = !u.name.is_empty()
@@ -68,6 +75,7 @@ pub(super) fn validate_upstream(p: &mut Problems, i: usize, u: &UpstreamFile) ->
     };
     let (health, outlier) = validate_health(p, i, u);
     UpstreamConfig {
+        tls: validate_upstream_tls(p, i, u, base_dir),
         health,
         outlier,
         breaker: validate_target_breaker(p, i, u),

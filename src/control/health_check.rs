@@ -1,6 +1,7 @@
 //! Active health checks: one control-side thread per upstream with `health`, per config
 //! generation. Every `interval` it sends each target `GET <path>` on a fresh connection
-//! (connect, send and status line all within `timeout`); a 2xx or 3xx passes. Verdicts go
+//! (connect, TLS handshake for a `tls` upstream, send and status line all within
+//! `timeout`); a 2xx or 3xx passes. Verdicts go
 //! to the upstream's `UpstreamHealth`, which every worker reads without a lock (and which
 //! a reload keeps while the upstream's config is unchanged, so verdicts outlive the
 //! thread). The thread ends when its generation is gone (it holds only a weak reference).
@@ -10,6 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use crate::config::UpstreamTls;
 use crate::resilience::health::{CheckStreak, HealthCheckConfig};
 use crate::snapshot::Snapshot;
 
@@ -50,7 +52,7 @@ fn run(snapshot: &Weak<Snapshot>, u: usize) {
             let health = &snap.health[u];
             streaks.resize_with(upstream.targets.len(), CheckStreak::default);
             for (t, target) in upstream.targets.iter().enumerate() {
-                let result = probe(target.addr, &upstream.name, check);
+                let result = probe(target.addr, &upstream.name, upstream.tls.as_ref(), check);
                 let healthy = health.healthy(t);
                 if let Some(verdict) = streaks[t].observe(result.is_ok(), healthy, check) {
                     health.set_healthy(t, verdict);
@@ -82,39 +84,36 @@ fn run(snapshot: &Weak<Snapshot>, u: usize) {
     }
 }
 
-/// One check: `Ok` for a 2xx or 3xx status line within the timeout.
-fn probe(addr: SocketAddr, host: &str, check: &HealthCheckConfig) -> Result<(), String> {
+/// One check: `Ok` for a 2xx or 3xx status line within the timeout (over TLS, verified
+/// as requests are, when the upstream has `tls`).
+fn probe(
+    addr: SocketAddr,
+    host: &str,
+    tls: Option<&UpstreamTls>,
+    check: &HealthCheckConfig,
+) -> Result<(), String> {
     let deadline = Instant::now() + check.timeout;
-    let left = || {
+    let left = move || {
         deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1))
     };
-    let mut stream =
+    let stream =
         TcpStream::connect_timeout(&addr, check.timeout).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_write_timeout(Some(left()))
-        .map_err(|e| e.to_string())?;
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ringgate-health-check\r\nConnection: close\r\n\r\n",
         check.path
     );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("send: {e}"))?;
-    let mut head = Vec::with_capacity(64);
-    let mut buf = [0u8; 256];
-    while !head.contains(&b'\n') && head.len() < 1024 {
-        stream
-            .set_read_timeout(Some(left()))
-            .map_err(|e| e.to_string())?;
-        match stream.read(&mut buf) {
-            Ok(0) => return Err("closed before a status line".into()),
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-            Err(e) => return Err(format!("no status line within {:?}: {e}", check.timeout)),
+    let line = match tls {
+        None => status_line(stream, &request, left, |s| s),
+        Some(tls) => {
+            let session = rustls::ClientConnection::new(tls.client.clone(), tls.server_name(addr))
+                .map_err(|e| format!("TLS: {e}"))?;
+            let stream = rustls::StreamOwned::new(session, stream);
+            // (The handshake happens within the first write and read.)
+            status_line(stream, &request, left, |s| &s.sock)
         }
-    }
-    let line = String::from_utf8_lossy(&head);
+    }?;
     let status = line
         .strip_prefix("HTTP/1.")
         .and_then(|rest| rest.get(2..5))
@@ -125,4 +124,33 @@ fn probe(addr: SocketAddr, host: &str, check: &HealthCheckConfig) -> Result<(), 
     } else {
         Err(format!("status {status}"))
     }
+}
+
+/// Sends `request` and reads up to the end of the status line, each step within what is
+/// `left` of the check's time.
+fn status_line<S: Read + Write>(
+    mut stream: S,
+    request: &str,
+    left: impl Fn() -> Duration,
+    tcp: fn(&S) -> &TcpStream,
+) -> Result<String, String> {
+    let timeouts = |s: &S| {
+        let _ = tcp(s).set_read_timeout(Some(left()));
+        let _ = tcp(s).set_write_timeout(Some(left()));
+    };
+    timeouts(&stream);
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut head = Vec::with_capacity(64);
+    let mut buf = [0u8; 256];
+    while !head.contains(&b'\n') && head.len() < 1024 {
+        timeouts(&stream);
+        match stream.read(&mut buf) {
+            Ok(0) => return Err("closed before a status line".into()),
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("no status line in time: {e}")),
+        }
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use monoio::io::Canceller;
 
 use super::io::{ReadBuf, SpareBuffers};
-use super::wire::ClientStream;
+use super::wire::Stream;
 
 /// Initial size of a client connection's read buffer.
 pub const CLIENT_BUF: usize = 8 * 1024;
@@ -24,7 +24,7 @@ const PATH: usize = 128;
 /// One client connection's buffers. `up_head` carries the upstream request head;
 /// `scratch` the client-bound response head and re-encoded body.
 pub struct ClientConn {
-    pub stream: ClientStream,
+    pub stream: Stream,
     /// Where the connection comes from: its TCP peer, or the client a PROXY protocol
     /// header named.
     pub peer: SocketAddr,
@@ -77,7 +77,7 @@ pub struct LogFields {
 }
 
 impl ClientConn {
-    pub fn new(stream: ClientStream, peer: SocketAddr) -> Self {
+    pub fn new(stream: Stream, peer: SocketAddr) -> Self {
         ClientConn {
             stream,
             peer,

@@ -21,7 +21,7 @@ use super::pipeline::{begin, resume, Begin, Refused, Resumed};
 use super::preface::{read_proxy_header, NoPreface};
 use super::request::Request;
 use super::respond::{respond, Answer};
-use super::wire::ClientStream;
+use super::wire::Stream;
 use super::worker::{ConnectionGuard, WorkerCtx, WorkerGen};
 use crate::config::ListenConfig;
 use crate::error::{ErrorKind, ProxyError, Side};
@@ -53,7 +53,7 @@ pub fn serve(
     let _ = stream.set_nodelay(true);
     let first_bytes_within = worker.generation().snapshot.config.server.head_timeout;
     let conn = Box::new(Conn {
-        c: ClientConn::new(ClientStream::Plain(stream), peer),
+        c: ClientConn::new(Stream::Plain(stream), peer),
         listener,
         worker,
         _guard: guard,

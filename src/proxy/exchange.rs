@@ -277,20 +277,22 @@ async fn upstream_conn(
         monoio::time::sleep(std::time::Duration::from_millis(1)).await;
     };
     let left = deadline.saturating_duration_since(Instant::now());
-    connect(addr, opening, left).await.map_err(|e| {
-        let kind = if is_timeout(&e) {
-            ErrorKind::UpstreamTimeout
-        } else {
-            ErrorKind::UpstreamUnavailable
-        };
-        Failed {
-            connect: true,
-            ..Failed::from(ProxyError::upstream(
-                kind,
-                format!("upstream {:?}: connect to {addr} failed: {e}", ucfg.name),
-            ))
-        }
-    })
+    connect(addr, ucfg.tls.as_ref(), opening, left)
+        .await
+        .map_err(|e| {
+            let kind = if is_timeout(&e) {
+                ErrorKind::UpstreamTimeout
+            } else {
+                ErrorKind::UpstreamUnavailable
+            };
+            Failed {
+                connect: true,
+                ..Failed::from(ProxyError::upstream(
+                    kind,
+                    format!("upstream {:?}: connect to {addr} failed: {e}", ucfg.name),
+                ))
+            }
+        })
 }
 
 /// Sends the head and streams the request body.

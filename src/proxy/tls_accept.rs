@@ -8,7 +8,7 @@ use monoio::net::TcpStream;
 
 use super::client::ClientConn;
 use super::conn::{serve_until_idle, Conn};
-use super::wire::ClientStream;
+use super::wire::Stream;
 use super::worker::WorkerCtx;
 use crate::config::ListenConfig;
 use crate::tls::conn::TlsConn;
@@ -48,7 +48,7 @@ pub fn serve_tls(
             }
         };
         let facts = Rc::new(tls.facts());
-        let mut c = ClientConn::new(ClientStream::Tls(Box::new(tls)), peer);
+        let mut c = ClientConn::new(Stream::Tls(Box::new(tls)), peer);
         c.scheme = "https";
         c.tls = Some(facts);
         let conn = Box::new(Conn {

@@ -19,8 +19,10 @@ use monoio::net::TcpStream;
 
 use super::balance::Balancer;
 use super::io::{peer_closed_or_dirty, ReadBuf, SpareBuffers};
-use crate::config::{UpstreamConfig, UpstreamId};
+use super::wire::Stream;
+use crate::config::{UpstreamConfig, UpstreamId, UpstreamTls};
 use crate::snapshot::Snapshot;
+use crate::tls::conn::TlsConn;
 
 /// Size of an upstream connection's read buffer; response heads must fit in it.
 pub const UPSTREAM_BUF: usize = 16 * 1024;
@@ -51,7 +53,7 @@ impl TargetCount {
 
 /// A connection to one upstream target.
 pub struct UpstreamConn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub rbuf: ReadBuf,
     pub target: usize,
     /// Came from the pool: a failure before any response byte may mean the peer closed
@@ -115,15 +117,18 @@ impl WorkerUpstreams {
     }
 
     /// Takes over the idle connections of `old` (the previous generation, `old_snap`)
-    /// for every target this generation still has: same upstream name, same address.
+    /// for every target this generation still has: same upstream name and TLS settings,
+    /// same address.
     /// A reload then costs unchanged upstreams no new connections.
     pub fn adopt_idle(&mut self, snap: &Snapshot, old: &mut WorkerUpstreams, old_snap: &Snapshot) {
         for (u, cfg) in self.upstreams.iter_mut().zip(&snap.config.upstreams) {
+            // Connections made with other TLS settings (or without TLS) are not reused.
+            let tls_settings = |c: &UpstreamConfig| c.tls.as_ref().map(|t| t.settings.clone());
             let Some(o) = old_snap
                 .config
                 .upstreams
                 .iter()
-                .position(|c| c.name == cfg.name)
+                .position(|c| c.name == cfg.name && tls_settings(c) == tls_settings(cfg))
             else {
                 continue;
             };
@@ -166,9 +171,8 @@ impl WorkerUpstreams {
                 let keep = needed.saturating_sub(t.count.busy.get());
                 let excess = t.idle.len().saturating_sub(keep);
                 t.idle.drain(..excess);
-                t.idle.retain(|i| {
-                    now.duration_since(i.since) < timeout && !peer_closed_or_dirty(&i.conn.stream)
-                });
+                t.idle
+                    .retain_mut(|i| now.duration_since(i.since) < timeout && i.conn.is_clean());
             }
         }
     }
@@ -222,7 +226,7 @@ impl WorkerUpstream {
     /// The most recently used live idle connection to `target`, if any.
     pub fn checkout(&mut self, target: usize, now: Instant) -> Option<UpstreamConn> {
         let pool = &mut self.targets[target].idle;
-        while let Some(idle) = pool.pop() {
+        while let Some(mut idle) = pool.pop() {
             // Always peeked, however briefly idle: a close, or stray bytes an upstream
             // sent after its response (a body on a HEAD or 204, in a later segment),
             // must never be read as the next client's response. A readiness poll kept
@@ -230,8 +234,7 @@ impl WorkerUpstream {
             // no syscall, but measured 12% more CPU per request than this one peek: two
             // queued operations, each with its fd lookup, socket poll and wait-queue
             // locking, against one short syscall (benches/load/RESULTS.md, 2026-12-05).
-            if now.saturating_duration_since(idle.since) < self.idle_timeout
-                && !peer_closed_or_dirty(&idle.conn.stream)
+            if now.saturating_duration_since(idle.since) < self.idle_timeout && idle.conn.is_clean()
             {
                 let mut conn = idle.conn;
                 conn.reused = true;
@@ -268,7 +271,7 @@ impl WorkerUpstream {
     pub fn checkin(&mut self, mut conn: UpstreamConn, now: Instant) {
         let max_idle = self.max_idle.unwrap_or(usize::MAX);
         let pool = &mut self.targets[conn.target].idle;
-        if pool.len() < max_idle && conn.rbuf.is_empty() {
+        if pool.len() < max_idle && conn.rbuf.is_empty() && !conn.stream.has_buffered() {
             conn.set_busy(false);
             // (A buffer a large response grew is freed, not kept.)
             self.spare.put(std::mem::take(&mut conn.rbuf));
@@ -278,6 +281,13 @@ impl WorkerUpstream {
 }
 
 impl UpstreamConn {
+    /// Whether an idle connection may serve the next request: its peer has not closed it
+    /// and nothing arrived unasked (on TLS, not even a record: a close_notify or a
+    /// stray response byte alike make it unusable).
+    fn is_clean(&mut self) -> bool {
+        !self.stream.has_buffered() && !peer_closed_or_dirty(self.stream.tcp())
+    }
+
     fn set_busy(&mut self, busy: bool) {
         if busy && !self.busy {
             self.count.busy_up();
@@ -312,17 +322,31 @@ impl Drop for Opening {
     }
 }
 
-/// Opens a new connection to `addr` within `timeout`.
+/// Opens a new connection to `addr` within `timeout`, the TLS handshake included when
+/// the upstream has `tls`.
 pub async fn connect(
     addr: SocketAddr,
+    tls: Option<&UpstreamTls>,
     mut opening: Opening,
     timeout: Duration,
 ) -> io::Result<UpstreamConn> {
-    let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+    let open = async {
+        let tcp = TcpStream::connect_addr(addr).await?;
+        tcp.set_nodelay(true)?;
+        io::Result::Ok(match tls {
+            None => Stream::Plain(tcp),
+            Some(tls) => {
+                let name = tls.server_name(addr);
+                Stream::Tls(Box::new(
+                    TlsConn::connect(tcp, tls.client.clone(), name).await?,
+                ))
+            }
+        })
+    };
+    let stream = match monoio::time::timeout(timeout, open).await {
         Ok(r) => r?,
         Err(_) => return Err(io::ErrorKind::TimedOut.into()),
     };
-    stream.set_nodelay(true)?;
     let rbuf = std::mem::take(&mut opening.buf);
     let Some(count) = opening.count.take() else {
         return Err(io::Error::other("connection counted twice"));

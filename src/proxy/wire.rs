@@ -1,7 +1,7 @@
 //! What the proxy reads and writes: a byte stream driven with owned buffers, either a
-//! plain socket or a TLS connection over one (`ClientStream`). The buffers, the relay
-//! and the connection driver take any `Wire`, so TLS changes none of them; upstream
-//! connections are plain sockets today and will be TLS the same way.
+//! plain socket or a TLS connection over one (`Stream`), toward a client or an upstream.
+//! The buffers, the relay, the connection driver and the upstream exchange take any
+//! `Wire`, so TLS on either side changes none of them.
 
 use std::future::Future;
 use std::io;
@@ -74,47 +74,48 @@ impl Wire for TcpStream {
     }
 }
 
-/// A client connection's stream: as accepted, or after a TLS handshake.
-pub enum ClientStream {
+/// A connection's stream, to a client or an upstream: plain, or after a TLS handshake.
+pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsConn>),
 }
 
-impl ClientStream {
+impl Stream {
     /// The socket underneath (to wait for readability while parked).
     pub fn tcp(&self) -> &TcpStream {
         match self {
-            ClientStream::Plain(s) => s,
-            ClientStream::Tls(t) => t.tcp(),
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => t.tcp(),
         }
     }
 
     /// Whether bytes are already waiting above the socket (decrypted TLS records): the
-    /// connection is not idle even if its socket is.
+    /// connection is not idle (nor clean, for a pooled upstream one) even if its socket
+    /// is.
     pub fn has_buffered(&mut self) -> bool {
         match self {
-            ClientStream::Plain(_) => false,
-            ClientStream::Tls(t) => t.has_plaintext(),
+            Stream::Plain(_) => false,
+            Stream::Tls(t) => t.has_plaintext(),
         }
     }
 
     /// Gives back buffers an idle connection need not hold.
     pub fn release_buffers(&mut self) {
-        if let ClientStream::Tls(t) = self {
+        if let Stream::Tls(t) = self {
             t.release_buffers();
         }
     }
 }
 
-impl Wire for ClientStream {
+impl Wire for Stream {
     async fn read_append(
         &mut self,
         mut vec: Vec<u8>,
         cancel: Option<CancelHandle>,
     ) -> (io::Result<usize>, Vec<u8>) {
         match self {
-            ClientStream::Plain(s) => s.read_append(vec, cancel).await,
-            ClientStream::Tls(t) => {
+            Stream::Plain(s) => s.read_append(vec, cancel).await,
+            Stream::Tls(t) => {
                 let room = vec.capacity() - vec.len();
                 let res = t.read_into_cancelable(&mut vec, room, cancel).await;
                 (res, vec)
@@ -128,8 +129,8 @@ impl Wire for ClientStream {
         range: Range<usize>,
     ) -> (io::Result<()>, Vec<u8>) {
         match self {
-            ClientStream::Plain(s) => s.write_range(vec, range).await,
-            ClientStream::Tls(t) => {
+            Stream::Plain(s) => s.write_range(vec, range).await,
+            Stream::Tls(t) => {
                 let res = t.write_all(&vec[range]).await;
                 (res, vec)
             }
@@ -138,8 +139,8 @@ impl Wire for ClientStream {
 
     fn read_ready(&mut self, vec: &mut Vec<u8>, want: usize) -> io::Result<usize> {
         match self {
-            ClientStream::Plain(s) => s.read_ready(vec, want),
-            ClientStream::Tls(t) => {
+            Stream::Plain(s) => s.read_ready(vec, want),
+            Stream::Tls(t) => {
                 let room = (vec.capacity() - vec.len()).min(want);
                 t.read_ready(vec, room)
             }
@@ -148,8 +149,8 @@ impl Wire for ClientStream {
 
     async fn shutdown(&mut self) -> io::Result<()> {
         match self {
-            ClientStream::Plain(s) => Wire::shutdown(s).await,
-            ClientStream::Tls(t) => {
+            Stream::Plain(s) => Wire::shutdown(s).await,
+            Stream::Tls(t) => {
                 t.close().await?;
                 AsyncWriteRent::shutdown(t.tcp_mut()).await
             }

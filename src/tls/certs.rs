@@ -40,45 +40,82 @@ pub fn load(
     now: i64,
     provider: &CryptoProvider,
 ) -> Result<LoadedCert, String> {
+    let pair = load_pair(cert_path, key_path, now, provider)?;
+    let names = match names {
+        Some(names) => names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+        None => dns_names(&pair.chain[0]),
+    };
+    if names.is_empty() {
+        return Err(format!(
+            "{}: the certificate names no DNS host (no subject alternative name); \
+             list the names it serves in `names`",
+            cert_path.display()
+        ));
+    }
+    Ok(LoadedCert {
+        key: pair.certified,
+        names,
+        not_after: pair.not_after,
+        cert_path: cert_path.to_path_buf(),
+    })
+}
+
+/// A chain and its key, checked: what `load` serves, and what the gateway shows an
+/// upstream that asks for a client certificate.
+pub struct KeyPair {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    pub certified: Arc<CertifiedKey>,
+    /// When the leaf expires, in seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+/// Loads `cert_path` (the chain, leaf first) and `key_path`, and checks that the key fits
+/// the leaf and that the leaf has not expired at `now`.
+pub fn load_pair(
+    cert_path: &Path,
+    key_path: &Path,
+    now: i64,
+    provider: &CryptoProvider,
+) -> Result<KeyPair, String> {
     let shown = cert_path.display();
-    let chain = read_chain(cert_path)?;
+    let chain = read_certs(cert_path)?;
     let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
         format!(
             "{}: no usable private key (PKCS#8, SEC1 or PKCS#1 PEM): {e}",
             key_path.display()
         )
     })?;
-    let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0])
+    let not_after = not_after(&chain[0])
         .map_err(|e| format!("{shown}: the first certificate does not parse: {e}"))?;
-    let not_after = leaf.validity().not_after.timestamp();
     if not_after < now {
-        return Err(format!("{shown}: expired on {}", leaf.validity().not_after));
+        let date = x509_parser::time::ASN1Time::from_timestamp(not_after)
+            .map_or_else(|_| not_after.to_string(), |t| t.to_string());
+        return Err(format!("{shown}: expired on {date}"));
     }
-    let names = match names {
-        Some(names) => names.iter().map(|n| n.to_ascii_lowercase()).collect(),
-        None => dns_names(&leaf),
-    };
-    if names.is_empty() {
-        return Err(format!(
-            "{shown}: the certificate names no DNS host (no subject alternative name); \
-             list the names it serves in `names`"
-        ));
-    }
-    let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| {
-        format!(
-            "{}: the key does not fit the certificate {shown}: {e}",
-            key_path.display()
-        )
-    })?;
-    Ok(LoadedCert {
-        key: Arc::new(certified),
-        names,
+    let certified =
+        CertifiedKey::from_der(chain.clone(), key.clone_key(), provider).map_err(|e| {
+            format!(
+                "{}: the key does not fit the certificate {shown}: {e}",
+                key_path.display()
+            )
+        })?;
+    Ok(KeyPair {
+        chain,
+        key,
+        certified: Arc::new(certified),
         not_after,
-        cert_path: cert_path.to_path_buf(),
     })
 }
 
-fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// When `cert` expires, in seconds since the Unix epoch.
+pub fn not_after(cert: &CertificateDer<'_>) -> Result<i64, String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).map_err(|e| e.to_string())?;
+    Ok(parsed.validity().not_after.timestamp())
+}
+
+/// Every certificate in a PEM file (at least one): a chain, or a set of CA roots.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let shown = path.display();
     let chain = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("{shown}: unreadable: {e}"))?
@@ -91,7 +128,10 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 /// The leaf's DNS subject alternative names, lowercase.
-fn dns_names(leaf: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+fn dns_names(leaf: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, leaf)) = x509_parser::parse_x509_certificate(leaf) else {
+        return Vec::new();
+    };
     let Ok(Some(san)) = leaf.subject_alternative_name() else {
         return Vec::new();
     };

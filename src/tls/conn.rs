@@ -1,15 +1,18 @@
-//! One server-side TLS connection over a monoio `TcpStream`. rustls holds the protocol
-//! state; this moves ciphertext between it and the socket with owned buffers (monoio's
-//! ownership-passing I/O) and hands plaintext out by appending to the caller's buffer
-//! (`read_into`) and in by `write_all`, so the connection driver keeps its own buffers
-//! and limits for TLS exactly as for plain TCP.
+//! One TLS connection over a monoio `TcpStream`: the server side of a client's
+//! connection (`accept`) or the client side of one to an upstream (`connect`). rustls
+//! holds the protocol state; this moves ciphertext between it and the socket with owned
+//! buffers (monoio's ownership-passing I/O) and hands plaintext out by appending to the
+//! caller's buffer (`read_into`) and in by `write_all`, so the connection driver, the
+//! relay and the upstream exchange keep their own buffers and limits for TLS exactly as
+//! for plain TCP.
 
 use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
-use rustls::{ServerConfig, ServerConnection};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
 /// Ciphertext read from the socket at once: one TLS record and its overhead.
 const CIPHER_READ: usize = 16 * 1024 + 512;
@@ -29,7 +32,7 @@ pub struct TlsFacts {
 
 pub struct TlsConn {
     tcp: TcpStream,
-    session: ServerConnection,
+    session: Connection,
     /// Ciphertext on its way in or out; emptied (not kept) by `release_buffers`.
     cipher: Vec<u8>,
 }
@@ -39,6 +42,23 @@ impl TlsConn {
     /// alert before the error is returned. The caller bounds it with a timeout.
     pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<TlsConn> {
         let session = ServerConnection::new(config).map_err(io::Error::other)?;
+        Self::handshake(tcp, session.into()).await
+    }
+
+    /// Runs the client side of a handshake with `name` (sent as SNI when it is a DNS
+    /// name, and what the server's certificate must be valid for). A certificate that
+    /// does not verify fails it with an `InvalidData` error naming the reason. The
+    /// caller bounds it with a timeout.
+    pub async fn connect(
+        tcp: TcpStream,
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> io::Result<TlsConn> {
+        let session = ClientConnection::new(config, name).map_err(io::Error::other)?;
+        Self::handshake(tcp, session.into()).await
+    }
+
+    async fn handshake(tcp: TcpStream, session: Connection) -> io::Result<TlsConn> {
         let mut conn = TlsConn {
             tcp,
             session,
@@ -75,7 +95,10 @@ impl TlsConn {
                 .negotiated_cipher_suite()
                 .and_then(|c| c.suite().as_str())
                 .unwrap_or("unknown"),
-            sni: s.server_name().map(str::to_ascii_lowercase),
+            sni: match s {
+                Connection::Server(s) => s.server_name().map(str::to_ascii_lowercase),
+                Connection::Client(_) => None,
+            },
             alpn: s
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),

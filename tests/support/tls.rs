@@ -52,3 +52,200 @@ pub fn client(
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Arc::new(config)
 }
+
+/// A private certificate authority for tests.
+pub struct Ca {
+    pub cert: rcgen::Certificate,
+    pub key: rcgen::KeyPair,
+}
+
+impl Ca {
+    /// A new CA, its certificate written as `<tag>.pem` in `dir`.
+    pub fn new(dir: &Path, tag: &str) -> Ca {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{tag} test CA"));
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join(format!("{tag}.pem")), cert.pem()).unwrap();
+        Ca { cert, key }
+    }
+
+    pub fn der(&self) -> CertificateDer<'static> {
+        self.cert.der().clone()
+    }
+
+    /// A certificate this CA signs, for `names` (DNS names or IP addresses) with the
+    /// common name `cn`, valid until `until_year`; written as `<tag>.pem` and `<tag>.key`.
+    pub fn issue(
+        &self,
+        dir: &Path,
+        tag: &str,
+        names: &[&str],
+        cn: &str,
+        until_year: i32,
+    ) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(until_year, 1, 1);
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        std::fs::write(dir.join(format!("{tag}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{tag}.key")), key.serialize_pem()).unwrap();
+        cert.der().clone()
+    }
+}
+
+/// A server config for `<tag>.pem`/`<tag>.key` in `dir`; with `client_ca`, clients
+/// must present a certificate that CA signed.
+pub fn server(dir: &Path, tag: &str, client_ca: Option<&Ca>) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let chain = vec![CertificateDer::from_pem_file(dir.join(format!("{tag}.pem"))).unwrap()];
+    let key =
+        rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join(format!("{tag}.key"))).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            roots.add(ca.der()).unwrap();
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    Arc::new(builder.with_single_cert(chain, key).unwrap())
+}
+
+/// An HTTPS upstream: every connection is a TLS handshake, then keep-alive requests
+/// (Content-Length bodies), each answered 200 with the body
+/// `"<connection> <method> <target> <body length> sni=<name> client=<common name>"`
+/// (`-` where there is none). Failed handshakes are counted.
+pub struct TlsUpstream {
+    pub addr: std::net::SocketAddr,
+    pub handshakes: Arc<std::sync::atomic::AtomicUsize>,
+    pub failed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TlsUpstream {
+    pub fn start(config: Arc<rustls::ServerConfig>) -> TlsUpstream {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let (ok, bad) = (handshakes.clone(), failed.clone());
+        std::thread::spawn(move || {
+            for (id, tcp) in listener.incoming().flatten().enumerate() {
+                let (config, ok, bad) = (config.clone(), ok.clone(), bad.clone());
+                std::thread::spawn(move || {
+                    let conn = rustls::ServerConnection::new(config).unwrap();
+                    let mut s = rustls::StreamOwned::new(conn, tcp);
+                    while s.conn.is_handshaking() {
+                        if s.conn.complete_io(&mut s.sock).is_err() {
+                            bad.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                    }
+                    ok.fetch_add(1, Ordering::SeqCst);
+                    let sni = s.conn.server_name().unwrap_or("-").to_string();
+                    let client = s
+                        .conn
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| common_name(c))
+                        .unwrap_or_else(|| "-".into());
+                    serve_requests(&mut s, |method, target, body| {
+                        format!(
+                            "{id} {method} {target} {} sni={sni} client={client}",
+                            body.len()
+                        )
+                    });
+                });
+            }
+        });
+        TlsUpstream {
+            addr,
+            handshakes,
+            failed,
+        }
+    }
+}
+
+/// Reads requests (head, then a Content-Length body) and answers each 200 with what
+/// `answer` makes of it (a target `/big/<n>` gets `n` bytes of `x` instead), until the
+/// peer closes.
+fn serve_requests<S: std::io::Read + std::io::Write>(
+    s: &mut S,
+    answer: impl Fn(&str, &str, &[u8]) -> String,
+) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let head_end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        if req.parse(&buf[..head_end]).is_err() {
+            return;
+        }
+        let method = req.method.unwrap_or("").to_string();
+        let target = req.path.unwrap_or("").to_string();
+        let len: usize = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = buf[head_end..head_end + len].to_vec();
+        buf.drain(..head_end + len);
+        let out = match target.strip_prefix("/big/").and_then(|n| n.parse().ok()) {
+            Some(n) => "x".repeat(n),
+            None => answer(&method, &target, &body),
+        };
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{out}",
+            out.len()
+        );
+        if s.write_all(response.as_bytes())
+            .and_then(|_| s.flush())
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// The subject common name of a DER certificate.
+pub fn common_name(der: &CertificateDer<'_>) -> String {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    let cn = cert.subject().iter_common_name().next();
+    cn.and_then(|c| c.as_str().ok()).unwrap_or("-").to_string()
+}

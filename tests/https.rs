@@ -11,15 +11,11 @@ mod tls_support;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use rustls::pki_types::CertificateDer;
 use support::*;
-use tls_support::{client, make_cert};
-
-type TlsStream = StreamOwned<ClientConnection, std::net::TcpStream>;
+use tls_support::{client, connect, get, make_cert};
 
 struct Https {
     gw: Gateway,
@@ -52,44 +48,6 @@ fn body(dir: &std::path::Path, upstream: SocketAddr, tls_extra: &str, api_key: &
          [[tls.certs]]\ncert = \"{d}/tenants.pem\"\nkey = \"{d}/tenants.key\"\n",
         simple_routes(upstream, "", "")
     )
-}
-
-fn connect(addr: SocketAddr, config: Arc<ClientConfig>, sni: &str) -> TlsStream {
-    let tcp = std::net::TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let name = ServerName::try_from(sni.to_string()).unwrap();
-    StreamOwned::new(ClientConnection::new(config, name).unwrap(), tcp)
-}
-
-/// Sends a GET and reads its response (Content-Length framed): status and body.
-fn get(s: &mut TlsStream, host: &str, path: &str) -> (u16, String) {
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
-    s.flush().unwrap();
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut byte).unwrap();
-        assert_eq!(
-            n,
-            1,
-            "closed in the head: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.push(byte[0]);
-    }
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    resp.parse(&buf).unwrap();
-    let status = resp.code.unwrap();
-    let len: usize = resp
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).unwrap();
-    (status, String::from_utf8(body).unwrap())
 }
 
 fn requests_over_tls_reach_the_upstream_as_https(driver: Driver) {

@@ -885,12 +885,12 @@ fn config_errors_name_the_limit_and_field() {
         (
             one("none", "{ key = \"route\", rate = \"10/s\" }, { key = \"app\", rate = \"1/s\" }"),
             "routes[0].limits[1].key",
-            "need an authenticated route",
+            "need a route whose callers are apps",
         ),
         (
             one("none", "{ key = \"route\", rate = \"10/s\", groups = { a = 0.5, b = 0.5 }, group_by = \"app\" }"),
             "routes[0].limits[0].key",
-            "need an authenticated route",
+            "need a route whose callers are apps",
         ),
         (
             one("hmac", "{ key = \"route\", rate = \"10/s\", groups = { a = 0.7, b = 0.4 }, group_by = \"app\" }"),

@@ -1,4 +1,5 @@
-//! The app registry: who may call, with which secrets, from where, and which API groups.
+//! The app registry: who may call, with which secrets or client certificates, from where,
+//! and which API groups.
 //! Loaded from the apps file named by `[apps] file` as part of a config generation, so it
 //! is validated with the config and reloaded with it. Plain data (records and lookups),
 //! so it lives with the config; `auth` checks requests against it and re-exports it as
@@ -15,6 +16,7 @@ use serde::Deserialize;
 use super::cidr::Cidr;
 use super::model_limits::{parse_quota, Rate};
 use super::problems::ConfigError;
+use crate::tls::identity::{normalize_subject, parse_sha256, ClientIdentity};
 
 /// One registered app. Secrets never appear in `Debug` output.
 pub struct App {
@@ -27,6 +29,10 @@ pub struct App {
     pub enabled: bool,
     /// The app's contract: overrides of per-app limits and its priority group.
     pub limits: AppLimits,
+    /// Client certificates that authenticate as this app (`auth = "mtls"`): exact
+    /// certificates by SHA-256 fingerprint, and subjects (normalized).
+    pub cert_sha256: Vec<[u8; 32]>,
+    pub cert_subjects: Vec<String>,
 }
 
 /// What an app record says about traffic control (fields `rate`, `quota`,
@@ -114,7 +120,7 @@ impl App {
         if let Err(e) = check_key(&key) {
             problems.push(format!("key: {e}"));
         }
-        if let Err(e) = check_secrets(&secrets) {
+        if let Err(e) = check_secrets(&secrets, false) {
             problems.push(format!("secrets: {e}"));
         }
         let mut cidrs = Vec::new();
@@ -135,6 +141,8 @@ impl App {
             enabled,
             key,
             limits: AppLimits::default(),
+            cert_sha256: Vec::new(),
+            cert_subjects: Vec::new(),
         })
     }
 }
@@ -154,9 +162,14 @@ fn check_key(key: &str) -> Result<(), String> {
     }
 }
 
-fn check_secrets(secrets: &[String]) -> Result<(), String> {
+/// One or two secrets; none for an app that authenticates only by client certificate
+/// (`has_certs`), which then cannot sign.
+fn check_secrets(secrets: &[String], has_certs: bool) -> Result<(), String> {
+    if secrets.is_empty() && has_certs {
+        return Ok(());
+    }
     if secrets.is_empty() || secrets.len() > 2 {
-        return Err("one or two secrets (current, and previous during a rotation)".into());
+        return Err("one or two secrets (current, and previous during a rotation; none only for an app with cert_sha256 or cert_subjects)".into());
     }
     if secrets.iter().any(|s| s.len() < 16) {
         return Err("every secret must be at least 16 bytes".into());
@@ -177,6 +190,8 @@ impl fmt::Debug for App {
             .field("allow_ips", &self.allow_ips)
             .field("enabled", &self.enabled)
             .field("limits", &self.limits)
+            .field("cert_sha256", &self.cert_sha256.len())
+            .field("cert_subjects", &self.cert_subjects)
             .finish()
     }
 }
@@ -202,15 +217,25 @@ impl PartialEq<Vec<&[u8]>> for Secrets<'_> {
     }
 }
 
-/// Apps by key.
+/// Apps by key, and by the client certificates registered to them.
 #[derive(Debug, Default)]
 pub struct AppRegistry {
     apps: HashMap<String, Arc<App>>,
+    by_sha256: HashMap<[u8; 32], Arc<App>>,
+    by_subject: HashMap<String, Arc<App>>,
 }
 
 impl AppRegistry {
     pub fn get(&self, key: &str) -> Option<&Arc<App>> {
         self.apps.get(key)
+    }
+
+    /// The app a verified client certificate belongs to: its exact fingerprint first,
+    /// then its subject.
+    pub fn by_certificate(&self, id: &ClientIdentity) -> Option<&Arc<App>> {
+        self.by_sha256
+            .get(&id.sha256)
+            .or_else(|| self.by_subject.get(&id.subject))
     }
 
     pub fn len(&self) -> usize {
@@ -233,6 +258,7 @@ struct AppsFile {
 #[serde(deny_unknown_fields)]
 struct AppFile {
     key: String,
+    #[serde(default)]
     secrets: Vec<String>,
     name: Option<String>,
     #[serde(default)]
@@ -243,6 +269,10 @@ struct AppFile {
     rate: Option<String>,
     quota: Option<String>,
     traffic_group: Option<String>,
+    #[serde(default)]
+    cert_sha256: Vec<String>,
+    #[serde(default)]
+    cert_subjects: Vec<String>,
 }
 
 /// Reads and validates an apps file. Problems are reported with the file and the path
@@ -262,13 +292,29 @@ pub fn load_file(path: &Path) -> Result<AppRegistry, Vec<ConfigError>> {
     })?;
     let mut problems = Vec::new();
     let mut apps = HashMap::new();
+    let (mut by_sha256, mut by_subject) = (HashMap::new(), HashMap::new());
     for (i, a) in file.apps.into_iter().enumerate() {
         let at = |field: &str| format!("{origin}: apps[{i}].{field}");
         if let Err(e) = check_key(&a.key) {
             problems.push(err(at("key"), e));
         }
-        if let Err(e) = check_secrets(&a.secrets) {
+        let has_certs = !a.cert_sha256.is_empty() || !a.cert_subjects.is_empty();
+        if let Err(e) = check_secrets(&a.secrets, has_certs) {
             problems.push(err(at("secrets"), e));
+        }
+        let mut cert_sha256 = Vec::new();
+        for (j, f) in a.cert_sha256.iter().enumerate() {
+            match parse_sha256(f) {
+                Ok(f) => cert_sha256.push(f),
+                Err(e) => problems.push(err(at(&format!("cert_sha256[{j}]")), e)),
+            }
+        }
+        let mut cert_subjects = Vec::new();
+        for (j, subject) in a.cert_subjects.iter().enumerate() {
+            match normalize_subject(subject) {
+                Ok(s) => cert_subjects.push(s),
+                Err(e) => problems.push(err(at(&format!("cert_subjects[{j}]")), e)),
+            }
         }
         let mut allow_ips = Vec::new();
         for (j, c) in a.allow_ips.iter().enumerate() {
@@ -294,14 +340,34 @@ pub fn load_file(path: &Path) -> Result<AppRegistry, Vec<ConfigError>> {
             allow_ips,
             enabled: a.enabled.unwrap_or(true),
             key: a.key,
+            cert_sha256,
+            cert_subjects,
         };
         if apps.contains_key(&app.key) {
             problems.push(err(at("key"), format!("duplicate key {:?}", app.key)));
         }
-        apps.insert(app.key.clone(), Arc::new(app));
+        let app = Arc::new(app);
+        // A certificate identifies one app only.
+        for f in &app.cert_sha256 {
+            if let Some(other) = by_sha256.insert(*f, app.clone()) {
+                let message = format!("also registered to app {:?}", other.key);
+                problems.push(err(at("cert_sha256"), message));
+            }
+        }
+        for subject in &app.cert_subjects {
+            if let Some(other) = by_subject.insert(subject.clone(), app.clone()) {
+                let message = format!("{subject:?} is also registered to app {:?}", other.key);
+                problems.push(err(at("cert_subjects"), message));
+            }
+        }
+        apps.insert(app.key.clone(), app);
     }
     if problems.is_empty() {
-        Ok(AppRegistry { apps })
+        Ok(AppRegistry {
+            apps,
+            by_sha256,
+            by_subject,
+        })
     } else {
         Err(problems)
     }

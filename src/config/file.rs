@@ -36,6 +36,10 @@ pub struct TlsFile {
     pub alpn: Option<Vec<String>>,
     #[serde(default)]
     pub certs: Vec<TlsCertFile>,
+    /// CA certificates (PEM) that client certificates must chain to.
+    pub client_ca: Option<String>,
+    /// `"optional"` (the default with `client_ca`) or `"required"`.
+    pub client_auth: Option<String>,
 }
 
 /// One `[[tls.certs]]` entry.

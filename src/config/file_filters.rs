@@ -19,7 +19,7 @@ pub struct HeadersFile {
 
 /// `set` replaces any header of that name, `add` appends one more, `remove` drops every
 /// header of that name. Values may use `$request_id`, `$app_key`, `$client_ip`, `$route`,
-/// `$tls_version`, `$tls_cipher`, `$tls_sni` (`$$` for a literal `$`).
+/// `$tls_version`, `$tls_cipher`, `$tls_sni`, `$tls_client_sha256` (`$$` for a literal `$`).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderEditsFile {

@@ -40,6 +40,20 @@ pub struct TlsConfig {
     pub certs: Arc<Vec<crate::tls::certs::LoadedCert>>,
     pub resolver: Arc<crate::tls::sni::CertResolver>,
     pub server: Arc<rustls::ServerConfig>,
+    /// Whether clients are asked for a certificate (`client_ca`, `client_auth`).
+    pub client_auth: ClientAuthMode,
+}
+
+/// `tls.client_auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMode {
+    /// No `client_ca`: no certificate is asked for.
+    Off,
+    /// Verified when presented; a client without one is let in (routes with
+    /// `auth = "mtls"` answer it 401).
+    Optional,
+    /// A client without a verified certificate fails the handshake.
+    Required,
 }
 
 /// The oldest TLS version offered; nothing older than 1.2 ever is.
@@ -120,6 +134,25 @@ pub enum AuthMode {
     None,
     /// `RG-HMAC-SHA256` signatures by registered apps.
     Hmac,
+    /// A verified client certificate registered to an app (`[tls] client_ca`).
+    Mtls,
+}
+
+impl AuthMode {
+    /// Whether the route's callers are registered apps (permission groups, IP allow
+    /// lists and per-app limits then apply).
+    pub fn identifies_app(self) -> bool {
+        matches!(self, AuthMode::Hmac | AuthMode::Mtls)
+    }
+
+    /// The name the config uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMode::None => "none",
+            AuthMode::Hmac => "hmac",
+            AuthMode::Mtls => "mtls",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

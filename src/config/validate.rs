@@ -78,6 +78,7 @@ pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Ve
     check_shared_limits(&mut p, &routes);
     let apps = validate_apps(&mut p, file, base_dir, &routes);
     let tls = validate_tls(&mut p, file, base_dir, &server.listen);
+    check_mtls_routes(&mut p, file, &routes, &apps);
     if p.0.is_empty() {
         Ok(Config {
             server,
@@ -92,6 +93,31 @@ pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Ve
         })
     } else {
         Err(p.0)
+    }
+}
+
+/// Routes with `auth = "mtls"` need client certificates to be asked for, and (for now)
+/// the apps file: the Redis registry has no index by certificate yet.
+fn check_mtls_routes(
+    p: &mut Problems,
+    file: &FileConfig,
+    routes: &[RouteConfig],
+    apps: &AppsConfig,
+) {
+    let Some(i) = routes.iter().position(|r| r.auth == AuthMode::Mtls) else {
+        return;
+    };
+    if file.tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+        p.add(
+            format!("routes[{i}].auth"),
+            "\"mtls\" needs client certificates: set [tls] client_ca",
+        );
+    }
+    if matches!(apps.source, AppsSource::Redis { .. }) {
+        p.add(
+            format!("routes[{i}].auth"),
+            "\"mtls\" maps certificates to apps of apps.file; apps.redis does not support it yet",
+        );
     }
 }
 
@@ -353,10 +379,11 @@ fn validate_route(
         auth: match r.auth.as_deref() {
             None | Some("none") => AuthMode::None,
             Some("hmac") => AuthMode::Hmac,
+            Some("mtls") => AuthMode::Mtls,
             Some(other) => {
                 p.add(
                     at("auth"),
-                    format!("unknown auth {other:?}: expected \"hmac\" or \"none\""),
+                    format!("unknown auth {other:?}: expected \"hmac\", \"mtls\" or \"none\""),
                 );
                 AuthMode::None
             }

@@ -169,7 +169,7 @@ fn validate_limit(
     if needs_app && auth == AuthMode::None {
         p.add(
             at("key"),
-            "per-app limits need an authenticated route (auth = \"hmac\")",
+            "per-app limits need a route whose callers are apps (auth = \"hmac\" or \"mtls\")",
         );
     }
     let amount = match (&l.rate, &l.quota) {

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::file::{FileConfig, ListenFile, UpstreamFile};
-use super::model::{ListenConfig, TlsConfig, TlsVersion, UpstreamTls};
+use super::model::{ClientAuthMode, ListenConfig, TlsConfig, TlsVersion, UpstreamTls};
 use super::problems::Problems;
 use crate::tls::certs::{load, provider};
-use crate::tls::client::client_config;
+use crate::tls::client::{client_config, roots_from_file};
 use crate::tls::server::server_config;
+use crate::tls::server::ClientAuth;
 use crate::tls::sni::CertResolver;
 
 /// Protocols a TLS listener may announce with ALPN today (`h2` joins with HTTP/2).
@@ -110,12 +111,15 @@ pub(super) fn validate_tls(
             Err(e) => p.add(format!("tls.certs[{i}]"), e),
         }
     }
+    let (client_auth_mode, client_auth) = validate_client_auth(p, t, base_dir);
     if p.0.len() > errors_before {
         return None;
     }
     let resolver = Arc::new(CertResolver::new(&certs));
-    match server_config(resolver.clone(), min_version == TlsVersion::Tls13, &alpn) {
+    let tls13_only = min_version == TlsVersion::Tls13;
+    match server_config(resolver.clone(), tls13_only, &alpn, client_auth) {
         Ok(server) => Some(TlsConfig {
+            client_auth: client_auth_mode,
             listen,
             min_version,
             alpn,
@@ -126,6 +130,49 @@ pub(super) fn validate_tls(
         Err(e) => {
             p.add("tls", e);
             None
+        }
+    }
+}
+
+/// `client_ca` and `client_auth`: whether clients are asked for a certificate, and the
+/// roots it must chain to.
+fn validate_client_auth(
+    p: &mut Problems,
+    t: &super::file::TlsFile,
+    base_dir: Option<&Path>,
+) -> (ClientAuthMode, Option<ClientAuth>) {
+    let required = match t.client_auth.as_deref() {
+        None | Some("optional") => false,
+        Some("required") => true,
+        Some(other) => {
+            p.add(
+                "tls.client_auth",
+                format!("{other:?}: must be \"optional\" or \"required\""),
+            );
+            false
+        }
+    };
+    let Some(ca) = &t.client_ca else {
+        if t.client_auth.is_some() {
+            p.add(
+                "tls.client_auth",
+                "needs `client_ca`, the CA that issues client certificates",
+            );
+        }
+        return (ClientAuthMode::Off, None);
+    };
+    match roots_from_file(&resolve(base_dir, ca)) {
+        Ok(roots) => {
+            let mode = if required {
+                ClientAuthMode::Required
+            } else {
+                ClientAuthMode::Optional
+            };
+            (mode, Some(ClientAuth { roots, required }))
+        }
+        Err(e) => {
+            p.add("tls.client_ca", e);
+            (ClientAuthMode::Off, None)
         }
     }
 }

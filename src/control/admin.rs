@@ -432,7 +432,7 @@ fn config_summary(snap: &crate::snapshot::Snapshot) -> String {
                 "path": r.path,
                 "methods": r.methods,
                 "upstream": snap.upstream(r.upstream).name,
-                "auth": if r.auth == crate::config::AuthMode::Hmac { "hmac" } else { "none" },
+                "auth": r.auth.name(),
                 "limits": r.limits.len(),
             })
         })

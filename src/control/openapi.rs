@@ -51,6 +51,10 @@ pub fn document(snap: &Snapshot) -> Value {
                     "in": "header",
                     "name": "X-Rg-Signature",
                     "description": "RG-HMAC-SHA256: the app key in X-Rg-Key, X-Rg-Timestamp, X-Rg-Nonce, and an HMAC-SHA256 signature of the canonical request in X-Rg-Signature (see `ringgate sign`).",
+                },
+                "rgMtls": {
+                    "type": "mutualTLS",
+                    "description": "A client certificate issued by the gateway's client CA and registered to an app (by SHA-256 fingerprint or subject).",
                 }
             }
         }
@@ -76,8 +80,14 @@ fn operation(route: &RouteConfig, method: &str) -> Value {
         "responses".into(),
         json!({ "default": { "description": "The upstream's response, or a gateway error as {\"error\":{\"code\",\"message\",\"request_id\"}}." } }),
     );
-    if route.auth == AuthMode::Hmac {
-        op.insert("security".into(), json!([{ "rgHmac": [] }]));
+    match route.auth {
+        AuthMode::Hmac => {
+            op.insert("security".into(), json!([{ "rgHmac": [] }]));
+        }
+        AuthMode::Mtls => {
+            op.insert("security".into(), json!([{ "rgMtls": [] }]));
+        }
+        AuthMode::None => {}
     }
     if route.path.ends_with("/*") {
         op.insert("x-ringgate-match".into(), json!("prefix"));

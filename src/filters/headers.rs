@@ -1,9 +1,11 @@
 //! Header edits per route (`[routes.headers.request]` to the upstream,
 //! `[routes.headers.response]` to the client): `set` replaces every header of a name,
 //! `add` appends one more, `remove` drops them all. Values may name `$request_id`,
-//! `$app_key`, `$client_ip`, `$route` and, on HTTPS, `$tls_version`, `$tls_cipher` and
-//! `$tls_sni` (`$$` is a literal `$`); a header whose value comes out empty (`$app_key`
-//! on an anonymous request, `$tls_*` on plain HTTP) is not sent.
+//! `$app_key`, `$client_ip`, `$route` and, on HTTPS, `$tls_version`, `$tls_cipher`,
+//! `$tls_sni` and `$tls_client_sha256` (the client certificate's fingerprint; `$$` is a
+//! literal `$`); a header whose value comes out empty (`$app_key` on an anonymous
+//! request, `$tls_*` on plain HTTP or without a client certificate) is not sent. (The
+//! client certificate's subject is not offered: it may hold any bytes.)
 //!
 //! Headers the gateway owns (framing, hop-by-hop, `Host`, the forwarding, trace and
 //! request-id headers, `X-Rg-*`, `Date`) cannot be edited: a config naming one is refused.
@@ -37,6 +39,7 @@ enum Part {
     TlsVersion,
     TlsCipher,
     TlsSni,
+    TlsClientSha256,
 }
 
 struct Template(Vec<Part>);
@@ -160,9 +163,10 @@ impl Template {
                 "tls_version" => Part::TlsVersion,
                 "tls_cipher" => Part::TlsCipher,
                 "tls_sni" => Part::TlsSni,
+                "tls_client_sha256" => Part::TlsClientSha256,
                 other => {
                     return Err(format!(
-                        "unknown variable ${other} in {value:?}: expected $request_id, $app_key, $client_ip, $route, $tls_version, $tls_cipher or $tls_sni ($$ for a literal $)"
+                        "unknown variable ${other} in {value:?}: expected $request_id, $app_key, $client_ip, $route, $tls_version, $tls_cipher, $tls_sni or $tls_client_sha256 ($$ for a literal $)"
                     ))
                 }
             };
@@ -215,6 +219,11 @@ impl Headers {
                             .unwrap_or("")
                             .as_bytes(),
                     ),
+                    Part::TlsClientSha256 => {
+                        if let Some(id) = ctx.tls.as_ref().and_then(|t| t.client.as_ref()) {
+                            out.extend_from_slice(id.sha256_hex().as_bytes());
+                        }
+                    }
                 }
             }
             if out.len() == value_at {

@@ -3,13 +3,16 @@
 //! connection driver determined.
 
 use super::{BuildCtx, Env, Filter, Flow, Phases, RequestCtx, RequestView};
-use crate::config::{AuthMode, ConfigError};
+use crate::config::ConfigError;
 use crate::error::{ErrorKind, ProxyError};
 
 pub struct IpAllow;
 
 pub fn build(b: &BuildCtx) -> Result<Option<Filter>, Vec<ConfigError>> {
-    Ok((b.route.auth == AuthMode::Hmac).then_some(Filter::IpAllow(IpAllow)))
+    Ok(b.route
+        .auth
+        .identifies_app()
+        .then_some(Filter::IpAllow(IpAllow)))
 }
 
 impl Phases for IpAllow {

@@ -14,6 +14,7 @@
 
 mod app_signature;
 mod breaker;
+mod client_cert;
 mod context;
 mod cors;
 mod fallback;
@@ -89,6 +90,7 @@ type Build = fn(&BuildCtx) -> Result<Option<Filter>, Vec<ConfigError>>;
 const ORDER: &[(&str, Build)] = &[
     ("cors", cors::build),
     ("app_signature", app_signature::build),
+    ("client_cert", client_cert::build),
     ("permissions", permissions::build),
     ("ip_allow", ip_allow::build),
     ("replay", replay::build),
@@ -109,6 +111,7 @@ pub fn order() -> impl Iterator<Item = &'static str> {
 pub enum Filter {
     Cors(cors::Cors),
     AppSignature(app_signature::AppSignature),
+    ClientCert(client_cert::ClientCert),
     Permissions(permissions::Permissions),
     IpAllow(ip_allow::IpAllow),
     Replay(replay::Replay),
@@ -126,6 +129,7 @@ macro_rules! dispatch {
         match $f {
             Filter::Cors($inner) => $call,
             Filter::AppSignature($inner) => $call,
+            Filter::ClientCert($inner) => $call,
             Filter::Permissions($inner) => $call,
             Filter::IpAllow($inner) => $call,
             Filter::Replay($inner) => $call,

@@ -3,7 +3,7 @@
 //! is learns what it may not do.
 
 use super::{BuildCtx, Env, Filter, Flow, Phases, RequestCtx, RequestView};
-use crate::config::{AuthMode, ConfigError};
+use crate::config::ConfigError;
 use crate::error::{ErrorKind, ProxyError};
 
 pub struct Permissions {
@@ -12,10 +12,12 @@ pub struct Permissions {
 
 pub fn build(b: &BuildCtx) -> Result<Option<Filter>, Vec<ConfigError>> {
     // A group means something only for a route whose callers are known apps.
-    match (&b.route.group, b.route.auth) {
-        (Some(group), AuthMode::Hmac) => Ok(Some(Filter::Permissions(Permissions {
-            group: group.as_str().into(),
-        }))),
+    match &b.route.group {
+        Some(group) if b.route.auth.identifies_app() => {
+            Ok(Some(Filter::Permissions(Permissions {
+                group: group.as_str().into(),
+            })))
+        }
         _ => Ok(None),
     }
 }

@@ -87,6 +87,17 @@ pub fn write_line(out: &mut Vec<u8>, r: &Finished) {
         optional(out, tls.alpn.as_deref());
         out.extend_from_slice(b",\"resumed\":");
         out.extend_from_slice(if tls.resumed { b"true" } else { b"false" });
+        out.extend_from_slice(b",\"client\":");
+        match &tls.client {
+            None => out.extend_from_slice(b"null"),
+            Some(id) => {
+                out.extend_from_slice(b"{\"sha256\":");
+                quoted(out, &id.sha256_hex());
+                out.extend_from_slice(b",\"subject\":");
+                quoted(out, &id.subject);
+                out.push(b'}');
+            }
+        }
         out.push(b'}');
     }
     out.push(b'}');
@@ -184,6 +195,10 @@ mod tests {
                 sni: Some("a\"b.example".into()),
                 alpn: None,
                 resumed: true,
+                client: Some(crate::tls::identity::ClientIdentity {
+                    sha256: [0xab; 32],
+                    subject: "CN=\"x\"".into(),
+                }),
             }),
         };
         let mut out = Vec::new();
@@ -193,6 +208,8 @@ mod tests {
         assert_eq!(v["tls"]["sni"], "a\"b.example");
         assert_eq!(v["tls"]["alpn"], serde_json::Value::Null);
         assert_eq!(v["tls"]["resumed"], true);
+        assert_eq!(v["tls"]["client"]["sha256"], "ab".repeat(32));
+        assert_eq!(v["tls"]["client"]["subject"], "CN=\"x\"");
         assert_eq!(v["path"], "/a\\b\n");
         assert_eq!(v["total_ms"].as_f64(), Some(12.345));
         assert_eq!(v["upstream_ms"].as_f64(), Some(0.007));

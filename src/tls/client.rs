@@ -20,7 +20,7 @@ pub fn client_config(
 ) -> Result<ClientConfig, String> {
     let provider = provider();
     let roots = match ca {
-        Some(path) => file_roots(path)?,
+        Some(path) => roots_from_file(path)?,
         None => system_roots()?,
     };
     let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -40,7 +40,8 @@ pub fn client_config(
     Ok(config)
 }
 
-fn file_roots(path: &Path) -> Result<RootCertStore, String> {
+/// The CA certificates in a PEM file, as roots to verify peers against.
+pub fn roots_from_file(path: &Path) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     for cert in read_certs(path)? {
         roots

@@ -14,6 +14,8 @@ use monoio::net::TcpStream;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
+use super::identity::ClientIdentity;
+
 /// Ciphertext read from the socket at once: one TLS record and its overhead.
 const CIPHER_READ: usize = 16 * 1024 + 512;
 
@@ -23,11 +25,14 @@ pub struct TlsFacts {
     /// `TLSv1_3` or `TLSv1_2`.
     pub version: &'static str,
     pub cipher: &'static str,
-    /// The name the client asked for (SNI), lowercase.
+    /// The name the client asked for (SNI), lowercase (`None` on the client side).
     pub sni: Option<String>,
     pub alpn: Option<String>,
     /// The session was resumed (no full handshake).
     pub resumed: bool,
+    /// The verified client certificate's identity, when the client presented one (on a
+    /// listener with `client_ca`).
+    pub client: Option<ClientIdentity>,
 }
 
 pub struct TlsConn {
@@ -103,6 +108,14 @@ impl TlsConn {
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
             resumed: matches!(s.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),
+            // (On the client side the peer is an upstream, not a client.)
+            client: match s {
+                Connection::Server(s) => s
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(ClientIdentity::of),
+                Connection::Client(_) => None,
+            },
         }
     }
 

@@ -2,8 +2,10 @@
 //! rustls client configs that trust exactly the given certificates.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
@@ -248,4 +250,70 @@ pub fn common_name(der: &CertificateDer<'_>) -> String {
     let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
     let cn = cert.subject().iter_common_name().next();
     cn.and_then(|c| c.as_str().ok()).unwrap_or("-").to_string()
+}
+
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
+
+/// A TLS client connection to `addr` asking for `sni` (the handshake runs with the
+/// first write).
+pub fn connect(addr: std::net::SocketAddr, config: Arc<ClientConfig>, sni: &str) -> TlsStream {
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    rustls::StreamOwned::new(rustls::ClientConnection::new(config, name).unwrap(), tcp)
+}
+
+/// Sends a GET and reads its response (Content-Length framed): status and body.
+pub fn get(s: &mut TlsStream, host: &str, path: &str) -> (u16, String) {
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    s.flush().unwrap();
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).unwrap();
+        assert_eq!(
+            n,
+            1,
+            "closed in the head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    resp.parse(&buf).unwrap();
+    let status = resp.code.unwrap();
+    let len: usize = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (status, String::from_utf8(body).unwrap())
+}
+
+/// `client` that also presents the certificate `<tag>.pem`/`<tag>.key` in `dir`.
+pub fn client_with_cert(
+    trusted: &[&CertificateDer<'static>],
+    dir: &Path,
+    tag: &str,
+) -> Arc<ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let chain = vec![CertificateDer::from_pem_file(dir.join(format!("{tag}.pem"))).unwrap()];
+    let key =
+        rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join(format!("{tag}.key"))).unwrap();
+    let mut roots = RootCertStore::empty();
+    for c in trusted {
+        roots.add((*c).clone()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    Arc::new(config)
 }

@@ -115,16 +115,30 @@ fn failed_handshakes_are_closed_and_the_worker_serves_on(driver: Driver) {
         !String::from_utf8_lossy(&rest).contains("HTTP/1.1 200"),
         "{rest:?}"
     );
-    // A good client is served as before.
-    let mut s = connect(
-        h.gw.tls_addr(),
-        client(&[&h.api], false, &[]),
-        "api.example.com",
-    );
-    assert_eq!(
-        get(&mut s, "api.example.com", "/ok"),
-        (200, "GET /ok 0".into())
-    );
+    // A good client is served as before; its second connection resumes the session.
+    let good = client(&[&h.api], false, &[]);
+    for _ in 0..2 {
+        let mut s = connect(h.gw.tls_addr(), good.clone(), "api.example.com");
+        assert_eq!(
+            get(&mut s, "api.example.com", "/ok"),
+            (200, "GET /ok 0".into())
+        );
+    }
+    // Each outcome is counted.
+    let admin = h.gw.admin.expect("admin listener");
+    let expected = [
+        "ringgate_tls_handshakes_total{result=\"full\"} 1",
+        "ringgate_tls_handshakes_total{result=\"resumed\"} 1",
+        "ringgate_tls_handshake_failures_total{reason=\"protocol_version\"} 1",
+        "ringgate_tls_handshake_failures_total{reason=\"malformed\"} 1",
+        "ringgate_tls_handshake_failures_total{reason=\"timeout\"} 0",
+    ];
+    let mut text = String::new();
+    let counted = eventually(Duration::from_secs(5), || {
+        text = Client::connect(admin).get("/metrics").body_str();
+        expected.iter().all(|line| text.lines().any(|l| l == *line))
+    });
+    assert!(counted, "{expected:?} in:\n{text}");
 }
 
 /// A Host that the connection's certificate does not name is 421 with the JSON error

@@ -184,8 +184,14 @@ fn without_a_registered_certificate_the_answer_is_401(driver: Driver) {
     // Expired, or issued by another CA (with a registered subject): the handshake fails.
     assert!(handshake_fails(m.connect(Some("expired"))));
     assert!(handshake_fails(m.connect(Some("rogue"))));
-    // None of them reached the upstream.
+    // None of them reached the upstream; the two refused certificates are counted.
     assert!(m.up.requests().is_empty());
+    let admin = m.gw.admin.expect("admin listener");
+    let line = "ringgate_tls_handshake_failures_total{reason=\"client_certificate\"} 2";
+    assert!(eventually(std::time::Duration::from_secs(5), || {
+        let text = Client::connect(admin).get("/metrics").body_str();
+        text.lines().any(|l| l == line)
+    }));
 }
 
 fn a_required_listener_refuses_clients_without_a_certificate(driver: Driver) {

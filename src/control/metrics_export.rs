@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::metrics::{UpstreamCounts, WorkerReport, METHODS};
+use crate::metrics::{TlsCounts, UpstreamCounts, WorkerReport, METHODS, TLS_FAILURE_REASONS};
 use crate::resilience::breaker::State;
 use crate::runtime::GatewayState;
 
@@ -31,6 +31,13 @@ pub fn render(state: &GatewayState) -> String {
     requests(&mut out, &reports);
     workers(&mut out, state, &reports);
     upstreams(&mut out, &reports);
+    let serves_tls = state
+        .snapshot
+        .read()
+        .is_ok_and(|snap| snap.config.tls.is_some());
+    if serves_tls {
+        handshakes(&mut out, &reports);
+    }
     generation(&mut out, state);
     out
 }
@@ -192,6 +199,41 @@ fn upstreams(out: &mut String, reports: &[WorkerReport]) {
                 let _ = writeln!(out, "{family}{{upstream=\"{name}\"{labels}}} {}", value(c));
             }
         }
+    }
+}
+
+fn handshakes(out: &mut String, reports: &[WorkerReport]) {
+    let mut sum = TlsCounts::default();
+    for r in reports {
+        sum.full += r.tls.full;
+        sum.resumed += r.tls.resumed;
+        for (total, n) in sum.failed.iter_mut().zip(r.tls.failed) {
+            *total += n;
+        }
+    }
+    header(
+        out,
+        "ringgate_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed on [tls] listeners: full, or a resumed session.",
+    );
+    let _ = writeln!(out, "ringgate_tls_handshakes_total{{result=\"full\"}} {}", sum.full);
+    let _ = writeln!(
+        out,
+        "ringgate_tls_handshakes_total{{result=\"resumed\"}} {}",
+        sum.resumed
+    );
+    header(
+        out,
+        "ringgate_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes on [tls] listeners that failed, by reason.",
+    );
+    for (reason, n) in TLS_FAILURE_REASONS.iter().zip(sum.failed) {
+        let _ = writeln!(
+            out,
+            "ringgate_tls_handshake_failures_total{{reason=\"{reason}\"}} {n}"
+        );
     }
 }
 

@@ -57,6 +57,37 @@ pub struct WorkerReport {
     /// Per upstream name: connect errors, timeouts, requests on a reused connection,
     /// requests on a new one.
     pub upstreams: Vec<(Arc<str>, UpstreamCounts)>,
+    pub tls: TlsCounts,
+}
+
+/// Why a TLS handshake on a `[tls]` listener failed (the `reason` label).
+pub const TLS_FAILURE_REASONS: [&str; 7] = [
+    "timeout",
+    "closed",
+    "malformed",
+    "protocol_version",
+    "incompatible",
+    "client_certificate",
+    "other",
+];
+
+/// Handshakes on this worker's `[tls]` listeners.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TlsCounts {
+    pub full: u64,
+    pub resumed: u64,
+    /// Failures, by index in `TLS_FAILURE_REASONS`.
+    pub failed: [u64; TLS_FAILURE_REASONS.len()],
+}
+
+impl TlsCounts {
+    pub fn failure(&mut self, reason: &str) {
+        let i = TLS_FAILURE_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(TLS_FAILURE_REASONS.len() - 1);
+        self.failed[i] += 1;
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -80,6 +111,7 @@ pub struct WorkerMetrics {
     upstreams: Vec<(Arc<str>, UpstreamCounts)>,
     upstream_by_name: HashMap<Arc<str>, usize>,
     upstream_slot: Vec<usize>,
+    pub tls: TlsCounts,
 }
 
 impl Default for WorkerMetrics {
@@ -93,6 +125,7 @@ impl Default for WorkerMetrics {
             upstreams: Vec::new(),
             upstream_by_name: HashMap::new(),
             upstream_slot: Vec::new(),
+            tls: TlsCounts::default(),
         };
         m.unmatched = m.slot_for(UNMATCHED);
         m
@@ -158,6 +191,7 @@ impl WorkerMetrics {
             open_connections: open,
             routes: self.slots.clone(),
             upstreams: self.upstreams.clone(),
+            tls: self.tls,
         }
     }
 

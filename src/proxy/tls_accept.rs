@@ -11,7 +11,7 @@ use super::conn::{serve_until_idle, Conn};
 use super::wire::Stream;
 use super::worker::WorkerCtx;
 use crate::config::ListenConfig;
-use crate::tls::conn::TlsConn;
+use crate::tls::conn::{failure_reason, TlsConn};
 
 /// Serves one accepted connection of a `[tls]` listener: the handshake first, within
 /// `head_timeout` (a client that stalls it holds nothing but its socket and this
@@ -40,14 +40,24 @@ pub fn serve_tls(
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 log::debug!("TLS handshake with {peer} failed: {e}");
+                worker.metrics.borrow_mut().tls.failure(failure_reason(&e));
                 return;
             }
             Err(_) => {
                 log::debug!("TLS handshake with {peer} timed out");
+                worker.metrics.borrow_mut().tls.failure("timeout");
                 return;
             }
         };
         let facts = Rc::new(tls.facts());
+        {
+            let counts = &mut worker.metrics.borrow_mut().tls;
+            if facts.resumed {
+                counts.resumed += 1;
+            } else {
+                counts.full += 1;
+            }
+        }
         let mut c = ClientConn::new(Stream::Tls(Box::new(tls)), peer);
         c.scheme = "https";
         c.tls = Some(facts);

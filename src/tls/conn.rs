@@ -232,3 +232,30 @@ impl TlsConn {
         Ok(n)
     }
 }
+
+/// Why a handshake failed, as a metric label (one of `metrics::TLS_FAILURE_REASONS`
+/// but `timeout`, which the caller sees for itself).
+pub fn failure_reason(e: &io::Error) -> &'static str {
+    use rustls::{Error, PeerIncompatible};
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) else {
+        return match e.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe => "closed",
+            _ => "other",
+        };
+    };
+    match tls {
+        // Not TLS at all (plain HTTP on a TLS port) or garbled records.
+        Error::InvalidMessage(_) => "malformed",
+        Error::PeerIncompatible(
+            PeerIncompatible::Tls12NotOffered
+            | PeerIncompatible::Tls12NotOfferedOrEnabled
+            | PeerIncompatible::Tls13RequiredForQuic
+            | PeerIncompatible::SupportedVersionsExtensionRequired,
+        ) => "protocol_version",
+        Error::PeerIncompatible(_) => "incompatible",
+        Error::InvalidCertificate(_) | Error::NoCertificatesPresented => "client_certificate",
+        _ => "other",
+    }
+}

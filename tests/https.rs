@@ -205,6 +205,41 @@ fn certificates_reload_without_dropping_connections(driver: Driver) {
     );
 }
 
+/// With `watch = true`, renewed certificate files are picked up without touching the
+/// config file: a broken renewal is refused (the certificate in service stays), a good
+/// one is served to new connections.
+fn watched_certificate_files_reload_when_renewed(driver: Driver) {
+    let dir = temp_dir("https-watch");
+    let first = make_cert(&dir, "api", &["api.example.com"], 2100);
+    make_cert(&dir, "tenants", &["*.tenant.example.com"], 2100);
+    let up = Upstream::echo();
+    let file = dir.join("ringgate.toml");
+    let text = config_text(driver, 1, "", &body(&dir, up.addr, "", "api.key"))
+        .replace("[admin]\n", "[admin]\nwatch = true\n");
+    std::fs::write(&file, text).unwrap();
+    let handle = ringgate::gateway::start(ringgate::config::load(&file).unwrap()).unwrap();
+    assert!(handle.wait_ready(Duration::from_secs(10)));
+    handle.set_config_path(Some(file.clone()));
+    let addr = handle.tls_addrs()[0];
+    // The certificate a new connection gets (trusting `trusted`).
+    let served = |trusted: &[&CertificateDer<'static>]| {
+        let mut s = connect(addr, client(trusted, false, &[]), "api.example.com");
+        assert_eq!(get(&mut s, "api.example.com", "/w").0, 200);
+        s.conn.peer_certificates().unwrap()[0].clone()
+    };
+    assert_eq!(served(&[&first]), first);
+    // A broken renewal: refused, the first certificate stays in service.
+    std::fs::write(dir.join("api.pem"), "not a certificate").unwrap();
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(served(&[&first]), first);
+    // A good one, written the way renewal tools do (certificate, then key).
+    let renewed = make_cert(&dir, "api", &["api.example.com"], 2100);
+    assert!(eventually(Duration::from_secs(5), || served(&[
+        &first, &renewed
+    ]) == renewed));
+    handle.shutdown();
+}
+
 /// The access log line of a request over TLS carries what the handshake settled.
 fn access_log_lines_carry_the_tls_facts(driver: Driver) {
     let dir = temp_dir("https-log");
@@ -293,6 +328,7 @@ on_both_drivers!(
     header_edits_name_the_tls_facts,
     access_log_lines_carry_the_tls_facts,
     certificates_reload_without_dropping_connections,
+    watched_certificate_files_reload_when_renewed,
     a_host_the_certificate_does_not_name_is_misdirected,
     requests_over_tls_reach_the_upstream_as_https,
     the_certificate_follows_sni,

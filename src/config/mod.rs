@@ -9,6 +9,7 @@ pub mod apps;
 pub mod cidr;
 mod file;
 mod file_filters;
+mod files;
 mod model;
 pub mod model_limits;
 pub mod model_resilience;

@@ -27,6 +27,9 @@ pub struct Config {
     pub isolation: Vec<BulkheadConfig>,
     /// `[tls]` (`None`: no HTTPS listener).
     pub tls: Option<TlsConfig>,
+    /// The files the config read besides itself (certificates, keys, CA files, the apps
+    /// file, fallback bodies): the config watcher reloads when one changes.
+    pub files: Vec<std::path::PathBuf>,
 }
 
 /// `[tls]`, validated: its certificates loaded and checked, and the rustls server

@@ -90,6 +90,7 @@ pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Ve
             isolation,
             access_log,
             tls,
+            files: super::files::read_files(file, base_dir),
         })
     } else {
         Err(p.0)

@@ -217,7 +217,11 @@ fn handshakes(out: &mut String, reports: &[WorkerReport]) {
         "counter",
         "TLS handshakes completed on [tls] listeners: full, or a resumed session.",
     );
-    let _ = writeln!(out, "ringgate_tls_handshakes_total{{result=\"full\"}} {}", sum.full);
+    let _ = writeln!(
+        out,
+        "ringgate_tls_handshakes_total{{result=\"full\"}} {}",
+        sum.full
+    );
     let _ = writeln!(
         out,
         "ringgate_tls_handshakes_total{{result=\"resumed\"}} {}",

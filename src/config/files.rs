@@ -1,0 +1,48 @@
+//! The files a config reads besides itself: certificates, keys and CA files (`[tls]`,
+//! upstream TLS), the apps file, fallback bodies. Their contents become part of the
+//! config generation when it loads, so the config watcher watches them too: a renewed
+//! certificate reloads exactly as an edited config file does.
+
+use std::path::{Path, PathBuf};
+
+use super::file::{AppsSectionFile, FileConfig};
+
+/// Every file `file` names that is read when it loads, resolved against `base_dir` (in
+/// the config's order, without repeats).
+pub fn read_files(file: &FileConfig, base_dir: Option<&Path>) -> Vec<PathBuf> {
+    let mut names: Vec<&str> = Vec::new();
+    if let Some(tls) = &file.tls {
+        for c in &tls.certs {
+            names.extend([c.cert.as_str(), c.key.as_str()]);
+        }
+        names.extend(tls.client_ca.as_deref());
+    }
+    for u in &file.upstreams {
+        names.extend(
+            [&u.ca, &u.cert, &u.key]
+                .into_iter()
+                .flatten()
+                .map(String::as_str),
+        );
+    }
+    if let Some(AppsSectionFile {
+        file: Some(apps), ..
+    }) = &file.apps
+    {
+        names.push(apps);
+    }
+    for r in &file.routes {
+        names.extend(r.fallback.as_ref().and_then(|f| f.file.as_deref()));
+    }
+    let mut paths: Vec<PathBuf> = Vec::with_capacity(names.len());
+    for name in names {
+        let path = match base_dir {
+            Some(dir) => dir.join(name),
+            None => PathBuf::from(name),
+        };
+        if !paths.contains(&path) {
+            paths.push(path);
+        }
+    }
+    paths
+}

@@ -240,6 +240,57 @@ fn watched_certificate_files_reload_when_renewed(driver: Driver) {
     handle.shutdown();
 }
 
+/// A TLS listener with `proxy_protocol = true` reads the balancer's PROXY header before
+/// the handshake: the upstream hears the client it names; a connection without one is
+/// closed (and counted) before any handshake.
+fn a_proxy_protocol_header_may_precede_the_handshake(driver: Driver) {
+    let dir = temp_dir("https-proxy");
+    let api = make_cert(&dir, "api", &["api.example.com"], 2100);
+    make_cert(&dir, "tenants", &["*.tenant.example.com"], 2100);
+    let up = Upstream::echo();
+    let text = body(&dir, up.addr, "", "api.key").replace(
+        "[tls]\nlisten = [\"127.0.0.1:0\"]",
+        "[tls]\nlisten = [{ addr = \"127.0.0.1:0\", proxy_protocol = true }]",
+    );
+    let gw = Gateway::start(driver, 1, "", &text);
+    let tcp = std::net::TcpStream::connect(gw.tls_addr()).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Header and ClientHello in one write: the hello's bytes read with the header go to
+    // the handshake.
+    let mut tcp = tcp;
+    let mut conn = rustls::ClientConnection::new(
+        client(&[&api], false, &[]),
+        rustls::pki_types::ServerName::try_from("api.example.com").unwrap(),
+    )
+    .unwrap();
+    let mut first = b"PROXY TCP4 203.0.113.7 10.0.0.1 51000 443\r\n".to_vec();
+    conn.write_tls(&mut first).unwrap();
+    tcp.write_all(&first).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    for path in ["/one", "/two"] {
+        assert_eq!(get(&mut s, "api.example.com", path).0, 200);
+        let seen = up.last();
+        assert_eq!(seen.headers_named("x-forwarded-for"), ["203.0.113.7"]);
+        assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    }
+    // Straight TLS, no header: closed before a handshake.
+    let mut direct = connect(
+        gw.tls_addr(),
+        client(&[&api], false, &[]),
+        "api.example.com",
+    );
+    let failed = write!(direct, "GET / HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+        .and_then(|()| direct.flush())
+        .and_then(|()| direct.read(&mut [0u8; 1]).map(|_| ()));
+    assert!(failed.is_err(), "served without a PROXY header");
+    let admin = gw.admin.expect("admin listener");
+    let line = "ringgate_tls_handshake_failures_total{reason=\"proxy_protocol\"} 1";
+    assert!(eventually(Duration::from_secs(5), || {
+        let text = Client::connect(admin).get("/metrics").body_str();
+        text.lines().any(|l| l == line)
+    }));
+}
+
 /// The access log line of a request over TLS carries what the handshake settled.
 fn access_log_lines_carry_the_tls_facts(driver: Driver) {
     let dir = temp_dir("https-log");
@@ -329,6 +380,7 @@ on_both_drivers!(
     access_log_lines_carry_the_tls_facts,
     certificates_reload_without_dropping_connections,
     watched_certificate_files_reload_when_renewed,
+    a_proxy_protocol_header_may_precede_the_handshake,
     a_host_the_certificate_does_not_name_is_misdirected,
     requests_over_tls_reach_the_upstream_as_https,
     the_certificate_follows_sni,

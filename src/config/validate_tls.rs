@@ -47,14 +47,6 @@ pub(super) fn validate_tls(
             p.add(path, format!("{addr} is already a listener"));
             continue;
         }
-        if proxy_protocol {
-            // The header would come before the handshake; not read there yet.
-            p.add(
-                format!("{path}.proxy_protocol"),
-                "not supported on TLS listeners yet",
-            );
-            continue;
-        }
         listen.push(ListenConfig {
             addr,
             proxy_protocol,

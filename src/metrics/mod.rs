@@ -61,8 +61,9 @@ pub struct WorkerReport {
 }
 
 /// Why a TLS handshake on a `[tls]` listener failed (the `reason` label).
-pub const TLS_FAILURE_REASONS: [&str; 7] = [
+pub const TLS_FAILURE_REASONS: [&str; 8] = [
     "timeout",
+    "proxy_protocol",
     "closed",
     "malformed",
     "protocol_version",

@@ -46,8 +46,25 @@ impl TlsConn {
     /// Runs the server side of a handshake on `tcp`. A client that fails it gets rustls's
     /// alert before the error is returned. The caller bounds it with a timeout.
     pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<TlsConn> {
+        Self::accept_after(tcp, config, &[]).await
+    }
+
+    /// `accept` for a connection whose first bytes were already read from the socket
+    /// (those after a PROXY protocol header): rustls gets them before anything else.
+    pub async fn accept_after(
+        tcp: TcpStream,
+        config: Arc<ServerConfig>,
+        already: &[u8],
+    ) -> io::Result<TlsConn> {
         let session = ServerConnection::new(config).map_err(io::Error::other)?;
-        Self::handshake(tcp, session.into()).await
+        let mut conn = TlsConn {
+            tcp,
+            session: session.into(),
+            cipher: Vec::new(),
+        };
+        conn.take_in(already).await?;
+        conn.handshake().await?;
+        Ok(conn)
     }
 
     /// Runs the client side of a handshake with `name` (sent as SNI when it is a DNS
@@ -60,23 +77,23 @@ impl TlsConn {
         name: ServerName<'static>,
     ) -> io::Result<TlsConn> {
         let session = ClientConnection::new(config, name).map_err(io::Error::other)?;
-        Self::handshake(tcp, session.into()).await
-    }
-
-    async fn handshake(tcp: TcpStream, session: Connection) -> io::Result<TlsConn> {
         let mut conn = TlsConn {
             tcp,
-            session,
+            session: session.into(),
             cipher: Vec::new(),
         };
-        while conn.session.is_handshaking() {
-            conn.flush().await?;
-            if conn.session.wants_read() && conn.receive(None).await? == 0 {
+        conn.handshake().await?;
+        Ok(conn)
+    }
+
+    async fn handshake(&mut self) -> io::Result<()> {
+        while self.session.is_handshaking() {
+            self.flush().await?;
+            if self.session.wants_read() && self.receive(None).await? == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
-        conn.flush().await?;
-        Ok(conn)
+        self.flush().await
     }
 
     /// The socket underneath (to wait for readability while parked).
@@ -215,9 +232,14 @@ impl TlsConn {
             Some(c) => self.tcp.cancelable_read(buf, c).await,
             None => self.tcp.read(buf).await,
         };
-        self.cipher = buf;
         let n = res?;
-        let mut rest = &self.cipher[..n];
+        let result = self.take_in(&buf[..n]).await;
+        self.cipher = buf;
+        result.map(|()| n)
+    }
+
+    /// Gives ciphertext to rustls. A protocol error sends rustls's alert, then fails.
+    async fn take_in(&mut self, mut rest: &[u8]) -> io::Result<()> {
         while !rest.is_empty() {
             if self.session.read_tls(&mut rest)? == 0 {
                 // rustls holds as much undelivered plaintext as it will take.
@@ -229,7 +251,7 @@ impl TlsConn {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
         }
-        Ok(n)
+        Ok(())
     }
 }
 

@@ -291,6 +291,48 @@ fn a_proxy_protocol_header_may_precede_the_handshake(driver: Driver) {
     }));
 }
 
+/// A client that reaches the gateway by address (no SNI, `Host: 127.0.0.1:port`) is
+/// served when the certificate names that address (an IP subject alternative name), and
+/// misdirected when it names another.
+fn clients_by_address_are_served_by_a_certificate_naming_it(driver: Driver) {
+    let dir = temp_dir("https-ip");
+    let cert = make_cert(&dir, "api", &["api.example.com", "127.0.0.1"], 2100);
+    make_cert(&dir, "tenants", &["*.tenant.example.com"], 2100);
+    let up = Upstream::echo();
+    let gw = Gateway::start(driver, 1, "", &body(&dir, up.addr, "", "api.key"));
+    let addr = gw.tls_addr();
+    let mut s = connect(addr, client(&[&cert], false, &[]), "127.0.0.1");
+    assert_eq!(
+        get(&mut s, &addr.to_string(), "/ip"),
+        (200, "GET /ip 0".into())
+    );
+    let (status, body) = get(&mut s, "127.0.0.2", "/other");
+    assert_eq!(status, 421, "{body}");
+}
+
+/// A connection the gateway closes after a response ends with `close_notify`: the client
+/// reads a clean end of stream, not a truncation.
+fn a_closed_connection_ends_with_close_notify(driver: Driver) {
+    let h = start(driver, "");
+    let mut s = connect(
+        h.gw.tls_addr(),
+        client(&[&h.api], false, &[]),
+        "api.example.com",
+    );
+    write!(
+        s,
+        "GET /bye HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    s.flush().unwrap();
+    let mut all = Vec::new();
+    // rustls reports a close without close_notify as an UnexpectedEof error.
+    s.read_to_end(&mut all).expect("a clean TLS close");
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("GET /bye 0"), "{text}");
+}
+
 /// The access log line of a request over TLS carries what the handshake settled.
 fn access_log_lines_carry_the_tls_facts(driver: Driver) {
     let dir = temp_dir("https-log");
@@ -380,6 +422,8 @@ on_both_drivers!(
     access_log_lines_carry_the_tls_facts,
     certificates_reload_without_dropping_connections,
     watched_certificate_files_reload_when_renewed,
+    a_closed_connection_ends_with_close_notify,
+    clients_by_address_are_served_by_a_certificate_naming_it,
     a_proxy_protocol_header_may_precede_the_handshake,
     a_host_the_certificate_does_not_name_is_misdirected,
     requests_over_tls_reach_the_upstream_as_https,

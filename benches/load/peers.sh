@@ -202,6 +202,8 @@ measure() {
     t1=$(ticks "${PID[$proxy]}")
     a1=$(upstream_accepts)
     read -r reqs rps p99 errs non2xx < <(wrk_parse "$out") || die "wrk output unreadable: $(cat "$out")"
+    # A proxy answering errors is not being measured at its job: stop rather than report.
+    ((non2xx == 0)) || die "$proxy answered $non2xx non-2xx responses; first one: $(curl -sk -i "http://127.0.0.1:${PORT[$proxy]}$TARGET" 2>&1 | head -1)"
     awk -v rps="$rps" -v p50="$(p50_ms "$out")" -v p99="$p99" -v ticks=$((t1 - t0)) \
         -v hz="$CLK_TCK" -v reqs="$reqs" -v rss="$(cat "$TMP/rss")" -v new=$((a1 - a0)) \
         -v d="$DURATION" -v err=$((errs + non2xx)) \

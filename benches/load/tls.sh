@@ -117,6 +117,8 @@ measure() {
         "https://127.0.0.1:${PORT[$proxy]}/" > "$out"
     t1=$(ticks "${PID[$proxy]}")
     read -r reqs rps p99 errs non2xx < <(wrk_parse "$out") || die "wrk output unreadable: $(cat "$out")"
+    # A proxy answering errors is not being measured at its job: stop rather than report.
+    ((non2xx == 0)) || die "$proxy answered $non2xx non-2xx responses; first one: $(curl -sk -i "https://127.0.0.1:${PORT[$proxy]}/" 2>&1 | head -1)"
     awk -v rps="$rps" -v p99="$p99" -v ticks=$((t1 - t0)) -v hz="$CLK_TCK" -v reqs="$reqs" \
         -v err=$((errs + non2xx)) \
         'BEGIN { printf "%.0f %.3f %.2f %d\n", rps, p99, ticks * 1e6 / hz / reqs, err }'

@@ -292,7 +292,7 @@ fn generation(out: &mut String, state: &GatewayState) {
                 let _ = writeln!(
                     out,
                     "ringgate_tls_cert_not_after_seconds{{name=\"{}\",file=\"{}\"}} {}",
-                    escape(&cert.names[0]),
+                    escape(&cert.label()),
                     escape(&cert.cert_path.display().to_string()),
                     cert.not_after
                 );

@@ -238,6 +238,7 @@ async fn serve_requests(conn: &mut Conn) -> Option<Duration> {
         };
         c.requests += 1;
         if after == After::Close || worker.draining() {
+            close_tls(c).await;
             return None;
         }
         c.shrink_idle_buffers();
@@ -519,5 +520,13 @@ async fn wait_idle(c: &mut ClientConn, worker: &WorkerCtx, timeout: Duration, ma
         // Cancelled with nothing read: idle for the grace period, or drained.
         _ if graced => Idle::Park(timeout.saturating_sub(IDLE_GRACE)),
         _ => Idle::Gone,
+    }
+}
+
+/// A TLS connection the gateway closes says so first (`close_notify`), as RFC 8446 asks:
+/// without it a client cannot tell the end from a truncation.
+async fn close_tls(c: &mut ClientConn) {
+    if let super::wire::Stream::Tls(tls) = &mut c.stream {
+        let _ = super::wire::close_notify(tls).await;
     }
 }

@@ -151,9 +151,21 @@ impl Wire for Stream {
         match self {
             Stream::Plain(s) => Wire::shutdown(s).await,
             Stream::Tls(t) => {
-                t.close().await?;
+                close_notify(t).await?;
                 AsyncWriteRent::shutdown(t.tcp_mut()).await
             }
         }
+    }
+}
+
+/// How long sending `close_notify` may wait for room in the socket: a client that stopped
+/// reading must not hold the connection open.
+const CLOSE_NOTIFY_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sends `close_notify`, within `CLOSE_NOTIFY_WITHIN`.
+pub async fn close_notify(tls: &mut TlsConn) -> io::Result<()> {
+    match monoio::time::timeout(CLOSE_NOTIFY_WITHIN, tls.close()).await {
+        Ok(res) => res,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }
 }

@@ -3,6 +3,7 @@
 //! SEC1 or PKCS#1), it belongs to the leaf certificate, and the leaf has not expired.
 //! Every error names the file at fault.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,6 +20,9 @@ pub struct LoadedCert {
     /// The names it serves, lowercase: the configured `names`, else the leaf's DNS
     /// subject alternative names (`*.example.com` wildcards included).
     pub names: Vec<String>,
+    /// The leaf's IP address subject alternative names: a client that reaches the
+    /// gateway by address (no SNI, `Host: 203.0.113.5`) is served by it.
+    pub ips: Vec<IpAddr>,
     /// When the leaf expires, in seconds since the Unix epoch.
     pub not_after: i64,
     pub cert_path: PathBuf,
@@ -41,13 +45,14 @@ pub fn load(
     provider: &CryptoProvider,
 ) -> Result<LoadedCert, String> {
     let pair = load_pair(cert_path, key_path, now, provider)?;
+    let (dns, ips) = san_names(&pair.chain[0]);
     let names = match names {
         Some(names) => names.iter().map(|n| n.to_ascii_lowercase()).collect(),
-        None => dns_names(&pair.chain[0]),
+        None => dns,
     };
-    if names.is_empty() {
+    if names.is_empty() && ips.is_empty() {
         return Err(format!(
-            "{}: the certificate names no DNS host (no subject alternative name); \
+            "{}: the certificate names no host (no subject alternative name); \
              list the names it serves in `names`",
             cert_path.display()
         ));
@@ -55,6 +60,7 @@ pub fn load(
     Ok(LoadedCert {
         key: pair.certified,
         names,
+        ips,
         not_after: pair.not_after,
         cert_path: cert_path.to_path_buf(),
     })
@@ -127,20 +133,37 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(chain)
 }
 
-/// The leaf's DNS subject alternative names, lowercase.
-fn dns_names(leaf: &CertificateDer<'_>) -> Vec<String> {
+/// The leaf's subject alternative names: DNS names (lowercase) and IP addresses.
+fn san_names(leaf: &CertificateDer<'_>) -> (Vec<String>, Vec<IpAddr>) {
+    let (mut dns, mut ips) = (Vec::new(), Vec::new());
     let Ok((_, leaf)) = x509_parser::parse_x509_certificate(leaf) else {
-        return Vec::new();
+        return (dns, ips);
     };
     let Ok(Some(san)) = leaf.subject_alternative_name() else {
-        return Vec::new();
+        return (dns, ips);
     };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::DNSName(name) => Some(name.to_ascii_lowercase()),
-            _ => None,
-        })
-        .collect()
+    for name in &san.value.general_names {
+        match name {
+            GeneralName::DNSName(name) => dns.push(name.to_ascii_lowercase()),
+            GeneralName::IPAddress(&[a, b, c, d]) => ips.push(IpAddr::from([a, b, c, d])),
+            GeneralName::IPAddress(bytes) => {
+                if let Ok(v6) = <[u8; 16]>::try_from(*bytes) {
+                    ips.push(IpAddr::from(v6));
+                }
+            }
+            _ => {}
+        }
+    }
+    (dns, ips)
+}
+
+impl LoadedCert {
+    /// How metrics name it: its first name, else its first address.
+    pub fn label(&self) -> String {
+        match (self.names.first(), self.ips.first()) {
+            (Some(name), _) => name.clone(),
+            (None, Some(ip)) => ip.to_string(),
+            (None, None) => String::new(),
+        }
+    }
 }

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -17,6 +18,7 @@ use super::certs::LoadedCert;
 pub struct CertResolver {
     keys: Vec<Arc<CertifiedKey>>,
     names: Vec<Vec<String>>,
+    ips: Vec<Vec<IpAddr>>,
     /// Exact name -> certificate; the first certificate naming it wins.
     exact: HashMap<String, usize>,
     /// `example.com` for `*.example.com` -> certificate.
@@ -39,6 +41,7 @@ impl CertResolver {
         CertResolver {
             keys: certs.iter().map(|c| c.key.clone()).collect(),
             names: certs.iter().map(|c| c.names.clone()).collect(),
+            ips: certs.iter().map(|c| c.ips.clone()).collect(),
             exact,
             wildcard,
         }
@@ -63,9 +66,12 @@ impl CertResolver {
     }
 
     /// Whether `host` (a `Host` header value, port allowed) is one of the names of
-    /// certificate `cert`.
+    /// certificate `cert`, or one of its IP addresses.
     pub fn serves(&self, cert: usize, host: &str) -> bool {
         let host = strip_port(host).trim_end_matches('.');
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return self.ips.get(cert).is_some_and(|ips| ips.contains(&ip));
+        }
         self.names
             .get(cert)
             .is_some_and(|names| names.iter().any(|n| name_matches(n, host)))

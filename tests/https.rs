@@ -333,6 +333,23 @@ fn a_closed_connection_ends_with_close_notify(driver: Driver) {
     assert!(text.ends_with("GET /bye 0"), "{text}");
 }
 
+/// Sessions resume by default; `session_resumption = false` makes every connection a
+/// full handshake.
+fn session_resumption_can_be_turned_off(driver: Driver) {
+    for (extra, second) in [
+        ("", rustls::HandshakeKind::Resumed),
+        ("session_resumption = false", rustls::HandshakeKind::Full),
+    ] {
+        let h = start(driver, extra);
+        let config = client(&[&h.api], false, &[]);
+        for expected in [rustls::HandshakeKind::Full, second] {
+            let mut s = connect(h.gw.tls_addr(), config.clone(), "api.example.com");
+            assert_eq!(get(&mut s, "api.example.com", "/r").0, 200);
+            assert_eq!(s.conn.handshake_kind(), Some(expected), "{extra:?}");
+        }
+    }
+}
+
 /// The access log line of a request over TLS carries what the handshake settled.
 fn access_log_lines_carry_the_tls_facts(driver: Driver) {
     let dir = temp_dir("https-log");
@@ -422,6 +439,7 @@ on_both_drivers!(
     access_log_lines_carry_the_tls_facts,
     certificates_reload_without_dropping_connections,
     watched_certificate_files_reload_when_renewed,
+    session_resumption_can_be_turned_off,
     a_closed_connection_ends_with_close_notify,
     clients_by_address_are_served_by_a_certificate_naming_it,
     a_proxy_protocol_header_may_precede_the_handshake,

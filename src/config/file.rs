@@ -40,6 +40,8 @@ pub struct TlsFile {
     pub client_ca: Option<String>,
     /// `"optional"` (the default with `client_ca`) or `"required"`.
     pub client_auth: Option<String>,
+    /// Session resumption (default true).
+    pub session_resumption: Option<bool>,
 }
 
 /// One `[[tls.certs]]` entry.

@@ -13,7 +13,7 @@ use super::model::{ClientAuthMode, ListenConfig, TlsConfig, TlsVersion, Upstream
 use super::problems::Problems;
 use crate::tls::certs::{load, provider};
 use crate::tls::client::{client_config, roots_from_file};
-use crate::tls::server::server_config;
+use crate::tls::server::{server_config, Offer};
 use crate::tls::server::ClientAuth;
 use crate::tls::sni::CertResolver;
 
@@ -109,7 +109,13 @@ pub(super) fn validate_tls(
     }
     let resolver = Arc::new(CertResolver::new(&certs));
     let tls13_only = min_version == TlsVersion::Tls13;
-    match server_config(resolver.clone(), tls13_only, &alpn, client_auth) {
+    let offer = Offer {
+        tls13_only,
+        alpn: &alpn,
+        client_auth,
+        resumption: t.session_resumption.unwrap_or(true),
+    };
+    match server_config(resolver.clone(), offer) {
         Ok(server) => Some(TlsConfig {
             client_auth: client_auth_mode,
             listen,

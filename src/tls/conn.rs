@@ -86,6 +86,10 @@ impl TlsConn {
         Ok(conn)
     }
 
+    /// Drives the handshake to its end. What rustls queues once it is complete is sent
+    /// on the client side (its Finished), but held on the server side: the session
+    /// ticket then leaves with the first response, in one segment with it, instead of
+    /// one segment of its own (fewer segments for the client to acknowledge).
     async fn handshake(&mut self) -> io::Result<()> {
         while self.session.is_handshaking() {
             self.flush().await?;
@@ -93,7 +97,10 @@ impl TlsConn {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
-        self.flush().await
+        match self.session {
+            Connection::Client(_) => self.flush().await,
+            Connection::Server(_) => Ok(()),
+        }
     }
 
     /// The socket underneath (to wait for readability while parked).

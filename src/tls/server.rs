@@ -20,13 +20,25 @@ pub struct ClientAuth {
     pub required: bool,
 }
 
-/// Builds the shared server config. `tls13_only`: offer TLS 1.3 alone.
-pub fn server_config(
-    resolver: Arc<CertResolver>,
-    tls13_only: bool,
-    alpn: &[String],
-    client_auth: Option<ClientAuth>,
-) -> Result<ServerConfig, String> {
+/// What a set of TLS listeners offers.
+pub struct Offer<'a> {
+    /// TLS 1.3 alone (else 1.3 and 1.2).
+    pub tls13_only: bool,
+    pub alpn: &'a [String],
+    pub client_auth: Option<ClientAuth>,
+    /// Session resumption (tickets, and TLS 1.2 session ids); off: every connection is a
+    /// full handshake.
+    pub resumption: bool,
+}
+
+/// Builds the shared server config.
+pub fn server_config(resolver: Arc<CertResolver>, offer: Offer<'_>) -> Result<ServerConfig, String> {
+    let Offer {
+        tls13_only,
+        alpn,
+        client_auth,
+        resumption,
+    } = offer;
     let versions: &[&rustls::SupportedProtocolVersion] = if tls13_only {
         &[&rustls::version::TLS13]
     } else {
@@ -53,7 +65,17 @@ pub fn server_config(
     };
     let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    if !resumption {
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        return Ok(config);
+    }
     config.ticketer =
         rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("session tickets: {e}"))?;
+    // One TLS 1.3 ticket per handshake (rustls's default is 2, on resumptions too): each
+    // resumed connection brings a fresh one, and API clients seldom open two connections
+    // at once from one session. Every ticket costs the client a session object: wrk with
+    // resumed handshakes spent ~10% more CPU per connection on two (benches/load/RESULTS.md).
+    config.send_tls13_tickets = 1;
     Ok(config)
 }

@@ -3,8 +3,11 @@
 #
 # Question: with the same ECDSA P-256 certificate and TLS 1.3 only, one pinned worker
 # each, how do ringgate's keep-alive HTTPS req/s and CPU per request compare with
-# nginx's, and how many full handshakes a second (a new connection per request) does
-# each complete?
+# nginx's, and how many handshakes a second (a new connection per request) does each
+# complete? Two handshake modes: `resumed` (wrk resumes its TLS session on every new
+# connection: PSK with ECDHE, no certificate signature) and `full` (resumption off on
+# both: ringgate `session_resumption = false`, nginx `ssl_session_tickets off`, served
+# by a second instance of each on its own port).
 #
 # - nginx: `listen ... ssl`, `ssl_protocols TLSv1.3`, the certificate, `proxy_pass` to an
 #   `upstream` with `keepalive 4096`, `proxy_http_version 1.1`, `Connection ""`; nothing
@@ -21,7 +24,7 @@
 # Knobs: ROUNDS=3 DURATION=6 WARMUP=2 CONNS=64 PROXY_CPU=1 LOAD_CPU=0 DRIVER=io_uring
 #   IDLE_CONNS=5000 (0: skip)
 #   RINGGATE_BIN= (default: cargo build --release) UP_PORT=28781 RG_PORT=28780
-#   ADMIN_PORT=28782 NGINX_PORT=28790
+#   ADMIN_PORT=28782 NGINX_PORT=28790 (the full-handshake instances: each port + 100)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$HERE/../.."
@@ -59,32 +62,41 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 start_upstream_nginx "$TMP/up" "$UP_PORT" "$LOAD_CPU"
 
 mkdir -p "$TMP/rg" "$TMP/nginx"
-cat > "$TMP/rg/ringgate.toml" <<CONF
+# ringgate_config TLS_PORT ADMIN_PORT RESUMPTION
+ringgate_config() {
+    cat <<CONF
 [server]
-listen = ["127.0.0.1:$((RG_PORT + 5))"]
+listen = ["127.0.0.1:$(($1 + 5))"]
 workers = 1
 cpus = [$PROXY_CPU]
 driver = "$DRIVER"
 [admin]
-listen = "127.0.0.1:$ADMIN_PORT"
+listen = "127.0.0.1:$2"
 [tls]
-listen = ["127.0.0.1:$RG_PORT"]
+listen = ["127.0.0.1:$1"]
 min_version = "1.3"
+session_resumption = $3
 [[tls.certs]]
 cert = "$TMP/bench.pem"
 key = "$TMP/bench.key"
 names = ["bench.local", "127.0.0.1"]
 $(backend_route "$UP_PORT")
 CONF
-{
-nginx_prelude "$TMP/nginx" 9500
-nginx_keepalive_upstream "$UP_PORT"
-cat <<CONF
+}
+mkdir -p "$TMP/rg-full"
+ringgate_config "$RG_PORT" "$ADMIN_PORT" true > "$TMP/rg/ringgate.toml"
+ringgate_config $((RG_PORT + 100)) $((ADMIN_PORT + 100)) false > "$TMP/rg-full/ringgate.toml"
+# nginx_config DIR PORT EXTRA: nginx terminating TLS on PORT, EXTRA added to its server.
+nginx_config() {
+    nginx_prelude "$1" 9500
+    nginx_keepalive_upstream "$UP_PORT"
+    cat <<CONF
     server {
-        listen 127.0.0.1:$NGINX_PORT ssl backlog=4096;
+        listen 127.0.0.1:$2 ssl backlog=4096;
         ssl_certificate $TMP/bench.pem;
         ssl_certificate_key $TMP/bench.key;
         ssl_protocols TLSv1.3;
+        $3
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -93,24 +105,35 @@ cat <<CONF
     }
 }
 CONF
-} > "$TMP/nginx/nginx.conf"
+}
+mkdir -p "$TMP/nginx-full"
+nginx_config "$TMP/nginx" "$NGINX_PORT" "" > "$TMP/nginx/nginx.conf"
+nginx_config "$TMP/nginx-full" $((NGINX_PORT + 100)) "ssl_session_tickets off;" > "$TMP/nginx-full/nginx.conf"
 
-declare -A PORT=([ringgate]=$RG_PORT [nginx]=$NGINX_PORT)
+# Instances: "ringgate" and "nginx" resume sessions; "ringgate-full" and "nginx-full" do not.
+declare -A PORT=([ringgate]=$RG_PORT [nginx]=$NGINX_PORT
+    [ringgate-full]=$((RG_PORT + 100)) [nginx-full]=$((NGINX_PORT + 100)))
 declare -A PID=()
-(cd "$TMP/rg" && RUST_LOG=warn exec taskset -c "$PROXY_CPU" "$RINGGATE_BIN" run --config ringgate.toml) > "$TMP/rg/out" 2>&1 &
-PID[ringgate]=$!
-PIDS+=($!)
-taskset -c "$PROXY_CPU" nginx -p "$TMP/nginx/" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" &
-PID[nginx]=$!
-PIDS+=($!)
-for proxy in ringgate nginx; do
+for rg in rg rg-full; do
+    (cd "$TMP/$rg" && RUST_LOG=warn exec taskset -c "$PROXY_CPU" "$RINGGATE_BIN" run --config ringgate.toml) > "$TMP/$rg/out" 2>&1 &
+    PID[${rg/rg/ringgate}]=$!
+    PIDS+=($!)
+done
+for ng in nginx nginx-full; do
+    taskset -c "$PROXY_CPU" nginx -p "$TMP/$ng/" -e "$TMP/$ng/error.log" -c "$TMP/$ng/nginx.conf" &
+    PID[$ng]=$!
+    PIDS+=($!)
+done
+for proxy in "${!PORT[@]}"; do
     wait_relaying "$proxy" "https://127.0.0.1:${PORT[$proxy]}/"
 done
 
-# measure PROXY MODE -> "rps p99 cpu_us_per_req errors"; MODE keepalive or handshake
+# measure PROXY MODE -> "rps p99 cpu_us_per_req errors"; MODE keepalive, resumed or
+# full (served by the PROXY-full instance)
 measure() {
     local proxy=$1 mode=$2 out="$TMP/wrk.out" t0 t1 reqs rps p99 errs non2xx args=()
-    [[ $mode == handshake ]] && args=(-H "Connection: close")
+    [[ $mode != keepalive ]] && args=(-H "Connection: close")
+    [[ $mode == full ]] && proxy=$proxy-full
     taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${args[@]}" "https://127.0.0.1:${PORT[$proxy]}/" > /dev/null
     t0=$(ticks "${PID[$proxy]}")
     taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${args[@]}" \
@@ -126,7 +149,7 @@ measure() {
 
 printf '%-9s %-5s %-9s %9s %8s %9s %6s\n' mode round proxy "req/s" "p99 ms" "cpu us/r" errors
 declare -A RESULT=()
-for mode in keepalive handshake; do
+for mode in keepalive resumed full; do
     for round in $(seq "$ROUNDS"); do
         order=(ringgate nginx)
         (( round % 2 == 0 )) && order=(nginx ringgate)
@@ -144,14 +167,14 @@ echo
 echo "Medians of $ROUNDS rounds (${DURATION}s, $CONNS connections, TLS 1.3, ECDSA P-256, proxy on CPU $PROXY_CPU, driver $DRIVER)"
 printf '%-9s %-9s %9s %8s %9s\n' mode proxy "req/s" "p99 ms" "cpu us/r"
 declare -A MED=()
-for mode in keepalive handshake; do
+for mode in keepalive resumed full; do
     for proxy in ringgate nginx; do
         for k in 1 2 3; do MED[$mode,$proxy,$k]=$(col $k <<< "${RESULT[$mode,$proxy]}"); done
         printf '%-9s %-9s %9s %8s %9s\n' "$mode" "$proxy" "${MED[$mode,$proxy,1]}" "${MED[$mode,$proxy,2]}" "${MED[$mode,$proxy,3]}"
     done
 done
 echo
-for mode in keepalive handshake; do
+for mode in keepalive resumed full; do
     awk -v m="$mode" -v r1="${MED[$mode,ringgate,1]}" -v r2="${MED[$mode,nginx,1]}" \
         -v p1="${MED[$mode,ringgate,2]}" -v p2="${MED[$mode,nginx,2]}" \
         -v u1="${MED[$mode,ringgate,3]}" -v u2="${MED[$mode,nginx,3]}" \

@@ -350,6 +350,88 @@ fn session_resumption_can_be_turned_off(driver: Driver) {
     }
 }
 
+/// A TLS 1.0 or 1.1 ClientHello (no `supported_versions`, legacy version 3.1 or 3.2) is
+/// refused with a fatal alert and nothing else (no ServerHello, no certificate).
+fn tls_1_0_and_1_1_are_refused(driver: Driver) {
+    let h = start(driver, "");
+    for minor in [1u8, 2] {
+        // cipher suites: TLS_RSA_WITH_AES_128_CBC_SHA, ECDHE-RSA-AES128-SHA; no extensions.
+        let mut body = vec![3, minor];
+        body.extend_from_slice(&[7u8; 32]); // random
+        body.push(0); // session id
+        body.extend_from_slice(&[0, 4, 0x00, 0x2f, 0xc0, 0x13]);
+        body.extend_from_slice(&[1, 0]); // compression: null
+        let mut hello = vec![1, 0, 0, body.len() as u8];
+        hello.extend_from_slice(&body);
+        let mut record = vec![22, 3, minor, 0, hello.len() as u8];
+        record.extend_from_slice(&hello);
+        let mut tcp = std::net::TcpStream::connect(h.gw.tls_addr()).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp.write_all(&record).unwrap();
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer);
+        // One alert record: fatal (2), handshake_failure (40) or protocol_version (70).
+        assert_eq!(answer.len(), 7, "TLS 1.{}: {answer:?}", minor - 1);
+        assert_eq!(answer[0], 21, "TLS 1.{}: {answer:?}", minor - 1);
+        assert!(
+            answer[5..] == [2, 40] || answer[5..] == [2, 70],
+            "TLS 1.{}: {answer:?}",
+            minor - 1
+        );
+    }
+}
+
+/// Certificates reloaded ten times under continuous HTTPS load (new connections and
+/// keep-alive ones): not one request or handshake fails.
+fn certificates_reload_under_load_without_failures(driver: Driver) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dirs = [temp_dir("https-load-a"), temp_dir("https-load-b")];
+    let mut trusted = Vec::new();
+    for d in &dirs {
+        trusted.push(make_cert(d, "api", &["api.example.com"], 2100));
+        make_cert(d, "tenants", &["*.tenant.example.com"], 2100);
+    }
+    let up = Upstream::echo();
+    let gw = Gateway::start(driver, 2, "", &body(&dirs[0], up.addr, "", "api.key"));
+    let addr = gw.tls_addr();
+    let config = client(&trusted.iter().collect::<Vec<_>>(), false, &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let mut load = Vec::new();
+    for keep_alive in [false, true, false, true] {
+        let (stop, served, config) = (stop.clone(), served.clone(), config.clone());
+        load.push(std::thread::spawn(move || {
+            let mut s = connect(addr, config.clone(), "api.example.com");
+            while !stop.load(Ordering::SeqCst) {
+                if !keep_alive {
+                    s = connect(addr, config.clone(), "api.example.com");
+                }
+                assert_eq!(
+                    get(&mut s, "api.example.com", "/load"),
+                    (200, "GET /load 0".into())
+                );
+                served.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    for i in 0..10 {
+        std::thread::sleep(Duration::from_millis(100));
+        gw.reload(
+            driver,
+            2,
+            "",
+            &body(&dirs[(i + 1) % 2], up.addr, "", "api.key"),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::SeqCst);
+    for t in load {
+        t.join().expect("no request failed");
+    }
+    assert!(served.load(Ordering::SeqCst) > 100, "the load ran");
+}
+
 /// The access log line of a request over TLS carries what the handshake settled.
 fn access_log_lines_carry_the_tls_facts(driver: Driver) {
     let dir = temp_dir("https-log");
@@ -439,6 +521,8 @@ on_both_drivers!(
     access_log_lines_carry_the_tls_facts,
     certificates_reload_without_dropping_connections,
     watched_certificate_files_reload_when_renewed,
+    tls_1_0_and_1_1_are_refused,
+    certificates_reload_under_load_without_failures,
     session_resumption_can_be_turned_off,
     a_closed_connection_ends_with_close_notify,
     clients_by_address_are_served_by_a_certificate_naming_it,

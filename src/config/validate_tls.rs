@@ -13,8 +13,8 @@ use super::model::{ClientAuthMode, ListenConfig, TlsConfig, TlsVersion, Upstream
 use super::problems::Problems;
 use crate::tls::certs::{load, provider};
 use crate::tls::client::{client_config, roots_from_file};
-use crate::tls::server::{server_config, Offer};
 use crate::tls::server::ClientAuth;
+use crate::tls::server::{server_config, Offer};
 use crate::tls::sni::CertResolver;
 
 /// Protocols a TLS listener may announce with ALPN today (`h2` joins with HTTP/2).

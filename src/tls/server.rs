@@ -32,7 +32,10 @@ pub struct Offer<'a> {
 }
 
 /// Builds the shared server config.
-pub fn server_config(resolver: Arc<CertResolver>, offer: Offer<'_>) -> Result<ServerConfig, String> {
+pub fn server_config(
+    resolver: Arc<CertResolver>,
+    offer: Offer<'_>,
+) -> Result<ServerConfig, String> {
     let Offer {
         tls13_only,
         alpn,

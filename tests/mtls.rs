@@ -3,14 +3,18 @@
 //! subject) calls as that app (permission groups and per-app limits apply, the upstream
 //! learns the app); an unregistered certificate or none gets 401 with the JSON body on an
 //! optional listener; an expired certificate, one from another CA, or none on a
-//! required listener fails the handshake; the access log carries the identity.
+//! required listener fails the handshake; the access log carries the identity. The same
+//! with the Redis-backed registry (index keys, a stale index entry mapping nothing).
 
+#[path = "support/redis.rs"]
+mod redis_support;
 mod support;
 #[path = "support/tls.rs"]
 mod tls_support;
 
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
@@ -39,6 +43,15 @@ fn hex(bytes: &[u8]) -> String {
 /// certificates, `nogroup` by fingerprint without the `trade` group, and `off`
 /// (disabled).
 fn start(driver: Driver, client_auth: &str) -> Mtls {
+    start_with(driver, client_auth, None)
+}
+
+/// `start`, with the apps in the Redis registry `redis` when given (written there).
+fn start_with(
+    driver: Driver,
+    client_auth: &str,
+    redis: Option<&redis_support::RedisServer>,
+) -> Mtls {
     let dir = temp_dir("mtls");
     let server = make_cert(&dir, "api", &["api.example.com"], 2100);
     let clients = Ca::new(&dir, "clients");
@@ -49,25 +62,70 @@ fn start(driver: Driver, client_auth: &str) -> Mtls {
     clients.issue(&dir, "stranger", &["stranger.example"], "stranger", 2100);
     clients.issue(&dir, "expired", &["expired.example"], "expired", 2021);
     Ca::new(&dir, "rogue").issue(&dir, "rogue", &["rogue.example"], "partner-gw", 2100);
-    let apps = write_apps_file(
-        &dir,
-        &format!(
-            "[[apps]]\nkey = \"partner\"\ncert_sha256 = [\"{}\"]\ngroups = [\"trade\"]\n\
-             [[apps]]\nkey = \"acme\"\nsecrets = [\"acme-secret-0123456789\"]\n\
-             cert_subjects = [\"O=Acme Corp, CN=acme-gw\"]\ngroups = [\"trade\"]\n\
-             [[apps]]\nkey = \"nogroup\"\ncert_sha256 = [\"{}\"]\n\
-             [[apps]]\nkey = \"off\"\ncert_sha256 = [\"{}\"]\nenabled = false\n",
-            hex(&Sha256::digest(&partner)),
-            hex(&Sha256::digest(&nogroup))
-                .to_lowercase()
-                .replace(':', ""),
-            hex(&Sha256::digest(&off)),
+    let fp = |der: &CertificateDer<'_>| hex(&Sha256::digest(der));
+    let apps = match redis {
+        None => format!(
+            "file = \"{}\"",
+            write_apps_file(
+                &dir,
+                &format!(
+                    "[[apps]]\nkey = \"partner\"\ncert_sha256 = [\"{}\"]\ngroups = [\"trade\"]\n\
+                     [[apps]]\nkey = \"acme\"\nsecrets = [\"acme-secret-0123456789\"]\n\
+                     cert_subjects = [\"O=Acme Corp, CN=acme-gw\"]\ngroups = [\"trade\"]\n\
+                     [[apps]]\nkey = \"nogroup\"\ncert_sha256 = [\"{}\"]\n\
+                     [[apps]]\nkey = \"off\"\ncert_sha256 = [\"{}\"]\nenabled = false\n",
+                    fp(&partner),
+                    fp(&nogroup).to_lowercase().replace(':', ""),
+                    fp(&off),
+                ),
+            )
         ),
-    );
+        Some(r) => {
+            let plain = |der: &CertificateDer<'_>| fp(der).to_lowercase().replace(':', "");
+            r.hset(
+                "rg:app:partner",
+                &[("cert_sha256", &fp(&partner)), ("groups", "trade")],
+            );
+            r.cmd(&[
+                "SET",
+                &format!("rg:cert:sha256:{}", plain(&partner)),
+                "partner",
+            ]);
+            r.hset(
+                "rg:app:acme",
+                &[
+                    ("secret", "acme-secret-0123456789"),
+                    ("cert_subjects", "O=Acme Corp, CN=acme-gw"),
+                    ("groups", "trade"),
+                ],
+            );
+            r.cmd(&["SET", "rg:cert:subject:CN=acme-gw,O=Acme Corp", "acme"]);
+            r.hset("rg:app:nogroup", &[("cert_sha256", &plain(&nogroup))]);
+            r.cmd(&[
+                "SET",
+                &format!("rg:cert:sha256:{}", plain(&nogroup)),
+                "nogroup",
+            ]);
+            r.hset(
+                "rg:app:off",
+                &[("cert_sha256", &plain(&off)), ("enabled", "0")],
+            );
+            r.cmd(&["SET", &format!("rg:cert:sha256:{}", plain(&off)), "off"]);
+            // A stale index entry: partner's record does not list the stranger.
+            let stranger = std::fs::read(dir.join("stranger.pem")).unwrap();
+            let stranger = rustls::pki_types::pem::PemObject::from_pem_slice(&stranger).unwrap();
+            r.cmd(&[
+                "SET",
+                &format!("rg:cert:sha256:{}", plain(&stranger)),
+                "partner",
+            ]);
+            format!("redis = \"{}\"\ncache_ttl = \"300ms\"", r.url())
+        }
+    };
     let up = Upstream::echo();
     let d = dir.display();
     let body = format!(
-        "[apps]\nfile = \"{apps}\"\n\
+        "[apps]\n{apps}\n\
          [[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n\
          [[routes]]\nname = \"trade\"\npath = \"/trade/*\"\nupstream = \"up\"\nauth = \"mtls\"\n\
          group = \"trade\"\nlimits = [ {{ key = \"app\", rate = \"3/min\" }} ]\n\
@@ -240,7 +298,48 @@ fn the_identity_is_logged_and_can_be_forwarded(driver: Driver) {
     assert_eq!(line["tls"]["client"]["subject"], "CN=partner-gw");
 }
 
+/// The Redis-backed registry maps certificates through its index keys, with the same
+/// outcomes as the apps file (and a stale index entry maps nothing).
+fn the_redis_registry_maps_certificates_too(driver: Driver) {
+    let Some(redis) = redis_support::RedisServer::start() else {
+        return;
+    };
+    let m = start_with(driver, "", Some(&redis));
+    assert_eq!(
+        m.get(Some("partner"), "/trade/a"),
+        (200, "GET /trade/a 0".into())
+    );
+    assert_eq!(m.up.last().header("x-rg-app"), Some("partner"));
+    assert_eq!(
+        m.get(Some("acme"), "/trade/b"),
+        (200, "GET /trade/b 0".into())
+    );
+    assert_eq!(m.up.last().header("x-rg-app"), Some("acme"));
+    let (status, body) = m.get(Some("nogroup"), "/trade/x");
+    assert_eq!((status, code(&body).as_str()), (403, "forbidden"));
+    for (tag, needle) in [
+        (None, "needs a client certificate"),
+        (Some("stranger"), "not registered to any app"),
+        (Some("off"), "disabled"),
+    ] {
+        let (status, body) = m.get(tag, "/any/x");
+        assert_eq!(
+            (status, code(&body).as_str()),
+            (401, "unauthorized"),
+            "{tag:?}"
+        );
+        assert!(body.contains(needle), "{tag:?}: {body}");
+    }
+    // Revoked in Redis: refused once the cached record is refreshed.
+    redis.hset("rg:app:partner", &[("enabled", "0")]);
+    assert!(eventually(Duration::from_secs(3), || m
+        .get(Some("partner"), "/any/y")
+        .0
+        == 401));
+}
+
 on_both_drivers!(
+    the_redis_registry_maps_certificates_too,
     a_registered_certificate_calls_as_its_app,
     groups_and_per_app_limits_apply,
     without_a_registered_certificate_the_answer_is_401,

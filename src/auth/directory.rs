@@ -99,7 +99,12 @@ fn serve(
     stats: &DirectoryStats,
 ) -> bool {
     stats.store_lookups.fetch_add(1, Ordering::Relaxed);
-    let (result, reachable) = match store.fetch(&req.key) {
+    // `#sha256:...` and `#subject:...` are client certificates, looked up by index.
+    let fetched = match req.key.strip_prefix('#') {
+        Some(lookup) => store.fetch_by_cert(lookup),
+        None => store.fetch(&req.key),
+    };
+    let (result, reachable) = match fetched {
         Ok(Some(app)) => (Fetched::App(Arc::new(app)), true),
         Ok(None) => (Fetched::Missing, true),
         Err(StoreError::Invalid(why)) => {

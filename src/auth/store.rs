@@ -7,9 +7,15 @@
 //! couple of seconds per call and never hangs it; the workers keep serving the records
 //! they already hold.
 //!
-//! Fields of an app hash: `secret` (required), `previous_secret` (during a rotation),
-//! `name`, `groups` and `allow_ips` (comma-separated), `enabled` (`1`/`0`/`true`/`false`,
-//! default true). Records are validated by the same rules as the apps file.
+//! Fields of an app hash: `secret` (required unless the app has client certificates),
+//! `previous_secret` (during a rotation), `name`, `groups` and `allow_ips`
+//! (comma-separated), `enabled` (`1`/`0`/`true`/`false`, default true), `cert_sha256`
+//! (comma-separated) and `cert_subjects` (`;`-separated). Records are validated by the
+//! same rules as the apps file.
+//!
+//! Client certificates are found through index keys, `rg:cert:sha256:<hex>` and
+//! `rg:cert:subject:<normalized subject>`, each holding an app key; the app's record must
+//! list the certificate too, so a stale index entry maps nothing.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,9 +24,23 @@ use redis::RedisError;
 
 use crate::config::apps::{App, AppLimits};
 use crate::redis_link::RedisLink;
+use crate::tls::identity::{normalize_subject, parse_sha256, ClientIdentity};
 
 /// Prefix of every app hash; the rest of the Redis key is the app key.
 pub const KEY_PREFIX: &str = "rg:app:";
+
+/// Prefix of the client-certificate index keys (`rg:cert:sha256:<hex>`,
+/// `rg:cert:subject:<subject>`). In the cache and the key filter they go by
+/// `#sha256:<hex>` and `#subject:<subject>` (`#` is never in an app key).
+pub const CERT_PREFIX: &str = "rg:cert:";
+
+/// The cache keys a client certificate is looked up by: fingerprint, then subject.
+pub fn cert_lookup_keys(id: &ClientIdentity) -> [String; 2] {
+    [
+        format!("#sha256:{}", id.sha256_hex()),
+        format!("#subject:{}", id.subject),
+    ]
+}
 
 /// How many keys one SCAN step asks for: big steps keep the round trips few.
 const SCAN_COUNT: usize = 1000;
@@ -28,7 +48,7 @@ const SCAN_COUNT: usize = 1000;
 /// Fields an app hash may hold. Anything else is rejected, as the apps file does with
 /// `deny_unknown_fields`: a typo such as `allow_ip` must not silently open an app to
 /// every address.
-const FIELDS: [&str; 9] = [
+const FIELDS: [&str; 11] = [
     "secret",
     "previous_secret",
     "name",
@@ -38,6 +58,8 @@ const FIELDS: [&str; 9] = [
     "rate",
     "quota",
     "traffic_group",
+    "cert_sha256",
+    "cert_subjects",
 ];
 
 #[derive(Debug)]
@@ -102,9 +124,43 @@ impl RedisStore {
         app_from_fields(key, &fields).map(Some)
     }
 
-    /// Every app key in the store (SCAN of `rg:app:*`, prefix stripped), sorted.
+    /// The app a client certificate's index key names (`lookup`: `sha256:<hex>` or
+    /// `subject:<subject>`), if its record lists that certificate.
+    pub fn fetch_by_cert(&mut self, lookup: &str) -> Result<Option<App>, StoreError> {
+        let index = format!("{CERT_PREFIX}{lookup}");
+        let key: Option<String> = self
+            .link
+            .query(redis::cmd("GET").arg(&index))
+            .map_err(|e| match e.code() {
+                Some("WRONGTYPE") => invalid(&index, "not a string"),
+                _ => self.unavailable(&e),
+            })?;
+        let Some(key) = key else { return Ok(None) };
+        let Some(app) = self.fetch(key.trim())? else {
+            return Ok(None);
+        };
+        let listed = match lookup.split_once(':') {
+            Some(("sha256", hex)) => parse_sha256(hex).is_ok_and(|f| app.cert_sha256.contains(&f)),
+            Some(("subject", subject)) => app.cert_subjects.iter().any(|s| s == subject),
+            _ => false,
+        };
+        Ok(listed.then_some(app))
+    }
+
+    /// Every app key in the store (SCAN of `rg:app:*`, prefix stripped) and every
+    /// certificate index key (as `#sha256:...`, `#subject:...`), sorted.
     pub fn all_keys(&mut self) -> Result<Vec<String>, StoreError> {
-        let pattern = format!("{KEY_PREFIX}*");
+        let mut keys = self.scan(KEY_PREFIX, "")?;
+        keys.extend(self.scan(CERT_PREFIX, "#")?);
+        // SCAN may return a key more than once (e.g. while the table is rehashed).
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// The keys under `prefix`, with `prefix` replaced by `tag`.
+    fn scan(&mut self, prefix: &str, tag: &str) -> Result<Vec<String>, StoreError> {
+        let pattern = format!("{prefix}*");
         let mut keys = Vec::new();
         let mut cursor: u64 = 0;
         loop {
@@ -123,16 +179,13 @@ impl RedisStore {
             // bad key from hiding all the others.
             keys.extend(batch.into_iter().filter_map(|k| {
                 let k = String::from_utf8(k).ok()?;
-                k.strip_prefix(KEY_PREFIX).map(str::to_owned)
+                k.strip_prefix(prefix).map(|rest| format!("{tag}{rest}"))
             }));
             if next == 0 {
                 break;
             }
             cursor = next;
         }
-        // SCAN may return a key more than once (e.g. while the table is rehashed).
-        keys.sort_unstable();
-        keys.dedup();
         Ok(keys)
     }
 
@@ -164,10 +217,30 @@ fn app_from_fields(key: &str, fields: &HashMap<String, String>) -> Result<App, S
         );
         return Err(invalid(&redis_key, &problem));
     }
-    let Some(secret) = fields.get("secret") else {
-        return Err(invalid(&redis_key, "missing field \"secret\""));
-    };
-    let mut secrets = vec![secret.clone()];
+    let mut cert_sha256 = Vec::new();
+    for f in split_list(fields.get("cert_sha256")) {
+        cert_sha256
+            .push(parse_sha256(&f).map_err(|e| invalid(&redis_key, &format!("cert_sha256: {e}")))?);
+    }
+    let mut cert_subjects = Vec::new();
+    for subject in fields
+        .get("cert_subjects")
+        .map_or("", String::as_str)
+        .split(';')
+    {
+        if !subject.trim().is_empty() {
+            let normalized = normalize_subject(subject)
+                .map_err(|e| invalid(&redis_key, &format!("cert_subjects: {e}")))?;
+            cert_subjects.push(normalized);
+        }
+    }
+    let has_certs = !cert_sha256.is_empty() || !cert_subjects.is_empty();
+    let mut secrets = Vec::new();
+    match fields.get("secret") {
+        Some(secret) => secrets.push(secret.clone()),
+        None if has_certs => {}
+        None => return Err(invalid(&redis_key, "missing field \"secret\"")),
+    }
     // An empty `previous_secret` is how a tool may end a rotation without HDEL.
     if let Some(previous) = fields.get("previous_secret").filter(|s| !s.is_empty()) {
         secrets.push(previous.clone());
@@ -192,7 +265,10 @@ fn app_from_fields(key: &str, fields: &HashMap<String, String>) -> Result<App, S
     )
     .map_err(|e| invalid(&redis_key, &e))?;
     App::from_parts(key.to_owned(), secrets, name, groups, &allow_ips, enabled)
-        .map(|app| app.with_limits(limits))
+        .map(|app| {
+            app.with_limits(limits)
+                .with_certs(cert_sha256, cert_subjects)
+        })
         .map_err(|e| invalid(&redis_key, &e))
 }
 

@@ -107,7 +107,15 @@ impl App {
         self
     }
 
-    /// Builds and validates an app record (same rules as the apps file).
+    /// The record with its client certificates (fingerprints, normalized subjects).
+    pub fn with_certs(mut self, sha256: Vec<[u8; 32]>, subjects: Vec<String>) -> App {
+        self.cert_sha256 = sha256;
+        self.cert_subjects = subjects;
+        self
+    }
+
+    /// Builds and validates an app record (same rules as the apps file; no secret only
+    /// for an app that will get certificates, `with_certs`).
     pub fn from_parts(
         key: String,
         secrets: Vec<String>,
@@ -120,7 +128,7 @@ impl App {
         if let Err(e) = check_key(&key) {
             problems.push(format!("key: {e}"));
         }
-        if let Err(e) = check_secrets(&secrets, false) {
+        if let Err(e) = check_secrets(&secrets, secrets.is_empty()) {
             problems.push(format!("secrets: {e}"));
         }
         let mut cidrs = Vec::new();

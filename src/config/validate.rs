@@ -78,7 +78,7 @@ pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Ve
     check_shared_limits(&mut p, &routes);
     let apps = validate_apps(&mut p, file, base_dir, &routes);
     let tls = validate_tls(&mut p, file, base_dir, &server.listen);
-    check_mtls_routes(&mut p, file, &routes, &apps);
+    check_mtls_routes(&mut p, file, &routes);
     if p.0.is_empty() {
         Ok(Config {
             server,
@@ -97,14 +97,8 @@ pub fn validate(file: &FileConfig, base_dir: Option<&Path>) -> Result<Config, Ve
     }
 }
 
-/// Routes with `auth = "mtls"` need client certificates to be asked for, and (for now)
-/// the apps file: the Redis registry has no index by certificate yet.
-fn check_mtls_routes(
-    p: &mut Problems,
-    file: &FileConfig,
-    routes: &[RouteConfig],
-    apps: &AppsConfig,
-) {
+/// Routes with `auth = "mtls"` need client certificates to be asked for.
+fn check_mtls_routes(p: &mut Problems, file: &FileConfig, routes: &[RouteConfig]) {
     let Some(i) = routes.iter().position(|r| r.auth == AuthMode::Mtls) else {
         return;
     };
@@ -112,12 +106,6 @@ fn check_mtls_routes(
         p.add(
             format!("routes[{i}].auth"),
             "\"mtls\" needs client certificates: set [tls] client_ca",
-        );
-    }
-    if matches!(apps.source, AppsSource::Redis { .. }) {
-        p.add(
-            format!("routes[{i}].auth"),
-            "\"mtls\" maps certificates to apps of apps.file; apps.redis does not support it yet",
         );
     }
 }

@@ -11,22 +11,19 @@
 //! upstream gets the query exactly as signed, and the nonce waits for the replay filter.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use super::app_records::{records_arrived, registry_unavailable};
 use super::{BuildCtx, Env, Filter, Flow, Phases, RequestCtx, RequestView};
 use crate::auth::cache::Lookup;
 use crate::auth::check::{self, unix_now, Pending, SignedParts};
 use crate::auth::registry::{App, AppRegistry};
 use crate::auth::sign::body_sha256_hex;
 use crate::config::{AppsSource, AuthMode, ConfigError};
-use crate::error::{ErrorKind, ProxyError, Side};
 
 /// SHA-256 of the empty body, lowercase hex.
 pub const EMPTY_BODY_SHA256: [u8; 64] =
     *b"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
-/// How long a request waits for an app record the control side is fetching.
-const APP_FETCH_WAIT: Duration = Duration::from_secs(2);
 
 pub struct AppSignature {
     window_secs: u64,
@@ -46,10 +43,6 @@ pub fn build(b: &BuildCtx) -> Result<Option<Filter>, Vec<ConfigError>> {
             AppsSource::Redis { .. } => None,
         },
     })))
-}
-
-fn registry_unavailable(message: &'static str) -> Flow {
-    Flow::Respond(ProxyError::new(ErrorKind::Overloaded, Side::Internal, message).into())
 }
 
 impl AppSignature {
@@ -127,29 +120,16 @@ impl Phases for AppSignature {
         self.finish(pending, &EMPTY_BODY_SHA256, ctx)
     }
 
-    /// Any batch of record updates wakes every waiter; one deadline across the waits
-    /// keeps a request from waiting forever while other apps' records keep arriving.
     async fn wait<'g>(
         &'g self,
         req: &RequestView<'_>,
         ctx: &mut RequestCtx<'g>,
         env: &Env<'g>,
     ) -> Flow {
-        let deadline = *ctx
-            .held
-            .app_deadline
-            .get_or_insert_with(|| Instant::now() + APP_FETCH_WAIT);
-        let left = deadline.saturating_duration_since(Instant::now());
-        let arrived = match env.apps.map(|a| a.changed()) {
-            Some(signal) if !left.is_zero() => {
-                monoio::time::timeout(left, signal.wait()).await.is_ok()
-            }
-            _ => false,
-        };
-        if !arrived {
-            return registry_unavailable("the app registry did not answer in time");
+        match records_arrived(ctx, env).await {
+            Ok(()) => self.on_request(req, ctx, env),
+            Err(flow) => flow,
         }
-        self.on_request(req, ctx, env)
     }
 
     fn on_body<'g>(&'g self, body: &[u8], ctx: &mut RequestCtx<'g>, _env: &Env<'g>) -> Flow {

@@ -12,6 +12,7 @@
 //! Built-in filters are dispatched through `enum Filter` (no `Box<dyn>`, no boxed
 //! futures on the request path).
 
+mod app_records;
 mod app_signature;
 mod breaker;
 mod client_cert;

@@ -237,6 +237,19 @@ fn watched_certificate_files_reload_when_renewed(driver: Driver) {
     assert!(eventually(Duration::from_secs(5), || served(&[
         &first, &renewed
     ]) == renewed));
+    // The config now names a certificate that is not there yet: refused, and its files
+    // are watched, so the reload happens once they appear.
+    let later = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("api.pem", "later.pem")
+        .replace("api.key", "later.key");
+    std::fs::write(&file, later).unwrap();
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(served(&[&first, &renewed]), renewed);
+    let third = make_cert(&dir, "later", &["api.example.com"], 2100);
+    assert!(eventually(Duration::from_secs(5), || served(&[
+        &first, &renewed, &third
+    ]) == third));
     handle.shutdown();
 }
 
@@ -308,6 +321,19 @@ fn clients_by_address_are_served_by_a_certificate_naming_it(driver: Driver) {
     );
     let (status, body) = get(&mut s, "127.0.0.2", "/other");
     assert_eq!(status, 421, "{body}");
+    // An address listed in `names` counts too (the certificate need not carry it).
+    let plain = make_cert(&dir, "dns-only", &["api.example.com"], 2100);
+    let d = dir.display();
+    let listed = format!(
+        "{}[tls]\nlisten = [\"127.0.0.1:0\"]\n[[tls.certs]]\ncert = \"{d}/dns-only.pem\"\n\
+         key = \"{d}/dns-only.key\"\nnames = [\"api.example.com\", \"127.0.0.1\"]\n",
+        simple_routes(up.addr, "", "")
+    );
+    let gw2 = Gateway::start(driver, 1, "", &listed);
+    let addr2 = gw2.tls_addr();
+    let mut s = connect(addr2, client(&[&plain], false, &[]), "api.example.com");
+    assert_eq!(get(&mut s, &addr2.to_string(), "/listed").0, 200);
+    assert_eq!(get(&mut s, "127.0.0.2", "/other").0, 421);
 }
 
 /// A connection the gateway closes after a response ends with `close_notify`: the client

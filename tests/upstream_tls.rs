@@ -85,6 +85,17 @@ fn requests_reach_a_tls_upstream_over_pooled_connections(driver: Driver) {
         "0 GET /e 0 sni=billing.internal client=-"
     );
     assert_eq!(up.handshakes.load(Ordering::SeqCst), 1);
+    // The same paths with other contents (the CA file now holds another CA): not the
+    // same settings, so the pooled connection is not kept, and the new one is refused.
+    let renewed_ca = Ca::new(&s.dir, "ca");
+    drop(renewed_ca);
+    gw.reload(driver, 1, "", &body);
+    assert!(eventually(Duration::from_secs(5), || gw
+        .connect()
+        .get("/g")
+        .status
+        == 502));
+    assert_eq!(up.handshakes.load(Ordering::SeqCst), 1);
     // Other settings: a new connection, made with them (once the workers switched).
     let other = format!(
         "tls = true\nsni = \"ledger.internal\"\n{}",
@@ -189,7 +200,32 @@ fn health_checks_speak_tls(driver: Driver) {
     assert_eq!(r.status, 200, "{}", r.body_str());
 }
 
+/// A response delimited by the close is whole only if the upstream said `close_notify`;
+/// cut without it (as someone on the path could), the client sees a truncation too: no
+/// last chunk, no `close_notify`.
+fn a_close_delimited_response_needs_close_notify(driver: Driver) {
+    let s = setup("up-tls-cut");
+    let up = TlsUpstream::start(server(&s.dir, "up", None));
+    let gw = gateway(
+        driver,
+        &up,
+        &format!("sni = \"billing.internal\"\n{}", ca_line(&s.dir, "ca.pem")),
+    );
+    let mut whole = gw.connect();
+    let r = whole.get("/close-delimited");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body_str(), "the whole body");
+    let mut cut = gw.connect();
+    cut.send(b"GET /cut HTTP/1.1\r\nHost: x\r\n\r\n");
+    let outcome = cut.try_read_response(false);
+    assert!(
+        outcome.is_err(),
+        "a cut response must not read as complete: {outcome:?}"
+    );
+}
+
 on_both_drivers!(
+    a_close_delimited_response_needs_close_notify,
     requests_reach_a_tls_upstream_over_pooled_connections,
     without_sni_the_target_ip_is_verified,
     a_wrong_name_or_an_untrusted_certificate_is_refused,

@@ -245,9 +245,14 @@ impl WorkerApps {
     /// a "no such app" for a key it has may be a new app. Both are forgotten.
     fn drop_contradicted(&self, bloom: &Bloom) {
         let mut lru = self.lru.borrow_mut();
+        // A certificate's entry (`#...`) also goes when its app's key went: the index
+        // key may outlive the app it names.
+        let app_gone = |e: &Entry| e.app.as_ref().is_some_and(|a| !bloom.contains(&a.key));
         let stale: Vec<String> = lru
             .iter()
-            .filter(|(k, e)| e.app.is_some() != bloom.contains(k))
+            .filter(|(k, e)| {
+                e.app.is_some() != bloom.contains(k) || (k.starts_with('#') && app_gone(e))
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for k in stale {

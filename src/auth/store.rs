@@ -34,12 +34,14 @@ pub const KEY_PREFIX: &str = "rg:app:";
 /// `#sha256:<hex>` and `#subject:<subject>` (`#` is never in an app key).
 pub const CERT_PREFIX: &str = "rg:cert:";
 
-/// The cache keys a client certificate is looked up by: fingerprint, then subject.
-pub fn cert_lookup_keys(id: &ClientIdentity) -> [String; 2] {
-    [
-        format!("#sha256:{}", id.sha256_hex()),
-        format!("#subject:{}", id.subject),
-    ]
+/// The cache keys a client certificate is looked up by: fingerprint, then subject (when
+/// it has one it can be known by).
+pub fn cert_lookup_keys(id: &ClientIdentity) -> Vec<String> {
+    let mut keys = vec![format!("#sha256:{}", id.sha256_hex())];
+    if !id.subject.is_empty() {
+        keys.push(format!("#subject:{}", id.subject));
+    }
+    keys
 }
 
 /// How many keys one SCAN step asks for: big steps keep the round trips few.

@@ -241,9 +241,12 @@ impl AppRegistry {
     /// The app a verified client certificate belongs to: its exact fingerprint first,
     /// then its subject.
     pub fn by_certificate(&self, id: &ClientIdentity) -> Option<&Arc<App>> {
-        self.by_sha256
-            .get(&id.sha256)
-            .or_else(|| self.by_subject.get(&id.subject))
+        self.by_sha256.get(&id.sha256).or_else(|| {
+            // (No subject: one that could not be read unambiguously.)
+            (!id.subject.is_empty())
+                .then(|| self.by_subject.get(&id.subject))
+                .flatten()
+        })
     }
 
     pub fn len(&self) -> usize {

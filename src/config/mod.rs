@@ -57,3 +57,17 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
     })?;
     parse_in(&text, path.parent())
 }
+
+/// The files the config file at `path` names (certificates, keys, CA files, the apps
+/// file, fallback bodies), whether or not the config is valid: the watcher watches them
+/// for a config that was refused, too (its missing certificate may appear later). Empty
+/// when the file does not read or parse.
+pub fn named_files(path: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    match toml::from_str::<FileConfig>(&text) {
+        Ok(file) => files::read_files(&file, path.parent()),
+        Err(_) => Vec::new(),
+    }
+}

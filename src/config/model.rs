@@ -292,9 +292,9 @@ pub struct UpstreamTls {
     /// IP address is checked against the certificate's IP addresses (no SNI is sent).
     pub sni: Option<rustls::pki_types::ServerName<'static>>,
     pub client: Arc<rustls::ClientConfig>,
-    /// The settings as written (sni, ca, cert): a reload keeps pooled connections only
-    /// when they are unchanged.
-    pub settings: [Option<String>; 3],
+    /// A digest of `sni` and the contents of the `ca`, `cert` and `key` files: a reload
+    /// keeps pooled connections only while it is unchanged.
+    pub settings: [u8; 32],
 }
 
 impl UpstreamTls {

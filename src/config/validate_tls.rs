@@ -248,13 +248,35 @@ pub(super) fn validate_upstream_tls(
         Ok(client) => Some(UpstreamTls {
             sni,
             client: Arc::new(client),
-            settings: [u.sni.clone(), u.ca.clone(), u.cert.clone()],
+            settings: settings_digest(u.sni.as_deref(), ca.as_deref(), identity_paths),
         }),
         Err(e) => {
             p.add(at("tls"), e);
             None
         }
     }
+}
+
+/// What an upstream's TLS connections were made with: the name, and the contents (not
+/// only the paths) of the CA, certificate and key files. A reload keeps pooled
+/// connections only while it is the same: a CA removed from its file at the same path
+/// must not leave connections it verified in service.
+fn settings_digest(
+    sni: Option<&str>,
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(sni.unwrap_or("").as_bytes());
+    let (cert, key) = identity.unzip();
+    for file in [ca, cert, key] {
+        // Each part framed by its length, so no two different settings hash alike.
+        let bytes = file.and_then(|f| std::fs::read(f).ok()).unwrap_or_default();
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    h.finalize().into()
 }
 
 /// A file named in the config, relative to the config file's directory.

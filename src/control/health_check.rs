@@ -107,11 +107,40 @@ fn probe(
     let line = match tls {
         None => status_line(stream, &request, left, |s| s),
         Some(tls) => {
-            let session = rustls::ClientConnection::new(tls.client.clone(), tls.server_name(addr))
-                .map_err(|e| format!("TLS: {e}"))?;
-            let stream = rustls::StreamOwned::new(session, stream);
-            // (The handshake happens within the first write and read.)
-            status_line(stream, &request, left, |s| &s.sock)
+            let mut session =
+                rustls::ClientConnection::new(tls.client.clone(), tls.server_name(addr))
+                    .map_err(|e| format!("TLS: {e}"))?;
+            let mut stream = stream;
+            // Step by step, so a target that drips its handshake cannot hold the check
+            // past its deadline.
+            while session.is_handshaking() {
+                if Instant::now() >= deadline {
+                    return Err(format!("TLS handshake not done within {:?}", check.timeout));
+                }
+                let _ = stream.set_read_timeout(Some(left()));
+                let _ = stream.set_write_timeout(Some(left()));
+                if session.wants_write() {
+                    session
+                        .write_tls(&mut stream)
+                        .map_err(|e| format!("TLS: {e}"))?;
+                } else if session
+                    .read_tls(&mut stream)
+                    .map_err(|e| format!("TLS: {e}"))?
+                    == 0
+                {
+                    return Err("closed during the TLS handshake".into());
+                } else {
+                    session
+                        .process_new_packets()
+                        .map_err(|e| format!("TLS: {e}"))?;
+                }
+            }
+            status_line(
+                rustls::StreamOwned::new(session, stream),
+                &request,
+                left,
+                |s| &s.sock,
+            )
         }
     }?;
     let status = line
@@ -145,6 +174,9 @@ fn status_line<S: Read + Write>(
     let mut head = Vec::with_capacity(64);
     let mut buf = [0u8; 256];
     while !head.contains(&b'\n') && head.len() < 1024 {
+        if left() <= Duration::from_millis(1) {
+            return Err("no status line in time".into());
+        }
         timeouts(&stream);
         match stream.read(&mut buf) {
             Ok(0) => return Err("closed before a status line".into()),

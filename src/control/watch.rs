@@ -80,8 +80,16 @@ fn run(state: &GatewayState, config: &Path, mut last: Stamps) {
         // Stamped before the reload reads them: a change made during it is seen next time.
         let stamped = Stamps::take(last.0.iter().map(|(p, _)| p.clone()).collect());
         let result = state.reload_file(config);
-        // The serving config's files: new ones if the reload took, else the same.
-        let files = watched(state, config);
+        // The serving config's files: new ones if the reload took; if it was refused,
+        // the refused config's files too (a certificate it names may appear later).
+        let mut files = watched(state, config);
+        if result.is_err() {
+            for f in crate::config::named_files(config) {
+                if !files.contains(&f) {
+                    files.push(f);
+                }
+            }
+        }
         last = if stamped.0.iter().map(|(p, _)| p).eq(files.iter()) {
             stamped
         } else {

@@ -160,5 +160,9 @@ pub const SPARE_CLIENT_BUFFERS: usize = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum After {
     KeepAlive,
+    /// Close, saying the response ended (TLS `close_notify`, then the FIN at once).
     Close,
+    /// Close as it is: the response was cut short (a TLS client must see a truncation,
+    /// not an end), the client is gone, or the goodbye was already said.
+    Drop,
 }

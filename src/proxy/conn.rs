@@ -224,7 +224,7 @@ async fn serve_requests(conn: &mut Conn) -> Option<Duration> {
                 (None, Next::Answer(reply, body_read)) => {
                     Box::pin(answer(c, &gen, worker, req, reply, body_read)).await
                 }
-                (None, _) => After::Close,
+                (None, _) => After::Drop,
             };
             let record = Record {
                 route: Some(req.route),
@@ -237,6 +237,9 @@ async fn serve_requests(conn: &mut Conn) -> Option<Duration> {
             break after;
         };
         c.requests += 1;
+        if after == After::Drop {
+            return None;
+        }
         if after == After::Close || worker.draining() {
             end_connection(c).await;
             return None;
@@ -325,7 +328,7 @@ async fn answer_failure(
     if !f.respond {
         c.log.error = Some(f.error.kind.code());
         c.log.detail = Some(f.error.message);
-        return After::Close;
+        return After::Drop;
     }
     answer(c, gen, worker, req, &Reply::Error(f.error), false).await
 }

@@ -155,7 +155,8 @@ async fn send_scratch(c: &mut ClientConn, server: &ServerConfig, keep_alive: boo
     if sent.is_ok() {
         linger_close(c).await;
     }
-    After::Close
+    // Lingering said the goodbye (`close_notify` and FIN); a failed write has none to say.
+    After::Drop
 }
 
 /// Closing a socket with unread input makes the kernel send a reset, which can destroy

@@ -123,7 +123,7 @@ impl WorkerUpstreams {
     pub fn adopt_idle(&mut self, snap: &Snapshot, old: &mut WorkerUpstreams, old_snap: &Snapshot) {
         for (u, cfg) in self.upstreams.iter_mut().zip(&snap.config.upstreams) {
             // Connections made with other TLS settings (or without TLS) are not reused.
-            let tls_settings = |c: &UpstreamConfig| c.tls.as_ref().map(|t| t.settings.clone());
+            let tls_settings = |c: &UpstreamConfig| c.tls.as_ref().map(|t| t.settings);
             let Some(o) = old_snap
                 .config
                 .upstreams

@@ -89,13 +89,13 @@ impl Stream {
         }
     }
 
-    /// Whether bytes are already waiting above the socket (decrypted TLS records): the
-    /// connection is not idle (nor clean, for a pooled upstream one) even if its socket
-    /// is.
+    /// Whether something already arrived above the socket (decrypted TLS records, or a
+    /// `close_notify`): the connection is not idle (nor clean, for a pooled upstream
+    /// one) even if its socket is.
     pub fn has_buffered(&mut self) -> bool {
         match self {
             Stream::Plain(_) => false,
-            Stream::Tls(t) => t.has_plaintext(),
+            Stream::Tls(t) => t.has_plaintext() || t.peer_closed(),
         }
     }
 

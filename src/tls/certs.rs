@@ -20,8 +20,9 @@ pub struct LoadedCert {
     /// The names it serves, lowercase: the configured `names`, else the leaf's DNS
     /// subject alternative names (`*.example.com` wildcards included).
     pub names: Vec<String>,
-    /// The leaf's IP address subject alternative names: a client that reaches the
-    /// gateway by address (no SNI, `Host: 203.0.113.5`) is served by it.
+    /// The addresses it serves: the configured `names` that are IP addresses, else the
+    /// leaf's IP address subject alternative names. A client that reaches the gateway by
+    /// address (no SNI, `Host: 203.0.113.5`) is served by it.
     pub ips: Vec<IpAddr>,
     /// When the leaf expires, in seconds since the Unix epoch.
     pub not_after: i64,
@@ -45,11 +46,18 @@ pub fn load(
     provider: &CryptoProvider,
 ) -> Result<LoadedCert, String> {
     let pair = load_pair(cert_path, key_path, now, provider)?;
-    let (dns, ips) = san_names(&pair.chain[0]);
-    let names = match names {
-        Some(names) => names.iter().map(|n| n.to_ascii_lowercase()).collect(),
-        None => dns,
+    // Configured `names` replace the certificate's, addresses included.
+    let (names, ips) = match names {
+        Some(names) => names
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .partition::<Vec<_>, _>(|n| n.parse::<IpAddr>().is_err()),
+        None => {
+            let (dns, ips) = san_names(&pair.chain[0]);
+            (dns, ips.iter().map(IpAddr::to_string).collect())
+        }
     };
+    let ips: Vec<IpAddr> = ips.iter().filter_map(|ip| ip.parse().ok()).collect();
     if names.is_empty() && ips.is_empty() {
         return Err(format!(
             "{}: the certificate names no host (no subject alternative name); \

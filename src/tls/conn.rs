@@ -40,6 +40,8 @@ pub struct TlsConn {
     session: Connection,
     /// Ciphertext on its way in or out; emptied (not kept) by `release_buffers`.
     cipher: Vec<u8>,
+    /// The peer sent `close_notify`.
+    peer_closed: bool,
 }
 
 impl TlsConn {
@@ -61,6 +63,7 @@ impl TlsConn {
             tcp,
             session: session.into(),
             cipher: Vec::new(),
+            peer_closed: false,
         };
         conn.take_in(already).await?;
         conn.handshake().await?;
@@ -81,6 +84,7 @@ impl TlsConn {
             tcp,
             session: session.into(),
             cipher: Vec::new(),
+            peer_closed: false,
         };
         conn.handshake().await?;
         Ok(conn)
@@ -149,8 +153,16 @@ impl TlsConn {
         matches!(self.session.reader().fill_buf(), Ok(b) if !b.is_empty())
     }
 
+    /// Whether the peer said it is done (`close_notify`).
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
     /// Appends at most `max` bytes of plaintext to `out`, waiting for the socket if none
-    /// is decrypted yet. `Ok(0)`: the client closed (with or without `close_notify`).
+    /// is decrypted yet. `Ok(0)`: the peer closed: with `close_notify`, or, for a client
+    /// of ours, without it too. An upstream's stream that ends without `close_notify`
+    /// is an `UnexpectedEof` error: a response delimited by the close must not be
+    /// taken whole when someone on the path cut the TCP connection.
     pub async fn read_into(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         self.read_into_cancelable(out, max, None).await
     }
@@ -180,7 +192,11 @@ impl TlsConn {
             // Anything rustls must say first (a key update, an alert) goes out.
             self.flush().await?;
             if self.receive(cancel.clone()).await? == 0 {
-                return Ok(0);
+                // (A `close_notify` would have ended the loop above.)
+                return match self.session {
+                    Connection::Client(_) => Err(io::ErrorKind::UnexpectedEof.into()),
+                    Connection::Server(_) => Ok(0),
+                };
             }
         }
     }
@@ -252,10 +268,13 @@ impl TlsConn {
                 // rustls holds as much undelivered plaintext as it will take.
                 return Err(io::Error::other("TLS input refused: plaintext buffer full"));
             }
-            if let Err(e) = self.session.process_new_packets() {
-                // The alert describing the error is queued; the peer should see it.
-                let _ = self.flush().await;
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            match self.session.process_new_packets() {
+                Ok(state) => self.peer_closed |= state.peer_has_closed(),
+                Err(e) => {
+                    // The alert describing the error is queued; the peer should see it.
+                    let _ = self.flush().await;
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
             }
         }
         Ok(())

@@ -20,10 +20,7 @@ impl ClientIdentity {
     /// The identity of `cert` (the leaf the client presented).
     pub fn of(cert: &CertificateDer<'_>) -> ClientIdentity {
         let sha256: [u8; 32] = Sha256::digest(cert.as_ref()).into();
-        let subject = x509_parser::parse_x509_certificate(cert)
-            .ok()
-            .and_then(|(_, c)| normalize_subject(&c.subject().to_string()).ok())
-            .unwrap_or_default();
+        let subject = subject_of(cert).unwrap_or_default();
         ClientIdentity { sha256, subject }
     }
 
@@ -33,9 +30,45 @@ impl ClientIdentity {
     }
 }
 
+/// A certificate's subject in the canonical form of `normalize_subject`, read attribute
+/// by attribute from the DER (never from a printed form, where a value holding `, O=`
+/// would pass for another attribute). `None`, so the certificate can be found by its
+/// fingerprint only, when a value is not a plain string (any of `,` `+` `=` `\`, a
+/// control character, spaces around it) or an attribute type has no short name.
+fn subject_of(cert: &CertificateDer<'_>) -> Option<String> {
+    use x509_parser::objects::{oid2abbrev, oid_registry};
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let mut parts = Vec::new();
+    for rdn in parsed.subject().iter() {
+        for attr in rdn.iter() {
+            let ty = oid2abbrev(attr.attr_type(), oid_registry()).ok()?;
+            let value = attr.as_str().ok()?;
+            if !plain_value(value) || !ty.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return None;
+            }
+            parts.push(format!("{}={value}", ty.to_ascii_uppercase()));
+        }
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    parts.sort();
+    Some(parts.join(","))
+}
+
+/// A value both forms can hold unambiguously.
+fn plain_value(value: &str) -> bool {
+    !value.is_empty()
+        && value.trim() == value
+        && !value
+            .chars()
+            .any(|c| matches!(c, ',' | '+' | '=' | '\\') || c.is_control())
+}
+
 /// A subject written as `CN=partner-gw, O=Acme` (RFC 4514 style, as `openssl x509
 /// -subject` prints it), in one canonical form: attributes sorted, types uppercase,
-/// joined by `,`. Values containing `,` or `+` are not supported (use a fingerprint).
+/// joined by `,`. Values holding `,` `+` `=` or `\` are not supported (register the
+/// certificate by fingerprint instead).
 pub fn normalize_subject(subject: &str) -> Result<String, String> {
     let mut parts = Vec::new();
     for attr in subject.split([',', '+']) {
@@ -44,8 +77,10 @@ pub fn normalize_subject(subject: &str) -> Result<String, String> {
             return Err(format!("{attr:?} is not TYPE=value"));
         };
         let (ty, value) = (ty.trim(), value.trim());
-        if ty.is_empty() || value.is_empty() {
-            return Err(format!("{attr:?} is not TYPE=value"));
+        if ty.is_empty() || !ty.bytes().all(|b| b.is_ascii_alphanumeric()) || !plain_value(value) {
+            return Err(format!(
+                "{attr:?} is not TYPE=value with a plain value (no , + = \\; use cert_sha256 for such subjects)"
+            ));
         }
         parts.push(format!("{}={value}", ty.to_ascii_uppercase()));
     }
@@ -93,6 +128,35 @@ mod tests {
         );
         assert!(normalize_subject("CN=a, junk").is_err());
         assert!(normalize_subject("CN=").is_err());
+        assert!(normalize_subject("CN=a=b").is_err());
+    }
+
+    /// A value that prints like two attributes gives no subject identity at all: it
+    /// must never pass for `CN=partner-gw, O=Acme Corp`.
+    #[test]
+    fn values_that_print_like_attributes_give_no_subject() {
+        let cert = |cn: &str, org: Option<&str>| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(vec!["x.example".to_string()]).unwrap();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+            if let Some(org) = org {
+                params
+                    .distinguished_name
+                    .push(rcgen::DnType::OrganizationName, org);
+            }
+            params.self_signed(&key).unwrap().der().clone()
+        };
+        let honest = ClientIdentity::of(&cert("partner-gw", Some("Acme Corp")));
+        assert_eq!(honest.subject, "CN=partner-gw,O=Acme Corp");
+        assert_eq!(
+            honest.subject,
+            normalize_subject("O=Acme Corp, CN=partner-gw").unwrap()
+        );
+        let forged = ClientIdentity::of(&cert("partner-gw, O=Acme Corp", None));
+        assert_eq!(forged.subject, "");
+        assert_eq!(ClientIdentity::of(&cert(" padded", None)).subject, "");
     }
 
     #[test]

@@ -171,12 +171,16 @@ impl TlsUpstream {
                         .and_then(|c| c.first())
                         .map(|c| common_name(c))
                         .unwrap_or_else(|| "-".into());
-                    serve_requests(&mut s, |method, target, body| {
+                    let last = serve_requests(&mut s, |method, target, body| {
                         format!(
                             "{id} {method} {target} {} sni={sni} client={client}",
                             body.len()
                         )
                     });
+                    if last == End::CloseNotify {
+                        s.conn.send_close_notify();
+                        let _ = s.flush();
+                    }
                 });
             }
         });
@@ -188,13 +192,25 @@ impl TlsUpstream {
     }
 }
 
+/// How a connection of `serve_requests` ends.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The peer closed, or failed.
+    Peer,
+    /// A response delimited by the close went out: say so with `close_notify`.
+    CloseNotify,
+    /// The same, cut without `close_notify` (as a man in the middle would).
+    Cut,
+}
+
 /// Reads requests (head, then a Content-Length body) and answers each 200 with what
 /// `answer` makes of it (a target `/big/<n>` gets `n` bytes of `x` instead), until the
-/// peer closes.
+/// peer closes. `/close-delimited` and `/cut` get a body without a length, ended by
+/// closing the connection (with and without `close_notify`).
 fn serve_requests<S: std::io::Read + std::io::Write>(
     s: &mut S,
     answer: impl Fn(&str, &str, &[u8]) -> String,
-) {
+) -> End {
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
@@ -203,14 +219,14 @@ fn serve_requests<S: std::io::Read + std::io::Write>(
                 break at + 4;
             }
             match s.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => return End::Peer,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         };
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
         if req.parse(&buf[..head_end]).is_err() {
-            return;
+            return End::Peer;
         }
         let method = req.method.unwrap_or("").to_string();
         let target = req.path.unwrap_or("").to_string();
@@ -222,8 +238,15 @@ fn serve_requests<S: std::io::Read + std::io::Write>(
             .unwrap_or(0);
         while buf.len() < head_end + len {
             match s.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => return End::Peer,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        for (path, end) in [("/close-delimited", End::CloseNotify), ("/cut", End::Cut)] {
+            if target == path {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nthe whole body");
+                let _ = s.flush();
+                return end;
             }
         }
         let body = buf[head_end..head_end + len].to_vec();
@@ -240,7 +263,7 @@ fn serve_requests<S: std::io::Read + std::io::Write>(
             .and_then(|_| s.flush())
             .is_err()
         {
-            return;
+            return End::Peer;
         }
     }
 }

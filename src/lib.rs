@@ -27,6 +27,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod error;
+pub mod files;
 pub mod filters;
 pub mod gateway;
 pub mod http;

@@ -130,6 +130,19 @@ fn broken_files_are_named_with_their_path() {
             && errs[2].contains("junk.pem: no usable private key"),
         "{errs:?}"
     );
+    // A device or a directory is refused at once (reading /dev/zero would never end).
+    let errs = errors(
+        dir,
+        "[tls]\nlisten = [\"127.0.0.1:0\"]\n\
+         [[tls.certs]]\ncert = \"/dev/zero\"\nkey = \"api.key\"\n\
+         [[tls.certs]]\ncert = \"api.pem\"\nkey = \"/\"\n",
+    );
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].contains("/dev/zero: not a regular file"),
+        "{errs:?}"
+    );
+    assert!(errs[1].contains("/: not a regular file"), "{errs:?}");
 }
 
 #[test]

@@ -286,13 +286,19 @@ struct AppFile {
     cert_subjects: Vec<String>,
 }
 
+/// The largest apps file read (a million apps of ~200 bytes; beyond that, the Redis
+/// registry).
+const MAX_APPS_FILE: u64 = 256 << 20;
+
 /// Reads and validates an apps file. Problems are reported with the file and the path
 /// inside it (`apps.file "apps.toml": apps[2].allow_ips[0]: ...`).
 pub fn load_file(path: &Path) -> Result<AppRegistry, Vec<ConfigError>> {
     let origin = format!("apps.file {:?}", path.display().to_string());
     let err = |path: String, message: String| ConfigError { path, message };
-    let text = std::fs::read_to_string(path)
+    let bytes = crate::files::read_bounded(path, MAX_APPS_FILE)
         .map_err(|e| vec![err(origin.clone(), format!("cannot read: {e}"))])?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| vec![err(origin.clone(), "not UTF-8 text".to_string())])?;
     // Only the message and position: toml's full error quotes the source line, and in
     // this file that line may hold a secret.
     let file: AppsFile = toml::from_str(&text).map_err(|e| {

@@ -341,16 +341,10 @@ pub(super) fn validate_fallback(
                 Some(dir) if Path::new(file).is_relative() => dir.join(file),
                 _ => Path::new(file).to_path_buf(),
             };
-            match std::fs::metadata(&path).and_then(|m| {
-                if m.len() > MAX_FALLBACK_BODY {
-                    Err(std::io::Error::other("larger than 1 MiB"))
-                } else {
-                    std::fs::read(&path)
-                }
-            }) {
+            match crate::files::read_bounded(&path, MAX_FALLBACK_BODY) {
                 Ok(bytes) => bytes,
                 Err(e) => {
-                    p.add(at("file"), format!("cannot read {}: {e}", path.display()));
+                    p.add(at("file"), format!("cannot read {e}"));
                     Vec::new()
                 }
             }

@@ -272,7 +272,10 @@ fn settings_digest(
     let (cert, key) = identity.unzip();
     for file in [ca, cert, key] {
         // Each part framed by its length, so no two different settings hash alike.
-        let bytes = file.and_then(|f| std::fs::read(f).ok()).unwrap_or_default();
+        // (Read and checked already by `client_config`; a failure here is a change since.)
+        let bytes = file
+            .and_then(|f| crate::files::read_bounded(f, 4 << 20).ok())
+            .unwrap_or_default();
         h.update((bytes.len() as u64).to_le_bytes());
         h.update(&bytes);
     }

@@ -13,6 +13,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use x509_parser::extensions::GeneralName;
 
+use crate::files::read_bounded;
+
+/// The largest certificate, key or CA file read (a CA bundle of every public root is
+/// about 200 KiB).
+const MAX_PEM_FILE: u64 = 4 << 20;
+
 /// A certificate ready to serve, with what config, SNI and metrics need to know of it.
 #[derive(Debug)]
 pub struct LoadedCert {
@@ -94,7 +100,8 @@ pub fn load_pair(
 ) -> Result<KeyPair, String> {
     let shown = cert_path.display();
     let chain = read_certs(cert_path)?;
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
+    let key_pem = read_bounded(key_path, MAX_PEM_FILE)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         format!(
             "{}: no usable private key (PKCS#8, SEC1 or PKCS#1 PEM): {e}",
             key_path.display()
@@ -131,8 +138,8 @@ pub fn not_after(cert: &CertificateDer<'_>) -> Result<i64, String> {
 /// Every certificate in a PEM file (at least one): a chain, or a set of CA roots.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let shown = path.display();
-    let chain = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{shown}: unreadable: {e}"))?
+    let pem = read_bounded(path, MAX_PEM_FILE)?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{shown}: not a PEM certificate chain: {e}"))?;
     if chain.is_empty() {

@@ -110,6 +110,9 @@ fn main() -> ExitCode {
         ),
         Command::Run { config } => {
             init_logging();
+            for warning in config::secret_file_warnings(&config) {
+                log::warn!("{warning}");
+            }
             match config::load(&config) {
                 Ok(cfg) => serve(cfg, None, Some(&config)),
                 Err(errors) => report(&config.display().to_string(), &errors),
@@ -163,6 +166,9 @@ fn init_logging() {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
+    for warning in config::secret_file_warnings(path) {
+        eprintln!("warning: {warning}");
+    }
     match config::load(path) {
         Ok(cfg) => match ringgate::snapshot::Snapshot::build(cfg, 0) {
             Ok(_) => {

@@ -166,6 +166,60 @@ fn check_rejects_unknown_fields_and_missing_files() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/ringgate.toml"));
 }
 
+#[test]
+fn check_warns_when_secrets_are_readable_by_other_users() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("ringgate-perms-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let apps = dir.join("apps.toml");
+    std::fs::write(
+        &apps,
+        "[[apps]]\nkey = \"a\"\nsecrets = [\"a-secret-of-16-bytes\"]\n",
+    )
+    .unwrap();
+    let config = dir.join("ringgate.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = [\"127.0.0.1:1\"]\n[apps]\nfile = \"apps.toml\"\n\
+         [admin]\ntoken = \"admin-token-0123456789\"\n",
+    )
+    .unwrap();
+    let check = || {
+        let out = Command::new(BIN)
+            .args(["check", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(&apps, 0o644);
+    mode(&config, 0o640);
+    let (code, err) = check();
+    // A warning, not an error: the config is valid.
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "warning: {}: holds app secrets and is readable by other users (mode 0644)",
+            apps.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("holds the admin token and is readable by other users (mode 0640)"),
+        "{err}"
+    );
+    // Neither secret is quoted.
+    assert!(!err.contains("a-secret-of-16-bytes") && !err.contains("admin-token-0123456789"));
+    mode(&apps, 0o600);
+    mode(&config, 0o600);
+    let (code, err) = check();
+    assert_eq!((code, err.as_str()), (Some(0), ""));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A running `ringgate run` process, killed if the test fails midway.
 struct Proc {
     child: Child,

@@ -147,13 +147,23 @@ fn framed_request() -> impl Strategy<Value = Framed> {
         prop::sample::select(vec![0u8, 1, 2, 5, 11]),
         prop::sample::select(vec![3u8, 4, 6, 7, 8, 9, 10]),
     ];
-    let piece = prop::sample::select(vec!["/", "//", "a", "b%41", "x.y", "%2F", "~", "-_", "/.", "/b/.."]);
+    let piece = prop::sample::select(vec![
+        "/", "//", "a", "b%41", "x.y", "%2F", "~", "-_", "/.", "/b/..",
+    ]);
     let path = prop::collection::vec(piece, 0..8).prop_map(|p| format!("/{}", p.concat()));
     (method, path, body, splits, trick, any::<bool>()).prop_map(
         |(method, path, body, splits, trick, upper)| {
             let mut head = format!("{method} {path} HTTP/1.1\r\nHost: props.test\r\n");
-            let te = if upper { "Transfer-Encoding" } else { "transfer-encoding" };
-            let cl = if upper { "Content-Length" } else { "content-length" };
+            let te = if upper {
+                "Transfer-Encoding"
+            } else {
+                "transfer-encoding"
+            };
+            let cl = if upper {
+                "Content-Length"
+            } else {
+                "content-length"
+            };
             let mut rest: Vec<u8> = Vec::new();
             let chunked = |ext: &str, zeros: bool, trailer: bool| {
                 let mut out = Vec::new();
@@ -163,7 +173,11 @@ fn framed_request() -> impl Strategy<Value = Framed> {
                         break;
                     }
                     let n = (*n).min(left.len());
-                    let size = if zeros { format!("00{n:x}") } else { format!("{n:X}") };
+                    let size = if zeros {
+                        format!("00{n:x}")
+                    } else {
+                        format!("{n:X}")
+                    };
                     out.extend_from_slice(format!("{size}{ext}\r\n").as_bytes());
                     out.extend_from_slice(&left[..n]);
                     out.extend_from_slice(b"\r\n");
@@ -192,7 +206,11 @@ fn framed_request() -> impl Strategy<Value = Framed> {
                     rest = chunked("", false, false);
                 }
                 // Two lengths that disagree: refused.
-                4 => head.push_str(&format!("{cl}: {}\r\n{cl}: {}\r\n", body.len(), body.len() + 1)),
+                4 => head.push_str(&format!(
+                    "{cl}: {}\r\n{cl}: {}\r\n",
+                    body.len(),
+                    body.len() + 1
+                )),
                 // Two that agree.
                 5 => head.push_str(&format!("{cl}: {0}\r\n{cl}: {0}\r\n", body.len())),
                 // A coding chain not ending in chunked: refused.
@@ -222,7 +240,12 @@ fn framed_request() -> impl Strategy<Value = Framed> {
             } else {
                 raw.extend_from_slice(&rest);
             }
-            Framed { raw, method, path, body }
+            Framed {
+                raw,
+                method,
+                path,
+                body,
+            }
         },
     )
 }
@@ -242,10 +265,19 @@ fn accepted_requests_reach_the_upstream_as_themselves(driver: Driver) {
             if r.status != 200 {
                 refused.set(refused.get() + 1);
                 // Refused: nothing reached the upstream.
-                prop_assert_eq!(seen.len(), before, "refused with {} yet forwarded", r.status);
+                prop_assert_eq!(
+                    seen.len(),
+                    before,
+                    "refused with {} yet forwarded",
+                    r.status
+                );
                 return Ok(());
             }
-            prop_assert!(path_ok, "accepted a path that does not normalize: {:?}", req.path);
+            prop_assert!(
+                path_ok,
+                "accepted a path that does not normalize: {:?}",
+                req.path
+            );
             // Exactly one request, the same one.
             prop_assert_eq!(seen.len(), before + 1);
             let got = &seen[before];

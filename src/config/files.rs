@@ -7,6 +7,38 @@ use std::path::{Path, PathBuf};
 
 use super::file::{AppsSectionFile, FileConfig};
 
+/// The files of a config that hold secrets, and what each holds: the apps file (app
+/// secrets), private keys (`[tls]` and upstream client keys), and the config file itself
+/// when it holds `admin.token`.
+pub fn secret_files(
+    file: &FileConfig,
+    config: &Path,
+    base_dir: Option<&Path>,
+) -> Vec<(PathBuf, &'static str)> {
+    let resolve = |name: &str| base_dir.map_or_else(|| PathBuf::from(name), |d| d.join(name));
+    let mut out = Vec::new();
+    if file.admin.token.is_some() {
+        out.push((config.to_path_buf(), "the admin token"));
+    }
+    if let Some(AppsSectionFile {
+        file: Some(apps), ..
+    }) = &file.apps
+    {
+        out.push((resolve(apps), "app secrets"));
+    }
+    if let Some(tls) = &file.tls {
+        for c in &tls.certs {
+            out.push((resolve(&c.key), "a private key"));
+        }
+    }
+    for u in &file.upstreams {
+        if let Some(key) = &u.key {
+            out.push((resolve(key), "a private key"));
+        }
+    }
+    out
+}
+
 /// Every file `file` names that is read when it loads, resolved against `base_dir` (in
 /// the config's order, without repeats).
 pub fn read_files(file: &FileConfig, base_dir: Option<&Path>) -> Vec<PathBuf> {

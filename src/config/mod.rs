@@ -71,3 +71,31 @@ pub fn named_files(path: &Path) -> Vec<std::path::PathBuf> {
         Err(_) => Vec::new(),
     }
 }
+
+/// Warnings (not errors) for the config file at `path`: files holding secrets that other
+/// users can read (group or others have read permission), each with its path, mode and
+/// what it holds. Empty when the file does not read or parse (`load` reports that).
+pub fn secret_file_warnings(path: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let Ok(file) = toml::from_str::<FileConfig>(&text) else {
+        return Vec::new();
+    };
+    let mut warnings = Vec::new();
+    for (secret, holds) in files::secret_files(&file, path, path.parent()) {
+        let Ok(meta) = std::fs::metadata(&secret) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o044 != 0 {
+            warnings.push(format!(
+                "{}: holds {holds} and is readable by other users (mode {mode:04o}); \
+                 chmod 600 it and let only the gateway's user own it",
+                secret.display()
+            ));
+        }
+    }
+    warnings
+}

@@ -56,6 +56,12 @@ pub fn parse_response<'h, 'b>(
     let (Some(status), Some(version)) = (res.code, res.version) else {
         return Err(malformed("malformed upstream status line"));
     };
+    // Three digits, but 000-099 is no status (RFC 9110 15): taken for an informational
+    // one it would be skipped, and whatever follows read as the response (found by the
+    // `response_head` fuzz target).
+    if status < 100 {
+        return Err(malformed("upstream status code below 100"));
+    }
     let headers: &'h [Header<'b>] = res.headers;
     let http10 = version == 0;
     let mut content_length = None;

@@ -220,6 +220,82 @@ fn check_warns_when_secrets_are_readable_by_other_users() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// CPU ticks (user + system) a process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Out of file descriptors, the accept loop backs off instead of spinning (a few CPU
+/// ticks a second, a warning at most once a second), and serves again once some close.
+#[test]
+fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
+    let up = Upstream::echo();
+    let (port, admin_port) = (free_port(), free_port());
+    let path = write_config(
+        "emfile",
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nworkers = 1\n\
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{}",
+            simple_routes(up.addr, "", "")
+        ),
+    );
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 64 && exec {BIN} run --config {}",
+            path.display()
+        ))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    assert!(eventually(Duration::from_secs(10), || healthz(admin) == Some(200)));
+    // More idle connections than the process has descriptors: the rest wait in the
+    // backlog while accept fails with EMFILE.
+    let held: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(pid) - before;
+    assert!(
+        spent < 30,
+        "{spent} ticks in a second out of descriptors: spinning"
+    );
+    drop(held);
+    // Recovered: served again, and the failures were counted.
+    assert!(eventually(Duration::from_secs(10), || {
+        exchange(addr, b"GET /again HTTP/1.1\r\nHost: a\r\n\r\n").status == 200
+    }));
+    let metrics = Client::connect(admin).get("/metrics").body_str();
+    let errors: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("ringgate_accept_errors_total{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(errors > 0, "{metrics}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // At most one a second from the worker and one from the admin listener.
+    let warnings = stderr.matches("accept failed").count();
+    assert!(
+        (1..=8).contains(&warnings),
+        "{warnings} warnings:\n{stderr}"
+    );
+}
+
 /// A running `ringgate run` process, killed if the test fails midway.
 struct Proc {
     child: Child,

@@ -33,6 +33,8 @@ impl AdminServer {
             .name("ringgate-admin".into())
             .spawn(move || {
                 let active = Arc::new(AtomicUsize::new(0));
+                // Accept failures (out of descriptors) are said once a second at most.
+                let mut last_failure_warning: Option<std::time::Instant> = None;
                 while !stop2.load(Ordering::SeqCst) {
                     match listener.accept() {
                         // Each connection on its own short-lived thread, so one slow client
@@ -59,7 +61,12 @@ impl AdminServer {
                             std::thread::sleep(Duration::from_millis(20))
                         }
                         Err(e) => {
-                            log::warn!("admin: accept failed: {e}");
+                            if last_failure_warning
+                                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+                            {
+                                log::warn!("admin: accept failed (backing off 100 ms): {e}");
+                                last_failure_warning = Some(std::time::Instant::now());
+                            }
                             std::thread::sleep(Duration::from_millis(100));
                         }
                     }

@@ -139,6 +139,21 @@ fn workers(out: &mut String, state: &GatewayState, reports: &[WorkerReport]) {
     }
     header(
         out,
+        "ringgate_accept_errors_total",
+        "counter",
+        "Accepts that failed (out of file descriptors, mostly), by worker; each backs off 10 ms.",
+    );
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "ringgate_accept_errors_total{{worker=\"{}\",driver=\"{}\"}} {}",
+            r.worker,
+            driver(r.worker),
+            r.accept_errors
+        );
+    }
+    header(
+        out,
         "ringgate_worker_requests_total",
         "counter",
         "Requests answered, by worker.",

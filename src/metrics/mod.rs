@@ -53,6 +53,8 @@ impl RouteCounts {
 pub struct WorkerReport {
     pub worker: usize,
     pub open_connections: usize,
+    /// Accepts that failed (out of file descriptors, mostly).
+    pub accept_errors: u64,
     pub routes: Vec<RouteCounts>,
     /// Per upstream name: connect errors, timeouts, requests on a reused connection,
     /// requests on a new one.
@@ -113,6 +115,8 @@ pub struct WorkerMetrics {
     upstream_by_name: HashMap<Arc<str>, usize>,
     upstream_slot: Vec<usize>,
     pub tls: TlsCounts,
+    /// Accepts that failed on this worker's listeners.
+    pub accept_errors: u64,
 }
 
 impl Default for WorkerMetrics {
@@ -127,6 +131,7 @@ impl Default for WorkerMetrics {
             upstream_by_name: HashMap::new(),
             upstream_slot: Vec::new(),
             tls: TlsCounts::default(),
+            accept_errors: 0,
         };
         m.unmatched = m.slot_for(UNMATCHED);
         m
@@ -190,6 +195,7 @@ impl WorkerMetrics {
         WorkerReport {
             worker,
             open_connections: open,
+            accept_errors: self.accept_errors,
             routes: self.slots.clone(),
             upstreams: self.upstreams.clone(),
             tls: self.tls,

@@ -339,8 +339,11 @@ async fn accept_loop(
             // A drain shut the socket down: the accept fails, which is no news.
             Err(_) if draining || ctx.draining() => return,
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning on the error.
-                log::warn!("worker {}: accept failed: {e}", ctx.id);
+                // EMFILE and friends: back off instead of spinning on the error (the
+                // connection stays in the backlog and is accepted once an fd frees up),
+                // and say so at most once a second.
+                ctx.metrics.borrow_mut().accept_errors += 1;
+                ctx.warn_limited(|| format!("accept failed (backing off 10 ms): {e}"));
                 monoio::time::sleep(Duration::from_millis(10)).await;
             }
         }

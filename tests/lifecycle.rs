@@ -243,7 +243,7 @@ fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
             simple_routes(up.addr, "", "")
         ),
     );
-    let mut child = Command::new("sh")
+    let child = Command::new("sh")
         .arg("-c")
         .arg(format!(
             "ulimit -n 64 && exec {BIN} run --config {}",

@@ -88,14 +88,19 @@ impl Output {
 }
 
 fn write_loop(rx: &Receiver<Vec<u8>>, out: &mut Output, path: Option<&Path>, c: &LogCounters) {
+    let mut trouble = Trouble::default();
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(batch) => {
                 let lines = batch.iter().filter(|&&b| b == b'\n').count() as u64;
-                if out.writer().write_all(&batch).is_ok() {
-                    c.written_lines.fetch_add(lines, Ordering::Relaxed);
-                } else {
-                    c.dropped_lines.fetch_add(lines, Ordering::Relaxed);
+                match out.writer().write_all(&batch) {
+                    Ok(()) => {
+                        c.written_lines.fetch_add(lines, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        c.dropped_lines.fetch_add(lines, Ordering::Relaxed);
+                        trouble.report(&e, c);
+                    }
                 }
                 // Under steady load the queue is never empty: a reopen must not wait.
                 if !rx.is_empty() && !c.reopen.load(Ordering::Relaxed) {
@@ -108,13 +113,38 @@ fn write_loop(rx: &Receiver<Vec<u8>>, out: &mut Output, path: Option<&Path>, c: 
                 return;
             }
         }
-        let _ = out.writer().flush();
+        if let Err(e) = out.writer().flush() {
+            trouble.report(&e, c);
+        }
         if c.reopen.swap(false, Ordering::SeqCst) {
             match Output::open(path) {
                 Ok(fresh) => *out = fresh,
                 Err(e) => log::error!("access_log: cannot reopen: {e}"),
             }
         }
+    }
+}
+
+/// Write failures (a full disk, mostly), said at most once every ten seconds: the
+/// gateway goes on serving and counts the lines it could not write.
+#[derive(Default)]
+struct Trouble {
+    last_said: Option<std::time::Instant>,
+}
+
+impl Trouble {
+    fn report(&mut self, e: &io::Error, c: &LogCounters) {
+        if self
+            .last_said
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
+            return;
+        }
+        self.last_said = Some(std::time::Instant::now());
+        log::error!(
+            "access_log: cannot write: {e}; serving on, lines dropped so far: {}",
+            c.dropped_lines.load(Ordering::Relaxed)
+        );
     }
 }
 

@@ -79,7 +79,12 @@ pub fn save(path: &Path, state: &QuotaState) -> Result<(), String> {
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     };
-    write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+    write().map_err(|e| {
+        // A partial temporary file (a full disk) is not left behind; the state file it
+        // would have replaced is untouched.
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot write {}: {e}", path.display())
+    })
 }
 
 /// Reads the state file at start: the hash seeds to use and today's saved quota use.

@@ -187,6 +187,9 @@ struct Core {
     /// Per worker, rounds in a row without a report.
     silent_rounds: Vec<u32>,
     quota_changed: bool,
+    /// When a failed save was last logged (a full disk fails every round: said once
+    /// every ten seconds, retried every round).
+    save_error_said: Option<std::time::Instant>,
     cluster: Option<ClusterMode>,
 }
 
@@ -206,6 +209,7 @@ impl Core {
             report_secs: vec![0.0; spec.workers.max(1)],
             silent_rounds: vec![SILENT_ROUNDS; spec.workers.max(1)],
             quota_changed: false,
+            save_error_said: None,
             cluster: None,
         }
     }
@@ -470,9 +474,22 @@ impl Core {
                 })
                 .collect(),
         };
-        if let Err(e) = state::save(path, &state) {
-            log::error!("traffic.state_file: {e}");
-            self.quota_changed = true;
+        match state::save(path, &state) {
+            Ok(()) => {
+                if self.save_error_said.take().is_some() {
+                    log::info!("traffic.state_file: saved again");
+                }
+            }
+            Err(e) => {
+                let quiet = self
+                    .save_error_said
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+                if !quiet {
+                    log::error!("traffic.state_file: {e}; serving on, retrying every round (the last saved state is intact)");
+                    self.save_error_said = Some(std::time::Instant::now());
+                }
+                self.quota_changed = true;
+            }
         }
     }
 }

@@ -173,6 +173,24 @@ impl Mtls {
     }
 }
 
+/// No certificate, an unregistered one and a disabled app's: 401 with the JSON body,
+/// each saying why.
+fn refused_with_401(m: &Mtls) {
+    for (tag, needle) in [
+        (None, "needs a client certificate"),
+        (Some("stranger"), "not registered to any app"),
+        (Some("off"), "disabled"),
+    ] {
+        let (status, body) = m.get(tag, "/any/x");
+        assert_eq!(
+            (status, code(&body).as_str()),
+            (401, "unauthorized"),
+            "{tag:?}"
+        );
+        assert!(body.contains(needle), "{tag:?}: {body}");
+    }
+}
+
 fn code(body: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{body}"));
     v["error"]["code"].as_str().unwrap_or("").to_string()
@@ -226,19 +244,7 @@ fn groups_and_per_app_limits_apply(driver: Driver) {
 
 fn without_a_registered_certificate_the_answer_is_401(driver: Driver) {
     let m = start(driver, "");
-    for (tag, needle) in [
-        (None, "needs a client certificate"),
-        (Some("stranger"), "not registered to any app"),
-        (Some("off"), "disabled"),
-    ] {
-        let (status, body) = m.get(tag, "/any/x");
-        assert_eq!(
-            (status, code(&body).as_str()),
-            (401, "unauthorized"),
-            "{tag:?}"
-        );
-        assert!(body.contains(needle), "{tag:?}: {body}");
-    }
+    refused_with_401(&m);
     // Expired, or issued by another CA (with a registered subject): the handshake fails.
     assert!(handshake_fails(m.connect(Some("expired"))));
     assert!(handshake_fails(m.connect(Some("rogue"))));
@@ -317,19 +323,7 @@ fn the_redis_registry_maps_certificates_too(driver: Driver) {
     assert_eq!(m.up.last().header("x-rg-app"), Some("acme"));
     let (status, body) = m.get(Some("nogroup"), "/trade/x");
     assert_eq!((status, code(&body).as_str()), (403, "forbidden"));
-    for (tag, needle) in [
-        (None, "needs a client certificate"),
-        (Some("stranger"), "not registered to any app"),
-        (Some("off"), "disabled"),
-    ] {
-        let (status, body) = m.get(tag, "/any/x");
-        assert_eq!(
-            (status, code(&body).as_str()),
-            (401, "unauthorized"),
-            "{tag:?}"
-        );
-        assert!(body.contains(needle), "{tag:?}: {body}");
-    }
+    refused_with_401(&m);
     // Revoked in Redis: refused once the cached record is refreshed.
     redis.hset("rg:app:partner", &[("enabled", "0")]);
     assert!(eventually(Duration::from_secs(3), || m

@@ -583,15 +583,6 @@ fn readable_now(s: &TcpStream) -> bool {
     !matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
-/// True when nothing at all (no byte, no EOF) arrives within `d`.
-fn silent_for(s: &TcpStream, d: Duration) -> bool {
-    s.set_read_timeout(Some(d)).unwrap();
-    let mut b = [0u8; 1];
-    let r = s.peek(&mut b);
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    matches!(r, Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
-}
-
 /// Slowloris: a head trickled a byte at a time never completes within `head_timeout`
 /// (300ms), so the gateway answers 408 and closes, long before the trickle would end.
 fn slowloris_head_times_out(driver: Driver) {
@@ -661,8 +652,9 @@ fn idle_connections_are_closed_silently(driver: Driver) {
     assert!(start.elapsed() >= Duration::from_millis(200));
 }
 
-/// With `max_connections_per_worker = 2` and one worker, a third connection waits in the
-/// backlog: it gets its response only once one of the first two closes.
+/// With `max_connections_per_worker = 2` and one worker, a third connection is turned
+/// away at once: 503 `overloaded` with `retry-after`, closed, counted; the admitted ones
+/// keep working, and once one closes a new connection is served.
 fn connection_cap_per_worker(driver: Driver) {
     let up = Upstream::echo();
     let gw = Gateway::start(
@@ -677,19 +669,36 @@ fn connection_cap_per_worker(driver: Driver) {
     assert_eq!(c2.get("/2").status, 200);
     let mut c3 = gw.connect();
     c3.send(b"GET /3 HTTP/1.1\r\nHost: a\r\n\r\n");
+    let refused = c3.read_response();
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.error_code(), "overloaded");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(refused.header("date").is_some());
     assert!(
-        silent_for(&c3.stream, Duration::from_millis(300)),
-        "a third connection must not be served"
+        c3.is_closed(Duration::from_secs(2)),
+        "the refused connection is closed"
     );
-    assert_eq!(up.requests().len(), 2);
+    assert_eq!(up.requests().len(), 2, "nothing of it reached the upstream");
     assert_eq!(
         c2.get("/2b").status,
         200,
         "the admitted connections keep working"
     );
+    let admin = gw.admin.expect("admin listener");
+    let metrics = Client::connect(admin).get("/metrics").body_str();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("ringgate_connections_refused_total{worker=\"0\"")
+                && l.ends_with(" 1")
+        ),
+        "{metrics}"
+    );
     drop(c1);
-    let r = c3.read_response();
-    assert_eq!(r.body_str(), "GET /3 0", "served once a slot is free");
+    assert!(eventually(Duration::from_secs(5), || gw
+        .connect()
+        .get("/3")
+        .status
+        == 200));
     assert_eq!(c2.get("/2c").status, 200);
 }
 

@@ -154,6 +154,21 @@ fn workers(out: &mut String, state: &GatewayState, reports: &[WorkerReport]) {
     }
     header(
         out,
+        "ringgate_connections_refused_total",
+        "counter",
+        "Connections turned away at max_connections_per_worker (503 overloaded on plain listeners), by worker.",
+    );
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "ringgate_connections_refused_total{{worker=\"{}\",driver=\"{}\"}} {}",
+            r.worker,
+            driver(r.worker),
+            r.refused_connections
+        );
+    }
+    header(
+        out,
         "ringgate_worker_requests_total",
         "counter",
         "Requests answered, by worker.",

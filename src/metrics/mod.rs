@@ -55,6 +55,8 @@ pub struct WorkerReport {
     pub open_connections: usize,
     /// Accepts that failed (out of file descriptors, mostly).
     pub accept_errors: u64,
+    /// Connections turned away at `max_connections_per_worker`.
+    pub refused_connections: u64,
     pub routes: Vec<RouteCounts>,
     /// Per upstream name: connect errors, timeouts, requests on a reused connection,
     /// requests on a new one.
@@ -117,6 +119,8 @@ pub struct WorkerMetrics {
     pub tls: TlsCounts,
     /// Accepts that failed on this worker's listeners.
     pub accept_errors: u64,
+    /// Connections turned away at `max_connections_per_worker`.
+    pub refused_connections: u64,
 }
 
 impl Default for WorkerMetrics {
@@ -132,6 +136,7 @@ impl Default for WorkerMetrics {
             upstream_slot: Vec::new(),
             tls: TlsCounts::default(),
             accept_errors: 0,
+            refused_connections: 0,
         };
         m.unmatched = m.slot_for(UNMATCHED);
         m
@@ -196,6 +201,7 @@ impl WorkerMetrics {
             worker,
             open_connections: open,
             accept_errors: self.accept_errors,
+            refused_connections: self.refused_connections,
             routes: self.slots.clone(),
             upstreams: self.upstreams.clone(),
             tls: self.tls,

@@ -6,6 +6,7 @@
 mod control_side;
 mod driver;
 mod listener;
+mod refuse;
 mod reload;
 mod worker;
 

@@ -17,6 +17,7 @@ use monoio::io::Canceller;
 use monoio::net::TcpListener;
 
 use super::driver::run_on_driver;
+use super::refuse::{refuse, Refusals};
 use super::GatewayState;
 use crate::config::ListenConfig;
 use crate::limits::worker::WorkerLimiter;
@@ -305,12 +306,8 @@ async fn accept_loop(
     ctx: Rc<WorkerCtx>,
     max_connections: usize,
 ) {
+    let refusals = Rc::new(Refusals::default());
     loop {
-        // At the cap, stop accepting: new connections wait in the kernel's backlog
-        // instead of being accepted and starved.
-        while ctx.open_connections() >= max_connections && !ctx.draining() {
-            monoio::time::sleep(Duration::from_millis(1)).await;
-        }
         // Cancelled rather than dropped on drain: an accept that already completed
         // still hands over its connection, which is then served, not leaked.
         let canceller = Canceller::new();
@@ -327,6 +324,14 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
+                // At the cap: turned away at once (503 on plain listeners), counted,
+                // rather than left in the backlog where the client sees nothing.
+                if ctx.open_connections() >= max_connections && !draining {
+                    ctx.metrics.borrow_mut().refused_connections += 1;
+                    let id = ctx.ids.next_id().as_str().to_string();
+                    monoio::spawn(refuse(stream, !config.tls, id, refusals.clone()));
+                    continue;
+                }
                 if config.tls {
                     monoio::spawn(tls_accept::serve_tls(stream, peer, config, ctx.clone()));
                 } else {

@@ -173,6 +173,21 @@ impl Mtls {
     }
 }
 
+/// `partner` found by fingerprint, `acme` by subject (attributes in another order than
+/// registered); the upstream learns the app.
+fn calls_as_partner_and_acme(m: &Mtls) {
+    assert_eq!(
+        m.get(Some("partner"), "/trade/a"),
+        (200, "GET /trade/a 0".into())
+    );
+    assert_eq!(m.up.last().header("x-rg-app"), Some("partner"));
+    assert_eq!(
+        m.get(Some("acme"), "/trade/b"),
+        (200, "GET /trade/b 0".into())
+    );
+    assert_eq!(m.up.last().header("x-rg-app"), Some("acme"));
+}
+
 /// No certificate, an unregistered one and a disabled app's: 401 with the JSON body,
 /// each saying why.
 fn refused_with_401(m: &Mtls) {
@@ -206,18 +221,7 @@ fn handshake_fails(mut s: TlsStream) -> bool {
 
 fn a_registered_certificate_calls_as_its_app(driver: Driver) {
     let m = start(driver, "");
-    // By fingerprint; the upstream learns the app.
-    assert_eq!(
-        m.get(Some("partner"), "/trade/a"),
-        (200, "GET /trade/a 0".into())
-    );
-    assert_eq!(m.up.last().header("x-rg-app"), Some("partner"));
-    // By subject (attributes in another order than registered).
-    assert_eq!(
-        m.get(Some("acme"), "/trade/b"),
-        (200, "GET /trade/b 0".into())
-    );
-    assert_eq!(m.up.last().header("x-rg-app"), Some("acme"));
+    calls_as_partner_and_acme(&m);
     // Keep-alive: later requests on the connection are the same app.
     let mut s = m.connect(Some("partner"));
     assert_eq!(get(&mut s, "api.example.com", "/any/1").0, 200);
@@ -311,16 +315,7 @@ fn the_redis_registry_maps_certificates_too(driver: Driver) {
         return;
     };
     let m = start_with(driver, "", Some(&redis));
-    assert_eq!(
-        m.get(Some("partner"), "/trade/a"),
-        (200, "GET /trade/a 0".into())
-    );
-    assert_eq!(m.up.last().header("x-rg-app"), Some("partner"));
-    assert_eq!(
-        m.get(Some("acme"), "/trade/b"),
-        (200, "GET /trade/b 0".into())
-    );
-    assert_eq!(m.up.last().header("x-rg-app"), Some("acme"));
+    calls_as_partner_and_acme(&m);
     let (status, body) = m.get(Some("nogroup"), "/trade/x");
     assert_eq!((status, code(&body).as_str()), (403, "forbidden"));
     refused_with_401(&m);

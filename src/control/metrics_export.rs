@@ -122,50 +122,44 @@ fn workers(out: &mut String, state: &GatewayState, reports: &[WorkerReport]) {
             .flatten()
             .map_or("unknown", |d| d.name())
     };
-    header(
-        out,
-        "ringgate_open_connections",
-        "gauge",
-        "Client connections open, by worker.",
+    /// One series per worker: name, type, help, and the value of a worker's report.
+    type PerWorker = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&WorkerReport) -> u64,
     );
-    for r in reports {
-        let _ = writeln!(
-            out,
-            "ringgate_open_connections{{worker=\"{}\",driver=\"{}\"}} {}",
-            r.worker,
-            driver(r.worker),
-            r.open_connections
-        );
-    }
-    header(
-        out,
-        "ringgate_accept_errors_total",
-        "counter",
-        "Accepts that failed (out of file descriptors, mostly), by worker; each backs off 10 ms.",
-    );
-    for r in reports {
-        let _ = writeln!(
-            out,
-            "ringgate_accept_errors_total{{worker=\"{}\",driver=\"{}\"}} {}",
-            r.worker,
-            driver(r.worker),
-            r.accept_errors
-        );
-    }
-    header(
-        out,
-        "ringgate_connections_refused_total",
-        "counter",
-        "Connections turned away at max_connections_per_worker (503 overloaded on plain listeners), by worker.",
-    );
-    for r in reports {
-        let _ = writeln!(
-            out,
-            "ringgate_connections_refused_total{{worker=\"{}\",driver=\"{}\"}} {}",
-            r.worker,
-            driver(r.worker),
-            r.refused_connections
-        );
+    let families: [PerWorker; 3] = [
+        (
+            "ringgate_open_connections",
+            "gauge",
+            "Client connections open, by worker.",
+            |r| r.open_connections as u64,
+        ),
+        (
+            "ringgate_accept_errors_total",
+            "counter",
+            "Accepts that failed (out of file descriptors, mostly), by worker; each backs off 10 ms.",
+            |r| r.accept_errors,
+        ),
+        (
+            "ringgate_connections_refused_total",
+            "counter",
+            "Connections turned away at max_connections_per_worker (503 overloaded on plain listeners), by worker.",
+            |r| r.refused_connections,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        header(out, name, kind, help);
+        for r in reports {
+            let _ = writeln!(
+                out,
+                "{name}{{worker=\"{}\",driver=\"{}\"}} {}",
+                r.worker,
+                driver(r.worker),
+                value(r)
+            );
+        }
     }
     header(
         out,

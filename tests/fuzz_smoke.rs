@@ -1,4 +1,5 @@
-//! The fuzz targets build and run (`fuzz/run`, cargo-fuzz on nightly), briefly, in CI:
+//! The fuzz targets build and run (`fuzz/run`, cargo-fuzz; nightly when installed, else
+//! the installed toolchain with RUSTC_BOOTSTRAP=1), briefly, in CI:
 //! `CI=1` runs every target for `RINGGATE_FUZZ_SECONDS` (default 10) and fails on any
 //! crash, hang or leak. Elsewhere it runs only when `RINGGATE_FUZZ_SECONDS` is set (the
 //! build alone takes minutes); long runs are `fuzz/run SECONDS` by hand.

@@ -458,6 +458,46 @@ fn certificates_reload_under_load_without_failures(driver: Driver) {
     assert!(served.load(Ordering::SeqCst) > 100, "the load ran");
 }
 
+/// At `max_connections_per_worker` a TLS listener closes a new connection before any
+/// handshake (no CPU spent on it), and counts it; the admitted one keeps working.
+fn a_tls_listener_at_the_connection_cap_closes_new_connections(driver: Driver) {
+    let dir = temp_dir("https-cap");
+    let api = make_cert(&dir, "api", &["api.example.com"], 2100);
+    make_cert(&dir, "tenants", &["*.tenant.example.com"], 2100);
+    let up = Upstream::echo();
+    let gw = Gateway::start(
+        driver,
+        1,
+        "max_connections_per_worker = 1",
+        &body(&dir, up.addr, "", "api.key"),
+    );
+    let mut first = connect(
+        gw.tls_addr(),
+        client(&[&api], false, &[]),
+        "api.example.com",
+    );
+    assert_eq!(get(&mut first, "api.example.com", "/1").0, 200);
+    let mut second = connect(
+        gw.tls_addr(),
+        client(&[&api], false, &[]),
+        "api.example.com",
+    );
+    let refused = write!(second, "GET /2 HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+        .and_then(|()| second.flush())
+        .and_then(|()| second.read(&mut [0u8; 1]).map(|_| ()));
+    assert!(refused.is_err(), "a second TLS connection was served");
+    assert_eq!(get(&mut first, "api.example.com", "/1b").0, 200);
+    let admin = gw.admin.expect("admin listener");
+    let metrics = Client::connect(admin).get("/metrics").body_str();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("ringgate_connections_refused_total{worker=\"0\"")
+                && l.ends_with(" 1")
+        ),
+        "{metrics}"
+    );
+}
+
 /// The access log line of a request over TLS carries what the handshake settled.
 fn access_log_lines_carry_the_tls_facts(driver: Driver) {
     let dir = temp_dir("https-log");
@@ -547,6 +587,7 @@ on_both_drivers!(
     access_log_lines_carry_the_tls_facts,
     certificates_reload_without_dropping_connections,
     watched_certificate_files_reload_when_renewed,
+    a_tls_listener_at_the_connection_cap_closes_new_connections,
     tls_1_0_and_1_1_are_refused,
     certificates_reload_under_load_without_failures,
     session_resumption_can_be_turned_off,

@@ -37,7 +37,7 @@ pub const CERT_PREFIX: &str = "rg:cert:";
 /// The cache keys a client certificate is looked up by: fingerprint, then subject (when
 /// it has one it can be known by).
 pub fn cert_lookup_keys(id: &ClientIdentity) -> Vec<String> {
-    let mut keys = vec![format!("#sha256:{}", id.sha256_hex())];
+    let mut keys = vec![format!("#sha256:{}", id.sha256_hex)];
     if !id.subject.is_empty() {
         keys.push(format!("#subject:{}", id.subject));
     }

@@ -221,7 +221,7 @@ impl Headers {
                     ),
                     Part::TlsClientSha256 => {
                         if let Some(id) = ctx.tls.as_ref().and_then(|t| t.client.as_ref()) {
-                            out.extend_from_slice(id.sha256_hex().as_bytes());
+                            out.extend_from_slice(id.sha256_hex.as_bytes());
                         }
                     }
                 }

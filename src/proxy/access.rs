@@ -92,7 +92,7 @@ pub fn write_line(out: &mut Vec<u8>, r: &Finished) {
             None => out.extend_from_slice(b"null"),
             Some(id) => {
                 out.extend_from_slice(b"{\"sha256\":");
-                quoted(out, &id.sha256_hex());
+                quoted(out, &id.sha256_hex);
                 out.extend_from_slice(b",\"subject\":");
                 quoted(out, &id.subject);
                 out.push(b'}');
@@ -197,6 +197,7 @@ mod tests {
                 resumed: true,
                 client: Some(crate::tls::identity::ClientIdentity {
                     sha256: [0xab; 32],
+                    sha256_hex: "ab".repeat(32),
                     subject: "CN=\"x\"".into(),
                 }),
             }),

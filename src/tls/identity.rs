@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 pub struct ClientIdentity {
     /// SHA-256 of the DER certificate.
     pub sha256: [u8; 32],
+    /// The same, as 64 lowercase hex digits (written once per connection, read by the
+    /// access log, header variables and registry lookups of every request).
+    pub sha256_hex: String,
     /// The subject, normalized (`normalize_subject`).
     pub subject: String,
 }
@@ -21,12 +24,11 @@ impl ClientIdentity {
     pub fn of(cert: &CertificateDer<'_>) -> ClientIdentity {
         let sha256: [u8; 32] = Sha256::digest(cert.as_ref()).into();
         let subject = subject_of(cert).unwrap_or_default();
-        ClientIdentity { sha256, subject }
-    }
-
-    /// The fingerprint as 64 lowercase hex digits.
-    pub fn sha256_hex(&self) -> String {
-        hex(&self.sha256)
+        ClientIdentity {
+            sha256,
+            sha256_hex: hex(&sha256),
+            subject,
+        }
     }
 }
 

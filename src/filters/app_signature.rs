@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::app_records::{records_arrived, registry_unavailable};
+use super::app_records::{registry_unavailable, wait_and_retry};
 use super::{BuildCtx, Env, Filter, Flow, Phases, RequestCtx, RequestView};
 use crate::auth::cache::Lookup;
 use crate::auth::check::{self, unix_now, Pending, SignedParts};
@@ -126,10 +126,7 @@ impl Phases for AppSignature {
         ctx: &mut RequestCtx<'g>,
         env: &Env<'g>,
     ) -> Flow {
-        match records_arrived(ctx, env).await {
-            Ok(()) => self.on_request(req, ctx, env),
-            Err(flow) => flow,
-        }
+        wait_and_retry(self, req, ctx, env).await
     }
 
     fn on_body<'g>(&'g self, body: &[u8], ctx: &mut RequestCtx<'g>, _env: &Env<'g>) -> Flow {

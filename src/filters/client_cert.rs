@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::app_records::{records_arrived, registry_unavailable};
+use super::app_records::{registry_unavailable, wait_and_retry};
 use super::{BuildCtx, Env, Filter, Flow, Phases, RequestCtx, RequestView};
 use crate::auth::cache::Lookup;
 use crate::auth::registry::{App, AppRegistry};
@@ -101,9 +101,6 @@ impl Phases for ClientCert {
         ctx: &mut RequestCtx<'g>,
         env: &Env<'g>,
     ) -> Flow {
-        match records_arrived(ctx, env).await {
-            Ok(()) => self.on_request(req, ctx, env),
-            Err(flow) => flow,
-        }
+        wait_and_retry(self, req, ctx, env).await
     }
 }

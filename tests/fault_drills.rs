@@ -64,11 +64,7 @@ impl Proc {
     }
 
     fn metric(&self, line_start: &str) -> u64 {
-        let text = Client::connect(self.admin).get("/metrics").body_str();
-        text.lines()
-            .find(|l| l.starts_with(line_start))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0)
+        metric(self.admin, line_start).unwrap_or(0)
     }
 
     fn log(&self) -> String {

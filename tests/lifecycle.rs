@@ -276,13 +276,8 @@ fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
     assert!(eventually(Duration::from_secs(10), || {
         exchange(addr, b"GET /again HTTP/1.1\r\nHost: a\r\n\r\n").status == 200
     }));
-    let metrics = Client::connect(admin).get("/metrics").body_str();
-    let errors: u64 = metrics
-        .lines()
-        .find(|l| l.starts_with("ringgate_accept_errors_total{"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0);
-    assert!(errors > 0, "{metrics}");
+    let errors = metric(admin, "ringgate_accept_errors_total{").unwrap_or(0);
+    assert!(errors > 0, "{errors} accept errors counted");
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();

@@ -640,6 +640,15 @@ pub fn write_apps_file(dir: &std::path::Path, toml: &str) -> String {
     path.display().to_string()
 }
 
+/// The value of the first sample of the admin listener's `/metrics` whose line starts
+/// with `line_start` (a metric name and the start of its labels).
+pub fn metric(admin: SocketAddr, line_start: &str) -> Option<u64> {
+    let text = Client::connect(admin).get("/metrics").body_str();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 /// Polls `f` until it returns true or `timeout` passes.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -73,6 +73,7 @@ fn bench(c: &mut Criterion) {
     let mut run = |raw: &[u8], check_limits: bool| {
         path.clear();
         let scratch = Scratch {
+            shed: false,
             path: &mut path,
             up_head: &mut out,
             peer: IpAddr::V4(Ipv4Addr::LOCALHOST),

@@ -190,6 +190,9 @@ pub struct ServerConfig {
     pub head_timeout: Duration,
     pub keepalive_timeout: Duration,
     pub body_timeout: Duration,
+    /// A worker whose event loop stays later than this sheds a share of new requests
+    /// (503 `overloaded`); `None` (`"off"`) never sheds.
+    pub max_loop_delay: Option<Duration>,
     pub limits: HttpLimits,
     /// Peers whose `X-Forwarded-For` (and `-Proto`, `Forwarded`, `X-Real-IP`) are
     /// believed: the client is the right-most forwarded address not in this set.

@@ -16,6 +16,7 @@ use super::file::{AppsSectionFile, FileConfig, ListenFile, NumOrString, RouteFil
 use super::model::*;
 use super::problems::{ConfigError, Problems};
 use super::routing::build_router;
+use super::units::parse_duration;
 use super::validate_limits::{check_shared_limits, validate_route_limits, validate_traffic};
 use super::validate_resilience::{
     route_isolation, validate_breaker, validate_fallback, validate_isolation, validate_retries,
@@ -297,8 +298,30 @@ fn validate_server(p: &mut Problems, file: &FileConfig) -> ServerConfig {
             &s.body_timeout,
             Duration::from_secs(30),
         ),
+        max_loop_delay: max_loop_delay(p, &s.max_loop_delay),
         limits,
         trusted_proxies,
+    }
+}
+
+/// `server.max_loop_delay`: a duration from 5ms to 10s, or `"off"`. Under 5 ms the
+/// worker's tick (10 ms, with a timer of 1 ms grain) would read its own jitter as load.
+fn max_loop_delay(p: &mut Problems, v: &Option<String>) -> Option<Duration> {
+    const DEFAULT: Duration = Duration::from_millis(50);
+    const PATH: &str = "server.max_loop_delay";
+    let range = Duration::from_millis(5)..=Duration::from_secs(10);
+    match v.as_deref().map(|v| (v, parse_duration(v))) {
+        None => Some(DEFAULT),
+        Some(("off", _)) => None,
+        Some((_, Ok(d))) if range.contains(&d) => Some(d),
+        Some((_, Ok(_))) => {
+            p.add(PATH, "must be between 5ms and 10s, or \"off\"");
+            Some(DEFAULT)
+        }
+        Some((_, Err(e))) => {
+            p.add(PATH, format!("{e}; or \"off\""));
+            Some(DEFAULT)
+        }
     }
 }
 

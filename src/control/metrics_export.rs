@@ -127,26 +127,44 @@ fn workers(out: &mut String, state: &GatewayState, reports: &[WorkerReport]) {
         &'static str,
         &'static str,
         &'static str,
-        fn(&WorkerReport) -> u64,
+        fn(&WorkerReport) -> f64,
     );
-    let families: [PerWorker; 3] = [
+    let families: [PerWorker; 6] = [
         (
             "ringgate_open_connections",
             "gauge",
             "Client connections open, by worker.",
-            |r| r.open_connections as u64,
+            |r| r.open_connections as f64,
         ),
         (
             "ringgate_accept_errors_total",
             "counter",
             "Accepts that failed (out of file descriptors, mostly), by worker; each backs off 10 ms.",
-            |r| r.accept_errors,
+            |r| r.accept_errors as f64,
         ),
         (
             "ringgate_connections_refused_total",
             "counter",
             "Connections turned away at max_connections_per_worker (503 overloaded on plain listeners), by worker.",
-            |r| r.refused_connections,
+            |r| r.refused_connections as f64,
+        ),
+        (
+            "ringgate_requests_shed_total",
+            "counter",
+            "Requests refused at once (503 overloaded) because the worker's event loop ran later than server.max_loop_delay, by worker.",
+            |r| r.shed_requests as f64,
+        ),
+        (
+            "ringgate_worker_loop_delay_seconds",
+            "gauge",
+            "The worst delay of the worker's event loop in the last one to two seconds (its 10 ms tick woke this late).",
+            |r| r.loop_delay.as_secs_f64(),
+        ),
+        (
+            "ringgate_worker_shed_ratio",
+            "gauge",
+            "The share of new requests the worker sheds now (0 to 1).",
+            |r| r.shed_share,
         ),
     ];
     for (name, kind, help, value) in families {

@@ -57,6 +57,12 @@ pub struct WorkerReport {
     pub accept_errors: u64,
     /// Connections turned away at `max_connections_per_worker`.
     pub refused_connections: u64,
+    /// Requests shed because the worker was behind (`max_loop_delay`).
+    pub shed_requests: u64,
+    /// The worst delay of the worker's event loop in the last one to two seconds.
+    pub loop_delay: Duration,
+    /// The share of new requests the worker sheds now, in [0, 1].
+    pub shed_share: f64,
     pub routes: Vec<RouteCounts>,
     /// Per upstream name: connect errors, timeouts, requests on a reused connection,
     /// requests on a new one.
@@ -121,6 +127,8 @@ pub struct WorkerMetrics {
     pub accept_errors: u64,
     /// Connections turned away at `max_connections_per_worker`.
     pub refused_connections: u64,
+    /// Requests shed because the worker was behind.
+    pub shed_requests: u64,
 }
 
 impl Default for WorkerMetrics {
@@ -137,6 +145,7 @@ impl Default for WorkerMetrics {
             tls: TlsCounts::default(),
             accept_errors: 0,
             refused_connections: 0,
+            shed_requests: 0,
         };
         m.unmatched = m.slot_for(UNMATCHED);
         m
@@ -196,12 +205,23 @@ impl WorkerMetrics {
         Some(&mut self.upstreams[i].1)
     }
 
-    pub fn report(&self, worker: usize, open: usize) -> WorkerReport {
+    /// This worker's counters, with its open connections and load (`loop_delay`,
+    /// `shed_share`) as the worker sees them now.
+    pub fn report(
+        &self,
+        worker: usize,
+        open: usize,
+        loop_delay: Duration,
+        shed_share: f64,
+    ) -> WorkerReport {
         WorkerReport {
             worker,
             open_connections: open,
             accept_errors: self.accept_errors,
             refused_connections: self.refused_connections,
+            shed_requests: self.shed_requests,
+            loop_delay,
+            shed_share,
             routes: self.slots.clone(),
             upstreams: self.upstreams.clone(),
             tls: self.tls,
@@ -261,7 +281,7 @@ mod tests {
         );
         m.upstream(2, 0).unwrap().reused += 1;
         assert!(m.upstream(1, 0).is_none());
-        let r = m.report(0, 3);
+        let r = m.report(0, 3, Duration::ZERO, 0.0);
         let get = |name: &str| r.routes.iter().find(|c| &*c.name == name).unwrap().clone();
         assert_eq!(get("a").requests[0][1], 2, "GET 2xx on a, before and after");
         assert_eq!(get("a").latency_us.len(), 2);

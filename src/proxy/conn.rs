@@ -176,7 +176,8 @@ async fn serve_requests(conn: &mut Conn) -> Option<Duration> {
             // The generation current now, when the head is here, serves the request.
             let gen = worker.generation();
             let env = worker.env();
-            let mut begun = begin(c, &gen, &env);
+            let shed = worker.sheds_next_request();
+            let mut begun = begin(c, &gen, &env, shed);
             let started = Instant::now();
             c.status = 0;
             c.log = Default::default();
@@ -192,7 +193,10 @@ async fn serve_requests(conn: &mut Conn) -> Option<Duration> {
                     continue;
                 }
                 Begin::Refused(r) => {
-                    break Box::pin(serve_refused(c, &gen, worker, r, started)).await
+                    if shed && r.error.kind == ErrorKind::Overloaded {
+                        worker.metrics.borrow_mut().shed_requests += 1;
+                    }
+                    break Box::pin(serve_refused(c, &gen, worker, r, started)).await;
                 }
                 Begin::Forward(req) => (req, Next::Forward),
                 Begin::Respond(req, reply) => (req, Next::Answer(&*reply, false)),

@@ -14,7 +14,7 @@ use super::client::ClientConn;
 use super::request::Request;
 use super::upstream_head::{request_hash_key, write_upstream_head};
 use super::worker::{WorkerCtx, WorkerGen};
-use crate::error::{ErrorKind, ProxyError};
+use crate::error::{ErrorKind, ProxyError, Side};
 use crate::filters::{Env, Flow, OwnedRequest, Reply, RequestCtx, RequestView, Step};
 use crate::http::forwarded_for::client_behind;
 use crate::http::normalize::normalize_path;
@@ -87,8 +87,10 @@ impl Suspension {
 
 /// Parses the head at the start of `c.rbuf` and runs the route's chain as far as it goes
 /// without waiting.
-pub fn begin<'g>(c: &mut ClientConn, gen: &'g WorkerGen, env: &Env<'g>) -> Begin<'g> {
+/// `shed`: the worker is behind and refuses this request once its head is parsed.
+pub fn begin<'g>(c: &mut ClientConn, gen: &'g WorkerGen, env: &Env<'g>, shed: bool) -> Begin<'g> {
     let scratch = Scratch {
+        shed,
         path: &mut c.path,
         up_head: &mut c.up_head,
         peer: c.peer.ip(),
@@ -105,6 +107,10 @@ pub fn begin<'g>(c: &mut ClientConn, gen: &'g WorkerGen, env: &Env<'g>) -> Begin
 
 /// Where `begin_head` writes, and where the request comes from.
 pub struct Scratch<'c> {
+    /// The worker is shedding load and refuses this request (503 `overloaded`) as soon
+    /// as its head is parsed, before the route's chain runs: the cheapest answer that
+    /// keeps the connection in step.
+    pub shed: bool,
     /// The normalized path.
     pub path: &'c mut String,
     /// The upstream request head.
@@ -177,6 +183,15 @@ fn route_and_run<'g>(
             method,
         })
     };
+    if c.shed {
+        let error = ProxyError::new(
+            ErrorKind::Overloaded,
+            Side::Internal,
+            "the worker is behind (its event loop runs later than server.max_loop_delay)",
+        )
+        .with_headers(b"retry-after: 1\r\n".to_vec());
+        return refuse(error, None);
+    }
     let (raw_path, query) = match head.target.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (head.target, None),

@@ -18,6 +18,7 @@ use crate::auth::nonce::NonceCache;
 use crate::filters::Env;
 use crate::limits::worker::WorkerLimiter;
 use crate::mix::WorkerRng;
+use crate::resilience::load_shed::LoadShed;
 use crate::resilience::local_budget::LocalRetryBudget;
 use crate::signal::LocalSignal;
 use crate::snapshot::Snapshot;
@@ -75,6 +76,8 @@ pub struct WorkerCtx {
     suppressed_warnings: Cell<u64>,
     /// Fast random numbers for balancing and adaptive throttling.
     pub rng: WorkerRng,
+    /// Whether this worker, its loop running late, sheds new requests (fed by the tick).
+    pub shed: LoadShed,
 }
 
 impl WorkerCtx {
@@ -88,6 +91,7 @@ impl WorkerCtx {
         log: Option<crate::access_log::WorkerLog>,
     ) -> Self {
         let metrics = RefCell::new(crate::metrics::WorkerMetrics::default());
+        let shed = LoadShed::new(snapshot.config.server.max_loop_delay);
         install_metrics(&mut metrics.borrow_mut(), &snapshot);
         WorkerCtx {
             id,
@@ -109,6 +113,7 @@ impl WorkerCtx {
             last_warning: Cell::new(None),
             suppressed_warnings: Cell::new(0),
             rng: WorkerRng::new(seed),
+            shed,
         }
     }
 
@@ -142,6 +147,8 @@ impl WorkerCtx {
             }
         };
         install_metrics(&mut self.metrics.borrow_mut(), &fresh.snapshot);
+        self.shed
+            .set_limit(fresh.snapshot.config.server.max_loop_delay);
         {
             let old = self.current.borrow();
             fresh.upstreams.borrow_mut().adopt_idle(
@@ -200,6 +207,12 @@ impl WorkerCtx {
     pub fn connection_guard(self: &Rc<Self>) -> ConnectionGuard {
         self.open_connections.set(self.open_connections.get() + 1);
         ConnectionGuard(self.clone())
+    }
+
+    /// Whether a new request is to be shed (refused at once, 503 `overloaded`) because
+    /// this worker is behind; see `LoadShed`.
+    pub fn sheds_next_request(&self) -> bool {
+        !self.shed.admit(|| self.rng.unit())
     }
 
     /// What the filters of a request may use of this worker.

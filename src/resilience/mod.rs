@@ -7,12 +7,15 @@
 //! - `throttle`: the SRE adaptive throttle, the alternative breaker mode.
 //! - `budget`: how many retries the requests allow; `local_budget`: the same, kept per
 //!   worker, for routes without a `retries` section.
+//! - `load_shed`: the gateway protecting itself: a worker whose event loop stays late
+//!   refuses a share of new requests early (per worker, not shared).
 
 pub mod breaker;
 pub mod budget;
 pub mod bulkhead;
 pub mod guard;
 pub mod health;
+pub mod load_shed;
 pub mod local_budget;
 pub mod throttle;
 pub mod window;

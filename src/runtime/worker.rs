@@ -203,7 +203,13 @@ async fn worker_main(
     let mut parked_since_collect = 0;
     let mut last_park_sweep = last_sweep;
     while !ctx.draining() {
+        let asleep = Instant::now();
         monoio::time::sleep(TICK).await;
+        // Woken late by however long the loop took to come back to this task: how far
+        // behind the worker is (its load shedding's signal).
+        let woke = Instant::now();
+        ctx.shed
+            .on_tick(woke, woke.duration_since(asleep).saturating_sub(TICK));
         while let Ok(cmd) = commands.try_recv() {
             match cmd {
                 WorkerCommand::Drain if !ctx.draining() => {
@@ -219,7 +225,12 @@ async fn worker_main(
                 }
                 WorkerCommand::Drain => {}
                 WorkerCommand::Scrape(reply) => {
-                    let report = ctx.metrics.borrow().report(id, ctx.open_connections());
+                    let report = ctx.metrics.borrow().report(
+                        id,
+                        ctx.open_connections(),
+                        ctx.shed.worst_delay(),
+                        ctx.shed.share(),
+                    );
                     let _ = reply.send(report);
                 }
                 WorkerCommand::Prepare(snapshot, ready) => {

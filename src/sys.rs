@@ -67,6 +67,28 @@ pub fn stop_listening(fd: RawFd) {
     }
 }
 
+/// How long ago a TCP connection last received a segment (`TCP_INFO`'s
+/// `tcpi_last_ack_recv`, in the kernel's milliseconds). Asked right after `accept`, it is
+/// how long the connection waited in the accept queue: its client connected, and sent
+/// its request or ClientHello, that long ago. `None` if the fd is not a TCP socket.
+pub fn since_last_segment(fd: RawFd) -> Option<std::time::Duration> {
+    // SAFETY: tcp_info is a C struct of integers, for which all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is a valid, writable tcp_info of the size passed in `len`;
+    // getsockopt(2) writes at most `len` bytes and sets `len` to what it wrote.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then(|| std::time::Duration::from_millis(info.tcpi_last_ack_recv.into()))
+}
+
 /// Sends SIGTERM to this process: the admin API's drain goes the way a `systemctl stop`
 /// does.
 pub fn terminate_self() {

@@ -1,10 +1,14 @@
 //! Load shedding (`server.max_loop_delay`): a worker offered more than it can do sheds a
 //! share of new requests right after their heads (503 `overloaded`, `retry-after: 1`,
 //! the connection kept), before the upstream sees them, counts them, and stops once it
-//! has caught up. The figures at twice the capacity are in `benches/soak/RESULTS.md`
-//! (`benches/load/overload.sh`); here the outcomes are asserted exactly.
+//! has caught up; a flood of new TLS connections is met by closing a share of them
+//! before their handshakes. The figures at twice the capacity are in
+//! `benches/soak/RESULTS.md` (`benches/load/overload.sh`); here the outcomes are
+//! asserted exactly.
 
 mod support;
+#[path = "support/tls.rs"]
+mod tls_support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -176,7 +180,107 @@ fn off_never_sheds(driver: Driver) {
     );
 }
 
-on_both_drivers!(sheds_when_behind_and_recovers, off_never_sheds);
+/// 300 TLS clients connect and send their ClientHellos at once: the worker, taking eight
+/// connections a turn and signing for each (RSA 3072: milliseconds a handshake), leaves
+/// the last ones waiting in the accept queue far longer than `max_loop_delay`, and
+/// closes a share of them before their handshakes. Every client either completes its request (200) or is closed before any
+/// server bytes; the closes are counted; once the flood is over, new clients are served.
+fn tls_flood_is_refused_before_handshakes(driver: Driver) {
+    use std::io::{Read, Write};
+    let dir = temp_dir("overload-tls");
+    let cert = tls_support::make_rsa_cert(&dir, "api", &["api.example.com"]);
+    let upstream = Upstream::echo();
+    let d = dir.display();
+    let gw = Gateway::start(
+        driver,
+        1,
+        "max_loop_delay = \"5ms\"\n",
+        &format!(
+            "{}[tls]\nlisten = [\"127.0.0.1:0\"]\nsession_resumption = false\n\
+             [[tls.certs]]\ncert = \"{d}/api.pem\"\nkey = \"{d}/api.key\"\n",
+            simple_routes(upstream.addr, "", "")
+        ),
+    );
+    let admin = gw.admin.unwrap();
+    let config = tls_support::client(&[&cert], false, &["http/1.1"]);
+    let name = rustls::pki_types::ServerName::try_from("api.example.com").unwrap();
+    let hello = |tcp: &mut std::net::TcpStream| {
+        let mut conn = rustls::ClientConnection::new(config.clone(), name.clone()).unwrap();
+        conn.write_tls(tcp).unwrap();
+        conn
+    };
+    // A flood, not a burst: a burst is taken in one late turn of the loop, which alone
+    // is no overload (`ONSET`).
+    let began = Instant::now();
+    let mut clients = Vec::new();
+    while began.elapsed() < Duration::from_millis(1500) && clients.len() < 1500 {
+        let mut tcp = std::net::TcpStream::connect(gw.tls_addr()).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let conn = hello(&mut tcp);
+        clients.push(rustls::StreamOwned::new(conn, tcp));
+    }
+    let (mut served, mut shed, mut refused) = (0u64, 0u64, 0u64);
+    for mut s in clients {
+        let asked = s
+            .write_all(b"GET /flood HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+            .and_then(|_| s.flush());
+        let mut answer = [0u8; 12];
+        match asked.and_then(|_| s.read_exact(&mut answer)) {
+            Ok(()) if &answer == b"HTTP/1.1 200" => served += 1,
+            // Handshaken, then the request was shed: the loop ran late too.
+            Ok(()) if &answer == b"HTTP/1.1 503" => shed += 1,
+            Ok(()) => panic!("{}", String::from_utf8_lossy(&answer)),
+            Err(_) => {
+                assert!(
+                    s.conn.is_handshaking(),
+                    "closed after its handshake, not before"
+                );
+                refused += 1;
+            }
+        }
+    }
+    let report = Client::connect(admin).get("/metrics").body_str();
+    eprintln!(
+        "{driver:?}: {served} served, {shed} shed, {refused} closed before the handshake\n{}",
+        report
+            .lines()
+            .filter(|l| l.starts_with("ringgate_worker_"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(refused > 0, "nothing refused ({served} served)");
+    assert!(served > 0, "some handshakes are still completed");
+    assert_eq!(
+        metric(admin, "ringgate_connections_shed_total{worker=\"0\""),
+        Some(refused)
+    );
+    assert_eq!(
+        metric(admin, "ringgate_tls_handshakes_total{result=\"full\"}"),
+        Some(served + shed)
+    );
+    assert_eq!(
+        metric(admin, "ringgate_requests_shed_total{worker=\"0\""),
+        Some(shed)
+    );
+    // The flood is over: the share comes back to nothing and new clients are served.
+    assert!(eventually(Duration::from_secs(5), || {
+        let text = Client::connect(admin).get("/metrics").body_str();
+        text.lines().any(|l| {
+            l.starts_with("ringgate_worker_shed_connections_ratio{worker=\"0\"")
+                && l.ends_with(" 0")
+        })
+    }));
+    for _ in 0..5 {
+        let mut s = tls_support::connect(gw.tls_addr(), config.clone(), "api.example.com");
+        assert_eq!(tls_support::get(&mut s, "api.example.com", "/after").0, 200);
+    }
+}
+
+on_both_drivers!(
+    sheds_when_behind_and_recovers,
+    off_never_sheds,
+    tls_flood_is_refused_before_handshakes
+);
 
 #[test]
 fn max_loop_delay_is_checked() {

@@ -129,7 +129,7 @@ fn workers(out: &mut String, state: &GatewayState, reports: &[WorkerReport]) {
         &'static str,
         fn(&WorkerReport) -> f64,
     );
-    let families: [PerWorker; 6] = [
+    let families: [PerWorker; 9] = [
         (
             "ringgate_open_connections",
             "gauge",
@@ -155,6 +155,12 @@ fn workers(out: &mut String, state: &GatewayState, reports: &[WorkerReport]) {
             |r| r.shed_requests as f64,
         ),
         (
+            "ringgate_connections_shed_total",
+            "counter",
+            "New TLS connections closed before their handshakes because the worker was shedding load, by worker.",
+            |r| r.shed_connections as f64,
+        ),
+        (
             "ringgate_worker_loop_delay_seconds",
             "gauge",
             "The worst delay of the worker's event loop in the last one to two seconds (its 10 ms tick woke this late).",
@@ -165,6 +171,18 @@ fn workers(out: &mut String, state: &GatewayState, reports: &[WorkerReport]) {
             "gauge",
             "The share of new requests the worker sheds now (0 to 1).",
             |r| r.shed_share,
+        ),
+        (
+            "ringgate_worker_accept_delay_seconds",
+            "gauge",
+            "The longest a new TLS connection waited (in the accept queue, or for the late loop) in the last one to two seconds.",
+            |r| r.accept_delay.as_secs_f64(),
+        ),
+        (
+            "ringgate_worker_shed_connections_ratio",
+            "gauge",
+            "The share of new TLS connections the worker turns away now (0 to 1).",
+            |r| r.shed_connection_share,
         ),
     ];
     for (name, kind, help, value) in families {

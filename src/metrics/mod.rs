@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::resilience::load_shed::LoadShed;
+
 /// The method label: the common methods by name, anything else as `OTHER`.
 pub const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER",
@@ -59,10 +61,17 @@ pub struct WorkerReport {
     pub refused_connections: u64,
     /// Requests shed because the worker was behind (`max_loop_delay`).
     pub shed_requests: u64,
+    /// New connections turned away because the worker was shedding load.
+    pub shed_connections: u64,
     /// The worst delay of the worker's event loop in the last one to two seconds.
     pub loop_delay: Duration,
     /// The share of new requests the worker sheds now, in [0, 1].
     pub shed_share: f64,
+    /// The worst wait of a new connection (accept queue or loop) in the last one to two
+    /// seconds.
+    pub accept_delay: Duration,
+    /// The share of new connections the worker turns away now, in [0, 1].
+    pub shed_connection_share: f64,
     pub routes: Vec<RouteCounts>,
     /// Per upstream name: connect errors, timeouts, requests on a reused connection,
     /// requests on a new one.
@@ -129,6 +138,8 @@ pub struct WorkerMetrics {
     pub refused_connections: u64,
     /// Requests shed because the worker was behind.
     pub shed_requests: u64,
+    /// New connections turned away because the worker was shedding load.
+    pub shed_connections: u64,
 }
 
 impl Default for WorkerMetrics {
@@ -146,6 +157,7 @@ impl Default for WorkerMetrics {
             accept_errors: 0,
             refused_connections: 0,
             shed_requests: 0,
+            shed_connections: 0,
         };
         m.unmatched = m.slot_for(UNMATCHED);
         m
@@ -205,14 +217,14 @@ impl WorkerMetrics {
         Some(&mut self.upstreams[i].1)
     }
 
-    /// This worker's counters, with its open connections and load (`loop_delay`,
-    /// `shed_share`) as the worker sees them now.
+    /// This worker's counters, with its open connections and its load shedding
+    /// (requests, new connections) as they stand now.
     pub fn report(
         &self,
         worker: usize,
         open: usize,
-        loop_delay: Duration,
-        shed_share: f64,
+        requests: &LoadShed,
+        connections: &LoadShed,
     ) -> WorkerReport {
         WorkerReport {
             worker,
@@ -220,8 +232,11 @@ impl WorkerMetrics {
             accept_errors: self.accept_errors,
             refused_connections: self.refused_connections,
             shed_requests: self.shed_requests,
-            loop_delay,
-            shed_share,
+            shed_connections: self.shed_connections,
+            loop_delay: requests.worst_delay(),
+            shed_share: requests.share(),
+            accept_delay: connections.worst_delay(),
+            shed_connection_share: connections.share(),
             routes: self.slots.clone(),
             upstreams: self.upstreams.clone(),
             tls: self.tls,
@@ -281,7 +296,8 @@ mod tests {
         );
         m.upstream(2, 0).unwrap().reused += 1;
         assert!(m.upstream(1, 0).is_none());
-        let r = m.report(0, 3, Duration::ZERO, 0.0);
+        let off = LoadShed::new(None);
+        let r = m.report(0, 3, &off, &off);
         let get = |name: &str| r.routes.iter().find(|c| &*c.name == name).unwrap().clone();
         assert_eq!(get("a").requests[0][1], 2, "GET 2xx on a, before and after");
         assert_eq!(get("a").latency_us.len(), 2);

@@ -76,8 +76,17 @@ pub struct WorkerCtx {
     suppressed_warnings: Cell<u64>,
     /// Fast random numbers for balancing and adaptive throttling.
     pub rng: WorkerRng,
-    /// Whether this worker, its loop running late, sheds new requests (fed by the tick).
+    /// Whether this worker, its loop running late, sheds new requests (fed by the tick
+    /// with the loop's delay).
     pub shed: LoadShed,
+    /// Whether it turns new TLS connections away before their handshakes: fed by the
+    /// tick with the longer of the loop's delay and the longest a connection waited in
+    /// the accept queue since the tick before (a flood of handshakes queues there, where
+    /// the loop's delay does not see it). Plain connections are not refused this way: a
+    /// refusal costs them what serving their first request would (a read and a write),
+    /// and clients that reconnect at once only come back (measured).
+    pub shed_connections: LoadShed,
+    accept_wait: Cell<Duration>,
 }
 
 impl WorkerCtx {
@@ -91,7 +100,8 @@ impl WorkerCtx {
         log: Option<crate::access_log::WorkerLog>,
     ) -> Self {
         let metrics = RefCell::new(crate::metrics::WorkerMetrics::default());
-        let shed = LoadShed::new(snapshot.config.server.max_loop_delay);
+        let limit = snapshot.config.server.max_loop_delay;
+        let (shed, shed_connections) = (LoadShed::new(limit), LoadShed::new(limit));
         install_metrics(&mut metrics.borrow_mut(), &snapshot);
         WorkerCtx {
             id,
@@ -114,6 +124,8 @@ impl WorkerCtx {
             suppressed_warnings: Cell::new(0),
             rng: WorkerRng::new(seed),
             shed,
+            shed_connections,
+            accept_wait: Cell::new(Duration::ZERO),
         }
     }
 
@@ -147,8 +159,9 @@ impl WorkerCtx {
             }
         };
         install_metrics(&mut self.metrics.borrow_mut(), &fresh.snapshot);
-        self.shed
-            .set_limit(fresh.snapshot.config.server.max_loop_delay);
+        let limit = fresh.snapshot.config.server.max_loop_delay;
+        self.shed.set_limit(limit);
+        self.shed_connections.set_limit(limit);
         {
             let old = self.current.borrow();
             fresh.upstreams.borrow_mut().adopt_idle(
@@ -213,6 +226,26 @@ impl WorkerCtx {
     /// this worker is behind; see `LoadShed`.
     pub fn sheds_next_request(&self) -> bool {
         !self.shed.admit(|| self.rng.unit())
+    }
+
+    /// Whether a new TLS connection is to be turned away before its handshake because
+    /// this worker is behind (`LoadShed::refuse_connection`).
+    pub fn sheds_new_connection(&self) -> bool {
+        self.shed_connections.refuse_connection(|| self.rng.unit())
+    }
+
+    /// A connection just accepted had waited `waited` in the accept queue.
+    pub fn note_accept_wait(&self, waited: Duration) {
+        if waited > self.accept_wait.get() {
+            self.accept_wait.set(waited);
+        }
+    }
+
+    /// The tick: how late it woke (`delay`) at `now` feeds both shedding controllers.
+    pub fn on_tick(&self, now: Instant, delay: Duration) {
+        self.shed.on_tick(now, delay);
+        let waited = self.accept_wait.replace(Duration::ZERO);
+        self.shed_connections.on_tick(now, delay.max(waited));
     }
 
     /// What the filters of a request may use of this worker.

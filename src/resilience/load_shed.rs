@@ -11,20 +11,23 @@
 //! (parsing, filters, TLS, upstream I/O), unlike a count of requests in flight, which
 //! says nothing when the cost is in the gateway itself.
 //!
-//! The share is a feedback loop, adjusted at every tick: up by `STEP_UP` while the delay
-//! is over `max_loop_delay`, down by `STEP_DOWN` once it is under half of it, held in
-//! between (the band keeps it from swinging). Shedding starts only after the delay has
-//! stayed over the limit for `ONSET` without a break: one late tick (the thread was
-//! descheduled, a burst arrived at once) is not overload, and refusing on it would fail
-//! requests a healthy gateway serves. Pure: time comes in as an argument.
+//! The share is a feedback loop, adjusted at every tick. Late by `delay` over a limit
+//! `max_loop_delay`, the worker admits `limit / delay` of what it admitted (at least
+//! `STEP_UP` more is shed): a loop 400 ms late must cut its work at once, not over the
+//! dozens of 400 ms rounds that a fixed step would take. Under half the limit, the share
+//! comes down by `STEP_DOWN` a tick; in between it is held (the band keeps it from
+//! swinging). Shedding starts only after the delay has stayed over the limit for `ONSET`
+//! without a break: one late tick (the thread was descheduled, a burst arrived at once)
+//! is not overload, and refusing on it would fail requests a healthy gateway serves.
+//! Pure: time comes in as an argument.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 /// How long the delay must stay over the limit before shedding starts.
 pub const ONSET: Duration = Duration::from_millis(200);
-/// Share added at each late tick while shedding (a 2x overload, where about 70% must go,
-/// is reached in about 14 ticks: well under a second even with the loop that late).
+/// The least share added at a late tick while shedding (when the delay is barely over
+/// the limit, the proportional cut alone would be tiny).
 pub const STEP_UP: f64 = 0.05;
 /// Share taken off at each tick under half the limit: slower than `STEP_UP`, so a worker
 /// that just caught up does not at once admit everything again and fall behind.
@@ -75,7 +78,9 @@ impl LoadShed {
         if delay > limit {
             let since = self.late_since.get().unwrap_or(now);
             if share > 0.0 || now.duration_since(since) >= ONSET {
-                self.share.set((share + STEP_UP).min(1.0));
+                let admitted = (1.0 - share) * (limit.as_secs_f64() / delay.as_secs_f64());
+                self.share
+                    .set((1.0 - admitted).max(share + STEP_UP).min(1.0));
             }
             self.late_since.set(Some(since));
         } else {
@@ -91,6 +96,14 @@ impl LoadShed {
     pub fn admit(&self, draw: impl FnOnce() -> f64) -> bool {
         let share = self.share.get();
         share == 0.0 || draw() >= share
+    }
+
+    /// Whether to turn a new connection away, in the share shed: a new connection is
+    /// where work starts, and on a TLS listener refusing it saves the handshake, the
+    /// dearest step of all.
+    pub fn refuse_connection(&self, draw: impl FnOnce() -> f64) -> bool {
+        let share = self.share.get();
+        share > 0.0 && draw() < share
     }
 
     /// The share of new requests refused now.
@@ -169,7 +182,8 @@ mod tests {
         let t = ticks(&shed, t0, 3, ms(70), ms(60));
         assert_eq!(shed.share(), 0.0, "{:?} is under the onset", ms(140));
         let t = ticks(&shed, t, 1, ms(70), ms(60));
-        assert!((shed.share() - STEP_UP).abs() < 1e-9);
+        // 60 ms late for 50: admit 50/60 of everything.
+        assert!((shed.share() - 1.0 / 6.0).abs() < 1e-9, "{}", shed.share());
         let t = ticks(&shed, t, 30, ms(70), ms(60));
         assert_eq!(shed.share(), 1.0, "capped at everything");
         assert!(!shed.admit(|| 0.999));
@@ -185,6 +199,29 @@ mod tests {
     }
 
     #[test]
+    fn the_later_the_loop_the_larger_the_cut() {
+        let shed = LoadShed::new(Some(LIMIT));
+        let t = ticks(&shed, Instant::now(), 1, ms(410), ms(400));
+        assert_eq!(
+            shed.share(),
+            0.0,
+            "the first late tick starts the onset clock"
+        );
+        // 400 ms late for 50: an eighth of the work is admitted, in one step.
+        let t = ticks(&shed, t, 1, ms(410), ms(400));
+        assert!((shed.share() - 0.875).abs() < 1e-9, "{}", shed.share());
+        // Still 100 ms late at that share: half of the admitted eighth goes too.
+        ticks(&shed, t, 1, ms(110), ms(100));
+        assert!((shed.share() - 0.9375).abs() < 1e-9, "{}", shed.share());
+        // Barely late: the least step.
+        let shed = LoadShed::new(Some(LIMIT));
+        let t = ticks(&shed, Instant::now(), 4, ms(70), ms(60));
+        let share = shed.share();
+        ticks(&shed, t, 1, ms(61), ms(51));
+        assert!((shed.share() - share - STEP_UP).abs() < 1e-9);
+    }
+
+    #[test]
     fn once_shedding_a_late_tick_raises_the_share_at_once() {
         let shed = LoadShed::new(Some(LIMIT));
         let t = ticks(&shed, Instant::now(), 5, ms(70), ms(60));
@@ -195,7 +232,17 @@ mod tests {
         assert_eq!(shed.share(), share);
         // ...yet a shedding worker reacts to the next late tick without waiting.
         ticks(&shed, t, 1, ms(70), ms(60));
-        assert!((shed.share() - share - STEP_UP).abs() < 1e-9);
+        assert!((shed.share() - (1.0 - (1.0 - share) * 50.0 / 60.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn connections_are_refused_in_the_share() {
+        let shed = LoadShed::new(Some(LIMIT));
+        assert!(!shed.refuse_connection(|| unreachable!("no draw while not shedding")));
+        ticks(&shed, Instant::now(), 4, ms(70), ms(60));
+        let share = shed.share();
+        assert!(shed.refuse_connection(|| share - 0.01));
+        assert!(!shed.refuse_connection(|| share + 0.01));
     }
 
     #[test]

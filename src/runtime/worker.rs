@@ -47,6 +47,11 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const COLLECT_AFTER_PARKED: usize = 128;
 /// ... at the latest: during a long run of parking, every this many parked.
 const COLLECT_DURING_PARKING: usize = 16 * COLLECT_AFTER_PARKED;
+/// Accepts each listener keeps in flight on each worker. One accept completes once per
+/// turn of the event loop, so with one a busy worker (turns of 10-50 ms with thousands
+/// of connections) took new connections at 20-100 a second, and clients waited in the
+/// backlog for seconds; with eight it takes up to eight a turn.
+const ACCEPTS_IN_FLIGHT: usize = 8;
 /// How often parked connections' deadlines are checked: their precision.
 const PARK_SWEEP_EVERY: Duration = Duration::from_millis(50);
 
@@ -89,18 +94,9 @@ pub struct WorkerAppsLink {
 }
 
 pub fn run(spec: WorkerSpec) {
-    let WorkerSpec {
-        id,
-        cpu,
-        listeners,
-        snapshot,
-        commands,
-        state,
-        apps,
-        limits,
-    } = spec;
+    let (id, cpu, state) = (spec.id, spec.cpu, spec.state.clone());
     let pinned = cpu.map(|c| core_affinity::set_for_current(core_affinity::CoreId { id: c }));
-    let server = snapshot.config.server.clone();
+    let server = spec.snapshot.config.server.clone();
     let result = run_on_driver(&server, |driver, why| {
         match (cpu, pinned) {
             (Some(c), Some(true)) => log::info!(
@@ -114,16 +110,7 @@ pub fn run(spec: WorkerSpec) {
             (None, _) => log::info!("worker {id}: not pinned, driver {} ({why})", driver.name()),
         }
         state.drivers.lock().map(|mut d| d[id] = Some(driver)).ok();
-        let _ = driver;
-        worker_main(
-            id,
-            listeners,
-            snapshot,
-            commands,
-            state.clone(),
-            apps,
-            limits,
-        )
+        worker_main(driver, spec)
     });
     if let Err(e) = result {
         log::error!("worker {id}: {e}");
@@ -131,15 +118,17 @@ pub fn run(spec: WorkerSpec) {
     }
 }
 
-async fn worker_main(
-    id: usize,
-    listeners: Vec<WorkerListener>,
-    snapshot: Arc<Snapshot>,
-    commands: Receiver<WorkerCommand>,
-    state: Arc<GatewayState>,
-    apps: Option<WorkerAppsLink>,
-    limits: WorkerLimitsLink,
-) {
+async fn worker_main(driver: super::driver::DriverKind, spec: WorkerSpec) {
+    let WorkerSpec {
+        id,
+        listeners,
+        snapshot,
+        commands,
+        state,
+        apps,
+        limits,
+        ..
+    } = spec;
     let server = snapshot.config.server.clone();
     let seed = (id as u64) << 56 ^ std::process::id() as u64 ^ nanos_now();
     let (app_cache, app_updates) = match apps {
@@ -184,12 +173,20 @@ async fn worker_main(
     for l in listeners {
         match TcpListener::from_std(l.socket) {
             Ok(socket) => {
-                monoio::spawn(accept_loop(
-                    socket,
-                    l.config,
-                    ctx.clone(),
-                    server.max_connections_per_worker,
-                ));
+                let socket = Rc::new(socket);
+                let refusals = Rc::new(Refusals::default());
+                for _ in 0..ACCEPTS_IN_FLIGHT {
+                    monoio::spawn(accept_loop(
+                        socket.clone(),
+                        AcceptLoop {
+                            config: l.config,
+                            max_connections: server.max_connections_per_worker,
+                            one_a_turn: driver == super::driver::DriverKind::Epoll,
+                        },
+                        ctx.clone(),
+                        refusals.clone(),
+                    ));
+                }
             }
             Err(e) => {
                 log::error!("worker {id}: cannot register listener: {e}");
@@ -208,8 +205,7 @@ async fn worker_main(
         // Woken late by however long the loop took to come back to this task: how far
         // behind the worker is (its load shedding's signal).
         let woke = Instant::now();
-        ctx.shed
-            .on_tick(woke, woke.duration_since(asleep).saturating_sub(TICK));
+        ctx.on_tick(woke, woke.duration_since(asleep).saturating_sub(TICK));
         while let Ok(cmd) = commands.try_recv() {
             match cmd {
                 WorkerCommand::Drain if !ctx.draining() => {
@@ -228,8 +224,8 @@ async fn worker_main(
                     let report = ctx.metrics.borrow().report(
                         id,
                         ctx.open_connections(),
-                        ctx.shed.worst_delay(),
-                        ctx.shed.share(),
+                        &ctx.shed,
+                        &ctx.shed_connections,
                     );
                     let _ = reply.send(report);
                 }
@@ -311,13 +307,28 @@ fn exchange_limits(ctx: &WorkerCtx, link: &WorkerLimitsLink) {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// How an accept loop runs.
+#[derive(Clone, Copy)]
+struct AcceptLoop {
     config: ListenConfig,
-    ctx: Rc<WorkerCtx>,
     max_connections: usize,
+    /// Wait for the next turn of the event loop after each connection (epoll; see
+    /// `next_turn`).
+    one_a_turn: bool,
+}
+
+/// One of a listener's `ACCEPTS_IN_FLIGHT` accept loops on this worker.
+async fn accept_loop(
+    listener: Rc<TcpListener>,
+    how: AcceptLoop,
+    ctx: Rc<WorkerCtx>,
+    refusals: Rc<Refusals>,
 ) {
-    let refusals = Rc::new(Refusals::default());
+    let AcceptLoop {
+        config,
+        max_connections,
+        one_a_turn,
+    } = how;
     loop {
         // Cancelled rather than dropped on drain: an accept that already completed
         // still hands over its connection, which is then served, not leaked.
@@ -335,10 +346,24 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                // At the cap: turned away at once (503 on plain listeners), counted,
-                // rather than left in the backlog where the client sees nothing.
-                if ctx.open_connections() >= max_connections && !draining {
-                    ctx.metrics.borrow_mut().refused_connections += 1;
+                if config.tls {
+                    if let Some(waited) = crate::sys::since_last_segment(stream.as_raw_fd()) {
+                        ctx.note_accept_wait(waited);
+                    }
+                }
+                // At the cap, or (TLS) while the worker sheds load, in the share it
+                // sheds: turned away at once (503 on plain listeners, closed before the
+                // handshake on TLS ones), counted, rather than left in the backlog where
+                // the client sees nothing, or served late.
+                let at_cap = ctx.open_connections() >= max_connections;
+                if !draining && (at_cap || (config.tls && ctx.sheds_new_connection())) {
+                    let mut metrics = ctx.metrics.borrow_mut();
+                    if at_cap {
+                        metrics.refused_connections += 1;
+                    } else {
+                        metrics.shed_connections += 1;
+                    }
+                    drop(metrics);
                     let id = ctx.ids.next_id().as_str().to_string();
                     monoio::spawn(refuse(stream, !config.tls, id, refusals.clone()));
                     continue;
@@ -350,6 +375,9 @@ async fn accept_loop(
                 }
                 if draining {
                     return;
+                }
+                if one_a_turn {
+                    next_turn().await;
                 }
             }
             // A drain shut the socket down: the accept fails, which is no news.
@@ -364,6 +392,17 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// Waits for the next turn of the event loop (a timer due now fires when the loop next
+/// waits for I/O). An io_uring accept completes once a turn by itself; epoll's completes
+/// at once while the backlog holds connections, so without this wait a flood was taken
+/// whole in one turn (1 500 TLS handshakes, 1.8 s in which no other connection was
+/// served and no timer fired: the loop only runs timers when no task is ready), and it
+/// waited in no queue that load shedding could see. Yielding to the back of the task
+/// queue is not enough: the loop keeps running ready tasks without waiting.
+async fn next_turn() {
+    monoio::time::sleep(Duration::ZERO).await;
 }
 
 fn nanos_now() -> u64 {

@@ -18,7 +18,30 @@ pub fn make_cert(
     names: &[&str],
     until_year: i32,
 ) -> CertificateDer<'static> {
-    let key = rcgen::KeyPair::generate().unwrap();
+    make_cert_with_key(
+        dir,
+        tag,
+        names,
+        until_year,
+        rcgen::KeyPair::generate().unwrap(),
+    )
+}
+
+/// `make_cert` with an RSA 3072 key: each handshake then costs the server a few
+/// milliseconds of signing, for tests that need handshakes to be dear.
+pub fn make_rsa_cert(dir: &Path, tag: &str, names: &[&str]) -> CertificateDer<'static> {
+    let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_3072)
+        .unwrap();
+    make_cert_with_key(dir, tag, names, 2100, key)
+}
+
+fn make_cert_with_key(
+    dir: &Path,
+    tag: &str,
+    names: &[&str],
+    until_year: i32,
+    key: rcgen::KeyPair,
+) -> CertificateDer<'static> {
     let mut params =
         rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
             .unwrap();

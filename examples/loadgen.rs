@@ -74,6 +74,34 @@ struct Args {
     /// An answer not complete within this many seconds breaks its connection (an error).
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
+    /// A header line added to every request, `"Name: value"` (repeatable).
+    #[arg(long)]
+    header: Vec<String>,
+    /// Write one line a second of the measurement to this file: second, served, shed,
+    /// other, errors, served p99 from send (ms), by when the answer (or error) came.
+    #[arg(long)]
+    series: Option<std::path::PathBuf>,
+}
+
+/// One second of the measurement (`--series`).
+struct Second {
+    served: u64,
+    shed: u64,
+    other: u64,
+    errors: u64,
+    service: Histogram<u64>,
+}
+
+impl Second {
+    fn new() -> Second {
+        Second {
+            served: 0,
+            shed: 0,
+            other: 0,
+            errors: 0,
+            service: Histogram::new_with_bounds(1, 120_000_000, 2).expect("constant bounds"),
+        }
+    }
 }
 
 /// What one thread saw during the measurement.
@@ -88,6 +116,8 @@ struct Tally {
     unanswered: u64,
     errors: u64,
     first_error: Option<String>,
+    /// Per second of the measurement, kept with `--series`.
+    series: Option<Vec<Second>>,
 }
 
 impl Tally {
@@ -101,7 +131,17 @@ impl Tally {
             unanswered: 0,
             errors: 0,
             first_error: None,
+            series: None,
         }
+    }
+
+    /// The `--series` slot of second `n`, if kept.
+    fn second(&mut self, n: usize) -> Option<&mut Second> {
+        let series = self.series.as_mut()?;
+        while series.len() <= n {
+            series.push(Second::new());
+        }
+        Some(&mut series[n])
     }
 
     fn merge(&mut self, other: Tally) {
@@ -112,6 +152,17 @@ impl Tally {
         self.unanswered += other.unanswered;
         self.errors += other.errors;
         self.first_error = self.first_error.take().or(other.first_error);
+        if let Some(theirs) = other.series {
+            for (n, s) in theirs.into_iter().enumerate() {
+                if let Some(mine) = self.second(n) {
+                    mine.served += s.served;
+                    mine.shed += s.shed;
+                    mine.other += s.other;
+                    mine.errors += s.errors;
+                    let _ = mine.service.add(&s.service);
+                }
+            }
+        }
     }
 }
 
@@ -121,6 +172,7 @@ enum Kind {
 }
 
 /// One answer.
+#[derive(Clone, Copy)]
 enum Outcome {
     Served,
     Shed,
@@ -145,10 +197,41 @@ fn main() {
         })
         .collect();
     let mut all = Tally::new();
+    if args.series.is_some() {
+        all.series = Some(Vec::new());
+    }
     for t in threads {
         all.merge(t.join().expect("a load thread panicked"));
     }
     report(&args, &all);
+    if let (Some(path), Some(series)) = (&args.series, &all.series) {
+        if let Err(e) = write_series(path, series) {
+            eprintln!("loadgen: cannot write {}: {e}", path.display());
+            std::process::exit(1);
+        }
+    }
+}
+
+fn write_series(path: &std::path::Path, series: &[Second]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(
+        out,
+        "# second served shed other errors served_p99_ms_from_send"
+    )?;
+    for (n, s) in series.iter().enumerate() {
+        let p99 = if s.service.is_empty() {
+            0.0
+        } else {
+            s.service.value_at_quantile(0.99) as f64 / 1000.0
+        };
+        writeln!(
+            out,
+            "{n} {} {} {} {} {p99:.3}",
+            s.served, s.shed, s.other, s.errors
+        )?;
+    }
+    out.flush()
 }
 
 fn run_thread(args: &Args, thread: usize, start: Instant) -> Tally {
@@ -157,7 +240,11 @@ fn run_thread(args: &Args, thread: usize, start: Instant) -> Tally {
         .build()
         .expect("an event loop");
     rt.block_on(async {
-        let tally = Rc::new(RefCell::new(Tally::new()));
+        let mut fresh = Tally::new();
+        if args.series.is_some() {
+            fresh.series = Some(Vec::new());
+        }
+        let tally = Rc::new(RefCell::new(fresh));
         let threads = args.threads.max(1);
         let mine: Vec<usize> = (thread..args.connections).step_by(threads).collect();
         let tasks: Vec<_> = mine
@@ -211,7 +298,7 @@ async fn client(args: Args, thread: usize, conn: usize, start: Instant, tally: R
                     buf.clear();
                 }
                 Err(e) => {
-                    note_error(&tally, counted, format!("connect: {e}"));
+                    note_error(&tally, counted, measure_from, format!("connect: {e}"));
                     monoio::time::sleep(Duration::from_millis(10)).await;
                     due = advance(due, interval);
                     continue;
@@ -236,11 +323,21 @@ async fn client(args: Args, thread: usize, conn: usize, start: Instant, tally: R
                 if counted {
                     let now = Instant::now();
                     let us = now.duration_since(sent_due).as_micros() as u64;
+                    let service = now.duration_since(sent).as_micros() as u64;
                     let mut t = tally.borrow_mut();
+                    let second = t.second(now.duration_since(measure_from).as_secs() as usize);
+                    match (what, second) {
+                        (Outcome::Served, Some(s)) => {
+                            s.served += 1;
+                            s.service.saturating_record(service.max(1));
+                        }
+                        (Outcome::Shed, Some(s)) => s.shed += 1,
+                        (Outcome::Other, Some(s)) => s.other += 1,
+                        (_, None) => {}
+                    }
                     match what {
                         Outcome::Served => {
                             t.served.saturating_record(us.max(1));
-                            let service = now.duration_since(sent).as_micros() as u64;
                             t.served_service.saturating_record(service.max(1));
                         }
                         Outcome::Shed => t.shed.saturating_record(us.max(1)),
@@ -252,7 +349,7 @@ async fn client(args: Args, thread: usize, conn: usize, start: Instant, tally: R
                 }
             }
             Ok(Err(e)) => {
-                note_error(&tally, counted, e);
+                note_error(&tally, counted, measure_from, e);
                 stream = None;
             }
             Err(_) if Instant::now() >= end => {
@@ -262,7 +359,7 @@ async fn client(args: Args, thread: usize, conn: usize, start: Instant, tally: R
                 break;
             }
             Err(_) => {
-                note_error(&tally, counted, "timed out".to_string());
+                note_error(&tally, counted, measure_from, "timed out".to_string());
                 stream = None;
             }
         }
@@ -288,11 +385,15 @@ fn advance(due: Instant, interval: Option<Duration>) -> Instant {
     }
 }
 
-fn note_error(tally: &RefCell<Tally>, counted: bool, e: String) {
+fn note_error(tally: &RefCell<Tally>, counted: bool, measure_from: Instant, e: String) {
     if counted {
         let mut t = tally.borrow_mut();
         t.errors += 1;
         t.first_error.get_or_insert(e);
+        let n = Instant::now().duration_since(measure_from).as_secs() as usize;
+        if let Some(s) = t.second(n) {
+            s.errors += 1;
+        }
     }
 }
 
@@ -308,6 +409,9 @@ fn build_request(args: &Args, thread: usize, conn: usize, n: u64, out: &mut Vec<
         (Kind::Signed, &args.signed[pick - args.path.len()])
     };
     let _ = write!(out, "GET {path} HTTP/1.1\r\nHost: {}\r\n", args.host);
+    for h in &args.header {
+        let _ = write!(out, "{h}\r\n");
+    }
     if let Kind::Signed = kind {
         let nonce = format!("lg{}-{thread}-{conn}-{n}", std::process::id());
         let (bare, query) = path.split_once('?').unwrap_or((path, ""));

@@ -181,6 +181,7 @@ pub struct ServerFile {
     pub keepalive_timeout: Option<String>,
     pub body_timeout: Option<String>,
     pub max_loop_delay: Option<String>,
+    pub min_body_rate: Option<NumOrString>,
     pub max_header_bytes: Option<NumOrString>,
     pub max_headers: Option<i64>,
     pub max_uri_bytes: Option<NumOrString>,

@@ -193,6 +193,9 @@ pub struct ServerConfig {
     /// A worker whose event loop stays later than this sheds a share of new requests
     /// (503 `overloaded`); `None` (`"off"`) never sheds.
     pub max_loop_delay: Option<Duration>,
+    /// The least bytes a second a request body must average, past a grace of
+    /// `body_timeout` (`None`: `"off"`, only each silence is bounded).
+    pub min_body_rate: Option<u64>,
     pub limits: HttpLimits,
     /// Peers whose `X-Forwarded-For` (and `-Proto`, `Forwarded`, `X-Real-IP`) are
     /// believed: the client is the right-most forwarded address not in this set.

@@ -16,7 +16,7 @@ use super::file::{AppsSectionFile, FileConfig, ListenFile, NumOrString, RouteFil
 use super::model::*;
 use super::problems::{ConfigError, Problems};
 use super::routing::build_router;
-use super::units::parse_duration;
+use super::units::{parse_duration, parse_size};
 use super::validate_limits::{check_shared_limits, validate_route_limits, validate_traffic};
 use super::validate_resilience::{
     route_isolation, validate_breaker, validate_fallback, validate_isolation, validate_retries,
@@ -299,8 +299,48 @@ fn validate_server(p: &mut Problems, file: &FileConfig) -> ServerConfig {
             Duration::from_secs(30),
         ),
         max_loop_delay: max_loop_delay(p, &s.max_loop_delay),
+        min_body_rate: min_body_rate(p, &s.min_body_rate),
         limits,
         trusted_proxies,
+    }
+}
+
+/// `server.min_body_rate`: bytes a second as a size with `/s` (`"1KiB/s"`, `"500B/s"`),
+/// at least 1 byte a second, or `"off"`.
+fn min_body_rate(p: &mut Problems, v: &Option<NumOrString>) -> Option<u64> {
+    const DEFAULT: u64 = 1024;
+    const PATH: &str = "server.min_body_rate";
+    let text = match v {
+        None => return Some(DEFAULT),
+        Some(NumOrString::Str(s)) if s.trim() == "off" => return None,
+        Some(NumOrString::Str(s)) => s.trim(),
+        Some(NumOrString::Num(_)) => {
+            p.add(PATH, "must be a rate such as \"1KiB/s\", or \"off\"");
+            return Some(DEFAULT);
+        }
+    };
+    let Some(size) = text.strip_suffix("/s") else {
+        p.add(
+            PATH,
+            format!(
+                "invalid rate {text:?}: expected a size a second, such as \"1KiB/s\", or \"off\""
+            ),
+        );
+        return Some(DEFAULT);
+    };
+    match parse_size(&NumOrString::Str(size.to_string())) {
+        Ok(0) => {
+            p.add(PATH, "must be at least 1B/s, or \"off\"");
+            Some(DEFAULT)
+        }
+        Ok(n) => Some(n),
+        Err(e) => {
+            p.add(
+                PATH,
+                format!("{e}; a rate is a size a second, such as \"1KiB/s\""),
+            );
+            Some(DEFAULT)
+        }
     }
 }
 

@@ -3,10 +3,12 @@
 //! above it); everything else streams.
 
 use std::cell::Cell;
-use std::time::Duration;
+use std::time::Instant;
 
+use super::body_pace::BodyPace;
 use super::client::ClientConn;
 use super::io::write_all;
+use crate::config::ServerConfig;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::Framing;
@@ -85,7 +87,7 @@ pub async fn read_body<'b>(
     framing: Framing,
     expect_continue: bool,
     limit: u64,
-    timeout: Duration,
+    server: &ServerConfig,
     budget: &'b BufferBudget,
     budget_cap: u64,
 ) -> Result<(Vec<u8>, BudgetShare<'b>), BodyError> {
@@ -97,6 +99,8 @@ pub async fn read_body<'b>(
         ),
         client_gone: true,
     };
+    let timeout = server.body_timeout;
+    let pace = BodyPace::new(Instant::now(), timeout, server.min_body_rate);
     if expect_continue && c.rbuf.is_empty() {
         let mut cont = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
         write_all(&mut c.stream, &mut cont, timeout)
@@ -163,13 +167,25 @@ pub async fn read_body<'b>(
         if done {
             return Ok((body, share));
         }
+        let too_slow = || {
+            fail(
+                ErrorKind::RequestTimeout,
+                "request body arrived slower than the gateway's minimum rate",
+            )
+        };
+        let wait = pace
+            .next_wait(Instant::now(), body.len() as u64, timeout)
+            .ok_or_else(too_slow)?;
         match c
             .rbuf
-            .read_from(&mut c.stream, super::relay::BODY_BUF_MAX, timeout)
+            .read_from(&mut c.stream, super::relay::BODY_BUF_MAX, wait)
             .await
         {
             Ok(0) => return Err(gone()),
             Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && wait < timeout => {
+                return Err(too_slow())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 return Err(fail(
                     ErrorKind::RequestTimeout,

@@ -6,6 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::time::Instant;
 
+use super::body_pace::BodyPace;
 use super::client::{After, ClientConn};
 use super::io::{is_timeout, write_all, SpareBuffers};
 use super::relay::{Relay, RelayError};
@@ -195,6 +196,7 @@ pub(super) async fn exchange(
             to_chunked: meta.client_chunked,
             limit: u64::MAX,
             read_timeout: ucfg.body_timeout,
+            pace: None,
             write_timeout: snap.config.server.body_timeout,
             dst_touched: &mut client_touched,
             gather: &worker.gather_buffers,
@@ -352,6 +354,11 @@ async fn send_request(
         to_chunked: req.framing == Framing::Chunked,
         limit: req.max_body,
         read_timeout: snap.config.server.body_timeout,
+        pace: Some(BodyPace::new(
+            Instant::now(),
+            snap.config.server.body_timeout,
+            snap.config.server.min_body_rate,
+        )),
         write_timeout,
         dst_touched: &mut false,
         gather,
@@ -371,6 +378,11 @@ async fn send_request(
         RelayError::SourceTimeout => ProxyError::client(
             ErrorKind::RequestTimeout,
             "request body not received in time",
+        )
+        .into(),
+        RelayError::SourceTooSlow => ProxyError::client(
+            ErrorKind::RequestTimeout,
+            "request body arrived slower than the gateway's minimum rate",
         )
         .into(),
         RelayError::BadFraming(why) => ProxyError::client(

@@ -7,6 +7,7 @@
 
 mod access;
 pub mod balance;
+mod body_pace;
 mod buffered;
 mod client;
 pub mod conn;

@@ -374,7 +374,7 @@ pub async fn resume<'g, 'w>(
                     req.framing,
                     req.expect_continue,
                     req.max_body,
-                    server.body_timeout,
+                    server,
                     &worker.buffered,
                     gen.snapshot.config.apps.max_buffered_bytes,
                 )

@@ -4,8 +4,9 @@
 //! become chunked for HTTP/1.1 peers.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::body_pace::BodyPace;
 use super::io::{write_all, ReadBuf, SpareBuffers};
 use super::wire::Wire;
 use crate::http::chunked::{write_chunk_header, ChunkedDecoder, LAST_CHUNK};
@@ -33,6 +34,8 @@ pub enum RelayError {
     /// The source closed before the body was complete.
     SourceClosed,
     SourceTimeout,
+    /// The source sent the body slower than its pace allows (`server.min_body_rate`).
+    SourceTooSlow,
     SourceIo(io::Error),
     /// The source's chunked framing is invalid.
     BadFraming(&'static str),
@@ -47,6 +50,7 @@ impl std::fmt::Display for RelayError {
         match self {
             RelayError::SourceClosed => f.write_str("closed before the end of the body"),
             RelayError::SourceTimeout => f.write_str("timed out while sending the body"),
+            RelayError::SourceTooSlow => f.write_str("sent the body too slowly"),
             RelayError::SourceIo(e) => write!(f, "read failed: {e}"),
             RelayError::BadFraming(why) => write!(f, "invalid chunked framing: {why}"),
             RelayError::TooLarge => f.write_str("body larger than the limit"),
@@ -67,6 +71,9 @@ pub struct Relay<'a, S: Wire, D: Wire> {
     pub to_chunked: bool,
     pub limit: u64,
     pub read_timeout: Duration,
+    /// The pace the source must keep (a client's request body); `None`: only each wait
+    /// is bounded, by `read_timeout` (a response body may be a slow stream).
+    pub pace: Option<BodyPace>,
     pub write_timeout: Duration,
     /// Set once any byte has been handed to `dst`. Until then a failure can still be
     /// answered with an error response of its own (a 502 instead of a bare close).
@@ -98,10 +105,12 @@ impl<S: Wire, D: Wire> Relay<'_, S, D> {
             to_chunked,
             limit,
             read_timeout,
+            pace,
             write_timeout,
             dst_touched,
             gather,
         } = self;
+        let pace = *pace;
         let (src, dst): (&mut S, &mut D) = (src, dst);
         let (from, to_chunked, limit) = (*from, *to_chunked, *limit);
         let (read_timeout, write_timeout) = (*read_timeout, *write_timeout);
@@ -205,10 +214,13 @@ impl<S: Wire, D: Wire> Relay<'_, S, D> {
             if !pending.is_empty() {
                 flush(dst, pending, write_timeout, dst_touched).await?;
             }
-            match src_buf
-                .read_up_to(src, BODY_BUF_MAX, want, read_timeout)
-                .await
-            {
+            let wait = match pace {
+                Some(p) => p
+                    .next_wait(Instant::now(), relayed, read_timeout)
+                    .ok_or(RelayError::SourceTooSlow)?,
+                None => read_timeout,
+            };
+            match src_buf.read_up_to(src, BODY_BUF_MAX, want, wait).await {
                 Ok(0) if from == Framing::UntilClose => {
                     if to_chunked {
                         pending.extend_from_slice(LAST_CHUNK);
@@ -219,6 +231,10 @@ impl<S: Wire, D: Wire> Relay<'_, S, D> {
                 }
                 Ok(0) => return Err(RelayError::SourceClosed),
                 Ok(_) => {}
+                // Cut short by the pace rather than by a silence of read_timeout.
+                Err(e) if e.kind() == io::ErrorKind::TimedOut && wait < read_timeout => {
+                    return Err(RelayError::SourceTooSlow)
+                }
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                     return Err(RelayError::SourceTimeout)
                 }

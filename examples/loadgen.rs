@@ -413,7 +413,11 @@ fn build_request(args: &Args, thread: usize, conn: usize, n: u64, out: &mut Vec<
         let _ = write!(out, "{h}\r\n");
     }
     if let Kind::Signed = kind {
-        let nonce = format!("lg{}-{thread}-{conn}-{n}", std::process::id());
+        // Unique per process, thread, connection and request (16-64 characters).
+        let nonce = format!(
+            "loadgen-{:08}-{thread:03}-{conn:06}-{n:012}",
+            std::process::id()
+        );
         let (bare, query) = path.split_once('?').unwrap_or((path, ""));
         let signed = ringgate::auth::sign::sign_request(
             &args.app_key,
@@ -425,7 +429,7 @@ fn build_request(args: &Args, thread: usize, conn: usize, n: u64, out: &mut Vec<
             ringgate::auth::check::unix_now(),
             &nonce,
         )
-        .expect("a path the gateway would accept");
+        .expect("a signable path (absolute, no control bytes, a valid query)");
         let _ = write!(
             out,
             "X-Rg-Key: {}\r\nX-Rg-Timestamp: {}\r\nX-Rg-Nonce: {}\r\nX-Rg-Signature: {}\r\n",

@@ -348,6 +348,50 @@ fn redis_outage_falls_back_to_local_limits_and_recovers() {
     assert!(log.contains("Redis answers again"), "{log}");
 }
 
+/// A Redis frozen under load (SIGSTOP: connections accepted, never answered) is an
+/// outage like a killed one: the gateway falls back to its local share within the
+/// store's timeouts, not one request fails while Redis is frozen, and it is back in
+/// cluster mode once Redis answers.
+#[test]
+fn a_frozen_redis_is_an_outage_too() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = Gateway::start(
+        "frozen",
+        "io_uring",
+        &redis.url(),
+        "gateways = 2",
+        &rate_limit(),
+    );
+    let load = Load::start(a.addr, 2);
+    std::thread::sleep(Duration::from_millis(800));
+    redis.pause();
+    let frozen_at = Instant::now();
+    wait_for_mode(&[&a], "local_fallback", Duration::from_secs(5));
+    eprintln!("fell back {:?} after the freeze", frozen_at.elapsed());
+    let (fallback_from, fallback_to) = window(1500);
+    redis.resume();
+    let resumed_at = Instant::now();
+    wait_for_mode(&[&a], "cluster", Duration::from_secs(5));
+    eprintln!(
+        "back in cluster mode {:?} after the thaw",
+        resumed_at.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let outcome = load.finish();
+    assert!(outcome.unexpected.is_empty(), "{:?}", outcome.unexpected);
+    // Alone, it holds half the rate (`gateways = 2`).
+    let n = outcome.admitted_between(fallback_from, fallback_to);
+    let expected = RATE / 2.0 * (fallback_to - fallback_from).as_secs_f64();
+    eprintln!("frozen: admitted {n}, expected {expected:.0}");
+    assert!(
+        (n as f64 - expected).abs() <= expected * 0.10,
+        "frozen: {n}, expected {expected:.0}"
+    );
+    assert!(a.stats().unwrap().contains("\"fallbacks\":1"));
+}
+
 /// Waits until every gateway's `/stats` shows `mode`.
 fn wait_for_mode(gateways: &[&Gateway], mode: &str, within: Duration) {
     for g in gateways {

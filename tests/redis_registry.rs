@@ -9,7 +9,8 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis_support::RedisServer;
@@ -42,6 +43,11 @@ fn gateway_with(driver: Driver, workers: usize, redis: &RedisServer, up: SocketA
 }
 
 fn call(gw: &Gateway, key: &str) -> Response {
+    call_at(gw.addr, key)
+}
+
+/// A signed call of `key` on a new connection to `addr`.
+fn call_at(addr: SocketAddr, key: &str) -> Response {
     let nonce = format!(
         "redis-nonce-{:08}-{}",
         NEXT.fetch_add(1, Ordering::SeqCst),
@@ -63,7 +69,7 @@ fn call(gw: &Gateway, key: &str) -> Response {
         "GET /v1/orders/1 HTTP/1.1\r\nHost: a\r\nX-Rg-Key: {key}\r\nX-Rg-Timestamp: {}\r\nX-Rg-Nonce: {nonce}\r\nX-Rg-Signature: {}\r\n\r\n",
         s.timestamp, s.signature
     );
-    exchange(gw.addr, raw.as_bytes())
+    exchange(addr, raw.as_bytes())
 }
 
 fn stats(gw: &Gateway) -> serde_json::Value {
@@ -207,6 +213,82 @@ fn redis_going_away_and_coming_back(driver: Driver) {
     );
 }
 
+/// A Redis frozen mid-load (SIGSTOP: connections accepted, never answered) is an outage
+/// too: calls of a cached app keep being served, every one of them, while it is frozen
+/// and after; an app that was never cached gets a quick 503, not a hang; the store is
+/// marked down, then up again once Redis answers.
+fn redis_paused_under_load(driver: Driver) {
+    let Some(redis) = redis() else { return };
+    redis.hset("rg:app:app-r1", &[("secret", SECRET), ("groups", "trade")]);
+    redis.hset("rg:app:app-r2", &[("secret", SECRET), ("groups", "trade")]);
+    let up = Upstream::echo();
+    let gw = gateway_with(driver, 1, &redis, up.addr);
+    assert!(eventually(Duration::from_secs(3), || (0..6).all(|_| call(
+        &gw, "app-r1"
+    )
+    .status
+        == 200)));
+    assert!(eventually(Duration::from_secs(3), || stats(&gw)["apps"]
+        ["store"]["keys_in_filter"]
+        == 2));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, addr) = (stop.clone(), gw.addr);
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    statuses.push(call_at(addr, "app-r1").status);
+                }
+                statuses
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    redis.pause();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let r = call(&gw, "app-r2");
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (503, "overloaded"),
+        "{}",
+        r.body_str()
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(eventually(Duration::from_secs(3), || stats(&gw)["apps"]
+        ["store"]["up"]
+        == false));
+    std::thread::sleep(Duration::from_millis(1500));
+    redis.resume();
+    assert!(
+        eventually(Duration::from_secs(5), || stats(&gw)["apps"]["store"]["up"]
+            == true),
+        "the store is up again once Redis answers"
+    );
+    assert!(eventually(Duration::from_secs(5), || call(&gw, "app-r2")
+        .status
+        == 200));
+    stop.store(true, Ordering::Relaxed);
+    let statuses: Vec<u16> = load.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let failed: Vec<&u16> = statuses.iter().filter(|&&s| s != 200).collect();
+    eprintln!(
+        "{driver:?}: {} calls of a cached app while Redis froze and came back",
+        statuses.len()
+    );
+    assert!(statuses.len() > 100, "the load ran: {}", statuses.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        statuses.len()
+    );
+}
+
 /// A record changed in Redis is never trusted beyond twice the TTL: an idle app that was
 /// disabled is refused on its very next call, and an invalid record refuses the app
 /// (never leaving the old one in force, never looking like an outage).
@@ -248,6 +330,7 @@ fn changed_records_are_not_trusted_past_the_grace(driver: Driver) {
 }
 
 on_both_drivers!(
+    redis_paused_under_load,
     changed_records_are_not_trusted_past_the_grace,
     records_are_fetched_cached_and_refreshed,
     unknown_keys_are_answered_without_the_store,

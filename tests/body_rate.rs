@@ -155,13 +155,10 @@ fn min_body_rate_is_checked() {
         ("\"fast/s\"", "invalid size"),
         ("5", "must be a rate such as"),
     ] {
-        let text = config_text(Driver::Epoll, 1, &format!("min_body_rate = {value}"), "");
-        let errors = ringgate::config::parse(&text).expect_err(value);
-        assert!(
-            errors
-                .iter()
-                .any(|e| e.path == "server.min_body_rate" && e.message.contains(needle)),
-            "{value}: {errors:?}"
+        assert_server_error(
+            &format!("min_body_rate = {value}"),
+            "server.min_body_rate",
+            needle,
         );
     }
     let parsed = |extra: &str| {

@@ -289,13 +289,10 @@ fn max_loop_delay_is_checked() {
         ("\"11s\"", "must be between 5ms and 10s"),
         ("\"soon\"", "invalid duration"),
     ] {
-        let text = config_text(Driver::Epoll, 1, &format!("max_loop_delay = {value}"), "");
-        let errors = ringgate::config::parse(&text).expect_err(value);
-        assert!(
-            errors
-                .iter()
-                .any(|e| e.path == "server.max_loop_delay" && e.message.contains(needle)),
-            "{value}: {errors:?}"
+        assert_server_error(
+            &format!("max_loop_delay = {value}"),
+            "server.max_loop_delay",
+            needle,
         );
     }
     let text = config_text(Driver::Epoll, 1, "max_loop_delay = \"20ms\"", "");

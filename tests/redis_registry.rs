@@ -152,23 +152,28 @@ fn unknown_keys_are_answered_without_the_store(driver: Driver) {
     );
 }
 
-fn redis_going_away_and_coming_back(driver: Driver) {
-    let Some(mut redis) = redis() else { return };
+/// Apps `app-r1` and `app-r2` in Redis and a one-worker gateway (which worker a
+/// connection lands on is the kernel's choice, and the claims are about a worker that
+/// has the record cached) with `app-r1` cached and the key filter (both apps) in place.
+fn cached_gateway(driver: Driver, redis: &RedisServer, up: &Upstream) -> Gateway {
     redis.hset("rg:app:app-r1", &[("secret", SECRET), ("groups", "trade")]);
     redis.hset("rg:app:app-r2", &[("secret", SECRET), ("groups", "trade")]);
-    let up = Upstream::echo();
-    // One worker: which worker a connection lands on is the kernel's choice, and the
-    // claim is about a worker that has the record cached.
-    let gw = gateway_with(driver, 1, &redis, up.addr);
+    let gw = gateway_with(driver, 1, redis, up.addr);
     assert!(eventually(Duration::from_secs(3), || (0..6).all(|_| call(
         &gw, "app-r1"
     )
     .status
         == 200)));
-    // The key filter (both apps) is in place before Redis goes away.
     assert!(eventually(Duration::from_secs(3), || stats(&gw)["apps"]
         ["store"]["keys_in_filter"]
         == 2));
+    gw
+}
+
+fn redis_going_away_and_coming_back(driver: Driver) {
+    let Some(mut redis) = redis() else { return };
+    let up = Upstream::echo();
+    let gw = cached_gateway(driver, &redis, &up);
     redis.stop();
     // Cached records keep serving (stale after the TTL, their refresh failing)...
     std::thread::sleep(Duration::from_millis(400));
@@ -219,18 +224,8 @@ fn redis_going_away_and_coming_back(driver: Driver) {
 /// marked down, then up again once Redis answers.
 fn redis_paused_under_load(driver: Driver) {
     let Some(redis) = redis() else { return };
-    redis.hset("rg:app:app-r1", &[("secret", SECRET), ("groups", "trade")]);
-    redis.hset("rg:app:app-r2", &[("secret", SECRET), ("groups", "trade")]);
     let up = Upstream::echo();
-    let gw = gateway_with(driver, 1, &redis, up.addr);
-    assert!(eventually(Duration::from_secs(3), || (0..6).all(|_| call(
-        &gw, "app-r1"
-    )
-    .status
-        == 200)));
-    assert!(eventually(Duration::from_secs(3), || stats(&gw)["apps"]
-        ["store"]["keys_in_filter"]
-        == 2));
+    let gw = cached_gateway(driver, &redis, &up);
     let stop = Arc::new(AtomicBool::new(false));
     let load: Vec<_> = (0..4)
         .map(|_| {

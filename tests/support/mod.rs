@@ -694,16 +694,36 @@ pub fn assert_config_error(
     path: &str,
     needle: &str,
 ) -> Vec<ringgate::config::ConfigError> {
-    let text = config_text(Driver::Epoll, 1, "", body);
-    let errors = match ringgate::config::parse(&text) {
-        Ok(_) => panic!("accepted:\n{body}"),
+    assert_config_text_error(&config_text(Driver::Epoll, 1, "", body), path, needle)
+}
+
+/// `assert_config_error` for lines in the test `[server]` table.
+pub fn assert_server_error(
+    server_extra: &str,
+    path: &str,
+    needle: &str,
+) -> Vec<ringgate::config::ConfigError> {
+    assert_config_text_error(
+        &config_text(Driver::Epoll, 1, server_extra, ""),
+        path,
+        needle,
+    )
+}
+
+fn assert_config_text_error(
+    text: &str,
+    path: &str,
+    needle: &str,
+) -> Vec<ringgate::config::ConfigError> {
+    let errors = match ringgate::config::parse(text) {
+        Ok(_) => panic!("accepted:\n{text}"),
         Err(e) => e,
     };
     assert!(
         errors
             .iter()
             .any(|e| e.path == path && e.message.contains(needle)),
-        "expected `{path}: ...{needle}...`, got {:?}\n{body}",
+        "expected `{path}: ...{needle}...`, got {:?}\n{text}",
         errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()
     );
     errors

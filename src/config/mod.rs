@@ -19,6 +19,7 @@ mod units;
 mod validate;
 mod validate_limits;
 mod validate_resilience;
+mod validate_server;
 mod validate_tls;
 mod validate_upstream;
 

@@ -68,9 +68,10 @@ pub fn stop_listening(fd: RawFd) {
 }
 
 /// How long ago a TCP connection last received a segment (`TCP_INFO`'s
-/// `tcpi_last_ack_recv`, in the kernel's milliseconds). Asked right after `accept`, it is
-/// how long the connection waited in the accept queue: its client connected, and sent
-/// its request or ClientHello, that long ago. `None` if the fd is not a TCP socket.
+/// `tcpi_last_ack_recv`: milliseconds, counted in kernel ticks of 1-10 ms). Asked right
+/// after `accept`, it is how long the connection waited in the accept queue: its client
+/// connected, and sent its request or ClientHello, that long ago. `None` if the fd is
+/// not a TCP socket.
 pub fn since_last_segment(fd: RawFd) -> Option<std::time::Duration> {
     // SAFETY: tcp_info is a C struct of integers, for which all zeroes is a valid value.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };

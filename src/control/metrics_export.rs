@@ -139,7 +139,7 @@ fn workers(out: &mut String, state: &GatewayState, reports: &[WorkerReport]) {
         (
             "ringgate_accept_errors_total",
             "counter",
-            "Accepts that failed (out of file descriptors, mostly), by worker; each backs off 10 ms.",
+            "Accepts that failed (out of file descriptors, mostly), by worker; each accept loop (up to eight per listener) backs off 10 ms after one.",
             |r| r.accept_errors as f64,
         ),
         (
@@ -175,7 +175,7 @@ fn workers(out: &mut String, state: &GatewayState, reports: &[WorkerReport]) {
         (
             "ringgate_worker_accept_delay_seconds",
             "gauge",
-            "The longest a new TLS connection waited (in the accept queue, or for the late loop) in the last one to two seconds.",
+            "The larger of the loop's delay and the longest a new TLS connection waited in the accept queue, in the last one to two seconds (what turns new TLS connections away).",
             |r| r.accept_delay.as_secs_f64(),
         ),
         (

@@ -193,7 +193,7 @@ async fn serve_requests(conn: &mut Conn) -> Option<Duration> {
                     continue;
                 }
                 Begin::Refused(r) => {
-                    if shed && r.error.kind == ErrorKind::Overloaded {
+                    if r.shed {
                         worker.metrics.borrow_mut().shed_requests += 1;
                     }
                     break Box::pin(serve_refused(c, &gen, worker, r, started)).await;
@@ -354,7 +354,7 @@ async fn serve_refused(
     r: &Refused,
     started: Instant,
 ) -> After {
-    if r.error.side == Side::Internal {
+    if r.error.side == Side::Internal && !r.shed {
         worker.warn_limited(|| format!("request {:?}: {}", r.request_id, r.error));
     }
     let a = Answer {

@@ -36,6 +36,10 @@ pub struct Refused {
     /// The route it matched, if it got that far (for metrics and logs).
     pub route: Option<RouteId>,
     pub method: u8,
+    /// Shed because the worker is behind: counted as such, and not warned about one by
+    /// one (thousands a second would take the worker's once-a-second warning from the
+    /// failures an operator needs to see).
+    pub shed: bool,
 }
 
 impl Refused {
@@ -48,6 +52,7 @@ impl Refused {
             is_head: false,
             route: None,
             method: method_index(""),
+            shed: false,
         }
     }
 }
@@ -171,18 +176,18 @@ fn route_and_run<'g>(
         .and_then(|h| RequestId::from_header(h.value))
         .unwrap_or_else(|| env.ids.next_id());
     let method = method_index(head.method);
-    let refuse = |error: ProxyError, route: Option<RouteId>| {
-        Begin::Refused(Refused {
-            keep_alive: head.keep_alive
-                && !error.kind.closes_connection()
-                && head.framing == Framing::None,
-            is_head: head.method == "HEAD",
-            error,
-            request_id,
-            route,
-            method,
-        })
+    let refused = |error: ProxyError, route: Option<RouteId>| Refused {
+        keep_alive: head.keep_alive
+            && !error.kind.closes_connection()
+            && head.framing == Framing::None,
+        is_head: head.method == "HEAD",
+        error,
+        request_id,
+        route,
+        method,
+        shed: false,
     };
+    let refuse = |error, route| Begin::Refused(refused(error, route));
     if c.shed {
         let error = ProxyError::new(
             ErrorKind::Overloaded,
@@ -190,7 +195,10 @@ fn route_and_run<'g>(
             "the worker is behind (its event loop runs later than server.max_loop_delay)",
         )
         .with_headers(b"retry-after: 1\r\n".to_vec());
-        return refuse(error, None);
+        return Begin::Refused(Refused {
+            shed: true,
+            ..refused(error, None)
+        });
     }
     let (raw_path, query) = match head.target.split_once('?') {
         Some((path, query)) => (path, Some(query)),

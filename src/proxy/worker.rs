@@ -234,11 +234,21 @@ impl WorkerCtx {
         self.shed_connections.refuse_connection(|| self.rng.unit())
     }
 
-    /// A connection just accepted had waited `waited` in the accept queue.
+    /// A connection just accepted had waited `waited` in the accept queue, as the
+    /// kernel counts it: in ticks of up to 10 ms (HZ=100), one of which is discounted so
+    /// that a connection accepted at once never reads as late.
     pub fn note_accept_wait(&self, waited: Duration) {
+        let waited = waited.saturating_sub(Duration::from_millis(10));
         if waited > self.accept_wait.get() {
             self.accept_wait.set(waited);
         }
+    }
+
+    /// Draining: nothing new is taken anyway, and what is in flight is not refused on
+    /// the strength of a share measured before.
+    pub fn stop_shedding(&self) {
+        self.shed.set_limit(None);
+        self.shed_connections.set_limit(None);
     }
 
     /// The tick: how late it woke (`delay`) at `now` feeds both shedding controllers.

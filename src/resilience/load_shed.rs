@@ -29,6 +29,14 @@ pub const ONSET: Duration = Duration::from_millis(200);
 /// The least share added at a late tick while shedding (when the delay is barely over
 /// the limit, the proportional cut alone would be tiny).
 pub const STEP_UP: f64 = 0.05;
+/// The most that is shed: some requests always get through. Where a refusal costs about
+/// what serving does (a small proxied request is mostly the kernel's TCP work, which a
+/// 503 pays too) shedding cannot bring the delay down, and without a cap the share
+/// stayed at everything for as long as the load lasted, serving nothing.
+pub const MAX_SHARE: f64 = 0.9;
+/// Below this share a late tick must still wait out `ONSET`: one stall while a trace of
+/// shedding remains is no more overload than one stall with none.
+const SHEDDING: f64 = 0.1;
 /// Share taken off at each tick under half the limit: slower than `STEP_UP`, so a worker
 /// that just caught up does not at once admit everything again and fall behind.
 pub const STEP_DOWN: f64 = 0.01;
@@ -37,7 +45,7 @@ const REPORT_WINDOW: Duration = Duration::from_secs(1);
 
 /// One worker's shedding state. Not shared: each worker judges its own loop.
 pub struct LoadShed {
-    /// `None`: shedding is off (`max_loop_delay = "0s"`).
+    /// `None`: shedding is off (`max_loop_delay = "off"`).
     limit: Cell<Option<Duration>>,
     /// The share of new requests refused, in [0, 1].
     share: Cell<f64>,
@@ -77,10 +85,10 @@ impl LoadShed {
         let share = self.share.get();
         if delay > limit {
             let since = self.late_since.get().unwrap_or(now);
-            if share > 0.0 || now.duration_since(since) >= ONSET {
+            if share >= SHEDDING || now.duration_since(since) >= ONSET {
                 let admitted = (1.0 - share) * (limit.as_secs_f64() / delay.as_secs_f64());
                 self.share
-                    .set((1.0 - admitted).max(share + STEP_UP).min(1.0));
+                    .set((1.0 - admitted).max(share + STEP_UP).min(MAX_SHARE));
             }
             self.late_since.set(Some(since));
         } else {
@@ -185,15 +193,15 @@ mod tests {
         // 60 ms late for 50: admit 50/60 of everything.
         assert!((shed.share() - 1.0 / 6.0).abs() < 1e-9, "{}", shed.share());
         let t = ticks(&shed, t, 30, ms(70), ms(60));
-        assert_eq!(shed.share(), 1.0, "capped at everything");
-        assert!(!shed.admit(|| 0.999));
+        assert_eq!(shed.share(), MAX_SHARE, "capped: some always get through");
+        assert!(!shed.admit(|| 0.89) && shed.admit(|| 0.91));
         // Between half the limit and the limit: held.
         let t = ticks(&shed, t, 10, ms(40), ms(30));
-        assert_eq!(shed.share(), 1.0);
+        assert_eq!(shed.share(), MAX_SHARE);
         // Under half: comes down step by step, to nothing.
         let t = ticks(&shed, t, 50, ms(10), ms(1));
-        assert!((shed.share() - 0.5).abs() < 1e-9, "{}", shed.share());
-        assert!(shed.admit(|| 0.51) && !shed.admit(|| 0.49));
+        assert!((shed.share() - 0.4).abs() < 1e-9, "{}", shed.share());
+        assert!(shed.admit(|| 0.41) && !shed.admit(|| 0.39));
         ticks(&shed, t, 60, ms(10), ms(1));
         assert_eq!(shed.share(), 0.0);
     }
@@ -210,15 +218,32 @@ mod tests {
         // 400 ms late for 50: an eighth of the work is admitted, in one step.
         let t = ticks(&shed, t, 1, ms(410), ms(400));
         assert!((shed.share() - 0.875).abs() < 1e-9, "{}", shed.share());
-        // Still 100 ms late at that share: half of the admitted eighth goes too.
+        // Still 100 ms late at that share: half of the admitted eighth would go too,
+        // but no more than MAX_SHARE is ever shed.
         ticks(&shed, t, 1, ms(110), ms(100));
-        assert!((shed.share() - 0.9375).abs() < 1e-9, "{}", shed.share());
+        assert_eq!(shed.share(), MAX_SHARE);
         // Barely late: the least step.
         let shed = LoadShed::new(Some(LIMIT));
         let t = ticks(&shed, Instant::now(), 4, ms(70), ms(60));
         let share = shed.share();
         ticks(&shed, t, 1, ms(61), ms(51));
         assert!((shed.share() - share - STEP_UP).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_stall_while_a_trace_of_shedding_remains_waits_for_the_onset() {
+        let shed = LoadShed::new(Some(LIMIT));
+        let t = ticks(&shed, Instant::now(), 4, ms(70), ms(60));
+        // Caught up: the share decays to a trace.
+        let t = ticks(&shed, t, 10, ms(10), ms(1));
+        let trace = shed.share();
+        assert!(trace > 0.0 && trace < SHEDDING, "{trace}");
+        // One 2 s stall: the onset clock starts, the share stays.
+        let t = ticks(&shed, t, 1, ms(2010), ms(2000));
+        assert_eq!(shed.share(), trace);
+        // Still late 200 ms on: now it is overload.
+        ticks(&shed, t, 1, ms(210), ms(200));
+        assert!(shed.share() > 0.7, "{}", shed.share());
     }
 
     #[test]

@@ -47,11 +47,18 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const COLLECT_AFTER_PARKED: usize = 128;
 /// ... at the latest: during a long run of parking, every this many parked.
 const COLLECT_DURING_PARKING: usize = 16 * COLLECT_AFTER_PARKED;
-/// Accepts each listener keeps in flight on each worker. One accept completes once per
-/// turn of the event loop, so with one a busy worker (turns of 10-50 ms with thousands
-/// of connections) took new connections at 20-100 a second, and clients waited in the
-/// backlog for seconds; with eight it takes up to eight a turn.
-const ACCEPTS_IN_FLIGHT: usize = 8;
+/// Accepts each listener keeps in flight on each io_uring worker. One accept completes
+/// once per turn of the event loop, so with one a busy worker (turns of 10-50 ms with
+/// thousands of connections) took new connections at 20-100 a second, and clients
+/// waited in the backlog for seconds; with eight it takes up to eight a turn.
+const URING_ACCEPTS_IN_FLIGHT: usize = 8;
+/// On epoll one accept loop per listener (monoio wakes only the last task waiting on a
+/// socket, so more would wait in vain), which takes up to this many connections before
+/// it lets the loop turn: epoll's accept completes at once while the backlog holds
+/// connections, and a flood was otherwise taken whole in one turn (1 500 TLS handshakes,
+/// 1.8 s in which no timer fired and no other connection was served), waiting in no
+/// queue that load shedding could see.
+const EPOLL_ACCEPTS_PER_TURN: usize = 16;
 /// How often parked connections' deadlines are checked: their precision.
 const PARK_SWEEP_EVERY: Duration = Duration::from_millis(50);
 
@@ -175,13 +182,19 @@ async fn worker_main(driver: super::driver::DriverKind, spec: WorkerSpec) {
             Ok(socket) => {
                 let socket = Rc::new(socket);
                 let refusals = Rc::new(Refusals::default());
-                for _ in 0..ACCEPTS_IN_FLIGHT {
+                let epoll = driver == super::driver::DriverKind::Epoll;
+                let (loops, per_turn) = if epoll {
+                    (1, Some(EPOLL_ACCEPTS_PER_TURN))
+                } else {
+                    (URING_ACCEPTS_IN_FLIGHT, None)
+                };
+                for _ in 0..loops {
                     monoio::spawn(accept_loop(
                         socket.clone(),
                         AcceptLoop {
                             config: l.config,
                             max_connections: server.max_connections_per_worker,
-                            one_a_turn: driver == super::driver::DriverKind::Epoll,
+                            per_turn,
                         },
                         ctx.clone(),
                         refusals.clone(),
@@ -217,6 +230,7 @@ async fn worker_main(driver: super::driver::DriverKind, spec: WorkerSpec) {
                     for &fd in &listening {
                         crate::sys::stop_listening(fd);
                     }
+                    ctx.stop_shedding();
                     ctx.drain.fire();
                 }
                 WorkerCommand::Drain => {}
@@ -312,12 +326,11 @@ fn exchange_limits(ctx: &WorkerCtx, link: &WorkerLimitsLink) {
 struct AcceptLoop {
     config: ListenConfig,
     max_connections: usize,
-    /// Wait for the next turn of the event loop after each connection (epoll; see
-    /// `next_turn`).
-    one_a_turn: bool,
+    /// Let the event loop turn after this many connections (epoll; see `next_turn`).
+    per_turn: Option<usize>,
 }
 
-/// One of a listener's `ACCEPTS_IN_FLIGHT` accept loops on this worker.
+/// One of a listener's accept loops on this worker.
 async fn accept_loop(
     listener: Rc<TcpListener>,
     how: AcceptLoop,
@@ -327,8 +340,9 @@ async fn accept_loop(
     let AcceptLoop {
         config,
         max_connections,
-        one_a_turn,
+        per_turn,
     } = how;
+    let mut this_turn = 0;
     loop {
         // Cancelled rather than dropped on drain: an accept that already completed
         // still hands over its connection, which is then served, not leaked.
@@ -376,7 +390,9 @@ async fn accept_loop(
                 if draining {
                     return;
                 }
-                if one_a_turn {
+                this_turn += 1;
+                if per_turn.is_some_and(|most| this_turn >= most) {
+                    this_turn = 0;
                     next_turn().await;
                 }
             }
@@ -394,13 +410,10 @@ async fn accept_loop(
     }
 }
 
-/// Waits for the next turn of the event loop (a timer due now fires when the loop next
-/// waits for I/O). An io_uring accept completes once a turn by itself; epoll's completes
-/// at once while the backlog holds connections, so without this wait a flood was taken
-/// whole in one turn (1 500 TLS handshakes, 1.8 s in which no other connection was
-/// served and no timer fired: the loop only runs timers when no task is ready), and it
-/// waited in no queue that load shedding could see. Yielding to the back of the task
-/// queue is not enough: the loop keeps running ready tasks without waiting.
+/// Waits for the next turn of the event loop: a timer due now fires when the loop next
+/// waits for I/O (monoio rounds it up to the next millisecond, and runs timers only when
+/// no task is ready). Yielding to the back of the task queue is not enough: the loop
+/// keeps running ready tasks without waiting, and its timers starve.
 async fn next_turn() {
     monoio::time::sleep(Duration::ZERO).await;
 }

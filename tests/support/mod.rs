@@ -115,9 +115,18 @@ impl Drop for Gateway {
 }
 
 /// The config `Gateway::start` uses: listeners on 127.0.0.1:0, admin on 127.0.0.1:0.
+/// Load shedding is off unless `server_extra` sets `max_loop_delay`: tests run side by
+/// side on two cores (the fuzz smoke among them), and a worker starved of CPU by them is
+/// late for reasons that are not its load; shedding then would refuse requests a test
+/// expects served. `tests/overload.rs` sets it.
 pub fn config_text(driver: Driver, workers: usize, server_extra: &str, body: &str) -> String {
+    let shedding = if server_extra.contains("max_loop_delay") {
+        ""
+    } else {
+        "max_loop_delay = \"off\"\n"
+    };
     format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = {workers}\ndriver = \"{}\"\n{server_extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n{body}",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = {workers}\ndriver = \"{}\"\n{shedding}{server_extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n{body}",
         driver.name()
     )
 }

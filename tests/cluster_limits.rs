@@ -486,6 +486,70 @@ fn two_gateways_hold_one_daily_quota_and_a_restart_does_not_reset_it() {
     );
 }
 
+/// Redis comes back empty (here: `FLUSHALL`; a restart without persistence or a failover
+/// to a replica that lost writes looks the same) while one gateway's use of a quota sits
+/// idle: that gateway charges its whole use again before the other may reserve more, so
+/// the day's total stays the quota (but for the default grants) and Redis records what
+/// was admitted.
+#[test]
+fn an_idle_quota_is_charged_again_when_redis_comes_back_empty() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    const QUOTA: usize = 300;
+    let limit = format!("{{ key = \"route\", quota = \"{QUOTA}/day\" }}");
+    let a = Gateway::start("empty-a", "io_uring", &redis.url(), "", &limit);
+    let b = Gateway::start("empty-b", "epoll", &redis.url(), "", &limit);
+    // a uses 200 of the day's 300 (a fresh key is shared out for a moment: those 429s
+    // are retried), then falls idle.
+    let mut c = Client::connect(a.addr);
+    let mut used = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while used < 200 && Instant::now() < deadline {
+        let r = c.get("/r/x");
+        match r.status {
+            200 => used += 1,
+            429 => std::thread::sleep(Duration::from_millis(20)),
+            other => panic!("{other}: {}", r.body_str()),
+        }
+    }
+    assert_eq!(used, 200, "a's 200 units");
+    assert!(eventually(Duration::from_secs(5), || quota_used_in_redis(
+        &redis
+    ) >= 200));
+    // Idle: no lease of a's mentions the key any more.
+    std::thread::sleep(Duration::from_secs(2));
+    redis.cmd(&["FLUSHALL"]);
+    // b's demand: it may have what a did not use, and no more.
+    let load = Load::start(b.addr, 2);
+    std::thread::sleep(Duration::from_millis(4000));
+    let outcome = load.finish();
+    assert!(outcome.unexpected.is_empty(), "{:?}", outcome.unexpected);
+    let nb = outcome
+        .answers
+        .iter()
+        .filter(|(_, admitted)| *admitted)
+        .count();
+    // The default grants: one unit per worker of each gateway (2 x 2 here).
+    let slack = 2 * 2;
+    eprintln!(
+        "after the flush b admitted {nb}; the day's total is {}",
+        200 + nb
+    );
+    assert!(
+        200 + nb <= QUOTA + slack,
+        "b admitted {nb} after a used 200 of {QUOTA}"
+    );
+    assert!(nb >= QUOTA - 200 - slack, "b admitted only {nb}");
+    assert!(
+        eventually(Duration::from_secs(3), || quota_used_in_redis(&redis)
+            == (200 + nb) as i64),
+        "Redis records {} for {} admitted",
+        quota_used_in_redis(&redis),
+        200 + nb
+    );
+}
+
 #[test]
 fn quota_use_while_redis_is_out_is_charged_when_it_returns() {
     let Some(mut redis) = RedisServer::start() else {

@@ -235,6 +235,52 @@ fn a_slow_rate_is_granted_in_fractions_of_a_token() {
     assert_granted(&mut store, slow("a"), 0.1 / 120.0);
 }
 
+/// Redis that lost its data is known by its epoch: a store that knew the old one sees
+/// the reset, and for the grace no quota is reserved (use is still charged), so that
+/// every gateway charges its use again before any reserves; a first start sets no grace.
+#[test]
+fn redis_coming_back_empty_is_seen_and_reservations_wait_out_the_grace() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let grace = Duration::from_millis(400);
+    let mut store = store(&server).with_epoch_grace(grace);
+    // A first start: no grace.
+    assert_eq!(
+        store.reserve_quota(&[quota("q", 10, 4, 0)]).unwrap()[0],
+        grant(4, 4, 4)
+    );
+    assert!(!store.take_reset());
+    let mut other = ClusterStore::new(&server.url())
+        .unwrap()
+        .with_epoch_grace(grace);
+    other.heartbeat("g2", Duration::from_secs(3)).unwrap();
+    assert!(
+        !other.take_reset(),
+        "a store meeting an epoch for the first time"
+    );
+
+    server.cmd(&["FLUSHALL"]);
+    // The holder charges its 4 units again; nothing is granted during the grace.
+    assert_eq!(
+        store.reserve_quota(&[quota("q", 10, 4, 4)]).unwrap()[0],
+        grant(0, 4, 4)
+    );
+    assert!(
+        store.take_reset(),
+        "the new epoch is a reset to the store that knew the old"
+    );
+    assert!(!store.take_reset(), "said once");
+    // The other store learns it from its heartbeat.
+    other.heartbeat("g2", Duration::from_secs(3)).unwrap();
+    assert!(other.take_reset());
+    std::thread::sleep(grace);
+    assert_eq!(
+        store.reserve_quota(&[quota("q", 10, 4, 4)]).unwrap()[0],
+        grant(4, 8, 8)
+    );
+}
+
 #[test]
 fn quota_grants_up_to_its_limit_exactly() {
     let Some(server) = RedisServer::start() else {

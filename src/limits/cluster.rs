@@ -11,7 +11,10 @@
 //! `d:<id>` its demand and `e:<id>` when that demand expires) for token buckets,
 //! `rg:q:<key>` (hash: `used`, and per holder `h:<holder>` the units charged to it) for
 //! quotas, `rg:gateways` (sorted set of gateway ids scored by expiry time in ms) for the
-//! heartbeat.
+//! heartbeat, and `rg:epoch` naming Redis's current life: when Redis comes back empty
+//! the heartbeat or a quota call writes a new one, every gateway that knew the old one
+//! charges its use of every quota key again (`take_reset`), and no quota is reserved for
+//! a grace of three heartbeats meanwhile.
 //!
 //! A call that fails answers nothing, but leases of the batch other than the failing one
 //! (e.g. a key of the wrong type) may have been applied. Tokens are then spent without
@@ -34,6 +37,12 @@ pub const TOKEN_PREFIX: &str = "rg:rl:";
 pub const QUOTA_PREFIX: &str = "rg:q:";
 /// The sorted set of live gateways.
 pub const GATEWAYS_KEY: &str = "rg:gateways";
+/// Redis's current life (see the epoch in `cluster_scripts`).
+pub const EPOCH_KEY: &str = "rg:epoch";
+/// How long after Redis came back empty no quota is reserved, so that every gateway has
+/// charged its use again first: three heartbeats (each gateway beats once a second and
+/// learns of the new epoch from it), whatever its lease interval.
+pub const DEFAULT_EPOCH_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Largest count sent to the scripts: Lua numbers are doubles, exact up to 2^53.
 const MAX_COUNT: u64 = 1 << 53;
@@ -93,6 +102,11 @@ pub struct ClusterStore {
     tokens: Script,
     quota: Script,
     heartbeat: Script,
+    /// The epoch last seen (`None` before the first answer).
+    epoch: Option<String>,
+    /// The epoch changed since `take_reset` was last asked: Redis lost its data.
+    reset: bool,
+    grace_ms: u64,
 }
 
 impl ClusterStore {
@@ -104,7 +118,48 @@ impl ClusterStore {
             tokens: Script::new(TOKEN_SCRIPT),
             quota: Script::new(QUOTA_SCRIPT),
             heartbeat: Script::new(HEARTBEAT_SCRIPT),
+            epoch: None,
+            reset: false,
+            grace_ms: DEFAULT_EPOCH_GRACE.as_millis() as u64,
         })
+    }
+
+    /// How long no quota is reserved after Redis came back empty (default
+    /// `DEFAULT_EPOCH_GRACE`; tests shorten it).
+    pub fn with_epoch_grace(mut self, grace: std::time::Duration) -> Self {
+        self.grace_ms = grace
+            .as_millis()
+            .try_into()
+            .unwrap_or(u64::MAX)
+            .min(MAX_COUNT);
+        self
+    }
+
+    /// Whether Redis came back empty (its epoch changed) since this was last asked: the
+    /// caller then charges its whole use of every quota key again.
+    pub fn take_reset(&mut self) -> bool {
+        std::mem::take(&mut self.reset)
+    }
+
+    fn saw_epoch(&mut self, epoch: String) {
+        if self.epoch.as_ref().is_some_and(|known| *known != epoch) {
+            log::warn!(
+                "cluster: redis at {} lost its data (a new epoch); charging quota use again",
+                self.link.addr()
+            );
+            self.reset = true;
+        }
+        self.epoch = Some(epoch);
+    }
+
+    /// The arguments every epoch-aware call ends with: the creator id a new epoch would
+    /// name, the last-seen epoch, the grace.
+    fn epoch_args(&self, creator: &str) -> [String; 3] {
+        [
+            creator.to_owned(),
+            self.epoch.clone().unwrap_or_default(),
+            self.grace_ms.to_string(),
+        ]
     }
 
     /// All leases in one pipelined round trip; result i answers lease i: the tokens
@@ -129,18 +184,24 @@ impl ClusterStore {
     pub fn reserve_quota(&mut self, leases: &[QuotaLease]) -> Result<Vec<QuotaGrant>, String> {
         let calls = leases
             .iter()
-            .map(quota_call)
+            .map(|lease| {
+                quota_call(lease).map(|mut call| {
+                    call.args
+                        .extend(self.epoch_args(lease.holder).into_iter().skip(1));
+                    call
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let replies = eval_batch(&mut self.link, &mut self.quota, &calls)?;
-        leases
-            .iter()
-            .zip(replies)
-            .zip(&calls)
-            .map(|((lease, reply), call)| {
+        let mut grants = Vec::with_capacity(leases.len());
+        for ((lease, reply), call) in leases.iter().zip(replies).zip(&calls) {
+            let (grant, epoch) =
                 quota_grant(reply, lease.want.min(MAX_COUNT), lease.used.min(MAX_COUNT))
-                    .ok_or_else(|| self.odd_reply(&call.key))
-            })
-            .collect()
+                    .ok_or_else(|| self.odd_reply(&call.key))?;
+            self.saw_epoch(epoch);
+            grants.push(grant);
+        }
+        Ok(grants)
     }
 
     /// Read-only: units used of each quota key (0 when absent), one round trip.
@@ -188,21 +249,33 @@ impl ClusterStore {
         let ttl_ms = u64::try_from(ttl.as_millis())
             .unwrap_or(u64::MAX)
             .clamp(1, MAX_COUNT);
+        let mut args = vec![gateway_id.to_owned(), ttl_ms.to_string()];
+        args.extend(self.epoch_args(gateway_id));
         let call = Call {
             key: GATEWAYS_KEY.to_owned(),
-            args: vec![gateway_id.to_owned(), ttl_ms.to_string()],
+            also: Some(EPOCH_KEY),
+            args,
         };
         let replies = eval_batch(
             &mut self.link,
             &mut self.heartbeat,
             std::slice::from_ref(&call),
         )?;
-        match replies.as_slice() {
-            [Value::Int(n)] if *n >= 1 => {
-                usize::try_from(*n).map_err(|_| self.odd_reply(GATEWAYS_KEY))
-            }
-            _ => Err(self.odd_reply(GATEWAYS_KEY)),
-        }
+        let (live, epoch) = match replies.as_slice() {
+            [Value::Array(items)] => match items.as_slice() {
+                [Value::Int(n), Value::BulkString(epoch)] if *n >= 1 => (
+                    usize::try_from(*n).ok(),
+                    String::from_utf8(epoch.clone()).ok(),
+                ),
+                _ => (None, None),
+            },
+            _ => (None, None),
+        };
+        let (Some(live), Some(epoch)) = (live, epoch) else {
+            return Err(self.odd_reply(GATEWAYS_KEY));
+        };
+        self.saw_epoch(epoch);
+        Ok(live)
     }
 
     fn odd_reply(&self, what: &str) -> String {
@@ -253,7 +326,11 @@ fn token_call(lease: &TokenLease) -> Result<Call, String> {
         lease.demand.to_string(),
         lease.interval_secs.to_string(),
     ];
-    Ok(Call { key, args })
+    Ok(Call {
+        key,
+        also: None,
+        args,
+    })
 }
 
 fn quota_call(lease: &QuotaLease) -> Result<Call, String> {
@@ -269,7 +346,11 @@ fn quota_call(lease: &QuotaLease) -> Result<Call, String> {
         .map(|n| n.min(&MAX_COUNT).to_string())
         .collect();
     args.push(lease.holder.to_owned());
-    Ok(Call { key, args })
+    Ok(Call {
+        key,
+        also: Some(EPOCH_KEY),
+        args,
+    })
 }
 
 /// The token script's reply: a decimal from 0 to `want` (printed with 17 digits, so it
@@ -284,13 +365,16 @@ fn granted_tokens(reply: Value, want: f64) -> Option<f64> {
     (granted.is_finite() && granted >= 0.0 && granted <= want + rounding).then_some(granted)
 }
 
-/// The quota script's reply: `{granted, used, held}` with granted <= want, the holder
-/// holding at least its own use and what was granted, and everyone's use covering it.
-fn quota_grant(reply: Value, want: u64, own: u64) -> Option<QuotaGrant> {
+/// The quota script's reply: `{granted, used, held, epoch}` with granted <= want, the
+/// holder holding at least its own use and what was granted, and everyone's use covering
+/// it.
+fn quota_grant(reply: Value, want: u64, own: u64) -> Option<(QuotaGrant, String)> {
     let Value::Array(items) = reply else {
         return None;
     };
-    let [Value::Int(granted), Value::Int(used), Value::Int(held)] = items.as_slice() else {
+    let [Value::Int(granted), Value::Int(used), Value::Int(held), Value::BulkString(epoch)] =
+        items.as_slice()
+    else {
         return None;
     };
     let granted = u64::try_from(*granted).ok().filter(|&g| g <= want)?;
@@ -298,11 +382,15 @@ fn quota_grant(reply: Value, want: u64, own: u64) -> Option<QuotaGrant> {
         .ok()
         .filter(|&h| h >= granted && h >= own)?;
     let used = u64::try_from(*used).ok().filter(|&u| u >= held)?;
-    Some(QuotaGrant {
-        granted,
-        used,
-        held,
-    })
+    let epoch = String::from_utf8(epoch.clone()).ok()?;
+    Some((
+        QuotaGrant {
+            granted,
+            used,
+            held,
+        },
+        epoch,
+    ))
 }
 
 /// A quota read: nil (no usage yet) or a decimal count.
@@ -421,15 +509,27 @@ mod tests {
 
     #[test]
     fn odd_quota_replies_are_refused() {
-        let reply = |g, u, h| Value::Array(vec![Value::Int(g), Value::Int(u), Value::Int(h)]);
+        let reply = |g, u, h| {
+            Value::Array(vec![
+                Value::Int(g),
+                Value::Int(u),
+                Value::Int(h),
+                Value::BulkString(b"gw@1:0".to_vec()),
+            ])
+        };
         assert_eq!(
             quota_grant(reply(3, 10, 5), 5, 2),
-            Some(QuotaGrant {
-                granted: 3,
-                used: 10,
-                held: 5
-            })
+            Some((
+                QuotaGrant {
+                    granted: 3,
+                    used: 10,
+                    held: 5
+                },
+                "gw@1:0".to_string()
+            ))
         );
+        let no_epoch = Value::Array(vec![Value::Int(3), Value::Int(10), Value::Int(5)]);
+        assert_eq!(quota_grant(no_epoch, 5, 2), None, "no epoch");
         assert_eq!(quota_grant(reply(6, 10, 6), 5, 0), None, "more than wanted");
         assert_eq!(
             quota_grant(reply(3, 10, 4), 5, 5),

@@ -29,6 +29,8 @@ pub struct ClusterMode {
     last_sent: Option<Instant>,
     /// The last batch had nothing to lease: the heartbeat decides the mode meanwhile.
     nothing_leased: bool,
+    /// Redis came back empty and the reconciler has not been told yet.
+    reset: bool,
     status: Arc<ClusterStatus>,
 }
 
@@ -50,6 +52,7 @@ impl ClusterMode {
             in_flight: None,
             last_sent: None,
             nothing_leased: true,
+            reset: false,
             status,
         };
         match first_beat {
@@ -103,6 +106,7 @@ impl ClusterMode {
                         _ => {}
                     }
                 }
+                LeaseEvent::RedisReset => self.reset = true,
                 LeaseEvent::Reply(reply) => {
                     self.in_flight = None;
                     self.status.leases.fetch_add(1, Ordering::Relaxed);
@@ -129,26 +133,43 @@ impl ClusterMode {
         replies
     }
 
+    /// Whether Redis came back empty since this was last asked (see `LeaseEvent`).
+    pub fn take_reset(&mut self) -> bool {
+        std::mem::take(&mut self.reset)
+    }
+
     /// Sends a batch when a lease interval has passed (or, while connected, at once when
     /// `urgent`: a key is served from default grants) and the last one was answered.
     /// `make` builds it (only then: building costs an allocation per key).
-    pub fn maybe_send(&mut self, now: Instant, urgent: bool, make: impl FnOnce() -> LeaseBatch) {
+    /// Returns whether a batch was built (and sent, unless it was empty).
+    pub fn maybe_send(
+        &mut self,
+        now: Instant,
+        urgent: bool,
+        make: impl FnOnce() -> LeaseBatch,
+    ) -> bool {
         let due = self
             .last_sent
             .is_none_or(|t| now.duration_since(t) >= self.interval);
         if self.in_flight.is_some() || !(due || urgent && self.connected) {
-            return;
+            return false;
         }
         let batch = make();
         self.last_sent = Some(now);
         self.nothing_leased = batch.rates.is_empty() && batch.quotas.is_empty();
         if self.nothing_leased {
-            return;
+            return true;
         }
         match self.link.batches.try_send(batch) {
-            Ok(()) => self.in_flight = Some(now),
-            Err(TrySendError::Full(_)) => {}
-            Err(TrySendError::Disconnected(_)) => self.fall_back("the lease thread stopped"),
+            Ok(()) => {
+                self.in_flight = Some(now);
+                true
+            }
+            Err(TrySendError::Full(_)) => false,
+            Err(TrySendError::Disconnected(_)) => {
+                self.fall_back("the lease thread stopped");
+                false
+            }
         }
     }
 
@@ -171,7 +192,7 @@ impl ClusterMode {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.link.events.recv_timeout(left) {
                 Ok(LeaseEvent::Reply(_)) => self.in_flight = None,
-                Ok(LeaseEvent::Heartbeat(_)) => {}
+                Ok(LeaseEvent::Heartbeat(_) | LeaseEvent::RedisReset) => {}
                 Err(_) => {
                     log::warn!("cluster: quota use not charged to Redis at exit (no answer)");
                     return;

@@ -65,15 +65,52 @@ redis.call('PEXPIRE', key, string.format('%d', keep))
 return string.format('%.17g', granted)
 ";
 
-/// KEYS[1] = quota, ARGV = limit, want, the holder's own use, ttl in seconds, holder.
-/// Returns {granted, used, held}.
-pub(super) const QUOTA_SCRIPT: &str = r"
+/// The epoch (`epoch_lua!`, spliced into the scripts that need it): `KEYS[2]` names Redis's current life, `<creator>:<until>`. Redis that lost
+/// its data (restarted without persistence, flushed, a replica promoted without recent
+/// writes) has none: the first call to find it missing writes a new one. When that
+/// caller had known an earlier one (`ARGV[n]`, its last-seen epoch, not empty), Redis
+/// came back empty, and `<until>` is now plus the grace (`ARGV[n+1]`, in ms): until
+/// then no quota is reserved, so that every gateway has charged its use again first.
+/// A first start knows none, and sets no grace. Used by the heartbeat and quota scripts.
+macro_rules! epoch_lua {
+    () => {
+        r"
+local function current_epoch(key, creator, known, grace_ms, now_ms)
+  local epoch = redis.call('GET', key)
+  if not epoch then
+    local until_ms = 0
+    if known ~= '' then until_ms = now_ms + tonumber(grace_ms) end
+    epoch = creator .. ':' .. string.format('%d', until_ms)
+    redis.call('SET', key, epoch)
+  end
+  return epoch
+end
+local function in_grace(epoch, now_ms)
+  local until_ms = tonumber(string.match(epoch, ':(%d+)$')) or 0
+  return now_ms < until_ms
+end
+"
+    };
+}
+
+/// KEYS[1] = quota, KEYS[2] = the epoch, ARGV = limit, want, the holder's own use, ttl in
+/// seconds, holder, the holder's last-seen epoch, the grace in ms. Returns {granted, used,
+/// held, epoch}; nothing is granted (use is still charged) during an epoch's grace.
+pub(super) const QUOTA_SCRIPT: &str = concat!(
+    r"
 local key = KEYS[1]
 local kind = redis.call('TYPE', key).ok
 if kind ~= 'hash' and kind ~= 'none' then
   return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a hash')
 end
+",
+    epoch_lua!(),
+    r"
+local clock = redis.call('TIME')
+local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local epoch = current_epoch(KEYS[2], ARGV[5], ARGV[6], ARGV[7], now_ms)
 local limit, want, own = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if in_grace(epoch, now_ms) then want = 0 end
 local field = 'h:' .. ARGV[5]
 local state = redis.call('HMGET', key, 'used', field)
 local function count(raw)
@@ -93,25 +130,33 @@ used = used + granted
 held = held + force + granted
 redis.call('HSET', key, 'used', string.format('%d', used), field, string.format('%d', held))
 redis.call('EXPIRE', key, ARGV[4])
-return {granted, used, held}
-";
+return {granted, used, held, epoch}
+"
+);
 
-/// KEYS[1] = the gateway set, ARGV = gateway id, ttl in ms. Returns the live count.
-pub(super) const HEARTBEAT_SCRIPT: &str = r"
+/// KEYS[1] = the gateway set, KEYS[2] = the epoch, ARGV = gateway id, ttl in ms, the
+/// caller's holder id, its last-seen epoch, the grace in ms. Returns {live count, epoch}.
+pub(super) const HEARTBEAT_SCRIPT: &str = concat!(
+    r"
 local key = KEYS[1]
 local kind = redis.call('TYPE', key).ok
 if kind ~= 'zset' and kind ~= 'none' then
   return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a zset')
 end
+",
+    epoch_lua!(),
+    r"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local epoch = current_epoch(KEYS[2], ARGV[3], ARGV[4], ARGV[5], now)
 redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', now))
 redis.call('ZADD', key, string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
 local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
 local keep = tonumber(last[2]) - now
 if keep > 0 then redis.call('PEXPIRE', key, string.format('%d', keep)) end
-return redis.call('ZCARD', key)
-";
+return {redis.call('ZCARD', key), epoch}
+"
+);
 
 /// A script and the SHA1 Redis knows it by, once learnt from `SCRIPT LOAD`.
 pub(super) struct Script {
@@ -125,9 +170,11 @@ impl Script {
     }
 }
 
-/// One script call of a batch: the Redis key and the arguments after it.
+/// One script call of a batch: the Redis key, a second key if the script takes one,
+/// and the arguments after them.
 pub(super) struct Call {
     pub key: String,
+    pub also: Option<&'static str>,
     pub args: Vec<String>,
 }
 
@@ -159,7 +206,13 @@ pub(super) fn eval_batch(
                 Some(sha) => pipe.cmd("EVALSHA").arg(sha),
                 None => pipe.cmd("EVAL").arg(script.src),
             };
-            pipe.arg(1).arg(&calls[i].key).arg(&calls[i].args);
+            let call = &calls[i];
+            pipe.arg(1 + usize::from(call.also.is_some()))
+                .arg(&call.key);
+            if let Some(also) = call.also {
+                pipe.arg(also);
+            }
+            pipe.arg(&call.args);
         }
         let mut answers = link
             .pipeline_replies(&pipe)

@@ -93,6 +93,8 @@ pub enum LeaseEvent {
     Reply(LeaseReply),
     /// Live gateways, this one included, or why the heartbeat failed.
     Heartbeat(Result<usize, String>),
+    /// Redis came back empty (a new epoch): every quota key's use is to be charged again.
+    RedisReset,
 }
 
 /// The reconciler's end of the lease thread. Dropping it stops the thread (after the
@@ -141,6 +143,11 @@ fn run(
         match batches.recv_timeout(wait) {
             Ok(batch) => {
                 let reply = lease(&mut store, gateway_id, holder, interval, &batch);
+                // Said before the reply, so the reconciler resets its view of what Redis
+                // holds before it applies the reply's (new) figures.
+                if store.take_reset() && events.send(LeaseEvent::RedisReset).is_err() {
+                    return;
+                }
                 if events.send(LeaseEvent::Reply(reply)).is_err() {
                     return;
                 }
@@ -151,6 +158,9 @@ fn run(
         if Instant::now() >= next_beat {
             next_beat = Instant::now() + HEARTBEAT_EVERY;
             let beat = store.heartbeat(gateway_id, HEARTBEAT_TTL);
+            if store.take_reset() && events.send(LeaseEvent::RedisReset).is_err() {
+                return;
+            }
             if events.send(LeaseEvent::Heartbeat(beat)).is_err() {
                 return;
             }

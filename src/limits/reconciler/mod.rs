@@ -187,6 +187,8 @@ struct Core {
     /// Per worker, rounds in a row without a report.
     silent_rounds: Vec<u32>,
     quota_changed: bool,
+    /// Redis came back empty: the next batch charges every quota key's use again.
+    recharge: bool,
     /// When a failed save was last logged (a full disk fails every round: said once
     /// every ten seconds, retried every round).
     save_error_said: Option<std::time::Instant>,
@@ -209,6 +211,7 @@ impl Core {
             report_secs: vec![0.0; spec.workers.max(1)],
             silent_rounds: vec![SILENT_ROUNDS; spec.workers.max(1)],
             quota_changed: false,
+            recharge: false,
             save_error_said: None,
             cluster: None,
         }
@@ -289,6 +292,14 @@ impl Core {
                 });
             }
         }
+        if cluster.take_reset() {
+            // Redis holds nothing of ours any more: charge every key's use again, idle
+            // keys too (nothing else would ever mention them), at once.
+            for key in self.quotas.values_mut() {
+                key.reserved = 0;
+            }
+            self.recharge = true;
+        }
         let lease_secs = cluster.interval.as_secs_f64();
         for LeaseReply { rates, quotas } in replies {
             for (id, granted) in rates.unwrap_or_default() {
@@ -344,8 +355,8 @@ impl Core {
         // another already spent (Redis may have come back empty).
         let reserving = cluster.connected();
         let (rates, quotas) = (&self.rates, &self.quotas);
-        let urgent = quotas.values().any(|k| !k.leased && !k.ledger.idle());
-        cluster.maybe_send(now, urgent, || LeaseBatch {
+        let urgent = self.recharge || quotas.values().any(|k| !k.leased && !k.ledger.idle());
+        let sent = cluster.maybe_send(now, urgent, || LeaseBatch {
             rates: rates
                 .iter()
                 .map(|(&id, k)| RateAsk {
@@ -373,6 +384,9 @@ impl Core {
                 })
                 .collect(),
         });
+        if sent {
+            self.recharge = false;
+        }
     }
 
     fn take_report(&mut self, report: Report) {

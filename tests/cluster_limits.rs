@@ -550,6 +550,51 @@ fn an_idle_quota_is_charged_again_when_redis_comes_back_empty() {
     );
 }
 
+/// Redis restarted empty in the middle of a day's busy quota, both gateways under load:
+/// the day's total stays the quota (but for the default grants), and what Redis records
+/// at the end is exactly what was admitted (no unit charged twice, none lost).
+#[test]
+fn a_quota_in_use_stays_exact_through_a_redis_restart() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    const QUOTA: usize = 600;
+    let limit = format!("{{ key = \"route\", quota = \"{QUOTA}/day\" }}");
+    let a = Gateway::start(
+        "restart-a",
+        "io_uring",
+        &redis.url(),
+        "gateways = 2",
+        &limit,
+    );
+    let b = Gateway::start("restart-b", "epoll", &redis.url(), "gateways = 2", &limit);
+    let (la, lb) = (Load::start(a.addr, 1), Load::start(b.addr, 1));
+    // Part of the quota used, then Redis restarts empty.
+    assert!(eventually(Duration::from_secs(10), || redis_has_quota_key(
+        &redis
+    ) && quota_used_in_redis(&redis)
+        >= 150));
+    redis.restart();
+    std::thread::sleep(Duration::from_secs(6));
+    let (oa, ob) = (la.finish(), lb.finish());
+    assert!(oa.unexpected.is_empty(), "{:?}", oa.unexpected);
+    assert!(ob.unexpected.is_empty(), "{:?}", ob.unexpected);
+    let admitted = |o: &Outcome| o.answers.iter().filter(|(_, ok)| *ok).count();
+    let total = admitted(&oa) + admitted(&ob);
+    let slack = 2 * 2;
+    eprintln!("admitted {total} of {QUOTA} through a Redis restart");
+    assert!(
+        (QUOTA - slack..=QUOTA + slack).contains(&total),
+        "admitted {total} of {QUOTA}"
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || quota_used_in_redis(&redis)
+            == total as i64),
+        "Redis records {} for {total} admitted",
+        quota_used_in_redis(&redis)
+    );
+}
+
 #[test]
 fn quota_use_while_redis_is_out_is_charged_when_it_returns() {
     let Some(mut redis) = RedisServer::start() else {

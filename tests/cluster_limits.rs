@@ -486,9 +486,8 @@ fn two_gateways_hold_one_daily_quota_and_a_restart_does_not_reset_it() {
     );
 }
 
-/// Redis comes back empty (here: `FLUSHALL`; a restart without persistence or a failover
-/// to a replica that lost writes looks the same) while one gateway's use of a quota sits
-/// idle: that gateway charges its whole use again before the other may reserve more, so
+/// Redis comes back empty (here: `FLUSHALL`; a restart without persistence looks the
+/// same) while one gateway's use of a quota sits idle: that gateway charges its whole use again before the other may reserve more, so
 /// the day's total stays the quota (but for the default grants) and Redis records what
 /// was admitted.
 #[test]

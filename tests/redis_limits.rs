@@ -279,6 +279,26 @@ fn redis_coming_back_empty_is_seen_and_reservations_wait_out_the_grace() {
         store.reserve_quota(&[quota("q", 10, 4, 4)]).unwrap()[0],
         grant(4, 8, 8)
     );
+
+    // Flushed again, and a gateway that knew no epoch (it started while Redis was out)
+    // writes the new one, without a grace: the first store that knew the old one starts
+    // the grace when it comes by.
+    server.cmd(&["FLUSHALL"]);
+    let mut fresh = ClusterStore::new(&server.url())
+        .unwrap()
+        .with_epoch_grace(grace);
+    fresh.heartbeat("g3", Duration::from_secs(3)).unwrap();
+    assert!(!fresh.take_reset());
+    assert_eq!(
+        store.reserve_quota(&[quota("q", 10, 4, 8)]).unwrap()[0],
+        grant(0, 8, 8)
+    );
+    assert!(store.take_reset());
+    std::thread::sleep(grace);
+    assert_eq!(
+        store.reserve_quota(&[quota("q", 10, 4, 8)]).unwrap()[0],
+        grant(2, 10, 10)
+    );
 }
 
 #[test]

@@ -12,7 +12,8 @@
 //! `rg:q:<key>` (hash: `used`, and per holder `h:<holder>` the units charged to it) for
 //! quotas, `rg:gateways` (sorted set of gateway ids scored by expiry time in ms) for the
 //! heartbeat, and `rg:epoch` naming Redis's current life: when Redis comes back empty
-//! the heartbeat or a quota call writes a new one, every gateway that knew the old one
+//! (restarted without persistence, flushed) the heartbeat or a quota call writes a new
+//! one, every gateway that knew the old one
 //! charges its use of every quota key again (`take_reset`), and no quota is reserved for
 //! a grace of three heartbeats meanwhile.
 //!
@@ -40,8 +41,8 @@ pub const GATEWAYS_KEY: &str = "rg:gateways";
 /// Redis's current life (see the epoch in `cluster_scripts`).
 pub const EPOCH_KEY: &str = "rg:epoch";
 /// How long after Redis came back empty no quota is reserved, so that every gateway has
-/// charged its use again first: three heartbeats (each gateway beats once a second and
-/// learns of the new epoch from it), whatever its lease interval.
+/// charged its use again first: three heartbeats (each gateway beats once a second,
+/// learns of the new epoch from it and sends its recharge at once, connected or not).
 pub const DEFAULT_EPOCH_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Largest count sent to the scripts: Lua numbers are doubles, exact up to 2^53.

@@ -141,17 +141,19 @@ impl ClusterMode {
     /// Sends a batch when a lease interval has passed (or, while connected, at once when
     /// `urgent`: a key is served from default grants) and the last one was answered.
     /// `make` builds it (only then: building costs an allocation per key).
-    /// Returns whether a batch was built (and sent, unless it was empty).
+    /// `now_anyway`: at once whether connected or not (a recharge after Redis came back
+    /// empty). Returns whether a batch was built (and sent, unless it was empty).
     pub fn maybe_send(
         &mut self,
         now: Instant,
         urgent: bool,
+        now_anyway: bool,
         make: impl FnOnce() -> LeaseBatch,
     ) -> bool {
         let due = self
             .last_sent
             .is_none_or(|t| now.duration_since(t) >= self.interval);
-        if self.in_flight.is_some() || !(due || urgent && self.connected) {
+        if self.in_flight.is_some() || !(due || urgent && self.connected || now_anyway) {
             return false;
         }
         let batch = make();

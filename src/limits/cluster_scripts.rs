@@ -65,29 +65,38 @@ redis.call('PEXPIRE', key, string.format('%d', keep))
 return string.format('%.17g', granted)
 ";
 
-/// The epoch (`epoch_lua!`, spliced into the scripts that need it): `KEYS[2]` names Redis's current life, `<creator>:<until>`. Redis that lost
-/// its data (restarted without persistence, flushed, a replica promoted without recent
-/// writes) has none: the first call to find it missing writes a new one. When that
-/// caller had known an earlier one (`ARGV[n]`, its last-seen epoch, not empty), Redis
-/// came back empty, and `<until>` is now plus the grace (`ARGV[n+1]`, in ms): until
-/// then no quota is reserved, so that every gateway has charged its use again first.
-/// A first start knows none, and sets no grace. Used by the heartbeat and quota scripts.
+/// The epoch (`epoch_lua!`, spliced into the scripts that need it): `KEYS[2]` names
+/// Redis's current life, `<creator>:<created ms>:<grace until ms>`, unique even when one
+/// gateway writes it twice. Redis that lost its data (restarted without persistence,
+/// flushed) has none: the first call to find it missing writes a new one. A caller that
+/// knew an earlier one (`known`, its last-seen epoch, not empty) sees that Redis came
+/// back empty: the new epoch then carries a grace (`grace_ms`) during which no quota is
+/// reserved, so that every gateway has charged its use again first. A first start knows
+/// none and sets no grace; if such a gateway (one that started while Redis was out)
+/// wrote the new epoch, the first caller that knew the old one starts the grace then.
+/// (A promoted replica or a restored snapshot keeps the epoch: not seen as a reset.)
+/// Used by the heartbeat and quota scripts.
 macro_rules! epoch_lua {
     () => {
         r"
+local function grace_until(epoch)
+  return tonumber(string.match(epoch, ':(%d+)$')) or 0
+end
 local function current_epoch(key, creator, known, grace_ms, now_ms)
   local epoch = redis.call('GET', key)
-  if not epoch then
+  local reset = known ~= '' and epoch ~= known
+  if not epoch or (reset and grace_until(epoch) == 0) then
     local until_ms = 0
     if known ~= '' then until_ms = now_ms + tonumber(grace_ms) end
-    epoch = creator .. ':' .. string.format('%d', until_ms)
+    local name = creator .. ':' .. string.format('%d', now_ms)
+    if epoch then name = string.match(epoch, '^(.*):%d+$') end
+    epoch = name .. ':' .. string.format('%d', until_ms)
     redis.call('SET', key, epoch)
   end
   return epoch
 end
 local function in_grace(epoch, now_ms)
-  local until_ms = tonumber(string.match(epoch, ':(%d+)$')) or 0
-  return now_ms < until_ms
+  return now_ms < grace_until(epoch)
 end
 "
     };

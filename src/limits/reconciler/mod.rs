@@ -296,6 +296,9 @@ impl Core {
             // Redis holds nothing of ours any more: charge every key's use again, idle
             // keys too (nothing else would ever mention them), at once.
             for key in self.quotas.values_mut() {
+                // What Redis held for this gateway is gone from the cluster's count too
+                // (else workers would see its use twice, and the quota used up).
+                key.cluster_used = key.cluster_used.saturating_sub(key.reserved);
                 key.reserved = 0;
             }
             self.recharge = true;
@@ -355,8 +358,9 @@ impl Core {
         // another already spent (Redis may have come back empty).
         let reserving = cluster.connected();
         let (rates, quotas) = (&self.rates, &self.quotas);
-        let urgent = self.recharge || quotas.values().any(|k| !k.leased && !k.ledger.idle());
-        let sent = cluster.maybe_send(now, urgent, || LeaseBatch {
+        let urgent = quotas.values().any(|k| !k.leased && !k.ledger.idle());
+        // A recharge goes at once even out of touch: it only charges.
+        let sent = cluster.maybe_send(now, urgent, self.recharge, || LeaseBatch {
             rates: rates
                 .iter()
                 .map(|(&id, k)| RateAsk {

@@ -574,7 +574,13 @@ fn a_quota_in_use_stays_exact_through_a_redis_restart() {
     ) && quota_used_in_redis(&redis)
         >= 150));
     redis.restart();
-    std::thread::sleep(Duration::from_secs(6));
+    // Load until the day's quota is used up (after the grace, 3 s), and a moment more.
+    assert!(
+        eventually(Duration::from_secs(20), || redis_has_quota_key(&redis)
+            && quota_used_in_redis(&redis) >= QUOTA as i64),
+        "the quota was used up after the restart"
+    );
+    std::thread::sleep(Duration::from_millis(500));
     let (oa, ob) = (la.finish(), lb.finish());
     assert!(oa.unexpected.is_empty(), "{:?}", oa.unexpected);
     assert!(ob.unexpected.is_empty(), "{:?}", ob.unexpected);

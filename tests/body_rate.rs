@@ -110,7 +110,7 @@ fn a_trickle_below_the_rate_is_cut(driver: Driver) {
         );
         assert_eq!(r.header("connection"), Some("close"), "{path}");
         assert!(
-            took > Duration::from_millis(1500) && took < Duration::from_millis(4000),
+            took > Duration::from_millis(1200) && took < Duration::from_millis(4000),
             "{path}: cut after {took:?}"
         );
     }

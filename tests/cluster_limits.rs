@@ -519,9 +519,15 @@ fn an_idle_quota_is_charged_again_when_redis_comes_back_empty() {
     // Idle: no lease of a's mentions the key any more.
     std::thread::sleep(Duration::from_secs(2));
     redis.cmd(&["FLUSHALL"]);
-    // b's demand: it may have what a did not use, and no more.
+    // b's demand: it may have what a did not use, and no more. Loaded until the day's
+    // quota is used up in Redis (after the grace, 3 s), and a second more.
     let load = Load::start(b.addr, 2);
-    std::thread::sleep(Duration::from_millis(4000));
+    assert!(
+        eventually(Duration::from_secs(20), || redis_has_quota_key(&redis)
+            && quota_used_in_redis(&redis) >= QUOTA as i64),
+        "the quota was used up after the flush"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
     let outcome = load.finish();
     assert!(outcome.unexpected.is_empty(), "{:?}", outcome.unexpected);
     let nb = outcome

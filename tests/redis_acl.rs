@@ -8,8 +8,6 @@
 mod redis_support;
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use redis_support::RedisServer;
@@ -58,12 +56,7 @@ fn call(gw: &Gateway, nonce: &str) -> Response {
 }
 
 fn stats(gw: &Gateway) -> serde_json::Value {
-    let mut s = TcpStream::connect(gw.admin.unwrap()).unwrap();
-    s.write_all(b"GET /stats HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    support::stats(gw.admin.unwrap())
 }
 
 fn keys(redis: &RedisServer, pattern: &str) -> usize {

@@ -7,8 +7,7 @@
 mod redis_support;
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,12 +72,7 @@ fn call_at(addr: SocketAddr, key: &str) -> Response {
 }
 
 fn stats(gw: &Gateway) -> serde_json::Value {
-    let mut s = TcpStream::connect(gw.admin.unwrap()).unwrap();
-    s.write_all(b"GET /stats HTTP/1.1\r\nHost: a\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    support::stats(gw.admin.unwrap())
 }
 
 fn records_are_fetched_cached_and_refreshed(driver: Driver) {

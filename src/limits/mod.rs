@@ -17,6 +17,7 @@
 pub mod bucket;
 pub mod cluster;
 pub mod cluster_mode;
+mod cluster_replies;
 mod cluster_scripts;
 pub mod facts;
 pub mod headers;

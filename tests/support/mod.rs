@@ -658,6 +658,12 @@ pub fn metric(admin: SocketAddr, line_start: &str) -> Option<u64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// The admin listener's `GET /stats`, parsed.
+pub fn stats(admin: SocketAddr) -> serde_json::Value {
+    let body = Client::connect(admin).get("/stats").body_str();
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/stats is not JSON ({e}): {body}"))
+}
+
 /// Polls `f` until it returns true or `timeout` passes.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

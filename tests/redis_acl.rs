@@ -11,7 +11,6 @@ mod support;
 use std::time::Duration;
 
 use redis_support::RedisServer;
-use ringgate::auth::sign::sign_request;
 use support::*;
 
 const SECRET: &str = "acl-app-secret-00001";
@@ -33,26 +32,7 @@ fn gateway(redis: &RedisServer, password: &str, up: std::net::SocketAddr) -> Gat
 }
 
 fn call(gw: &Gateway, nonce: &str) -> Response {
-    let now = ringgate::auth::check::unix_now();
-    let s = sign_request(
-        "app-acl",
-        SECRET.as_bytes(),
-        "GET",
-        "/v1/orders/1",
-        "",
-        b"",
-        now,
-        nonce,
-    )
-    .unwrap();
-    exchange(
-        gw.addr,
-        format!(
-            "GET /v1/orders/1 HTTP/1.1\r\nHost: a\r\nX-Rg-Key: app-acl\r\nX-Rg-Timestamp: {}\r\nX-Rg-Nonce: {nonce}\r\nX-Rg-Signature: {}\r\n\r\n",
-            s.timestamp, s.signature
-        )
-        .as_bytes(),
-    )
+    signed_get(gw.addr, "app-acl", SECRET, "/v1/orders/1", nonce)
 }
 
 fn stats(gw: &Gateway) -> serde_json::Value {

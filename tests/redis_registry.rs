@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis_support::RedisServer;
-use ringgate::auth::sign::sign_request;
 use support::*;
 
 const SECRET: &str = "redis-secret-00000001";
@@ -52,23 +51,7 @@ fn call_at(addr: SocketAddr, key: &str) -> Response {
         NEXT.fetch_add(1, Ordering::SeqCst),
         std::process::id()
     );
-    let now = ringgate::auth::check::unix_now();
-    let s = sign_request(
-        key,
-        SECRET.as_bytes(),
-        "GET",
-        "/v1/orders/1",
-        "",
-        b"",
-        now,
-        &nonce,
-    )
-    .unwrap();
-    let raw = format!(
-        "GET /v1/orders/1 HTTP/1.1\r\nHost: a\r\nX-Rg-Key: {key}\r\nX-Rg-Timestamp: {}\r\nX-Rg-Nonce: {nonce}\r\nX-Rg-Signature: {}\r\n\r\n",
-        s.timestamp, s.signature
-    );
-    exchange(addr, raw.as_bytes())
+    signed_get(addr, key, SECRET, "/v1/orders/1", &nonce)
 }
 
 fn stats(gw: &Gateway) -> serde_json::Value {

@@ -658,6 +658,28 @@ pub fn metric(admin: SocketAddr, line_start: &str) -> Option<u64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// A signed `GET path` (RG-HMAC-SHA256 headers for `key` and `secret`, stamped now, with
+/// `nonce`) on a new connection to `addr`.
+pub fn signed_get(addr: SocketAddr, key: &str, secret: &str, path: &str, nonce: &str) -> Response {
+    let now = ringgate::auth::check::unix_now();
+    let s = ringgate::auth::sign::sign_request(
+        key,
+        secret.as_bytes(),
+        "GET",
+        path,
+        "",
+        b"",
+        now,
+        nonce,
+    )
+    .expect("a signable request");
+    let raw = format!(
+        "GET {path} HTTP/1.1\r\nHost: a\r\nX-Rg-Key: {key}\r\nX-Rg-Timestamp: {}\r\nX-Rg-Nonce: {nonce}\r\nX-Rg-Signature: {}\r\n\r\n",
+        s.timestamp, s.signature
+    );
+    exchange(addr, raw.as_bytes())
+}
+
 /// The admin listener's `GET /stats`, parsed.
 pub fn stats(admin: SocketAddr) -> serde_json::Value {
     let body = Client::connect(admin).get("/stats").body_str();

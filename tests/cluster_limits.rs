@@ -487,9 +487,9 @@ fn two_gateways_hold_one_daily_quota_and_a_restart_does_not_reset_it() {
 }
 
 /// Redis comes back empty (here: `FLUSHALL`; a restart without persistence looks the
-/// same) while one gateway's use of a quota sits idle: that gateway charges its whole use again before the other may reserve more, so
-/// the day's total stays the quota (but for the default grants) and Redis records what
-/// was admitted.
+/// same) while one gateway's use of a quota sits idle: that gateway charges its whole use
+/// again before the other may reserve more, so the day's total stays the quota (but for
+/// the default grants) and Redis records what was admitted.
 #[test]
 fn an_idle_quota_is_charged_again_when_redis_comes_back_empty() {
     let Some(redis) = RedisServer::start() else {

@@ -147,6 +147,18 @@ fn cached_gateway(driver: Driver, redis: &RedisServer, up: &Upstream) -> Gateway
     gw
 }
 
+/// A call of `key`, an app the worker has not cached, while the registry cannot answer:
+/// 503 `overloaded`.
+fn assert_registry_unavailable(gw: &Gateway, key: &str) {
+    let r = call(gw, key);
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (503, "overloaded"),
+        "{}",
+        r.body_str()
+    );
+}
+
 fn redis_going_away_and_coming_back(driver: Driver) {
     let Some(mut redis) = redis() else { return };
     let up = Upstream::echo();
@@ -177,13 +189,7 @@ fn redis_going_away_and_coming_back(driver: Driver) {
         started.elapsed()
     );
     // ...and a known but uncached app gets a quick 503, not a hang.
-    let r = call(&gw, "app-r2");
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (503, "overloaded"),
-        "{}",
-        r.body_str()
-    );
+    assert_registry_unavailable(&gw, "app-r2");
     assert!(eventually(Duration::from_secs(3), || stats(&gw)["apps"]
         ["store"]["up"]
         == false));
@@ -220,13 +226,7 @@ fn redis_paused_under_load(driver: Driver) {
     redis.pause();
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
-    let r = call(&gw, "app-r2");
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (503, "overloaded"),
-        "{}",
-        r.body_str()
-    );
+    assert_registry_unavailable(&gw, "app-r2");
     assert!(
         started.elapsed() < Duration::from_millis(2500),
         "{:?}",

@@ -67,6 +67,11 @@ impl LoadShed {
         }
     }
 
+    /// Whether shedding is on at all (`max_loop_delay` is not `"off"`).
+    pub fn is_on(&self) -> bool {
+        self.limit.get().is_some()
+    }
+
     /// A reload may change the limit; the state carries on.
     pub fn set_limit(&self, limit: Option<Duration>) {
         self.limit.set(limit);

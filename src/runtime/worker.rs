@@ -360,7 +360,8 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                if config.tls {
+                // The accept-queue wait (a syscall) only matters while shedding is on.
+                if config.tls && ctx.shed_connections.is_on() {
                     if let Some(waited) = crate::sys::since_last_segment(stream.as_raw_fd()) {
                         ctx.note_accept_wait(waited);
                     }

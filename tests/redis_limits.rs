@@ -17,7 +17,7 @@ const SLOW: f64 = 0.001;
 const DAY: u64 = 90_000;
 
 fn store(server: &RedisServer) -> ClusterStore {
-    ClusterStore::new(&server.url()).expect("valid url")
+    ClusterStore::from_url(&server.url()).expect("valid url")
 }
 
 /// A lease by a gateway alone on its keys, for an interval so long that its fair part
@@ -251,7 +251,7 @@ fn redis_coming_back_empty_is_seen_and_reservations_wait_out_the_grace() {
         grant(4, 4, 4)
     );
     assert!(!store.take_reset());
-    let mut other = ClusterStore::new(&server.url())
+    let mut other = ClusterStore::from_url(&server.url())
         .unwrap()
         .with_epoch_grace(grace);
     other.heartbeat("g2", Duration::from_secs(3)).unwrap();
@@ -284,7 +284,7 @@ fn redis_coming_back_empty_is_seen_and_reservations_wait_out_the_grace() {
     // writes the new one, without a grace: the first store that knew the old one starts
     // the grace when it comes by.
     server.cmd(&["FLUSHALL"]);
-    let mut fresh = ClusterStore::new(&server.url())
+    let mut fresh = ClusterStore::from_url(&server.url())
         .unwrap()
         .with_epoch_grace(grace);
     fresh.heartbeat("g3", Duration::from_secs(3)).unwrap();
@@ -551,7 +551,7 @@ fn link_pipelines_keep_the_crates_reply_shapes() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let mut link = ringgate::redis_link::RedisLink::new(&server.url()).unwrap();
+    let mut link = ringgate::redis_link::RedisLink::from_url(&server.url()).unwrap();
     let mut pipe = redis::pipe();
     pipe.cmd("SET")
         .arg("p")

@@ -16,7 +16,7 @@ const PREVIOUS: &str = "previous-secret-001";
 const QUICK: Duration = Duration::from_millis(1500);
 
 fn store(server: &RedisServer) -> RedisStore {
-    RedisStore::new(&server.url()).expect("valid url")
+    RedisStore::from_url(&server.url()).expect("valid url")
 }
 
 fn expect_unavailable<T: std::fmt::Debug>(result: Result<T, StoreError>) -> String {

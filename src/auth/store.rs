@@ -89,12 +89,15 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// Parses the URL (`redis://host:port/db`); does not connect yet, because the gateway
-    /// must start even if Redis is down.
-    pub fn new(url: &str) -> Result<RedisStore, String> {
-        Ok(RedisStore {
-            link: RedisLink::new(url)?,
-        })
+    /// Over `link`, which connects at the first call, because the gateway must start
+    /// even if Redis is down.
+    pub fn new(link: RedisLink) -> RedisStore {
+        RedisStore { link }
+    }
+
+    /// One server by its URL (`redis://host:port/db`).
+    pub fn from_url(url: &str) -> Result<RedisStore, String> {
+        Ok(RedisStore::new(RedisLink::from_url(url)?))
     }
 
     /// HGETALL of one app; `Ok(None)` when the hash does not exist.
@@ -412,8 +415,8 @@ mod tests {
     #[test]
     fn url_is_checked_without_connecting_or_quoting_it() {
         // Nothing listens on port 1: `new` must still succeed.
-        assert!(RedisStore::new("redis://127.0.0.1:1/0").is_ok());
-        let e = RedisStore::new("http://user:hunter2@example.com/")
+        assert!(RedisStore::from_url("redis://127.0.0.1:1/0").is_ok());
+        let e = RedisStore::from_url("http://user:hunter2@example.com/")
             .err()
             .unwrap();
         assert!(
@@ -424,7 +427,7 @@ mod tests {
 
     #[test]
     fn unreachable_store_is_unavailable() {
-        let mut store = RedisStore::new("redis://127.0.0.1:1/0").unwrap();
+        let mut store = RedisStore::from_url("redis://127.0.0.1:1/0").unwrap();
         match store.fetch("a") {
             Err(StoreError::Unavailable(m)) => assert!(m.contains("127.0.0.1:1"), "{m}"),
             other => panic!("expected Unavailable, got {other:?}"),

@@ -5,6 +5,7 @@
 //! checked in `validate`, where each problem can be reported with its path.
 
 use serde::Deserialize;
+use super::redis_target::RedisFile;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,7 +87,7 @@ pub struct TrafficFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterFile {
-    pub redis: String,
+    pub redis: Option<RedisFile>,
     pub gateways: Option<i64>,
     pub lease_interval: Option<String>,
     pub gateway_id: Option<String>,
@@ -113,7 +114,7 @@ pub struct LimitFile {
 #[serde(deny_unknown_fields)]
 pub struct AppsSectionFile {
     pub file: Option<String>,
-    pub redis: Option<String>,
+    pub redis: Option<RedisFile>,
     pub timestamp_window: Option<String>,
     pub replay_capacity: Option<i64>,
     pub max_buffered_bytes: Option<NumOrString>,

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::file::{AppsSectionFile, FileConfig};
+use super::redis_target::RedisFile;
 
 /// The files of a config that hold secrets, and what each holds: the apps file (app
 /// secrets), private keys (`[tls]` and upstream client keys), and the config file itself
@@ -19,6 +20,13 @@ pub fn secret_files(
     let mut out = Vec::new();
     if file.admin.token.is_some() {
         out.push((config.to_path_buf(), "the admin token"));
+    } else if redis_files(file).any(|r| r.has_password()) {
+        out.push((config.to_path_buf(), "a Redis password"));
+    }
+    for redis in redis_files(file) {
+        if let [_, _, Some(key)] = redis.files() {
+            out.push((resolve(key), "a private key"));
+        }
     }
     if let Some(AppsSectionFile {
         file: Some(apps), ..
@@ -63,6 +71,9 @@ pub fn read_files(file: &FileConfig, base_dir: Option<&Path>) -> Vec<PathBuf> {
     {
         names.push(apps);
     }
+    for redis in redis_files(file) {
+        names.extend(redis.files().into_iter().flatten());
+    }
     for r in &file.routes {
         names.extend(r.fallback.as_ref().and_then(|f| f.file.as_deref()));
     }
@@ -77,4 +88,11 @@ pub fn read_files(file: &FileConfig, base_dir: Option<&Path>) -> Vec<PathBuf> {
         }
     }
     paths
+}
+
+/// The `redis` settings of `[cluster]` and `[apps]`.
+fn redis_files(file: &FileConfig) -> impl Iterator<Item = &RedisFile> {
+    let cluster = file.cluster.as_ref().and_then(|c| c.redis.as_ref());
+    let apps = file.apps.as_ref().and_then(|a| a.redis.as_ref());
+    cluster.into_iter().chain(apps)
 }

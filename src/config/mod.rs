@@ -14,6 +14,7 @@ mod model;
 pub mod model_limits;
 pub mod model_resilience;
 mod problems;
+pub mod redis_target;
 mod routing;
 mod units;
 mod validate;

@@ -11,6 +11,7 @@ pub use crate::http::HttpLimits;
 use super::apps::AppRegistry;
 use super::cidr::Cidr;
 use super::model_limits::LimitSpec;
+use super::redis_target::RedisTarget;
 use super::model_resilience::{BreakerConfig, BulkheadConfig, HealthCheckConfig, OutlierConfig};
 
 #[derive(Debug, Clone)]
@@ -92,7 +93,7 @@ pub struct TrafficConfig {
 /// Limits held across every gateway sharing one Redis.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
-    pub redis: String,
+    pub redis: RedisTarget,
     /// Gateways in the cluster, for the local fallback; `None`: learned from Redis.
     pub gateways: Option<usize>,
     /// How often token batches and quota units are leased (default 100 ms).
@@ -122,7 +123,7 @@ pub enum AppsSource {
     File,
     /// Records live in Redis; workers cache them.
     Redis {
-        url: String,
+        target: RedisTarget,
         /// How long a cached record is served before a background refresh.
         cache_ttl: Duration,
         /// Records cached per worker.

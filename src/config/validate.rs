@@ -14,6 +14,7 @@ use super::apps::AppRegistry;
 use super::file::{AppsSectionFile, FileConfig, RouteFile};
 use super::model::*;
 use super::problems::{ConfigError, Problems};
+use super::redis_target::{validate_redis, RedisTarget};
 use super::routing::build_router;
 use super::validate_limits::{check_shared_limits, validate_route_limits, validate_traffic};
 use super::validate_resilience::{
@@ -299,14 +300,9 @@ fn validate_apps(
             if file.is_some() {
                 p.add("apps.redis", "set either apps.file or apps.redis, not both");
             }
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                p.add(
-                    "apps.redis",
-                    format!("invalid URL {url:?}: expected redis://host:port/db"),
-                );
-            }
+            let target = validate_redis(p, "apps.redis", url, base_dir);
             source = AppsSource::Redis {
-                url: url.clone(),
+                target: target.unwrap_or_else(|| RedisTarget::url("redis://unset")),
                 cache_ttl: p.duration(
                     "apps.cache_ttl",
                     &section.and_then(|a| a.cache_ttl.clone()),

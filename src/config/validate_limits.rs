@@ -12,6 +12,7 @@ use super::model_limits::{
     MAX_LIMITS_PER_ROUTE,
 };
 use super::problems::Problems;
+use super::redis_target::{validate_redis, RedisTarget};
 
 const DEFAULT_RECONCILE: Duration = Duration::from_millis(10);
 const DEFAULT_LEASE: Duration = Duration::from_millis(100);
@@ -59,15 +60,16 @@ pub(super) fn validate_traffic(
         }
     });
     let cluster = file.cluster.as_ref().map(|c| {
-        if c.redis.is_empty() {
-            p.add(
-                "cluster.redis",
-                "must be a Redis URL, e.g. \"redis://10.0.0.5:6379/0\"",
-            );
-        } else if redis::Client::open(c.redis.as_str()).is_err() {
-            // Not quoted: the URL may carry a password.
-            p.add("cluster.redis", "invalid Redis URL");
-        }
+        let redis = match &c.redis {
+            Some(file) => validate_redis(p, "cluster.redis", file, base_dir),
+            None => {
+                p.add(
+                    "cluster.redis",
+                    "required: a Redis URL such as \"redis://10.0.0.5:6379/0\", or a table with `sentinels`",
+                );
+                None
+            }
+        };
         let gateways = c
             .gateways
             .map(|n| p.int("cluster.gateways", Some(n), 1, 1, 10_000) as usize);
@@ -96,7 +98,7 @@ pub(super) fn validate_traffic(
             None => default_gateway_id(),
         };
         ClusterConfig {
-            redis: c.redis.clone(),
+            redis: redis.unwrap_or_else(|| RedisTarget::url("redis://unset")),
             gateways,
             lease_interval,
             gateway_id,

@@ -103,18 +103,23 @@ pub struct ClusterStore {
 }
 
 impl ClusterStore {
-    /// Parses the URL (`redis://host:port/db`); does not connect yet, because the gateway
-    /// must start even if Redis is down.
-    pub fn new(url: &str) -> Result<ClusterStore, String> {
-        Ok(ClusterStore {
-            link: RedisLink::new(url)?,
+    /// One server by its URL (`redis://host:port/db`).
+    pub fn from_url(url: &str) -> Result<ClusterStore, String> {
+        Ok(ClusterStore::new(RedisLink::from_url(url)?))
+    }
+
+    /// Over `link`, which connects at the first call, because the gateway must start
+    /// even if Redis is down.
+    pub fn new(link: RedisLink) -> ClusterStore {
+        ClusterStore {
+            link,
             tokens: Script::new(TOKEN_SCRIPT),
             quota: Script::new(QUOTA_SCRIPT),
             heartbeat: Script::new(HEARTBEAT_SCRIPT),
             epoch: None,
             reset: false,
             grace_ms: DEFAULT_EPOCH_GRACE.as_millis() as u64,
-        })
+        }
     }
 
     /// How long no quota is reserved after Redis came back empty (default
@@ -438,7 +443,7 @@ mod tests {
 
     #[test]
     fn empty_batches_need_no_server() {
-        let mut store = ClusterStore::new("redis://127.0.0.1:1/0").unwrap();
+        let mut store = ClusterStore::from_url("redis://127.0.0.1:1/0").unwrap();
         assert!(store.take_tokens(&[]).unwrap().is_empty());
         assert!(store.reserve_quota(&[]).unwrap().is_empty());
         assert!(store.quota_used(&[]).unwrap().is_empty());
@@ -446,7 +451,7 @@ mod tests {
 
     #[test]
     fn unreachable_server_names_the_address_not_the_url() {
-        let mut store = ClusterStore::new("redis://:hunter2@127.0.0.1:1/0").unwrap();
+        let mut store = ClusterStore::from_url("redis://:hunter2@127.0.0.1:1/0").unwrap();
         let e = store.take_tokens(&[lease(1.0, 1.0)]).unwrap_err();
         assert!(
             e.starts_with("redis at 127.0.0.1:1: script call failed"),

@@ -8,12 +8,14 @@
 //! which tells the reconciler how many gateways share the limits.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::cluster::{ClusterStore, QuotaGrant, QuotaLease, TokenLease};
 use super::KeyId;
+use crate::redis_link::CurrentServer;
 
 /// How often the heartbeat is beaten; a gateway that misses three is counted out.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
@@ -31,17 +33,23 @@ pub struct ClusterStatus {
     pub lease_errors: AtomicU64,
     /// Times the gateway fell back to local limits.
     pub fallbacks: AtomicU64,
+    /// The Redis server the lease thread last connected to (with Sentinel, the master it
+    /// found), which the workers' fleet nonce connections follow.
+    pub redis_server: Arc<CurrentServer>,
 }
 
 impl ClusterStatus {
     pub fn json(&self) -> String {
         format!(
-            "{{\"mode\":\"{}\",\"gateways\":{},\"leases\":{},\"lease_errors\":{},\"fallbacks\":{}}}",
+            "{{\"mode\":\"{}\",\"redis\":{},\"gateways\":{},\"leases\":{},\"lease_errors\":{},\"fallbacks\":{}}}",
             if self.connected.load(Ordering::Relaxed) {
                 "cluster"
             } else {
                 "local_fallback"
             },
+            self.redis_server
+                .get()
+                .map_or_else(|| "null".to_string(), |s| format!("\"{}\"", s.addr)),
             self.gateways.load(Ordering::Relaxed),
             self.leases.load(Ordering::Relaxed),
             self.lease_errors.load(Ordering::Relaxed),

@@ -28,6 +28,7 @@ use crate::auth::directory::{Directory, DirectoryStats};
 use crate::auth::fleet_nonces::{FleetNonceStats, FleetTarget};
 use crate::auth::nonce::NonceCache;
 use crate::auth::store::RedisStore;
+use crate::redis_link::RedisLink;
 use crate::config::{AppsSource, Config, DriverChoice, ListenConfig, WorkerCount};
 use crate::limits::lease::ClusterStatus;
 use crate::limits::reconciler::{Reconciler, ReconcilerSpec};
@@ -228,6 +229,12 @@ pub fn start(config: Config, control: Arc<dyn ControlSide>) -> Result<GatewayHan
             per_worker[w].push(WorkerListener { socket, config });
         }
     }
+    let cluster_status = snapshot
+        .config
+        .traffic
+        .cluster
+        .as_ref()
+        .map(|_| Arc::new(ClusterStatus::default()));
     let state = Arc::new(GatewayState {
         listen,
         tls_listen: tls_bound,
@@ -266,13 +273,8 @@ pub fn start(config: Config, control: Arc<dyn ControlSide>) -> Result<GatewayHan
         generation: AtomicU64::new(1),
         app_cache_stats: (0..n).map(|_| Arc::new(CacheStats::default())).collect(),
         directory_stats: Arc::new(DirectoryStats::default()),
-        cluster: snapshot
-            .config
-            .traffic
-            .cluster
-            .as_ref()
-            .map(|_| Arc::new(ClusterStatus::default())),
-        fleet_nonces: fleet_nonces(&snapshot.config),
+        fleet_nonces: fleet_nonces(&snapshot.config, cluster_status.as_ref()),
+        cluster: cluster_status,
     });
     // The Redis-backed registry: one control-side thread talks to Redis; workers talk to
     // it through channels and never block.
@@ -280,11 +282,12 @@ pub fn start(config: Config, control: Arc<dyn ControlSide>) -> Result<GatewayHan
     let directory = match &snapshot.config.apps.source {
         AppsSource::File => None,
         AppsSource::Redis {
-            url,
+            target,
             cache_ttl,
             cache_size,
         } => {
-            let store = RedisStore::new(url).map_err(|e| format!("apps.redis: {e}"))?;
+            let link = RedisLink::new(target).map_err(|e| format!("apps.redis: {e}"))?;
+            let store = RedisStore::new(link);
             let (requests, requests_rx) = crossbeam_channel::bounded(MAX_QUEUED_FETCHES);
             let mut update_txs = Vec::with_capacity(n);
             for (i, link) in links.iter_mut().enumerate() {
@@ -485,13 +488,17 @@ impl GatewayHandle {
     }
 }
 
-/// With `[cluster]`, the Redis every gateway claims its nonces in. A URL that cannot be
-/// used for it (a unix socket, a host that does not resolve at start) leaves replay
-/// protection per gateway, said once in the log, rather than failing the start: cluster
-/// limits do not need it.
-fn fleet_nonces(config: &Config) -> Option<(FleetTarget, Arc<FleetNonceStats>)> {
+/// With `[cluster]`, the Redis every gateway claims its nonces in (with Sentinel, the
+/// master the lease thread found, published in `status`). A URL that cannot be used for
+/// it (a unix socket, a host that does not resolve at start) leaves replay protection
+/// per gateway, said once in the log, rather than failing the start: cluster limits do
+/// not need it.
+fn fleet_nonces(
+    config: &Config,
+    status: Option<&Arc<ClusterStatus>>,
+) -> Option<(FleetTarget, Arc<FleetNonceStats>)> {
     let cluster = config.traffic.cluster.as_ref()?;
-    match FleetTarget::from_url(&cluster.redis) {
+    match FleetTarget::new(&cluster.redis, &status?.redis_server) {
         Ok(target) => Some((target, Arc::new(FleetNonceStats::default()))),
         Err(e) => {
             log::warn!("cluster.redis: {e}; replay protection stays per gateway");

@@ -41,6 +41,14 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// Makes [`provider`] the process's default, for libraries that build their rustls
+/// configs with the default (the redis crate's TLS); with two providers compiled in,
+/// rustls has no default of its own. Idempotent.
+pub fn install_default_provider() {
+    // An error: a default is installed already (by an earlier call).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// Loads and checks `cert_path` (the full chain, leaf first) and `key_path`. `names`
 /// overrides the names taken from the certificate; `now` (Unix seconds) is when expiry
 /// is judged.

@@ -28,6 +28,7 @@ use super::quota::{initial_grant, restored_grant, QuotaLedger};
 use super::shares::RateShares;
 use super::state::{self, QuotaState, SavedQuota};
 use super::{KeyId, Params, Report, Update};
+use crate::redis_link::RedisLink;
 
 mod rebalance;
 
@@ -69,8 +70,10 @@ impl Reconciler {
         let stop = Arc::new(AtomicBool::new(false));
         let mut core = Core::new(&spec);
         if let Some((config, status)) = &spec.cluster {
-            let store = super::cluster::ClusterStore::new(&config.redis)
-                .map_err(|e| format!("cluster.redis: {e}"))?;
+            let link = RedisLink::new(&config.redis)
+                .map_err(|e| format!("cluster.redis: {e}"))?
+                .publishing_to(status.redis_server.clone());
+            let store = super::cluster::ClusterStore::new(link);
             let (link, first_beat) =
                 lease::start(store, config.gateway_id.clone(), config.lease_interval)
                     .map_err(|e| format!("cannot start the lease thread: {e}"))?;

@@ -4,11 +4,22 @@
 //!
 //! Lazy: nothing connects until the first call, because the gateway must start even if
 //! Redis is down. Never used by a worker.
+//!
+//! With Sentinel every (re)connect asks for the master again (`servers`), and a write
+//! refused as `READONLY` (the master was demoted under us) drops the connection, so the
+//! link follows a failover.
+
+mod servers;
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{Client, Connection, ConnectionLike, FromRedisValue, RedisError, RedisResult, Value};
+use redis::{Connection, ConnectionLike, FromRedisValue, RedisError, RedisResult, Value};
+
+use crate::config::redis_target::RedisTarget;
+pub use servers::{CurrentServer, Server};
+use servers::Servers;
 
 /// Bound on the TCP connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -17,32 +28,47 @@ pub const IO_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A lazily connected Redis connection that replaces itself after failures.
 pub struct RedisLink {
-    client: Client,
-    /// `host:port` for error messages (the URL itself may carry a password).
+    servers: Servers,
+    /// The deployment, for error messages (the URL itself may carry a password).
     addr: String,
+    /// The server of the last connection, published for others who follow it.
+    current: Arc<CurrentServer>,
     conn: Option<Connection>,
     /// A connection attempt that outlived its deadline: the server accepted the TCP
     /// connection but did not answer the handshake (e.g. a stopped process). The crate
     /// runs the handshake without a read timeout, so it runs on its own thread; it is
     /// kept here and waited on again next time, so there is at most one such thread.
-    pending: Option<Receiver<Result<Connection, RedisError>>>,
+    pending: Option<Receiver<RedisResult<(Connection, Server)>>>,
 }
 
 impl RedisLink {
-    /// Parses the URL (`redis://host:port/db`); does not connect yet.
-    pub fn new(url: &str) -> Result<RedisLink, String> {
-        // The URL is not quoted back: it may hold a password.
-        let client = Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
-        let addr = client.get_connection_info().addr.to_string();
+    /// Reads the target's certificate files; does not connect yet.
+    pub fn new(target: &RedisTarget) -> Result<RedisLink, String> {
+        // The crate's TLS builds its rustls config with the process's default crypto
+        // provider, which must be chosen when two are compiled in (ours and the crate's).
+        crate::tls::certs::install_default_provider();
         Ok(RedisLink {
-            client,
-            addr,
+            servers: Servers::new(target)?,
+            addr: target.describe(),
+            current: Arc::new(CurrentServer::default()),
             conn: None,
             pending: None,
         })
     }
 
-    /// `host:port` of the server, safe to put in messages (unlike the URL).
+    /// One plain server by its URL (`redis://host:port/db`).
+    pub fn from_url(url: &str) -> Result<RedisLink, String> {
+        RedisLink::new(&RedisTarget::url(url))
+    }
+
+    /// Publishes the server of every new connection to `current` from now on.
+    pub fn publishing_to(mut self, current: Arc<CurrentServer>) -> RedisLink {
+        self.current = current;
+        self
+    }
+
+    /// Where the link goes, safe to put in messages (unlike the URL): `host:port`, or the
+    /// master's name and the sentinels.
     pub fn addr(&self) -> &str {
         &self.addr
     }
@@ -72,7 +98,12 @@ impl RedisLink {
     pub fn pipeline_replies(&mut self, pipe: &redis::Pipeline) -> Result<Vec<Value>, RedisError> {
         let packed = pipe.get_packed_pipeline();
         let count = pipe.cmd_iter().count();
-        self.run(|conn| FailFast(conn).req_packed_commands(&packed, 0, count))
+        let replies = self.run(|conn| FailFast(conn).req_packed_commands(&packed, 0, count))?;
+        if replies.iter().any(is_read_only) {
+            // A replica now: the next call finds the master again.
+            self.conn = None;
+        }
+        Ok(replies)
     }
 
     fn run<T>(
@@ -97,9 +128,11 @@ impl RedisLink {
         let result = call(&mut conn);
         // After an I/O error the connection's state is unknown (a late reply to a
         // timed-out command would be read as the answer to the next one): start afresh.
-        let broken = result
-            .as_ref()
-            .is_err_and(|e| e.is_io_error() || e.is_unrecoverable_error());
+        // A `READONLY` refusal: the server is a replica now (a failover demoted it), so
+        // the next call must find the master again.
+        let broken = result.as_ref().is_err_and(|e| {
+            e.is_io_error() || e.is_unrecoverable_error() || e.kind() == redis::ErrorKind::ReadOnly
+        });
         if !broken {
             self.conn = Some(conn);
         }
@@ -111,16 +144,18 @@ impl RedisLink {
             Some(attempt) => attempt,
             None => {
                 let (tx, rx) = mpsc::channel();
-                let client = self.client.clone();
+                let servers = self.servers.clone();
                 std::thread::Builder::new()
                     .name("rg-redis-connect".into())
                     .spawn(move || {
-                        let _ = tx.send(client.get_connection_with_timeout(CONNECT_TIMEOUT));
+                        let _ = tx.send(servers.connect(CONNECT_TIMEOUT, IO_TIMEOUT));
                     })?;
                 rx
             }
         };
-        let conn = match attempt.recv_timeout(CONNECT_TIMEOUT + IO_TIMEOUT) {
+        // Sentinel: each sentinel asked and the master's handshake may take their own
+        // bounds; past this wait the attempt is kept and waited on again next time.
+        let (conn, server) = match attempt.recv_timeout(CONNECT_TIMEOUT + IO_TIMEOUT) {
             Ok(result) => result?,
             Err(RecvTimeoutError::Timeout) => {
                 self.pending = Some(attempt);
@@ -130,10 +165,13 @@ impl RedisLink {
                 return Err(timeout_error("connection attempt ended without a result"));
             }
         };
-        conn.set_read_timeout(Some(IO_TIMEOUT))?;
-        conn.set_write_timeout(Some(IO_TIMEOUT))?;
+        self.current.set(server);
         Ok(conn)
     }
+}
+
+fn is_read_only(reply: &Value) -> bool {
+    matches!(reply, Value::ServerError(e) if e.code() == "READONLY")
 }
 
 fn timeout_error(what: &str) -> RedisError {
@@ -199,9 +237,9 @@ mod tests {
     #[test]
     fn url_is_checked_without_connecting_or_quoting_it() {
         // Nothing listens on port 1: `new` must still succeed.
-        let link = RedisLink::new("redis://:hunter2@127.0.0.1:1/0").unwrap();
+        let link = RedisLink::from_url("redis://:hunter2@127.0.0.1:1/0").unwrap();
         assert_eq!(link.addr(), "127.0.0.1:1");
-        let e = RedisLink::new("http://user:hunter2@example.com/")
+        let e = RedisLink::from_url("http://user:hunter2@example.com/")
             .err()
             .unwrap();
         assert!(
@@ -212,7 +250,7 @@ mod tests {
 
     #[test]
     fn unreachable_server_fails_every_call() {
-        let mut link = RedisLink::new("redis://127.0.0.1:1/0").unwrap();
+        let mut link = RedisLink::from_url("redis://127.0.0.1:1/0").unwrap();
         let e = link.query::<String>(&redis::cmd("PING")).unwrap_err();
         assert!(e.is_io_error(), "{e}");
         let e = link

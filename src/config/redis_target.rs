@@ -1,0 +1,395 @@
+//! Where a Redis deployment is (`[cluster] redis`, `[apps] redis`): one server named by a
+//! URL, or a table for what a URL cannot say: the CA and client certificate of a
+//! `rediss://` server, or Sentinel (`sentinels`, `master_name`) and the master's login.
+//!
+//! ```toml
+//! redis = "redis://user:password@10.0.0.5:6379/0"
+//! redis = { url = "rediss://redis.internal:6380/0", ca = "redis-ca.pem" }
+//! redis = { sentinels = ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"],
+//!           master_name = "ringgate", username = "gw", password = "...", db = 0 }
+//! ```
+//!
+//! Passwords never leave this module in messages: `RedisTarget`'s `Debug` and
+//! [`RedisTarget::describe`] name hosts only, and no URL is quoted back in an error.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::problems::Problems;
+
+/// `redis = "..."` or `redis = { ... }`, as written.
+#[derive(Debug, Clone)]
+pub enum RedisFile {
+    Url(String),
+    Table(RedisTableFile),
+}
+
+/// The table form of `redis`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTableFile {
+    pub url: Option<String>,
+    pub sentinels: Option<Vec<String>>,
+    pub master_name: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub db: Option<i64>,
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+impl std::fmt::Debug for RedisTableFile {
+    /// Without the password (config files are printed in test failures).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTableFile")
+            .field("sentinels", &self.sentinels.as_ref().map(Vec::len))
+            .field("master_name", &self.master_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'de> Deserialize<'de> for RedisFile {
+    /// By hand rather than `#[serde(untagged)]`, so that a wrong key in the table is named
+    /// ("unknown field `sentinel`, expected one of ...") instead of "did not match any
+    /// variant".
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RedisFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a Redis URL or a table such as { sentinels = [...], master_name = \"...\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RedisFile, E> {
+                Ok(RedisFile::Url(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RedisFile, A::Error> {
+                RedisTableFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RedisFile::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl RedisFile {
+    /// Whether the config file holds a Redis password (in a URL or the table).
+    pub fn has_password(&self) -> bool {
+        let in_url = |url: &str| {
+            redis::Client::open(url).is_ok_and(|c| c.get_connection_info().redis.password.is_some())
+        };
+        match self {
+            RedisFile::Url(url) => in_url(url),
+            RedisFile::Table(t) => {
+                t.password.is_some()
+                    || t.url.as_deref().is_some_and(in_url)
+                    || t.sentinels.iter().flatten().any(|s| in_url(s))
+            }
+        }
+    }
+
+    /// The files it names: the CA, the client certificate and its key.
+    pub fn files(&self) -> [Option<&str>; 3] {
+        match self {
+            RedisFile::Url(_) => [None; 3],
+            RedisFile::Table(t) => [t.ca.as_deref(), t.cert.as_deref(), t.key.as_deref()],
+        }
+    }
+}
+
+/// A validated Redis deployment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    pub servers: RedisServers,
+    /// For `rediss://` connections: the roots to trust (`None`: the system's) and the
+    /// client certificate and key, when the servers ask for one.
+    pub ca: Option<PathBuf>,
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum RedisServers {
+    /// One server: its URL (which may carry a user and password).
+    One(String),
+    /// The master that Sentinel names, found again after every failover. The sentinels'
+    /// URLs carry their own logins; `tls` (the sentinels are `rediss://`) applies to the
+    /// master and replicas too.
+    Sentinel {
+        sentinels: Vec<String>,
+        master_name: String,
+        username: Option<String>,
+        password: Option<String>,
+        db: i64,
+        tls: bool,
+    },
+}
+
+impl RedisTarget {
+    /// One plain server, as `redis = "<url>"` gives it.
+    pub fn url(url: &str) -> RedisTarget {
+        RedisTarget {
+            servers: RedisServers::One(url.to_string()),
+            ca: None,
+            identity: None,
+        }
+    }
+
+    /// Hosts only, fit for logs: `10.0.0.5:6379`, or `master "rg" of sentinels a:26379, ...`.
+    pub fn describe(&self) -> String {
+        match &self.servers {
+            RedisServers::One(url) => host_port(url),
+            RedisServers::Sentinel {
+                sentinels,
+                master_name,
+                ..
+            } => {
+                let hosts: Vec<String> = sentinels.iter().map(|s| host_port(s)).collect();
+                format!("master {master_name:?} of sentinels {}", hosts.join(", "))
+            }
+        }
+    }
+
+    /// Whether its connections use TLS.
+    pub fn tls(&self) -> bool {
+        match &self.servers {
+            RedisServers::One(url) => url.starts_with("rediss://"),
+            RedisServers::Sentinel { tls, .. } => *tls,
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisTarget({})", self.describe())
+    }
+}
+
+/// `host:port` of a Redis URL, or `?` for one that does not parse.
+fn host_port(url: &str) -> String {
+    redis::Client::open(url).map_or_else(|_| "?".to_string(), |c| c.get_connection_info().addr.to_string())
+}
+
+/// Checks `redis` at `path` (`cluster.redis`, `apps.redis`); `None` after a problem.
+pub(super) fn validate_redis(
+    p: &mut Problems,
+    path: &str,
+    file: &RedisFile,
+    base_dir: Option<&Path>,
+) -> Option<RedisTarget> {
+    let table = match file {
+        RedisFile::Url(url) => RedisTableFile {
+            url: Some(url.clone()),
+            ..RedisTableFile::default()
+        },
+        RedisFile::Table(t) => t.clone(),
+    };
+    let errors_before = p.0.len();
+    let at = |field: &str| match file {
+        RedisFile::Url(_) => path.to_string(),
+        RedisFile::Table(_) => format!("{path}.{field}"),
+    };
+    let servers = match (&table.url, &table.sentinels) {
+        (Some(_), Some(_)) => {
+            p.add(path, "set either `url` or `sentinels`, not both");
+            return None;
+        }
+        (None, None) => {
+            p.add(
+                path,
+                "needs a URL (\"redis://10.0.0.5:6379/0\") or `sentinels` and `master_name`",
+            );
+            return None;
+        }
+        (Some(url), None) => {
+            check_url(p, &at("url"), url);
+            for (field, set) in [
+                ("master_name", table.master_name.is_some()),
+                ("username", table.username.is_some()),
+                ("password", table.password.is_some()),
+                ("db", table.db.is_some()),
+            ] {
+                if set {
+                    p.add(
+                        at(field),
+                        "only applies with `sentinels` (a URL carries its own login and db)",
+                    );
+                }
+            }
+            RedisServers::One(url.clone())
+        }
+        (None, Some(sentinels)) => {
+            if sentinels.is_empty() {
+                p.add(at("sentinels"), "name at least one sentinel");
+            }
+            for (i, s) in sentinels.iter().enumerate() {
+                check_url(p, &format!("{}[{i}]", at("sentinels")), s);
+            }
+            let schemes: Vec<bool> = sentinels.iter().map(|s| s.starts_with("rediss://")).collect();
+            if schemes.windows(2).any(|w| w[0] != w[1]) {
+                p.add(at("sentinels"), "all redis:// or all rediss://, not a mix");
+            }
+            let master_name = match table.master_name.as_deref() {
+                Some(name) if !name.is_empty() && !name.contains(char::is_whitespace) => {
+                    name.to_string()
+                }
+                Some(_) => {
+                    p.add(at("master_name"), "a name without spaces, as in sentinel.conf");
+                    String::new()
+                }
+                None => {
+                    p.add(at("master_name"), "required with `sentinels`");
+                    String::new()
+                }
+            };
+            let db = match table.db {
+                Some(db) if !(0..=1_000_000).contains(&db) => {
+                    p.add(at("db"), "must be a database number, 0 or more");
+                    0
+                }
+                db => db.unwrap_or(0),
+            };
+            if table.username.is_some() && table.password.is_none() {
+                p.add(at("password"), "required with `username`");
+            }
+            RedisServers::Sentinel {
+                sentinels: sentinels.clone(),
+                master_name,
+                username: table.username.clone(),
+                password: table.password.clone(),
+                db,
+                tls: schemes.first().copied().unwrap_or(false),
+            }
+        }
+    };
+    let mut target = RedisTarget {
+        servers,
+        ca: None,
+        identity: None,
+    };
+    let tls_fields = [
+        ("ca", &table.ca),
+        ("cert", &table.cert),
+        ("key", &table.key),
+    ];
+    if !target.tls() {
+        for (field, set) in tls_fields {
+            if set.is_some() {
+                p.add(at(field), "only applies to rediss:// (TLS) servers");
+            }
+        }
+    }
+    let resolve = |f: &String| match base_dir {
+        Some(dir) if Path::new(f).is_relative() => dir.join(f),
+        _ => PathBuf::from(f),
+    };
+    target.ca = table.ca.as_ref().map(resolve);
+    target.identity = match (&table.cert, &table.key) {
+        (Some(c), Some(k)) => Some((resolve(c), resolve(k))),
+        (None, None) => None,
+        (Some(_), None) => {
+            p.add(at("key"), "required with `cert`");
+            None
+        }
+        (None, Some(_)) => {
+            p.add(at("cert"), "required with `key`");
+            None
+        }
+    };
+    if p.0.len() > errors_before {
+        return None;
+    }
+    if target.tls() {
+        // Read and checked now, so that a wrong file fails the start or the reload, not
+        // the first connection.
+        let identity = target.identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        if let Err(e) = crate::tls::client::client_config(target.ca.as_deref(), identity, unix_now()) {
+            p.add(path, e);
+            return None;
+        }
+    }
+    Some(target)
+}
+
+/// A Redis URL the crate accepts; never quoted back (it may hold a password).
+fn check_url(p: &mut Problems, path: &str, url: &str) {
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        p.add(path, "expected a redis:// or rediss:// URL, e.g. \"redis://10.0.0.5:6379/0\"");
+    } else if redis::Client::open(url).is_err() {
+        p.add(path, "invalid Redis URL");
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(toml_value: &str) -> Result<RedisTarget, Vec<String>> {
+        #[derive(Deserialize)]
+        struct Doc {
+            redis: RedisFile,
+        }
+        let doc: Doc = toml::from_str(&format!("redis = {toml_value}")).map_err(|e| vec![e.to_string()])?;
+        let mut p = Problems::default();
+        let target = validate_redis(&mut p, "cluster.redis", &doc.redis, None);
+        if p.0.is_empty() {
+            Ok(target.unwrap())
+        } else {
+            Err(p.0.iter().map(|e| e.to_string()).collect())
+        }
+    }
+
+    #[test]
+    fn a_url_or_a_sentinel_table() {
+        let one = check("\"redis://:hunter2@10.0.0.5:6379/2\"").unwrap();
+        assert!(one.servers == RedisServers::One("redis://:hunter2@10.0.0.5:6379/2".into()));
+        assert_eq!(format!("{one:?}"), "RedisTarget(10.0.0.5:6379)");
+        let s = check(
+            r#"{ sentinels = ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"], master_name = "rg", username = "gw", password = "hunter2", db = 3 }"#,
+        )
+        .unwrap();
+        let RedisServers::Sentinel { master_name, db, tls, .. } = &s.servers else {
+            panic!("{s:?}")
+        };
+        assert_eq!((master_name.as_str(), *db, *tls), ("rg", 3, false));
+        assert_eq!(
+            s.describe(),
+            "master \"rg\" of sentinels 10.0.0.1:26379, 10.0.0.2:26379"
+        );
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn mistakes_are_named_and_urls_not_quoted() {
+        let e = check("\"http://:hunter2@x/\"").unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("cluster.redis: expected a redis://"), "{e:?}");
+        assert!(!e[0].contains("hunter2"));
+        let e = check(r#"{ sentinels = ["redis://a:26379"] }"#).unwrap_err();
+        assert_eq!(e, ["cluster.redis.master_name: required with `sentinels`"]);
+        let e = check(r#"{ url = "redis://a:6379", sentinels = ["redis://b:26379"] }"#).unwrap_err();
+        assert_eq!(e, ["cluster.redis: set either `url` or `sentinels`, not both"]);
+        let e = check(r#"{ url = "redis://a:6379", ca = "ca.pem", db = 2 }"#).unwrap_err();
+        assert_eq!(
+            e,
+            [
+                "cluster.redis.db: only applies with `sentinels` (a URL carries its own login and db)",
+                "cluster.redis.ca: only applies to rediss:// (TLS) servers",
+            ]
+        );
+        let e = check(r#"{ sentinels = ["redis://a:26379", "rediss://b:26379"], master_name = "m" }"#)
+            .unwrap_err();
+        assert_eq!(e, ["cluster.redis.sentinels: all redis:// or all rediss://, not a mix"]);
+        let e = check(r#"{ url = "rediss://a:6380", ca = "/nonexistent/ca.pem" }"#).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("cluster.redis: ") && e[0].contains("/nonexistent/ca.pem"), "{e:?}");
+        let e = check(r#"{ url = "redis://a:6379", sentinel = [] }"#).unwrap_err();
+        assert!(e[0].contains("unknown field `sentinel`"), "{e:?}");
+    }
+}

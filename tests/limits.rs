@@ -981,7 +981,15 @@ fn config_errors_name_the_limit_and_field() {
                 one("none", "{ key = \"route\", rate = \"10/s\" }")
             ),
             "cluster.redis",
-            "invalid Redis URL",
+            "expected a redis:// or rediss:// URL",
+        ),
+        (
+            format!(
+                "[cluster]\nredis = {{ sentinels = [\"redis://127.0.0.1:26379\"] }}\n{}",
+                one("none", "{ key = \"route\", rate = \"10/s\" }")
+            ),
+            "cluster.redis.master_name",
+            "required with `sentinels`",
         ),
         (
             format!(

@@ -4,9 +4,9 @@
 //! commands and replies on the worker's event loop.
 
 use std::io;
-use std::net::ToSocketAddrs;
 #[cfg(test)]
 use std::net::SocketAddr;
+use std::net::ToSocketAddrs;
 use std::sync::Arc;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -56,7 +56,8 @@ impl FleetTarget {
                 .identity
                 .as_ref()
                 .map(|(c, k)| (c.as_path(), k.as_path()));
-            let mut config = crate::tls::client::client_config(target.ca.as_deref(), identity, unix_now())?;
+            let mut config =
+                crate::tls::client::client_config(target.ca.as_deref(), identity, unix_now())?;
             // Redis speaks no ALPN protocol.
             config.alpn_protocols.clear();
             Some(Arc::new(config))
@@ -75,9 +76,7 @@ impl FleetTarget {
                     redis::ConnectionAddr::Tcp(host, port)
                     | redis::ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port),
                     other => {
-                        return Err(format!(
-                            "fleet-wide nonces need a TCP Redis, not {other}"
-                        ))
+                        return Err(format!("fleet-wide nonces need a TCP Redis, not {other}"))
                     }
                 };
                 let addr = (host.as_str(), port)

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use super::fleet_conn::RedisStream;
 pub use super::fleet_conn::FleetTarget;
+use super::fleet_conn::RedisStream;
 use super::fleet_resp::{command_len, encode, Reply};
 use crate::mix::mix64;
 
@@ -150,7 +150,8 @@ impl FleetNonces {
             let why = loop {
                 let reused = conn.is_some();
                 if conn.is_none() {
-                    match monoio::time::timeout(CONNECT_WAIT, self.target.connect(&mut rbuf)).await {
+                    match monoio::time::timeout(CONNECT_WAIT, self.target.connect(&mut rbuf)).await
+                    {
                         Ok(Ok(c)) => conn = Some(c),
                         Ok(Err(e)) => break Some(format!("cannot connect: {e}")),
                         Err(_) => break Some("connect timed out".to_string()),
@@ -297,4 +298,3 @@ impl Future for WorkQueued<'_> {
         }
     }
 }
-

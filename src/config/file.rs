@@ -4,8 +4,8 @@
 //! Values that need interpretation (durations, sizes, addresses) stay strings here and are
 //! checked in `validate`, where each problem can be reported with its path.
 
-use serde::Deserialize;
 use super::redis_target::RedisFile;
+use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

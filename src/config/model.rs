@@ -11,8 +11,8 @@ pub use crate::http::HttpLimits;
 use super::apps::AppRegistry;
 use super::cidr::Cidr;
 use super::model_limits::LimitSpec;
-use super::redis_target::RedisTarget;
 use super::model_resilience::{BreakerConfig, BulkheadConfig, HealthCheckConfig, OutlierConfig};
+use super::redis_target::RedisTarget;
 
 #[derive(Debug, Clone)]
 pub struct Config {

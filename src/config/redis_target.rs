@@ -59,12 +59,17 @@ impl<'de> Deserialize<'de> for RedisFile {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = RedisFile;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a Redis URL or a table such as { sentinels = [...], master_name = \"...\" }")
+                f.write_str(
+                    "a Redis URL or a table such as { sentinels = [...], master_name = \"...\" }",
+                )
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RedisFile, E> {
                 Ok(RedisFile::Url(v.to_string()))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RedisFile, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RedisFile, A::Error> {
                 RedisTableFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))
                     .map(RedisFile::Table)
             }
@@ -167,7 +172,10 @@ impl std::fmt::Debug for RedisTarget {
 
 /// `host:port` of a Redis URL, or `?` for one that does not parse.
 fn host_port(url: &str) -> String {
-    redis::Client::open(url).map_or_else(|_| "?".to_string(), |c| c.get_connection_info().addr.to_string())
+    redis::Client::open(url).map_or_else(
+        |_| "?".to_string(),
+        |c| c.get_connection_info().addr.to_string(),
+    )
 }
 
 /// Checks `redis` at `path` (`cluster.redis`, `apps.redis`); `None` after a problem.
@@ -225,7 +233,10 @@ pub(super) fn validate_redis(
             for (i, s) in sentinels.iter().enumerate() {
                 check_url(p, &format!("{}[{i}]", at("sentinels")), s);
             }
-            let schemes: Vec<bool> = sentinels.iter().map(|s| s.starts_with("rediss://")).collect();
+            let schemes: Vec<bool> = sentinels
+                .iter()
+                .map(|s| s.starts_with("rediss://"))
+                .collect();
             if schemes.windows(2).any(|w| w[0] != w[1]) {
                 p.add(at("sentinels"), "all redis:// or all rediss://, not a mix");
             }
@@ -234,7 +245,10 @@ pub(super) fn validate_redis(
                     name.to_string()
                 }
                 Some(_) => {
-                    p.add(at("master_name"), "a name without spaces, as in sentinel.conf");
+                    p.add(
+                        at("master_name"),
+                        "a name without spaces, as in sentinel.conf",
+                    );
                     String::new()
                 }
                 None => {
@@ -302,8 +316,13 @@ pub(super) fn validate_redis(
     if target.tls() {
         // Read and checked now, so that a wrong file fails the start or the reload, not
         // the first connection.
-        let identity = target.identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
-        if let Err(e) = crate::tls::client::client_config(target.ca.as_deref(), identity, unix_now()) {
+        let identity = target
+            .identity
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()));
+        if let Err(e) =
+            crate::tls::client::client_config(target.ca.as_deref(), identity, unix_now())
+        {
             p.add(path, e);
             return None;
         }
@@ -314,7 +333,10 @@ pub(super) fn validate_redis(
 /// A Redis URL the crate accepts; never quoted back (it may hold a password).
 fn check_url(p: &mut Problems, path: &str, url: &str) {
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-        p.add(path, "expected a redis:// or rediss:// URL, e.g. \"redis://10.0.0.5:6379/0\"");
+        p.add(
+            path,
+            "expected a redis:// or rediss:// URL, e.g. \"redis://10.0.0.5:6379/0\"",
+        );
     } else if redis::Client::open(url).is_err() {
         p.add(path, "invalid Redis URL");
     }
@@ -335,7 +357,8 @@ mod tests {
         struct Doc {
             redis: RedisFile,
         }
-        let doc: Doc = toml::from_str(&format!("redis = {toml_value}")).map_err(|e| vec![e.to_string()])?;
+        let doc: Doc =
+            toml::from_str(&format!("redis = {toml_value}")).map_err(|e| vec![e.to_string()])?;
         let mut p = Problems::default();
         let target = validate_redis(&mut p, "cluster.redis", &doc.redis, None);
         if p.0.is_empty() {
@@ -354,7 +377,13 @@ mod tests {
             r#"{ sentinels = ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"], master_name = "rg", username = "gw", password = "hunter2", db = 3 }"#,
         )
         .unwrap();
-        let RedisServers::Sentinel { master_name, db, tls, .. } = &s.servers else {
+        let RedisServers::Sentinel {
+            master_name,
+            db,
+            tls,
+            ..
+        } = &s.servers
+        else {
             panic!("{s:?}")
         };
         assert_eq!((master_name.as_str(), *db, *tls), ("rg", 3, false));
@@ -369,12 +398,19 @@ mod tests {
     fn mistakes_are_named_and_urls_not_quoted() {
         let e = check("\"http://:hunter2@x/\"").unwrap_err();
         assert_eq!(e.len(), 1);
-        assert!(e[0].starts_with("cluster.redis: expected a redis://"), "{e:?}");
+        assert!(
+            e[0].starts_with("cluster.redis: expected a redis://"),
+            "{e:?}"
+        );
         assert!(!e[0].contains("hunter2"));
         let e = check(r#"{ sentinels = ["redis://a:26379"] }"#).unwrap_err();
         assert_eq!(e, ["cluster.redis.master_name: required with `sentinels`"]);
-        let e = check(r#"{ url = "redis://a:6379", sentinels = ["redis://b:26379"] }"#).unwrap_err();
-        assert_eq!(e, ["cluster.redis: set either `url` or `sentinels`, not both"]);
+        let e =
+            check(r#"{ url = "redis://a:6379", sentinels = ["redis://b:26379"] }"#).unwrap_err();
+        assert_eq!(
+            e,
+            ["cluster.redis: set either `url` or `sentinels`, not both"]
+        );
         let e = check(r#"{ url = "redis://a:6379", ca = "ca.pem", db = 2 }"#).unwrap_err();
         assert_eq!(
             e,
@@ -383,12 +419,19 @@ mod tests {
                 "cluster.redis.ca: only applies to rediss:// (TLS) servers",
             ]
         );
-        let e = check(r#"{ sentinels = ["redis://a:26379", "rediss://b:26379"], master_name = "m" }"#)
-            .unwrap_err();
-        assert_eq!(e, ["cluster.redis.sentinels: all redis:// or all rediss://, not a mix"]);
+        let e =
+            check(r#"{ sentinels = ["redis://a:26379", "rediss://b:26379"], master_name = "m" }"#)
+                .unwrap_err();
+        assert_eq!(
+            e,
+            ["cluster.redis.sentinels: all redis:// or all rediss://, not a mix"]
+        );
         let e = check(r#"{ url = "rediss://a:6380", ca = "/nonexistent/ca.pem" }"#).unwrap_err();
         assert_eq!(e.len(), 1);
-        assert!(e[0].starts_with("cluster.redis: ") && e[0].contains("/nonexistent/ca.pem"), "{e:?}");
+        assert!(
+            e[0].starts_with("cluster.redis: ") && e[0].contains("/nonexistent/ca.pem"),
+            "{e:?}"
+        );
         let e = check(r#"{ url = "redis://a:6379", sentinel = [] }"#).unwrap_err();
         assert!(e[0].contains("unknown field `sentinel`"), "{e:?}");
     }

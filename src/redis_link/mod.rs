@@ -18,8 +18,8 @@ use std::time::Duration;
 use redis::{Connection, ConnectionLike, FromRedisValue, RedisError, RedisResult, Value};
 
 use crate::config::redis_target::RedisTarget;
-pub use servers::{CurrentServer, Server};
 use servers::Servers;
+pub use servers::{CurrentServer, Server};
 
 /// Bound on the TCP connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);

@@ -112,17 +112,22 @@ impl Servers {
 impl Sentinels {
     /// Asks the sentinels in turn for the master's address and connects to it if it is
     /// the master indeed.
-    fn master(&self, connect_timeout: Duration, io_timeout: Duration) -> RedisResult<(Connection, Server)> {
+    fn master(
+        &self,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> RedisResult<(Connection, Server)> {
         let n = self.sentinels.len();
         let first = self.first.load(Ordering::Relaxed) % n;
         let mut last_error = None;
         for i in (0..n).map(|k| (first + k) % n) {
-            let named = open(&self.sentinels[i], connect_timeout, io_timeout).and_then(|(mut conn, _)| {
-                redis::cmd("SENTINEL")
-                    .arg("GET-MASTER-ADDR-BY-NAME")
-                    .arg(&self.master_name)
-                    .query::<Option<(String, u16)>>(&mut conn)
-            });
+            let named =
+                open(&self.sentinels[i], connect_timeout, io_timeout).and_then(|(mut conn, _)| {
+                    redis::cmd("SENTINEL")
+                        .arg("GET-MASTER-ADDR-BY-NAME")
+                        .arg(&self.master_name)
+                        .query::<Option<(String, u16)>>(&mut conn)
+                });
             let (host, port) = match named {
                 Ok(Some(addr)) => addr,
                 Ok(None) => {
@@ -153,7 +158,8 @@ impl Sentinels {
                 ))),
             };
         }
-        Err(last_error.unwrap_or_else(|| RedisError::from((ErrorKind::EmptySentinelList, "no sentinels"))))
+        Err(last_error
+            .unwrap_or_else(|| RedisError::from((ErrorKind::EmptySentinelList, "no sentinels"))))
     }
 
     fn master_info(&self, host: String, port: u16) -> ConnectionInfo {
@@ -175,12 +181,18 @@ impl Sentinels {
 }
 
 /// Connects with the given bounds and says to whom.
-fn open(client: &Client, connect_timeout: Duration, io_timeout: Duration) -> RedisResult<(Connection, Server)> {
+fn open(
+    client: &Client,
+    connect_timeout: Duration,
+    io_timeout: Duration,
+) -> RedisResult<(Connection, Server)> {
     let conn = client.get_connection_with_timeout(connect_timeout)?;
     conn.set_read_timeout(Some(io_timeout))?;
     conn.set_write_timeout(Some(io_timeout))?;
     let (host, port) = match &client.get_connection_info().addr {
-        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port),
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            (host.clone(), *port)
+        }
         ConnectionAddr::Unix(path) => (path.display().to_string(), 0),
     };
     // The crate resolved the same name a moment ago: this is its cached answer.
@@ -193,7 +205,10 @@ fn open(client: &Client, connect_timeout: Duration, io_timeout: Duration) -> Red
 }
 
 /// A client for `info`, with the target's CA and client certificate when it is TLS.
-fn client(info: impl IntoConnectionInfo, certs: &Option<TlsCertificates>) -> Result<Client, String> {
+fn client(
+    info: impl IntoConnectionInfo,
+    certs: &Option<TlsCertificates>,
+) -> Result<Client, String> {
     let info = info
         .into_connection_info()
         .map_err(|e| format!("invalid Redis URL: {e}"))?;

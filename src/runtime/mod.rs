@@ -28,11 +28,11 @@ use crate::auth::directory::{Directory, DirectoryStats};
 use crate::auth::fleet_nonces::{FleetNonceStats, FleetTarget};
 use crate::auth::nonce::NonceCache;
 use crate::auth::store::RedisStore;
-use crate::redis_link::RedisLink;
 use crate::config::{AppsSource, Config, DriverChoice, ListenConfig, WorkerCount};
 use crate::limits::lease::ClusterStatus;
 use crate::limits::reconciler::{Reconciler, ReconcilerSpec};
 use crate::limits::state;
+use crate::redis_link::RedisLink;
 use crate::snapshot::Snapshot;
 
 /// State the control side and workers share. Touched at start, drain and by health

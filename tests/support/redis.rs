@@ -15,8 +15,12 @@ const START_DEADLINE: Duration = Duration::from_secs(10);
 
 pub struct RedisServer {
     pub port: u16,
+    /// With `start_tls`: the TLS port (the plain one stays open for the test's own use).
+    pub tls_port: Option<u16>,
     child: Child,
     dir: PathBuf,
+    /// Arguments after the port and the defaults, kept for `restart`.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -26,6 +30,45 @@ impl RedisServer {
     /// redis-server, so a missing one there is a failure, and a green CI means every
     /// Redis test ran.
     pub fn start() -> Option<RedisServer> {
+        Self::start_with(|_| Vec::new())
+    }
+
+    /// A replica of `master` (`--replicaof`), answering once it listens (not necessarily
+    /// synchronized yet).
+    pub fn replica_of(master: &RedisServer) -> Option<RedisServer> {
+        let port = master.port.to_string();
+        Self::start_with(|_| {
+            ["--replicaof", "127.0.0.1", &port]
+                .map(String::from)
+                .to_vec()
+        })
+    }
+
+    /// With a TLS port too, serving `<tag>.pem`/`<tag>.key` from `certs` and asking
+    /// clients for a certificate that `ca.pem` there signed (`tls-auth-clients`: `yes`
+    /// or `optional`).
+    pub fn start_tls(certs: &Path, tag: &str, auth_clients: &str) -> Option<RedisServer> {
+        let file = |name: String| certs.join(name).display().to_string();
+        let mut server = Self::start_with(|_| {
+            vec![
+                "--tls-port".into(),
+                free_port().to_string(),
+                "--tls-cert-file".into(),
+                file(format!("{tag}.pem")),
+                "--tls-key-file".into(),
+                file(format!("{tag}.key")),
+                "--tls-ca-cert-file".into(),
+                file("ca.pem".into()),
+                "--tls-auth-clients".into(),
+                auth_clients.into(),
+            ]
+        })?;
+        server.tls_port = server.extra[1].parse().ok();
+        Some(server)
+    }
+
+    /// Starts `redis-server` with `extra(dir)` after the usual arguments.
+    pub fn start_with(extra: impl Fn(&Path) -> Vec<String>) -> Option<RedisServer> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         if !on_path("redis-server") {
             assert!(
@@ -47,9 +90,18 @@ impl RedisServer {
         let mut last_failure = String::new();
         for _ in 0..5 {
             let port = free_port();
-            let mut child = spawn(port, &dir);
+            let extra = extra(&dir);
+            let mut child = spawn(port, &dir, &extra);
             match wait_ready(&mut child, port, &dir) {
-                Ok(()) => return Some(RedisServer { port, child, dir }),
+                Ok(()) => {
+                    return Some(RedisServer {
+                        port,
+                        tls_port: None,
+                        child,
+                        dir,
+                        extra,
+                    })
+                }
                 Err(why) => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -93,6 +145,11 @@ impl RedisServer {
         self.cmd(&["DEL", key]);
     }
 
+    /// The process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the server (as a crash would) and waits for it to exit.
     pub fn stop(&mut self) {
         let _ = self.child.kill();
@@ -103,7 +160,7 @@ impl RedisServer {
     /// is gone: there is no persistence.
     pub fn restart(&mut self) {
         self.stop();
-        self.child = spawn(self.port, &self.dir);
+        self.child = spawn(self.port, &self.dir, &self.extra);
         if let Err(why) = wait_ready(&mut self.child, self.port, &self.dir) {
             panic!("redis-server did not restart on port {}: {why}", self.port);
         }
@@ -151,7 +208,7 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn(port: u16, dir: &Path) -> Child {
+fn spawn(port: u16, dir: &Path, extra: &[String]) -> Child {
     Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         // No persistence: nothing is written, nothing survives a restart.
@@ -160,6 +217,7 @@ fn spawn(port: u16, dir: &Path) -> Child {
         .arg(dir)
         .arg("--logfile")
         .arg(dir.join("redis.log"))
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -207,4 +265,141 @@ fn free_port() -> u16 {
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// `redis-sentinel` processes on free ports watching one master, quick to act: a master
+/// silent for a second is down, and two sentinels agree on it. Killed on drop.
+pub struct Sentinels {
+    pub ports: Vec<u16>,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl Sentinels {
+    /// `count` sentinels watching `master` as `name`, ready once they know each other,
+    /// the replicas and that a failover could be authorized (`SENTINEL CKQUORUM`).
+    pub fn start(name: &str, master: &RedisServer, count: usize) -> Option<Sentinels> {
+        if !on_path("redis-sentinel") {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI installs redis-sentinel: the Sentinel tests must not be skipped"
+            );
+            eprintln!("SKIPPED: redis-sentinel not found on PATH");
+            return None;
+        }
+        // Sentinel fsyncs its config file at every change of state, failovers included:
+        // on a disk busy with other tests' writes one fsync can take tens of seconds,
+        // which would stall the failover. On tmpfs it costs nothing.
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            master.dir.clone()
+        };
+        let dir = base.join(format!(
+            "rg-sentinels-{name}-{}-{}",
+            std::process::id(),
+            master.port
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut sentinels = Sentinels {
+            ports: Vec::new(),
+            children: Vec::new(),
+            dir,
+        };
+        for i in 0..count {
+            let port = free_port();
+            let conf = sentinels.dir.join(format!("sentinel-{i}.conf"));
+            // Sentinel rewrites its config file as it learns: it must be its own.
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {dir}/sentinel-{i}.log\n\
+                     sentinel monitor {name} 127.0.0.1 {master} 2\n\
+                     sentinel down-after-milliseconds {name} 1000\n\
+                     sentinel failover-timeout {name} 2000\n\
+                     sentinel parallel-syncs {name} 1\n",
+                    dir = sentinels.dir.display(),
+                    master = master.port,
+                ),
+            )
+            .unwrap();
+            let child = Command::new("redis-sentinel")
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run redis-sentinel: {e}"));
+            sentinels.ports.push(port);
+            sentinels.children.push(child);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let quorum = sentinels.ask(0, &["SENTINEL", "CKQUORUM", name]);
+            let replicas = sentinels.ask(0, &["SENTINEL", "REPLICAS", name]);
+            let ready = matches!(&quorum, Ok(redis::Value::SimpleString(s)) if s.starts_with("OK"))
+                && matches!(&replicas, Ok(redis::Value::Array(r)) if !r.is_empty());
+            if ready {
+                return Some(sentinels);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sentinels not ready: quorum {quorum:?}, replicas {replicas:?}; log:\n{}",
+                std::fs::read_to_string(sentinels.dir.join("sentinel-0.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>` of each sentinel.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// The master's port as sentinel `i` names it now.
+    pub fn master_port(&self, i: usize, name: &str) -> Option<u16> {
+        match self.ask(i, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", name]) {
+            Ok(redis::Value::Array(addr)) if addr.len() == 2 => {
+                redis::from_redis_value::<String>(&addr[1])
+                    .ok()?
+                    .parse()
+                    .ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// Runs one command on sentinel `i`.
+    pub fn ask(&self, i: usize, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.ports[i]))?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(1))?;
+        conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut conn)
+    }
+
+    /// The end of sentinel `i`'s log, for failure messages.
+    pub fn log(&self, i: usize) -> String {
+        let log =
+            std::fs::read_to_string(self.dir.join(format!("sentinel-{i}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Sentinels {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

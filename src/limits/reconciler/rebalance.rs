@@ -95,12 +95,19 @@ impl Core {
                 continue;
             }
             if let Some((connected, gateways)) = cluster {
-                // What this gateway may hand out: what it reserved, or while Redis is
-                // out of reach, its part of the day's quota.
+                // What this gateway may hand out: what it reserved; while Redis is out
+                // of reach, the lesser of two caps that each keep the gateways together
+                // within the day's quota: its part of the quota (exact unless a gateway
+                // held more than its part: uneven load), and what it held plus its part
+                // of what no gateway held at its last lease (exact however uneven, but
+                // for what the others reserved since). Knowing nothing (Redis out since
+                // the start), both are `quota/gateways`.
                 let cap = if connected {
                     key.reserved
                 } else {
-                    key.reserved.max(key.per_day / gateways)
+                    let part = key.reserved.max(key.per_day / gateways);
+                    let unheld = key.per_day.saturating_sub(key.cluster_used);
+                    part.min(key.reserved + unheld / gateways)
                 };
                 key.ledger.set_cap(cap);
             }

@@ -93,6 +93,9 @@ impl FleetTarget {
                     described,
                 })
             }
+            RedisServers::Cluster { .. } => {
+                Err("fleet-wide nonces do not run on a Redis Cluster yet".to_string())
+            }
             RedisServers::Sentinel {
                 username,
                 password,
@@ -291,6 +294,7 @@ mod tests {
             },
             ca: None,
             identity: None,
+            files_digest: [0; 32],
         };
         let t = FleetTarget::new(&sentinel, &current).unwrap();
         assert_eq!(t.addr(), None);

@@ -163,33 +163,38 @@ impl RedisStore {
         Ok(keys)
     }
 
-    /// The keys under `prefix`, with `prefix` replaced by `tag`.
+    /// The keys under `prefix`, with `prefix` replaced by `tag` (on a Redis Cluster,
+    /// from every master: each holds its own slots).
     fn scan(&mut self, prefix: &str, tag: &str) -> Result<Vec<String>, StoreError> {
         let pattern = format!("{prefix}*");
         let mut keys = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<Vec<u8>>) = self
-                .link
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(SCAN_COUNT),
-                )
-                .map_err(|e| self.unavailable(&e))?;
-            // A key that is not UTF-8 cannot be a valid app key; skipping it keeps one
-            // bad key from hiding all the others.
-            keys.extend(batch.into_iter().filter_map(|k| {
-                let k = String::from_utf8(k).ok()?;
-                k.strip_prefix(prefix).map(|rest| format!("{tag}{rest}"))
-            }));
-            if next == 0 {
-                break;
+        let masters = self.link.masters().map_err(|e| self.unavailable(&e))?;
+        for node in &masters {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, batch): (u64, Vec<Vec<u8>>) = self
+                    .link
+                    .query_node(
+                        node,
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(SCAN_COUNT),
+                    )
+                    .map_err(|e| self.unavailable(&e))?;
+                // A key that is not UTF-8 cannot be a valid app key; skipping it keeps
+                // one bad key from hiding all the others.
+                keys.extend(batch.into_iter().filter_map(|k| {
+                    let k = String::from_utf8(k).ok()?;
+                    k.strip_prefix(prefix).map(|rest| format!("{tag}{rest}"))
+                }));
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
         Ok(keys)
     }

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::problems::Problems;
 
 /// `redis = "..."` or `redis = { ... }`, as written.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum RedisFile {
     Url(String),
     Table(RedisTableFile),
@@ -31,6 +31,7 @@ pub enum RedisFile {
 pub struct RedisTableFile {
     pub url: Option<String>,
     pub sentinels: Option<Vec<String>>,
+    pub nodes: Option<Vec<String>>,
     pub master_name: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -38,6 +39,16 @@ pub struct RedisTableFile {
     pub ca: Option<String>,
     pub cert: Option<String>,
     pub key: Option<String>,
+}
+
+impl std::fmt::Debug for RedisFile {
+    /// Without the URL, which may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisFile::Url(url) => write!(f, "RedisFile::Url({})", host_port(url)),
+            RedisFile::Table(t) => t.fmt(f),
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisTableFile {
@@ -89,7 +100,11 @@ impl RedisFile {
             RedisFile::Table(t) => {
                 t.password.is_some()
                     || t.url.as_deref().is_some_and(in_url)
-                    || t.sentinels.iter().flatten().any(|s| in_url(s))
+                    || t.sentinels
+                        .iter()
+                        .chain(&t.nodes)
+                        .flatten()
+                        .any(|s| in_url(s))
             }
         }
     }
@@ -111,6 +126,10 @@ pub struct RedisTarget {
     /// client certificate and key, when the servers ask for one.
     pub ca: Option<PathBuf>,
     pub identity: Option<(PathBuf, PathBuf)>,
+    /// The contents of those files when the config loaded: a reload that finds them
+    /// changed (a renewed certificate) differs from the running target, and is refused
+    /// (Redis settings are fixed at start) rather than seeming to apply.
+    pub files_digest: [u8; 32],
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -128,6 +147,9 @@ pub enum RedisServers {
         db: i64,
         tls: bool,
     },
+    /// A Redis Cluster, found from any of these nodes (their URLs carry the login; all
+    /// the same). `tls`: they are `rediss://`.
+    Cluster { nodes: Vec<String>, tls: bool },
 }
 
 impl RedisTarget {
@@ -137,6 +159,7 @@ impl RedisTarget {
             servers: RedisServers::One(url.to_string()),
             ca: None,
             identity: None,
+            files_digest: [0; 32],
         }
     }
 
@@ -152,6 +175,10 @@ impl RedisTarget {
                 let hosts: Vec<String> = sentinels.iter().map(|s| host_port(s)).collect();
                 format!("master {master_name:?} of sentinels {}", hosts.join(", "))
             }
+            RedisServers::Cluster { nodes, .. } => {
+                let hosts: Vec<String> = nodes.iter().map(|s| host_port(s)).collect();
+                format!("cluster of {}", hosts.join(", "))
+            }
         }
     }
 
@@ -159,7 +186,7 @@ impl RedisTarget {
     pub fn tls(&self) -> bool {
         match &self.servers {
             RedisServers::One(url) => url.starts_with("rediss://"),
-            RedisServers::Sentinel { tls, .. } => *tls,
+            RedisServers::Sentinel { tls, .. } | RedisServers::Cluster { tls, .. } => *tls,
         }
     }
 }
@@ -197,48 +224,63 @@ pub(super) fn validate_redis(
         RedisFile::Url(_) => path.to_string(),
         RedisFile::Table(_) => format!("{path}.{field}"),
     };
-    let servers = match (&table.url, &table.sentinels) {
-        (Some(_), Some(_)) => {
-            p.add(path, "set either `url` or `sentinels`, not both");
-            return None;
-        }
-        (None, None) => {
+    let chosen = [
+        table.url.is_some(),
+        table.sentinels.is_some(),
+        table.nodes.is_some(),
+    ];
+    if chosen.iter().filter(|&&c| c).count() > 1 {
+        p.add(path, "set one of `url`, `sentinels` and `nodes`");
+        return None;
+    }
+    let servers = match (&table.url, &table.sentinels, &table.nodes) {
+        (None, None, None) => {
             p.add(
                 path,
-                "needs a URL (\"redis://10.0.0.5:6379/0\") or `sentinels` and `master_name`",
+                "needs a URL (\"redis://10.0.0.5:6379/0\"), `sentinels` and `master_name`, or `nodes`",
             );
             return None;
         }
-        (Some(url), None) => {
+        (Some(url), _, _) => {
             check_url(p, &at("url"), url);
-            for (field, set) in [
-                ("master_name", table.master_name.is_some()),
-                ("username", table.username.is_some()),
-                ("password", table.password.is_some()),
-                ("db", table.db.is_some()),
-            ] {
-                if set {
+            only_with_sentinels(p, &table, &at, "a URL carries its own login and db");
+            RedisServers::One(url.clone())
+        }
+        (_, _, Some(nodes)) => {
+            let tls = check_urls(p, &at("nodes"), nodes, "node");
+            only_with_sentinels(
+                p,
+                &table,
+                &at,
+                "the nodes' URLs carry the login; a cluster has db 0 only",
+            );
+            for (i, node) in nodes.iter().enumerate() {
+                let db = redis::Client::open(node.as_str())
+                    .map_or(0, |c| c.get_connection_info().redis.db);
+                if db != 0 {
                     p.add(
-                        at(field),
-                        "only applies with `sentinels` (a URL carries its own login and db)",
+                        format!("{}[{i}]", at("nodes")),
+                        "a Redis Cluster has database 0 only",
                     );
                 }
             }
-            RedisServers::One(url.clone())
+            RedisServers::Cluster {
+                nodes: nodes.clone(),
+                tls,
+            }
         }
-        (None, Some(sentinels)) => {
-            if sentinels.is_empty() {
-                p.add(at("sentinels"), "name at least one sentinel");
-            }
-            for (i, s) in sentinels.iter().enumerate() {
-                check_url(p, &format!("{}[{i}]", at("sentinels")), s);
-            }
-            let schemes: Vec<bool> = sentinels
-                .iter()
-                .map(|s| s.starts_with("rediss://"))
-                .collect();
-            if schemes.windows(2).any(|w| w[0] != w[1]) {
-                p.add(at("sentinels"), "all redis:// or all rediss://, not a mix");
+        (_, Some(sentinels), _) => {
+            let tls = check_urls(p, &at("sentinels"), sentinels, "sentinel");
+            for (i, sentinel) in sentinels.iter().enumerate() {
+                let db = redis::Client::open(sentinel.as_str())
+                    .map_or(0, |c| c.get_connection_info().redis.db);
+                if db != 0 {
+                    // Sentinel has no databases (`SELECT` is an unknown command there).
+                    p.add(
+                        format!("{}[{i}]", at("sentinels")),
+                        "a sentinel has no database: the master's goes in `db`",
+                    );
+                }
             }
             let master_name = match table.master_name.as_deref() {
                 Some(name) if !name.is_empty() && !name.contains(char::is_whitespace) => {
@@ -272,7 +314,7 @@ pub(super) fn validate_redis(
                 username: table.username.clone(),
                 password: table.password.clone(),
                 db,
-                tls: schemes.first().copied().unwrap_or(false),
+                tls,
             }
         }
     };
@@ -280,6 +322,7 @@ pub(super) fn validate_redis(
         servers,
         ca: None,
         identity: None,
+        files_digest: [0; 32],
     };
     let tls_fields = [
         ("ca", &table.ca),
@@ -326,8 +369,59 @@ pub(super) fn validate_redis(
             p.add(path, e);
             return None;
         }
+        target.files_digest = digest(&target);
     }
     Some(target)
+}
+
+/// The contents of the target's CA, certificate and key files, each framed by its length.
+fn digest(target: &RedisTarget) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let (cert, key) = target.identity.clone().unzip();
+    for file in [target.ca.clone(), cert, key] {
+        let bytes = file
+            .and_then(|f| crate::files::read_bounded(&f, 4 << 20).ok())
+            .unwrap_or_default();
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    h.finalize().into()
+}
+
+/// A list of URLs: at least one, each valid, all `redis://` or all `rediss://` (which
+/// is returned: whether they are TLS).
+fn check_urls(p: &mut Problems, path: &str, urls: &[String], what: &str) -> bool {
+    if urls.is_empty() {
+        p.add(path, format!("name at least one {what}"));
+    }
+    for (i, url) in urls.iter().enumerate() {
+        check_url(p, &format!("{path}[{i}]"), url);
+    }
+    let tls: Vec<bool> = urls.iter().map(|u| u.starts_with("rediss://")).collect();
+    if tls.windows(2).any(|w| w[0] != w[1]) {
+        p.add(path, "all redis:// or all rediss://, not a mix");
+    }
+    tls.first().copied().unwrap_or(false)
+}
+
+/// `master_name`, `username`, `password` and `db` are Sentinel's: elsewhere, `why`.
+fn only_with_sentinels(
+    p: &mut Problems,
+    table: &RedisTableFile,
+    at: &dyn Fn(&str) -> String,
+    why: &str,
+) {
+    for (field, set) in [
+        ("master_name", table.master_name.is_some()),
+        ("username", table.username.is_some()),
+        ("password", table.password.is_some()),
+        ("db", table.db.is_some()),
+    ] {
+        if set {
+            p.add(at(field), format!("only applies with `sentinels` ({why})"));
+        }
+    }
 }
 
 /// A Redis URL the crate accepts; never quoted back (it may hold a password).
@@ -336,6 +430,13 @@ fn check_url(p: &mut Problems, path: &str, url: &str) {
         p.add(
             path,
             "expected a redis:// or rediss:// URL, e.g. \"redis://10.0.0.5:6379/0\"",
+        );
+    } else if url.contains(['?', '#']) {
+        // `#insecure` (no verification) and `?protocol=` would change how the control
+        // side connects but not the workers: TLS is always verified, RESP 2 is spoken.
+        p.add(
+            path,
+            "no query or fragment (`?...`, `#...`): TLS settings go in `ca`, `cert` and `key`",
         );
     } else if redis::Client::open(url).is_err() {
         p.add(path, "invalid Redis URL");
@@ -409,8 +510,29 @@ mod tests {
             check(r#"{ url = "redis://a:6379", sentinels = ["redis://b:26379"] }"#).unwrap_err();
         assert_eq!(
             e,
-            ["cluster.redis: set either `url` or `sentinels`, not both"]
+            ["cluster.redis: set one of `url`, `sentinels` and `nodes`"]
         );
+        let e = check(r#"{ sentinels = ["redis://a:26379/2"], master_name = "m" }"#).unwrap_err();
+        assert_eq!(
+            e,
+            ["cluster.redis.sentinels[0]: a sentinel has no database: the master's goes in `db`"]
+        );
+        let e = check(r#""rediss://a:6380/0#insecure""#).unwrap_err();
+        assert!(
+            e[0].starts_with("cluster.redis: no query or fragment"),
+            "{e:?}"
+        );
+        let e = check(r#"{ nodes = ["redis://a:7000/1", "redis://b:7000"] }"#).unwrap_err();
+        assert_eq!(
+            e,
+            ["cluster.redis.nodes[0]: a Redis Cluster has database 0 only"]
+        );
+        let nodes =
+            check(r#"{ nodes = ["redis://:pw@10.0.0.1:7000", "redis://:pw@10.0.0.2:7000"] }"#)
+                .unwrap();
+        assert_eq!(nodes.describe(), "cluster of 10.0.0.1:7000, 10.0.0.2:7000");
+        let file = RedisFile::Url("redis://:hunter2@10.0.0.5:6379".into());
+        assert!(!format!("{file:?}").contains("hunter2"));
         let e = check(r#"{ url = "redis://a:6379", ca = "ca.pem", db = 2 }"#).unwrap_err();
         assert_eq!(
             e,

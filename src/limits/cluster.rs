@@ -17,6 +17,13 @@
 //! charges its use of every quota key again (`take_reset`), and no quota is reserved for
 //! a grace of three heartbeats meanwhile.
 //!
+//! On a Redis Cluster the quota keys are spread over `CLUSTER_GROUPS` hash tags,
+//! `rg:q:{rg<g>}:<key>`, each group with its own epoch `rg:epoch:{rg<g>}` in the same
+//! slot (a script's keys must share one), so that a node that comes back empty is seen by
+//! the groups it held; the heartbeat (`rg:gateways:{rg0}`, with group 0's epoch) looks at
+//! every group's epoch once a second, so an idle key's group is watched too. Token buckets
+//! have one key each and need no tag.
+//!
 //! A call that fails answers nothing, but leases of the batch other than the failing one
 //! (e.g. a key of the wrong type) may have been applied. Tokens are then spent without
 //! being granted, which errs on the side of admitting less. Quota charges are idempotent:
@@ -29,8 +36,8 @@ use redis::Value;
 pub use super::cluster_replies::QuotaGrant;
 use super::cluster_replies::{granted_tokens, parse_used, quota_grant};
 use super::cluster_scripts::{
-    eval_batch, server_error, unavailable, Call, Script, HEARTBEAT_SCRIPT, QUOTA_SCRIPT,
-    TOKEN_SCRIPT,
+    eval_batch, server_error, unavailable, Call, Script, EPOCH_SCRIPT, HEARTBEAT_SCRIPT,
+    QUOTA_SCRIPT, TOKEN_SCRIPT,
 };
 use crate::redis_link::RedisLink;
 
@@ -46,6 +53,10 @@ pub const EPOCH_KEY: &str = "rg:epoch";
 /// charged its use again first: three heartbeats (each gateway beats once a second,
 /// learns of the new epoch from it and sends its recharge at once, connected or not).
 pub const DEFAULT_EPOCH_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Groups of quota keys on a Redis Cluster: enough to spread them over the nodes, few
+/// enough that the heartbeat reads every group's epoch once a second.
+pub const CLUSTER_GROUPS: usize = 16;
 
 /// Largest count sent to the scripts: Lua numbers are doubles, exact up to 2^53.
 const MAX_COUNT: u64 = 1 << 53;
@@ -95,8 +106,10 @@ pub struct ClusterStore {
     tokens: Script,
     quota: Script,
     heartbeat: Script,
-    /// The epoch last seen (`None` before the first answer).
-    epoch: Option<String>,
+    epoch_script: Script,
+    /// The epoch last seen, per group of quota keys (one group but on a Redis Cluster;
+    /// `None` before the first answer).
+    epochs: Vec<Option<String>>,
     /// The epoch changed since `take_reset` was last asked: Redis lost its data.
     reset: bool,
     grace_ms: u64,
@@ -111,12 +124,14 @@ impl ClusterStore {
     /// Over `link`, which connects at the first call, because the gateway must start
     /// even if Redis is down.
     pub fn new(link: RedisLink) -> ClusterStore {
+        let groups = if link.is_cluster() { CLUSTER_GROUPS } else { 1 };
         ClusterStore {
             link,
             tokens: Script::new(TOKEN_SCRIPT),
             quota: Script::new(QUOTA_SCRIPT),
             heartbeat: Script::new(HEARTBEAT_SCRIPT),
-            epoch: None,
+            epoch_script: Script::new(EPOCH_SCRIPT),
+            epochs: vec![None; groups],
             reset: false,
             grace_ms: DEFAULT_EPOCH_GRACE.as_millis() as u64,
         }
@@ -139,25 +154,44 @@ impl ClusterStore {
         std::mem::take(&mut self.reset)
     }
 
-    fn saw_epoch(&mut self, epoch: String) {
-        if self.epoch.as_ref().is_some_and(|known| *known != epoch) {
+    fn saw_epoch(&mut self, group: usize, epoch: String) {
+        let known = &mut self.epochs[group];
+        if known.as_ref().is_some_and(|known| *known != epoch) {
             log::warn!(
                 "cluster: redis at {} lost its data (a new epoch); charging quota use again",
                 self.link.addr()
             );
             self.reset = true;
         }
-        self.epoch = Some(epoch);
+        *known = Some(epoch);
     }
 
     /// The arguments every epoch-aware call ends with: the creator id a new epoch would
-    /// name, the last-seen epoch, the grace.
-    fn epoch_args(&self, creator: &str) -> [String; 3] {
+    /// name, the last-seen epoch of `group`, the grace.
+    fn epoch_args(&self, group: usize, creator: &str) -> [String; 3] {
         [
             creator.to_owned(),
-            self.epoch.clone().unwrap_or_default(),
+            self.epochs[group].clone().unwrap_or_default(),
             self.grace_ms.to_string(),
         ]
+    }
+
+    /// The Redis key of quota `key` and its group.
+    fn quota_key(&self, key: &str) -> (String, usize) {
+        if self.epochs.len() == 1 {
+            return (format!("{QUOTA_PREFIX}{key}"), 0);
+        }
+        let group = group_of(key, self.epochs.len());
+        (format!("{QUOTA_PREFIX}{{rg{group}}}:{key}"), group)
+    }
+
+    /// The epoch key of `group`.
+    fn epoch_key(&self, group: usize) -> String {
+        if self.epochs.len() == 1 {
+            EPOCH_KEY.to_owned()
+        } else {
+            format!("{EPOCH_KEY}:{{rg{group}}}")
+        }
     }
 
     /// All leases in one pipelined round trip; result i answers lease i: the tokens
@@ -180,23 +214,27 @@ impl ClusterStore {
 
     /// All reservations in one pipelined round trip; result i answers lease i.
     pub fn reserve_quota(&mut self, leases: &[QuotaLease]) -> Result<Vec<QuotaGrant>, String> {
+        let mut groups = Vec::with_capacity(leases.len());
         let calls = leases
             .iter()
             .map(|lease| {
-                quota_call(lease).map(|mut call| {
+                let (key, group) = self.quota_key(lease.key);
+                groups.push(group);
+                quota_call(lease, key).map(|mut call| {
+                    call.also = Some(self.epoch_key(group));
                     call.args
-                        .extend(self.epoch_args(lease.holder).into_iter().skip(1));
+                        .extend(self.epoch_args(group, lease.holder).into_iter().skip(1));
                     call
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let replies = eval_batch(&mut self.link, &mut self.quota, &calls)?;
         let mut grants = Vec::with_capacity(leases.len());
-        for ((lease, reply), call) in leases.iter().zip(replies).zip(&calls) {
+        for (((lease, reply), call), group) in leases.iter().zip(replies).zip(&calls).zip(groups) {
             let (grant, epoch) =
                 quota_grant(reply, lease.want.min(MAX_COUNT), lease.used.min(MAX_COUNT))
                     .ok_or_else(|| self.odd_reply(&call.key))?;
-            self.saw_epoch(epoch);
+            self.saw_epoch(group, epoch);
             grants.push(grant);
         }
         Ok(grants)
@@ -207,11 +245,10 @@ impl ClusterStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        let redis_keys: Vec<String> = keys.iter().map(|k| self.quota_key(k).0).collect();
         let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.cmd("HGET")
-                .arg(format!("{QUOTA_PREFIX}{key}"))
-                .arg("used");
+        for key in &redis_keys {
+            pipe.cmd("HGET").arg(key).arg("used");
         }
         let replies = self
             .link
@@ -220,19 +257,17 @@ impl ClusterStore {
         if replies.len() != keys.len() {
             return Err(self.odd_reply("the quota read"));
         }
-        keys.iter()
+        redis_keys
+            .iter()
             .zip(replies)
-            .map(|(key, reply)| {
-                let redis_key = format!("{QUOTA_PREFIX}{key}");
-                match reply {
-                    Value::ServerError(e) => Err(server_error(&self.link, &redis_key, e.into())),
-                    reply => parse_used(reply).ok_or_else(|| {
-                        format!(
-                            "redis at {}: {redis_key} does not hold a count of units",
-                            self.link.addr()
-                        )
-                    }),
-                }
+            .map(|(redis_key, reply)| match reply {
+                Value::ServerError(e) => Err(server_error(&self.link, redis_key, e.into())),
+                reply => parse_used(reply).ok_or_else(|| {
+                    format!(
+                        "redis at {}: {redis_key} does not hold a count of units",
+                        self.link.addr()
+                    )
+                }),
             })
             .collect()
     }
@@ -248,10 +283,15 @@ impl ClusterStore {
             .unwrap_or(u64::MAX)
             .clamp(1, MAX_COUNT);
         let mut args = vec![gateway_id.to_owned(), ttl_ms.to_string()];
-        args.extend(self.epoch_args(gateway_id));
+        args.extend(self.epoch_args(0, gateway_id));
+        let gateways_key = if self.epochs.len() == 1 {
+            GATEWAYS_KEY.to_owned()
+        } else {
+            format!("{GATEWAYS_KEY}:{{rg0}}")
+        };
         let call = Call {
-            key: GATEWAYS_KEY.to_owned(),
-            also: Some(EPOCH_KEY),
+            key: gateways_key.clone(),
+            also: Some(self.epoch_key(0)),
             args,
         };
         let replies = eval_batch(
@@ -270,10 +310,37 @@ impl ClusterStore {
             _ => (None, None),
         };
         let (Some(live), Some(epoch)) = (live, epoch) else {
-            return Err(self.odd_reply(GATEWAYS_KEY));
+            return Err(self.odd_reply(&gateways_key));
         };
-        self.saw_epoch(epoch);
+        self.saw_epoch(0, epoch);
+        self.watch_other_epochs(gateway_id)?;
         Ok(live)
+    }
+
+    /// On a Redis Cluster, every group's epoch but group 0's (the heartbeat's): a node
+    /// that came back empty is seen even by groups whose keys are all idle.
+    fn watch_other_epochs(&mut self, gateway_id: &str) -> Result<(), String> {
+        let calls: Vec<Call> = (1..self.epochs.len())
+            .map(|group| Call {
+                key: self.epoch_key(group),
+                also: None,
+                args: self.epoch_args(group, gateway_id).to_vec(),
+            })
+            .collect();
+        if calls.is_empty() {
+            return Ok(());
+        }
+        let replies = eval_batch(&mut self.link, &mut self.epoch_script, &calls)?;
+        for (group, reply) in replies.into_iter().enumerate() {
+            match reply {
+                Value::BulkString(epoch) => match String::from_utf8(epoch) {
+                    Ok(epoch) => self.saw_epoch(group + 1, epoch),
+                    Err(_) => return Err(self.odd_reply(&calls[group].key)),
+                },
+                _ => return Err(self.odd_reply(&calls[group].key)),
+            }
+        }
+        Ok(())
     }
 
     fn odd_reply(&self, what: &str) -> String {
@@ -331,8 +398,8 @@ fn token_call(lease: &TokenLease) -> Result<Call, String> {
     })
 }
 
-fn quota_call(lease: &QuotaLease) -> Result<Call, String> {
-    let key = format!("{QUOTA_PREFIX}{}", lease.key);
+/// The quota script's call for `lease` on `key` (the epoch key and args come after).
+fn quota_call(lease: &QuotaLease, key: String) -> Result<Call, String> {
     if lease.ttl_secs == 0 {
         return Err(format!("{key}: ttl_secs must be at least 1"));
     }
@@ -346,9 +413,17 @@ fn quota_call(lease: &QuotaLease) -> Result<Call, String> {
     args.push(lease.holder.to_owned());
     Ok(Call {
         key,
-        also: Some(EPOCH_KEY),
+        also: None,
         args,
     })
+}
+
+/// The group of quota `key` (FNV-1a: the same on every gateway and every build).
+fn group_of(key: &str, groups: usize) -> usize {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (hash % groups as u64) as usize
 }
 
 #[cfg(test)]
@@ -425,20 +500,39 @@ mod tests {
             used: 2,
             ttl_secs: 90_000,
         };
-        let call = quota_call(&lease).unwrap();
+        let key = || "rg:q:day".to_string();
+        let call = quota_call(&lease, key()).unwrap();
         assert_eq!(call.key, "rg:q:day");
         assert_eq!(call.args, ["9007199254740992", "5", "2", "90000", "gw:1"]);
         lease.ttl_secs = 0;
         assert_eq!(
-            quota_call(&lease).err().unwrap(),
+            quota_call(&lease, key()).err().unwrap(),
             "rg:q:day: ttl_secs must be at least 1"
         );
         lease.ttl_secs = 1;
         lease.holder = "";
         assert_eq!(
-            quota_call(&lease).err().unwrap(),
+            quota_call(&lease, key()).err().unwrap(),
             "rg:q:day: the holder is empty"
         );
+    }
+
+    #[test]
+    fn quota_keys_spread_over_stable_groups() {
+        // The same on every gateway and build: a fixed hash, not the process's hasher.
+        assert_eq!(
+            group_of("route:r:20261205", CLUSTER_GROUPS),
+            group_of("route:r:20261205", 16)
+        );
+        assert_eq!(
+            group_of("", CLUSTER_GROUPS),
+            (0xcbf2_9ce4_8422_2325_u64 % 16) as usize
+        );
+        let mut seen = [0; CLUSTER_GROUPS];
+        for i in 0..1600 {
+            seen[group_of(&format!("app:app-{i}:20261205"), CLUSTER_GROUPS)] += 1;
+        }
+        assert!(seen.iter().all(|&n| (50..=150).contains(&n)), "{seen:?}");
     }
 
     #[test]

@@ -167,6 +167,18 @@ return {redis.call('ZCARD', key), epoch}
 "
 );
 
+/// KEYS[1] = an epoch (on a Redis Cluster, one per group of quota keys: see `cluster`),
+/// ARGV = the caller's holder id, its last-seen epoch of it, the grace in ms. Returns the
+/// epoch, written first if missing, as the heartbeat and quota scripts do.
+pub(super) const EPOCH_SCRIPT: &str = concat!(
+    epoch_lua!(),
+    r"
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+return current_epoch(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
+"
+);
+
 /// A script and the SHA1 Redis knows it by, once learnt from `SCRIPT LOAD`.
 pub(super) struct Script {
     src: &'static str,
@@ -183,7 +195,7 @@ impl Script {
 /// and the arguments after them.
 pub(super) struct Call {
     pub key: String,
-    pub also: Option<&'static str>,
+    pub also: Option<String>,
     pub args: Vec<String>,
 }
 
@@ -192,7 +204,9 @@ pub(super) struct Call {
 /// Uses EVALSHA once the script's SHA1 is known. Until then (and after a NOSCRIPT reply:
 /// Redis restarted or its script cache was flushed) the pipeline starts with `SCRIPT LOAD`
 /// to learn it and sends the script itself with EVAL. Only the calls answered NOSCRIPT
-/// are sent again, so no lease is ever applied twice.
+/// are sent again, so no lease is ever applied twice. On a Redis Cluster every call is an
+/// EVAL of the script itself: scripts are loaded per node, and the crate routes a
+/// pipeline's commands by key, which `SCRIPT LOAD` and `EVALSHA` do not allow.
 pub(super) fn eval_batch(
     link: &mut RedisLink,
     script: &mut Script,
@@ -205,9 +219,9 @@ pub(super) fn eval_batch(
         if todo.is_empty() {
             break;
         }
-        let sha = script.sha.clone();
+        let sha = script.sha.clone().filter(|_| !link.is_cluster());
         let mut pipe = redis::pipe();
-        if sha.is_none() {
+        if sha.is_none() && !link.is_cluster() {
             pipe.cmd("SCRIPT").arg("LOAD").arg(script.src);
         }
         for &i in &todo {
@@ -218,7 +232,7 @@ pub(super) fn eval_batch(
             let call = &calls[i];
             pipe.arg(1 + usize::from(call.also.is_some()))
                 .arg(&call.key);
-            if let Some(also) = call.also {
+            if let Some(also) = &call.also {
                 pipe.arg(also);
             }
             pipe.arg(&call.args);
@@ -227,7 +241,7 @@ pub(super) fn eval_batch(
             .pipeline_replies(&pipe)
             .map_err(|e| unavailable(link, "script call", &e))?
             .into_iter();
-        if sha.is_none() {
+        if sha.is_none() && !link.is_cluster() {
             script.sha = answers.next().and_then(parse_sha);
         }
         if answers.len() != todo.len() {

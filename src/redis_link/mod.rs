@@ -15,10 +15,12 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis::cluster::{cluster_pipe, ClusterPipeline};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Connection, ConnectionLike, FromRedisValue, RedisError, RedisResult, Value};
 
 use crate::config::redis_target::RedisTarget;
-use servers::Servers;
+use servers::{Conn, Servers};
 pub use servers::{CurrentServer, Server};
 
 /// Bound on the TCP connect.
@@ -33,12 +35,12 @@ pub struct RedisLink {
     addr: String,
     /// The server of the last connection, published for others who follow it.
     current: Arc<CurrentServer>,
-    conn: Option<Connection>,
+    conn: Option<Conn>,
     /// A connection attempt that outlived its deadline: the server accepted the TCP
     /// connection but did not answer the handshake (e.g. a stopped process). The crate
     /// runs the handshake without a read timeout, so it runs on its own thread; it is
     /// kept here and waited on again next time, so there is at most one such thread.
-    pending: Option<Receiver<RedisResult<(Connection, Server)>>>,
+    pending: Option<Receiver<RedisResult<(Conn, Option<Server>)>>>,
 }
 
 impl RedisLink {
@@ -77,7 +79,65 @@ impl RedisLink {
     /// replaced once at once rather than failing the call; a timeout is not retried, so
     /// a stalled Redis costs one bounded wait.
     pub fn query<T: FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, RedisError> {
-        self.run(|conn| cmd.query(conn))
+        self.run(|conn| match conn {
+            Conn::One(c) => cmd.query(c),
+            Conn::Cluster(c) => cmd.query(c),
+        })
+    }
+
+    /// Whether this is a Redis Cluster: its pipelines cannot hold `EVALSHA` or `SCRIPT`
+    /// (the crate routes by key, and scripts are loaded per node), and one error reply
+    /// fails the whole pipeline.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.servers, Servers::Cluster(_))
+    }
+
+    /// The nodes a keyspace-wide command (`SCAN`) must visit: the masters of a cluster
+    /// (as `host:port`), or just the one server (`None`).
+    pub fn masters(&mut self) -> Result<Vec<Option<(String, u16)>>, RedisError> {
+        if !self.is_cluster() {
+            return Ok(vec![None]);
+        }
+        // Each slot range: [start, end, [master host, port, id], replicas...].
+        let ranges: Vec<Vec<Value>> = self.query(&redis::cmd("CLUSTER").arg("SLOTS"))?;
+        let mut masters: Vec<Option<(String, u16)>> = ranges
+            .iter()
+            .filter_map(|range| {
+                let (host, port): (String, u16) = match range.get(2)? {
+                    Value::Array(node) => (
+                        redis::from_redis_value(node.first()?).ok()?,
+                        redis::from_redis_value(node.get(1)?).ok()?,
+                    ),
+                    _ => return None,
+                };
+                Some(Some((host, port)))
+            })
+            .collect();
+        masters.sort();
+        masters.dedup();
+        Ok(masters)
+    }
+
+    /// Runs one command on `node` (from [`RedisLink::masters`]).
+    pub fn query_node<T: FromRedisValue>(
+        &mut self,
+        node: &Option<(String, u16)>,
+        cmd: &redis::Cmd,
+    ) -> Result<T, RedisError> {
+        let Some((host, port)) = node else {
+            return self.query(cmd);
+        };
+        self.run(|conn| match conn {
+            Conn::One(c) => cmd.query(c),
+            Conn::Cluster(c) => {
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                c.route_command(cmd, route)
+                    .and_then(|v| T::from_owned_redis_value(v))
+            }
+        })
     }
 
     /// Runs a pipeline in one round trip, as `Pipeline::query` does (same reply shapes,
@@ -89,16 +149,23 @@ impl RedisLink {
         &mut self,
         pipe: &redis::Pipeline,
     ) -> Result<T, RedisError> {
-        self.run(|conn| pipe.query(&mut FailFast(conn)))
+        self.run(|conn| match conn {
+            Conn::One(c) => pipe.query(&mut FailFast(c)),
+            Conn::Cluster(c) => in_cluster(pipe)?.query(c),
+        })
     }
 
     /// Runs a non-atomic pipeline in one round trip and returns every reply in order,
     /// error replies included as `Value::ServerError`, so the caller can tell which
     /// command failed. `ignore()` is not honoured here.
+    /// In a cluster, one error reply fails the whole call instead.
     pub fn pipeline_replies(&mut self, pipe: &redis::Pipeline) -> Result<Vec<Value>, RedisError> {
         let packed = pipe.get_packed_pipeline();
         let count = pipe.cmd_iter().count();
-        let replies = self.run(|conn| FailFast(conn).req_packed_commands(&packed, 0, count))?;
+        let replies = self.run(|conn| match conn {
+            Conn::One(c) => FailFast(c).req_packed_commands(&packed, 0, count),
+            Conn::Cluster(c) => in_cluster(pipe)?.query(c),
+        })?;
         if replies.iter().any(is_read_only) {
             // A replica now: the next call finds the master again.
             self.conn = None;
@@ -106,10 +173,7 @@ impl RedisLink {
         Ok(replies)
     }
 
-    fn run<T>(
-        &mut self,
-        call: impl Fn(&mut Connection) -> RedisResult<T>,
-    ) -> Result<T, RedisError> {
+    fn run<T>(&mut self, call: impl Fn(&mut Conn) -> RedisResult<T>) -> Result<T, RedisError> {
         let reused = self.conn.is_some();
         match self.run_once(&call) {
             Err(e) if reused && e.is_io_error() && !e.is_timeout() => self.run_once(&call),
@@ -119,7 +183,7 @@ impl RedisLink {
 
     fn run_once<T>(
         &mut self,
-        call: &impl Fn(&mut Connection) -> RedisResult<T>,
+        call: &impl Fn(&mut Conn) -> RedisResult<T>,
     ) -> Result<T, RedisError> {
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
@@ -139,7 +203,7 @@ impl RedisLink {
         result
     }
 
-    fn connect(&mut self) -> Result<Connection, RedisError> {
+    fn connect(&mut self) -> Result<Conn, RedisError> {
         let attempt = match self.pending.take() {
             Some(attempt) => attempt,
             None => {
@@ -148,7 +212,7 @@ impl RedisLink {
                 std::thread::Builder::new()
                     .name("rg-redis-connect".into())
                     .spawn(move || {
-                        let _ = tx.send(servers.connect(CONNECT_TIMEOUT, IO_TIMEOUT));
+                        let _ = tx.send(servers.connect());
                     })?;
                 rx
             }
@@ -165,9 +229,22 @@ impl RedisLink {
                 return Err(timeout_error("connection attempt ended without a result"));
             }
         };
-        self.current.set(server);
+        // (Not when the name did not resolve again: workers would connect nowhere.)
+        if let Some(server) = server.filter(|s| !s.addr.ip().is_unspecified()) {
+            self.current.set(server);
+        }
         Ok(conn)
     }
+}
+
+/// The same commands as a cluster pipeline, which routes each by its key (a pipeline
+/// for a cluster must not be atomic: no transaction spans its nodes).
+fn in_cluster(pipe: &redis::Pipeline) -> RedisResult<ClusterPipeline> {
+    let mut cluster = cluster_pipe();
+    for cmd in pipe.cmd_iter() {
+        cluster.add_command(cmd.clone());
+    }
+    Ok(cluster)
 }
 
 fn is_read_only(reply: &Value) -> bool {

@@ -1,7 +1,8 @@
 //! How the control side reaches the Redis a `RedisTarget` names: one server by its URL,
 //! or the master that Sentinel names, asked again on every (re)connect so that the link
-//! follows a failover. TLS (`rediss://`) with a private CA and a client certificate comes
-//! from the crate's rustls support.
+//! follows a failover; or a Redis Cluster, through the crate's cluster client. TLS
+//! (`rediss://`) with a private CA and a client certificate comes from the crate's rustls
+//! support.
 //!
 //! Sentinel is asked here with the crate's connections and commands rather than through
 //! `redis::sentinel::Sentinel`, whose connections have no timeouts: one stopped sentinel
@@ -16,11 +17,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::{
     Client, Connection, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisError,
     RedisResult, TlsCertificates,
 };
 
+use super::{CONNECT_TIMEOUT, IO_TIMEOUT};
 use crate::config::redis_target::{RedisServers, RedisTarget};
 
 /// The server a link is connected to: its name as Sentinel or the URL gave it (what TLS
@@ -51,6 +54,15 @@ impl CurrentServer {
 pub(super) enum Servers {
     One(Client),
     Sentinel(Arc<Sentinels>),
+    /// The crate's cluster client: it learns the slots from the nodes, routes each
+    /// command by its key and follows `MOVED` and `ASK`.
+    Cluster(ClusterClient),
+}
+
+/// A connection: to one server, or to a Redis Cluster (one connection per node).
+pub(super) enum Conn {
+    One(Connection),
+    Cluster(ClusterConnection),
 }
 
 pub(super) struct Sentinels {
@@ -92,26 +104,49 @@ impl Servers {
                 tls: *tls,
                 certs,
             }))),
+            RedisServers::Cluster { nodes, .. } => {
+                let mut builder = ClusterClient::builder(nodes.clone())
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(IO_TIMEOUT)
+                    // A node that fails is retried once (after the slots are learnt
+                    // again), not the crate's sixteen times with growing waits: the
+                    // lease thread must not stall for seconds.
+                    .retries(1)
+                    .min_retry_wait(10)
+                    .max_retry_wait(100);
+                if let Some(certs) = certs {
+                    builder = builder.certs(certs);
+                }
+                Ok(Servers::Cluster(
+                    builder
+                        .build()
+                        .map_err(|e| format!("invalid Redis Cluster: {e}"))?,
+                ))
+            }
         }
     }
 
     /// Connects (blocking; `RedisLink` runs it on a thread of its own and bounds the
     /// wait), every read and write of the connection bounded by `io_timeout`.
-    pub(super) fn connect(
-        &self,
-        connect_timeout: Duration,
-        io_timeout: Duration,
-    ) -> RedisResult<(Connection, Server)> {
+    /// With a cluster, no one server is named.
+    pub(super) fn connect(&self) -> RedisResult<(Conn, Option<Server>)> {
+        let one = |(conn, server)| (Conn::One(conn), Some(server));
         match self {
-            Servers::One(client) => open(client, connect_timeout, io_timeout),
-            Servers::Sentinel(s) => s.master(connect_timeout, io_timeout),
+            Servers::One(client) => open(client, CONNECT_TIMEOUT, IO_TIMEOUT).map(one),
+            Servers::Sentinel(s) => s.master(CONNECT_TIMEOUT, IO_TIMEOUT).map(one),
+            Servers::Cluster(client) => {
+                let conn = client.get_connection()?;
+                conn.set_write_timeout(Some(IO_TIMEOUT))?;
+                Ok((Conn::Cluster(conn), None))
+            }
         }
     }
 }
 
 impl Sentinels {
     /// Asks the sentinels in turn for the master's address and connects to it if it is
-    /// the master indeed.
+    /// the master indeed; a sentinel whose answer does not lead to the master (it has not
+    /// seen the failover, or is cut off from the others) is passed over for the next.
     fn master(
         &self,
         connect_timeout: Duration,
@@ -121,45 +156,48 @@ impl Sentinels {
         let first = self.first.load(Ordering::Relaxed) % n;
         let mut last_error = None;
         for i in (0..n).map(|k| (first + k) % n) {
-            let named =
-                open(&self.sentinels[i], connect_timeout, io_timeout).and_then(|(mut conn, _)| {
-                    redis::cmd("SENTINEL")
-                        .arg("GET-MASTER-ADDR-BY-NAME")
-                        .arg(&self.master_name)
-                        .query::<Option<(String, u16)>>(&mut conn)
-                });
-            let (host, port) = match named {
-                Ok(Some(addr)) => addr,
-                Ok(None) => {
-                    last_error = Some(RedisError::from((
-                        ErrorKind::MasterNameNotFoundBySentinel,
-                        "no master of that name",
-                        self.master_name.clone(),
-                    )));
-                    continue;
+            match self.master_named_by(i, connect_timeout, io_timeout) {
+                Ok(found) => {
+                    self.first.store(i, Ordering::Relaxed);
+                    return Ok(found);
                 }
-                Err(e) => {
-                    last_error = Some(e);
-                    continue;
-                }
-            };
-            self.first.store(i, Ordering::Relaxed);
-            let master = client(self.master_info(host, port), &self.certs).map_err(|e| {
-                RedisError::from((ErrorKind::InvalidClientConfig, "master address", e))
-            })?;
-            let (mut conn, server) = open(&master, connect_timeout, io_timeout)?;
-            let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn)?;
-            return match role.first().map(redis::from_redis_value::<String>) {
-                Some(Ok(r)) if r == "master" => Ok((conn, server)),
-                _ => Err(RedisError::from((
-                    ErrorKind::MasterDown,
-                    "the server Sentinel names is not a master (yet)",
-                    server.addr.to_string(),
-                ))),
-            };
+                Err(e) => last_error = Some(e),
+            }
         }
         Err(last_error
             .unwrap_or_else(|| RedisError::from((ErrorKind::EmptySentinelList, "no sentinels"))))
+    }
+
+    /// The master as sentinel `i` names it, connected, once it says it is the master.
+    fn master_named_by(
+        &self,
+        i: usize,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> RedisResult<(Connection, Server)> {
+        let (mut conn, _) = open(&self.sentinels[i], connect_timeout, io_timeout)?;
+        let named: Option<(String, u16)> = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(&self.master_name)
+            .query(&mut conn)?;
+        let Some((host, port)) = named else {
+            return Err(RedisError::from((
+                ErrorKind::MasterNameNotFoundBySentinel,
+                "no master of that name",
+                self.master_name.clone(),
+            )));
+        };
+        let master = client(self.master_info(host, port), &self.certs)
+            .map_err(|e| RedisError::from((ErrorKind::InvalidClientConfig, "master address", e)))?;
+        let (mut conn, server) = open(&master, connect_timeout, io_timeout)?;
+        if role(&mut conn)?.is_some_and(|r| r != "master") {
+            return Err(RedisError::from((
+                ErrorKind::MasterDown,
+                "the server Sentinel names is not a master (yet)",
+                server.addr.to_string(),
+            )));
+        }
+        Ok((conn, server))
     }
 
     fn master_info(&self, host: String, port: u16) -> ConnectionInfo {
@@ -180,22 +218,62 @@ impl Sentinels {
     }
 }
 
-/// Connects with the given bounds and says to whom.
+/// The server's role (`master`, `replica`) from `HELLO 2`, which any user may run
+/// (`ROLE` needs `@admin`, which a least-privilege user lacks); `None` from a server too
+/// old for `HELLO` (before 6.0) or that refuses it: then a demoted master shows itself
+/// by refusing writes (`READONLY`), which drops the connection.
+fn role(conn: &mut Connection) -> RedisResult<Option<String>> {
+    let hello: Vec<redis::Value> = match redis::cmd("HELLO").arg(2).query(conn) {
+        Ok(hello) => hello,
+        Err(e) if e.kind() == ErrorKind::ResponseError || e.code().is_some() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(hello
+        .chunks(2)
+        .find(|pair| matches!(&pair[0], redis::Value::BulkString(k) if k == b"role"))
+        .and_then(|pair| redis::from_redis_value::<String>(pair.get(1)?).ok()))
+}
+
+/// Connects with every step bounded and says to whom. The crate's handshake (the TLS
+/// handshake, `AUTH`, `SELECT`) reads without a timeout, so it is done here instead,
+/// after the timeouts are set: the crate is handed the address alone (and, with the
+/// `disable-client-setinfo` feature, sends nothing on connecting), and rustls shakes
+/// hands on the first write. So a stopped server (it accepts TCP, never answers) costs
+/// one bound, not a thread stuck for as long as it stays stopped.
 fn open(
     client: &Client,
     connect_timeout: Duration,
     io_timeout: Duration,
 ) -> RedisResult<(Connection, Server)> {
-    let conn = client.get_connection_with_timeout(connect_timeout)?;
+    let info = client.get_connection_info();
+    let mut bare = info.clone();
+    bare.redis = redis::RedisConnectionInfo {
+        protocol: info.redis.protocol,
+        ..Default::default()
+    };
+    let bare = Client::open(bare)?;
+    let mut conn = bare.get_connection_with_timeout(connect_timeout)?;
     conn.set_read_timeout(Some(io_timeout))?;
     conn.set_write_timeout(Some(io_timeout))?;
-    let (host, port) = match &client.get_connection_info().addr {
+    let login = &info.redis;
+    if let Some(password) = &login.password {
+        let mut auth = redis::cmd("AUTH");
+        if let Some(user) = &login.username {
+            auth.arg(user);
+        }
+        auth.arg(password).query::<()>(&mut conn)?;
+    }
+    if login.db != 0 {
+        redis::cmd("SELECT").arg(login.db).query::<()>(&mut conn)?;
+    }
+    let (host, port) = match &info.addr {
         ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
             (host.clone(), *port)
         }
         ConnectionAddr::Unix(path) => (path.display().to_string(), 0),
     };
-    // The crate resolved the same name a moment ago: this is its cached answer.
+    // The crate resolved the same name a moment ago: this is its cached answer. (An IP
+    // address, as Sentinel gives, resolves to itself.)
     let addr = (host.as_str(), port)
         .to_socket_addrs()
         .ok()

@@ -28,7 +28,7 @@ use crate::auth::directory::{Directory, DirectoryStats};
 use crate::auth::fleet_nonces::{FleetNonceStats, FleetTarget};
 use crate::auth::nonce::NonceCache;
 use crate::auth::store::RedisStore;
-use crate::config::{AppsSource, Config, DriverChoice, ListenConfig, WorkerCount};
+use crate::config::{AppsSource, ClusterConfig, Config, DriverChoice, ListenConfig, WorkerCount};
 use crate::limits::lease::ClusterStatus;
 use crate::limits::reconciler::{Reconciler, ReconcilerSpec};
 use crate::limits::state;
@@ -73,6 +73,8 @@ pub struct GatewayState {
     tls_listen: Vec<SocketAddr>,
     /// `[apps] timestamp_window`, `replay_capacity` and the registry source as started.
     fixed_at_start: (Duration, usize, AppsSource),
+    /// `[cluster]` as started: the lease thread and the workers' nonce connections keep it.
+    cluster_at_start: Option<ClusterConfig>,
     /// The config file reloads read (none for the embedded demo config).
     pub config_path: Mutex<Option<std::path::PathBuf>>,
     reloading: Mutex<()>,
@@ -240,6 +242,7 @@ pub fn start(config: Config, control: Arc<dyn ControlSide>) -> Result<GatewayHan
         tls_listen: tls_bound,
         listen_config: server.listen.iter().chain(&tls_listen).copied().collect(),
         fixed_at_start,
+        cluster_at_start: snapshot.config.traffic.cluster.clone(),
         config_path: Mutex::new(None),
         reloading: Mutex::new(()),
         editing: Mutex::new(()),

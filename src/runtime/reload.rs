@@ -66,6 +66,9 @@ impl GatewayState {
         {
             return Err("apps.timestamp_window, apps.replay_capacity and apps.redis are fixed at start: restart to change them".into());
         }
+        if config.traffic.cluster != self.cluster_at_start {
+            return Err("[cluster] is fixed at start (its Redis, with the contents of its TLS files, the gateway count, id and lease interval): restart to change it".into());
+        }
         // The admin listener stays where it was bound: the token it needs there cannot be
         // reloaded away by a config that moves it to loopback.
         if let Some(bound) = self.admin_bound.filter(|a| !a.ip().is_loopback()) {

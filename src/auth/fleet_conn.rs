@@ -36,7 +36,8 @@ pub struct FleetTarget {
 enum FleetServer {
     /// One server, resolved at start.
     Fixed(Server),
-    /// The master the lease thread last connected to (Sentinel).
+    /// The master the lease thread last connected to (Sentinel), or the node holding the
+    /// nonces' slot (Redis Cluster).
     Followed(Arc<CurrentServer>),
 }
 
@@ -93,8 +94,22 @@ impl FleetTarget {
                     described,
                 })
             }
-            RedisServers::Cluster { .. } => {
-                Err("fleet-wide nonces do not run on a Redis Cluster yet".to_string())
+            // The node holding the nonces' slot, as the lease thread found it; the login
+            // is the nodes' (all the same).
+            RedisServers::Cluster { nodes, .. } => {
+                use redis::IntoConnectionInfo;
+                let info = nodes[0]
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|e| format!("invalid Redis URL: {e}"))?;
+                Ok(FleetTarget {
+                    server: FleetServer::Followed(followed.clone()),
+                    tls,
+                    db: 0,
+                    username: info.redis.username,
+                    password: info.redis.password,
+                    described,
+                })
             }
             RedisServers::Sentinel {
                 username,

@@ -314,6 +314,9 @@ impl ClusterStore {
         };
         self.saw_epoch(0, epoch);
         self.watch_other_epochs(gateway_id)?;
+        self.link
+            .refresh_published()
+            .map_err(|e| unavailable(&self.link, "slot map", &e))?;
         Ok(live)
     }
 

@@ -23,6 +23,11 @@ use crate::config::redis_target::RedisTarget;
 use servers::{Conn, Servers};
 pub use servers::{CurrentServer, Server};
 
+/// The hash tag of the keys the workers write on connections of their own (fleet nonces:
+/// `rg:nonce:{rg-w}:...`). On a Redis Cluster they all live in its slot, and the link
+/// publishes the node that holds it as its current server (see `refresh_published`).
+pub const WORKER_TAG: &str = "{rg-w}";
+
 /// Bound on the TCP connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Bound on every read and write of a command (and of the connection handshake).
@@ -98,24 +103,62 @@ impl RedisLink {
         if !self.is_cluster() {
             return Ok(vec![None]);
         }
-        // Each slot range: [start, end, [master host, port, id], replicas...].
-        let ranges: Vec<Vec<Value>> = self.query(&redis::cmd("CLUSTER").arg("SLOTS"))?;
-        let mut masters: Vec<Option<(String, u16)>> = ranges
-            .iter()
-            .filter_map(|range| {
-                let (host, port): (String, u16) = match range.get(2)? {
-                    Value::Array(node) => (
-                        redis::from_redis_value(node.first()?).ok()?,
-                        redis::from_redis_value(node.get(1)?).ok()?,
-                    ),
-                    _ => return None,
-                };
-                Some(Some((host, port)))
-            })
+        let mut masters: Vec<Option<(String, u16)>> = self
+            .slot_ranges()?
+            .into_iter()
+            .map(|(_, master)| Some(master))
             .collect();
         masters.sort();
         masters.dedup();
         Ok(masters)
+    }
+
+    /// A cluster's slot ranges and the master of each.
+    fn slot_ranges(
+        &mut self,
+    ) -> Result<Vec<(std::ops::RangeInclusive<u16>, (String, u16))>, RedisError> {
+        // Each range: [start, end, [master host, port, id], replicas...].
+        let ranges: Vec<Vec<Value>> = self.query(&redis::cmd("CLUSTER").arg("SLOTS"))?;
+        Ok(ranges
+            .iter()
+            .filter_map(|range| {
+                let from: u16 = redis::from_redis_value(range.first()?).ok()?;
+                let to: u16 = redis::from_redis_value(range.get(1)?).ok()?;
+                let Value::Array(node) = range.get(2)? else {
+                    return None;
+                };
+                let host: String = redis::from_redis_value(node.first()?).ok()?;
+                let port: u16 = redis::from_redis_value(node.get(1)?).ok()?;
+                Some((from..=to, (host, port)))
+            })
+            .collect())
+    }
+
+    /// On a Redis Cluster, publishes the node that holds `WORKER_TAG`'s slot as the
+    /// current server, so that the workers' own connections go there (after a
+    /// resharding too: the lease thread calls this once a second). Elsewhere the server
+    /// is published on every new connection and this does nothing.
+    pub fn refresh_published(&mut self) -> Result<(), RedisError> {
+        if !self.is_cluster() {
+            return Ok(());
+        }
+        let slot = redis::cluster_routing::get_slot(WORKER_TAG.as_bytes());
+        let owner = self
+            .slot_ranges()?
+            .into_iter()
+            .find(|(range, _)| range.contains(&slot))
+            .map(|(_, master)| master);
+        if let Some((host, port)) = owner {
+            use std::net::ToSocketAddrs;
+            if let Some(addr) = (host.as_str(), port)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+            {
+                self.current.set(Server { host, addr });
+            }
+        }
+        Ok(())
     }
 
     /// Runs one command on `node` (from [`RedisLink::masters`]).

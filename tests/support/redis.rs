@@ -403,3 +403,118 @@ impl Drop for Sentinels {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A Redis Cluster of `masters` redis-server processes (no replicas) on tmpfs, its slots
+/// assigned by `redis-cli --cluster create`; killed on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize) -> Option<RedisCluster> {
+        let mut nodes = Vec::new();
+        for _ in 0..masters {
+            // The cluster bus listens on the port + 10000: both must be free.
+            let node = RedisServer::start_with(|dir| {
+                vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    dir.join("nodes.conf").display().to_string(),
+                    "--cluster-node-timeout".into(),
+                    "1000".into(),
+                ]
+            })?;
+            nodes.push(node);
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok();
+        Some(cluster)
+    }
+
+    /// Waits until every node says `cluster_state:ok`.
+    pub fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in &self.nodes {
+            loop {
+                let info = match node.cmd(&["CLUSTER", "INFO"]) {
+                    redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
+                    redis::Value::VerbatimString { text, .. } => text,
+                    other => panic!("{other:?}"),
+                };
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "cluster not ok: {info}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// `[...]` of the nodes' URLs, as TOML.
+    pub fn nodes_toml(&self) -> String {
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("\"redis://127.0.0.1:{}\"", n.port))
+            .collect();
+        format!("[{}]", urls.join(", "))
+    }
+
+    /// The node that holds `key`.
+    pub fn node_of(&self, key: &str) -> &RedisServer {
+        let slot = match self.nodes[0].cmd(&["CLUSTER", "KEYSLOT", key]) {
+            redis::Value::Int(n) => n,
+            other => panic!("{other:?}"),
+        };
+        let redis::Value::Array(ranges) = self.nodes[0].cmd(&["CLUSTER", "SLOTS"]) else {
+            panic!("CLUSTER SLOTS")
+        };
+        for range in ranges {
+            let redis::Value::Array(range) = range else {
+                continue;
+            };
+            let (redis::Value::Int(from), redis::Value::Int(to), redis::Value::Array(master)) =
+                (&range[0], &range[1], &range[2])
+            else {
+                continue;
+            };
+            if (*from..=*to).contains(&slot) {
+                let port: i64 = redis::from_redis_value(&master[1]).unwrap();
+                return self
+                    .nodes
+                    .iter()
+                    .find(|n| i64::from(n.port) == port)
+                    .unwrap();
+            }
+        }
+        panic!("no node holds slot {slot}")
+    }
+
+    /// `KEYS pattern` on every node, with the node's index.
+    pub fn keys(&self, pattern: &str) -> Vec<(usize, String)> {
+        let mut all = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if let redis::Value::Array(keys) = node.cmd(&["KEYS", pattern]) {
+                for k in keys {
+                    all.push((i, redis::from_redis_value::<String>(&k).unwrap()));
+                }
+            }
+        }
+        all
+    }
+}

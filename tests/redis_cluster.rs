@@ -228,7 +228,10 @@ fn fleet_nonces_live_on_the_node_of_their_slot() {
             ),
         )
     };
-    let (a, b) = (gateway(support::Driver::IoUring), gateway(support::Driver::Epoll));
+    let (a, b) = (
+        gateway(support::Driver::IoUring),
+        gateway(support::Driver::Epoll),
+    );
     let call = |gw: &support::Gateway, nonce: &str| {
         support::signed_get(gw.addr, "app-f", SECRET, "/v1/orders/1", nonce)
     };
@@ -245,10 +248,19 @@ fn fleet_nonces_live_on_the_node_of_their_slot() {
         let (first, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
         assert_eq!(call(first, &nonce).status, 200);
         let r = call(other, &nonce);
-        assert_eq!(r.status, 401, "a nonce used on one gateway: {}", r.body_str());
+        assert_eq!(
+            r.status,
+            401,
+            "a nonce used on one gateway: {}",
+            r.body_str()
+        );
     }
     let placed = cluster.keys("rg:nonce:*");
     assert!(placed.len() >= 20, "{placed:?}");
-    let holder_index = cluster.nodes.iter().position(|n| n.port == holder.port).unwrap();
+    let holder_index = cluster
+        .nodes
+        .iter()
+        .position(|n| n.port == holder.port)
+        .unwrap();
     assert!(placed.iter().all(|(i, _)| *i == holder_index), "{placed:?}");
 }

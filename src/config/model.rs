@@ -123,7 +123,7 @@ pub enum AppsSource {
     File,
     /// Records live in Redis; workers cache them.
     Redis {
-        target: RedisTarget,
+        target: Box<RedisTarget>,
         /// How long a cached record is served before a background refresh.
         cache_ttl: Duration,
         /// Records cached per worker.

@@ -22,7 +22,7 @@ use super::problems::Problems;
 #[derive(Clone)]
 pub enum RedisFile {
     Url(String),
-    Table(RedisTableFile),
+    Table(Box<RedisTableFile>),
 }
 
 /// The table form of `redis`.
@@ -82,7 +82,7 @@ impl<'de> Deserialize<'de> for RedisFile {
                 map: A,
             ) -> Result<RedisFile, A::Error> {
                 RedisTableFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(RedisFile::Table)
+                    .map(|t| RedisFile::Table(Box::new(t)))
             }
         }
         d.deserialize_any(V)
@@ -217,7 +217,7 @@ pub(super) fn validate_redis(
             url: Some(url.clone()),
             ..RedisTableFile::default()
         },
-        RedisFile::Table(t) => t.clone(),
+        RedisFile::Table(t) => (**t).clone(),
     };
     let errors_before = p.0.len();
     let at = |field: &str| match file {

@@ -302,7 +302,7 @@ fn validate_apps(
             }
             let target = validate_redis(p, "apps.redis", url, base_dir);
             source = AppsSource::Redis {
-                target: target.unwrap_or_else(|| RedisTarget::url("redis://unset")),
+                target: Box::new(target.unwrap_or_else(|| RedisTarget::url("redis://unset"))),
                 cache_ttl: p.duration(
                     "apps.cache_ttl",
                     &section.and_then(|a| a.cache_ttl.clone()),

@@ -20,13 +20,16 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Connection, ConnectionLike, FromRedisValue, RedisError, RedisResult, Value};
 
 use crate::config::redis_target::RedisTarget;
-use servers::{Conn, Servers};
+use servers::{Conn, Connected, Servers};
 pub use servers::{CurrentServer, Server};
 
 /// The hash tag of the keys the workers write on connections of their own (fleet nonces:
 /// `rg:nonce:{rg-w}:...`). On a Redis Cluster they all live in its slot, and the link
 /// publishes the node that holds it as its current server (see `refresh_published`).
 pub const WORKER_TAG: &str = "{rg-w}";
+
+/// A cluster's slots and the master (`host`, `port`) that holds them.
+type SlotRange = (std::ops::RangeInclusive<u16>, (String, u16));
 
 /// Bound on the TCP connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -45,7 +48,7 @@ pub struct RedisLink {
     /// connection but did not answer the handshake (e.g. a stopped process). The crate
     /// runs the handshake without a read timeout, so it runs on its own thread; it is
     /// kept here and waited on again next time, so there is at most one such thread.
-    pending: Option<Receiver<RedisResult<(Conn, Option<Server>)>>>,
+    pending: Option<Receiver<RedisResult<Connected>>>,
 }
 
 impl RedisLink {
@@ -114,11 +117,9 @@ impl RedisLink {
     }
 
     /// A cluster's slot ranges and the master of each.
-    fn slot_ranges(
-        &mut self,
-    ) -> Result<Vec<(std::ops::RangeInclusive<u16>, (String, u16))>, RedisError> {
+    fn slot_ranges(&mut self) -> Result<Vec<SlotRange>, RedisError> {
         // Each range: [start, end, [master host, port, id], replicas...].
-        let ranges: Vec<Vec<Value>> = self.query(&redis::cmd("CLUSTER").arg("SLOTS"))?;
+        let ranges: Vec<Vec<Value>> = self.query(redis::cmd("CLUSTER").arg("SLOTS"))?;
         Ok(ranges
             .iter()
             .filter_map(|range| {

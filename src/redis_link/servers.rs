@@ -59,10 +59,13 @@ pub(super) enum Servers {
     Cluster(ClusterClient),
 }
 
+/// A new connection, and the one server it goes to (none for a cluster).
+pub(super) type Connected = (Conn, Option<Server>);
+
 /// A connection: to one server, or to a Redis Cluster (one connection per node).
 pub(super) enum Conn {
     One(Connection),
-    Cluster(ClusterConnection),
+    Cluster(Box<ClusterConnection>),
 }
 
 pub(super) struct Sentinels {
@@ -129,7 +132,7 @@ impl Servers {
     /// Connects (blocking; `RedisLink` runs it on a thread of its own and bounds the
     /// wait), every read and write of the connection bounded by `io_timeout`.
     /// With a cluster, no one server is named.
-    pub(super) fn connect(&self) -> RedisResult<(Conn, Option<Server>)> {
+    pub(super) fn connect(&self) -> RedisResult<Connected> {
         let one = |(conn, server)| (Conn::One(conn), Some(server));
         match self {
             Servers::One(client) => open(client, CONNECT_TIMEOUT, IO_TIMEOUT).map(one),
@@ -137,7 +140,7 @@ impl Servers {
             Servers::Cluster(client) => {
                 let conn = client.get_connection()?;
                 conn.set_write_timeout(Some(IO_TIMEOUT))?;
-                Ok((Conn::Cluster(conn), None))
+                Ok((Conn::Cluster(Box::new(conn)), None))
             }
         }
     }

@@ -99,9 +99,10 @@ impl Core {
                 // of reach, the lesser of two caps that each keep the gateways together
                 // within the day's quota: its part of the quota (exact unless a gateway
                 // held more than its part: uneven load), and what it held plus its part
-                // of what no gateway held at its last lease (exact however uneven, but
-                // for what the others reserved since). Knowing nothing (Redis out since
-                // the start), both are `quota/gateways`.
+                // of what no gateway held at its last lease of the key (exact however
+                // uneven, but for what the others reserved since: an idle key's count
+                // may be old, and then the first cap does the work). Knowing nothing
+                // (Redis out since the start), both are `quota/gateways`.
                 let cap = if connected {
                     key.reserved
                 } else {

@@ -4,7 +4,7 @@
 //! Values that need interpretation (durations, sizes, addresses) stay strings here and are
 //! checked in `validate`, where each problem can be reported with its path.
 
-use super::redis_target::RedisFile;
+use super::file_redis::RedisFile;
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::file::{AppsSectionFile, FileConfig};
-use super::redis_target::RedisFile;
+use super::file_redis::RedisFile;
 
 /// The files of a config that hold secrets, and what each holds: the apps file (app
 /// secrets), private keys (`[tls]` and upstream client keys), and the config file itself

@@ -9,6 +9,7 @@ pub mod apps;
 pub mod cidr;
 mod file;
 mod file_filters;
+pub mod file_redis;
 mod files;
 mod model;
 pub mod model_limits;

@@ -109,26 +109,10 @@ fn a_ca_that_did_not_sign_the_server_is_an_outage_not_a_failed_start() {
     Ca::new(&dir, "other-ca");
     let up = Upstream::echo();
     let gw = gateway(&redis, &dir, "other-ca.pem", up.addr);
-    // The app cannot be fetched: a quick 503, not a hang and not a 401.
-    let r = call(&gw, &nonce());
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (503, "overloaded"),
-        "{}",
-        r.body_str()
-    );
-    assert!(eventually(Duration::from_secs(5), || {
-        let s = stats(gw.admin.unwrap());
-        s["apps"]["store"]["up"] == false && s["limits"]["cluster"]["mode"] == "local_fallback"
-    }));
+    assert_redis_outage(&gw, &call(&gw, &nonce()));
     assert_eq!(keys(&redis, "rg:q:*"), 0);
 }
 
 fn nonce() -> String {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    format!(
-        "tls-nonce-{:08}-{}",
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
-        std::process::id()
-    )
+    unique_nonce("tls-nonce")
 }

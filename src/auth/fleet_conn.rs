@@ -57,8 +57,11 @@ impl FleetTarget {
                 .identity
                 .as_ref()
                 .map(|(c, k)| (c.as_path(), k.as_path()));
-            let mut config =
-                crate::tls::client::client_config(target.ca.as_deref(), identity, unix_now())?;
+            let mut config = crate::tls::client::client_config(
+                target.ca.as_deref(),
+                identity,
+                crate::clock::unix_now() as i64,
+            )?;
             // Redis speaks no ALPN protocol.
             config.alpn_protocols.clear();
             Some(Arc::new(config))
@@ -263,12 +266,6 @@ impl RedisStream {
             RedisStream::Tls(tls) => tls.read_into(rbuf, 16 * 1024).await,
         }
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::file::NumOrString;
@@ -110,4 +111,31 @@ impl Problems {
             }
         }
     }
+}
+
+/// A client certificate and its key (`cert`, `key`: both or neither), resolved.
+pub(super) fn identity_files(
+    p: &mut Problems,
+    at: &dyn Fn(&str) -> String,
+    cert: &Option<String>,
+    key: &Option<String>,
+    base_dir: Option<&Path>,
+) -> Option<(PathBuf, PathBuf)> {
+    match (cert, key) {
+        (Some(c), Some(k)) => Some((resolve(base_dir, c), resolve(base_dir, k))),
+        (None, None) => None,
+        (Some(_), None) => {
+            p.add(at("key"), "required with `cert`");
+            None
+        }
+        (None, Some(_)) => {
+            p.add(at("cert"), "required with `key`");
+            None
+        }
+    }
+}
+
+/// A file named in the config, relative to the config file's directory.
+pub(super) fn resolve(base_dir: Option<&Path>, file: &str) -> PathBuf {
+    base_dir.map_or_else(|| PathBuf::from(file), |d| d.join(file))
 }

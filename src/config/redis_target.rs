@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use super::file_redis::{host_port, RedisFile, RedisTableFile};
-use super::problems::Problems;
+use super::problems::{identity_files, resolve, Problems};
 
 /// A validated Redis deployment.
 #[derive(Clone, PartialEq, Eq)]
@@ -227,23 +227,8 @@ pub(super) fn validate_redis(
             }
         }
     }
-    let resolve = |f: &String| match base_dir {
-        Some(dir) if Path::new(f).is_relative() => dir.join(f),
-        _ => PathBuf::from(f),
-    };
-    target.ca = table.ca.as_ref().map(resolve);
-    target.identity = match (&table.cert, &table.key) {
-        (Some(c), Some(k)) => Some((resolve(c), resolve(k))),
-        (None, None) => None,
-        (Some(_), None) => {
-            p.add(at("key"), "required with `cert`");
-            None
-        }
-        (None, Some(_)) => {
-            p.add(at("cert"), "required with `key`");
-            None
-        }
-    };
+    target.ca = table.ca.as_deref().map(|f| resolve(base_dir, f));
+    target.identity = identity_files(p, &at, &table.cert, &table.key, base_dir);
     if p.0.len() > errors_before {
         return None;
     }
@@ -254,9 +239,11 @@ pub(super) fn validate_redis(
             .identity
             .as_ref()
             .map(|(c, k)| (c.as_path(), k.as_path()));
-        if let Err(e) =
-            crate::tls::client::client_config(target.ca.as_deref(), identity, unix_now())
-        {
+        if let Err(e) = crate::tls::client::client_config(
+            target.ca.as_deref(),
+            identity,
+            crate::clock::unix_now() as i64,
+        ) {
             p.add(path, e);
             return None;
         }
@@ -332,12 +319,6 @@ fn check_url(p: &mut Problems, path: &str, url: &str) {
     } else if redis::Client::open(url).is_err() {
         p.add(path, "invalid Redis URL");
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

@@ -4,13 +4,13 @@
 //! Also an upstream's TLS settings (`tls`, `sni`, `ca`, `cert`, `key`), whose files are
 //! checked the same way.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::file::{FileConfig, ListenFile, UpstreamFile};
 use super::model::{ClientAuthMode, ListenConfig, TlsConfig, TlsVersion, UpstreamTls};
-use super::problems::Problems;
+use super::problems::{identity_files, resolve, Problems};
 use crate::tls::certs::{load, provider};
 use crate::tls::client::{client_config, roots_from_file};
 use crate::tls::server::ClientAuth;
@@ -227,18 +227,7 @@ pub(super) fn validate_upstream_tls(
             None
         }
     };
-    let identity = match (&u.cert, &u.key) {
-        (Some(c), Some(k)) => Some((resolve(base_dir, c), resolve(base_dir, k))),
-        (None, None) => None,
-        (Some(_), None) => {
-            p.add(at("key"), "required with `cert`");
-            None
-        }
-        (None, Some(_)) => {
-            p.add(at("cert"), "required with `key`");
-            None
-        }
-    };
+    let identity = identity_files(p, &at, &u.cert, &u.key, base_dir);
     if p.0.len() > errors_before {
         return None;
     }
@@ -280,11 +269,6 @@ fn settings_digest(
         h.update(&bytes);
     }
     h.finalize().into()
-}
-
-/// A file named in the config, relative to the config file's directory.
-fn resolve(base_dir: Option<&Path>, file: &str) -> PathBuf {
-    base_dir.map_or_else(|| PathBuf::from(file), |d| d.join(file))
 }
 
 fn unix_now() -> i64 {

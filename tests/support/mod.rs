@@ -658,6 +658,32 @@ pub fn metric(admin: SocketAddr, line_start: &str) -> Option<u64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// A gateway whose Redis cannot be used (wrong password, untrusted certificate): `r`,
+/// a signed call for an app not cached, is a quick 503 (not a hang, not a 401); the
+/// registry is seen down and cluster limits held locally, and nothing was written.
+pub fn assert_redis_outage(gw: &Gateway, r: &Response) {
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (503, "overloaded"),
+        "{}",
+        r.body_str()
+    );
+    assert!(eventually(std::time::Duration::from_secs(5), || {
+        let s = stats(gw.admin.unwrap());
+        s["apps"]["store"]["up"] == false && s["limits"]["cluster"]["mode"] == "local_fallback"
+    }));
+}
+
+/// A nonce no other call of this test process uses: `<tag>-<n>-<pid>`.
+pub fn unique_nonce(tag: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "{tag}-{:08}-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        std::process::id()
+    )
+}
+
 /// A signed `GET path` (RG-HMAC-SHA256 headers for `key` and `secret`, stamped now, with
 /// `nonce`) on a new connection to `addr`.
 pub fn signed_get(addr: SocketAddr, key: &str, secret: &str, path: &str, nonce: &str) -> Response {

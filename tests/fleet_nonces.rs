@@ -102,10 +102,7 @@ fn a_nonce_is_accepted_once_across_the_fleet() {
     assert_eq!(send(&b, &second).status, 200);
     assert_replay(&send(&a, &second));
     // Redis holds the claim for the rest of the timestamp window (300 s by default).
-    let ttl = redis.cmd(&[
-        "PTTL",
-        &format!("rg:nonce:{{rg-w}}:{KEY}:fleet-nonce-00000001"),
-    ]);
+    let ttl = redis.cmd(&["PTTL", &format!("rg:nonce:{KEY}:fleet-nonce-00000001")]);
     assert!(
         matches!(ttl, redis::Value::Int(ms) if ms > 290_000 && ms <= 301_000),
         "{ttl:?}"

@@ -23,6 +23,16 @@ fn target(cluster: &RedisCluster) -> String {
     format!("{{ nodes = {} }}", cluster.nodes_toml())
 }
 
+/// The nodes as a user (an ACL user on every node) whose login the gateway sends itself.
+fn target_as(cluster: &RedisCluster, user: &str, password: &str) -> String {
+    let urls: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("\"redis://{user}:{password}@127.0.0.1:{}\"", n.port))
+        .collect();
+    format!("{{ nodes = [{}] }}", urls.join(", "))
+}
+
 /// What Redis records as used, over every node's quota keys.
 fn quota_used(cluster: &RedisCluster) -> i64 {
     cluster
@@ -214,10 +224,13 @@ fn fleet_nonces_live_on_the_node_of_their_slot() {
         .node_of(app)
         .hset(app, &[("secret", SECRET), ("groups", "trade")]);
     let up = support::Upstream::echo();
+    // One worker each: every worker's connection is warmed below (a worker whose
+    // connection is not up yet settles a claim locally, and the cross check would see
+    // a 200).
     let gateway = |driver| {
         support::Gateway::start(
             driver,
-            2,
+            1,
             "",
             &format!(
                 "[cluster]\nredis = {t}\ngateways = 2\n[apps]\nredis = {t}\n\
@@ -236,13 +249,19 @@ fn fleet_nonces_live_on_the_node_of_their_slot() {
         support::signed_get(gw.addr, "app-f", SECRET, "/v1/orders/1", nonce)
     };
     let holder = cluster.node_of("rg:nonce:{rg-w}:x");
+    let claims = || match holder.cmd(&["KEYS", "rg:nonce:*"]) {
+        redis::Value::Array(k) => k.len(),
+        other => panic!("{other:?}"),
+    };
     let mut n = 0;
-    // Once the lease threads have published the node, claims reach it.
-    assert!(eventually(Duration::from_secs(10), || {
-        n += 1;
-        call(&a, &format!("fleet-cluster-nonce-{n:06}")).status == 200
-            && matches!(holder.cmd(&["KEYS", "rg:nonce:*"]), redis::Value::Array(k) if !k.is_empty())
-    }));
+    // Once the lease threads have published the node, each gateway's claims reach it.
+    for gw in [&a, &b] {
+        assert!(eventually(Duration::from_secs(10), || {
+            n += 1;
+            let before = claims();
+            call(gw, &format!("fleet-cluster-nonce-{n:06}")).status == 200 && claims() > before
+        }));
+    }
     for i in 0..20 {
         let nonce = format!("fleet-cluster-cross-{i:06}-{}", std::process::id());
         let (first, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
@@ -263,4 +282,109 @@ fn fleet_nonces_live_on_the_node_of_their_slot() {
         .position(|n| n.port == holder.port)
         .unwrap();
     assert!(placed.iter().all(|(i, _)| *i == holder_index), "{placed:?}");
+}
+
+/// A resharding under load: the slots of the quota's group and of the heartbeat move to
+/// other nodes (keys and all). The gateways, logged in as an ACL user, read the slot map
+/// again after the redirects and go on in cluster mode; the quota stays exact.
+#[test]
+fn a_resharding_under_load_is_followed_and_the_quota_stays_exact() {
+    let Some(cluster) = RedisCluster::start(3) else {
+        return;
+    };
+    cluster.add_user(
+        "gw",
+        &[
+            "on",
+            ">cluster-acl-password",
+            "~rg:*",
+            "+@all",
+            "-@dangerous",
+        ],
+    );
+    const QUOTA: usize = 600;
+    let limit = format!("{{ key = \"route\", quota = \"{QUOTA}/day\" }}");
+    let t = target_as(&cluster, "gw", "cluster-acl-password");
+    let a = Gateway::start("rs-a", "io_uring", &t, "gateways = 2", &limit);
+    let b = Gateway::start("rs-b", "epoll", &t, "gateways = 2", &limit);
+    let pace = Duration::from_millis(20);
+    let (la, lb) = (Load::paced(a.addr, 3, pace), Load::paced(b.addr, 3, pace));
+    assert!(eventually(Duration::from_secs(10), || quota_used(&cluster) >= 150));
+    let (_, key) = cluster.keys("rg:q:*")[0].clone();
+    for moved in [key.as_str(), "rg:gateways:{rg0}"] {
+        let from = cluster
+            .nodes
+            .iter()
+            .position(|n| n.port == cluster.node_of(moved).port);
+        let to = (from.unwrap() + 1) % cluster.nodes.len();
+        cluster.move_slot_of(moved, to);
+    }
+    let moved_at = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(20), || quota_used(&cluster)
+            >= QUOTA as i64),
+        "the quota was used up after the resharding: {} ({:?})",
+        quota_used(&cluster),
+        a.stats()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let (oa, ob) = (la.finish(), lb.finish());
+    assert!(oa.unexpected.is_empty() && ob.unexpected.is_empty());
+    let admitted = |o: &Outcome| o.answers.iter().filter(|(_, ok)| *ok).count();
+    let total = admitted(&oa) + admitted(&ob);
+    eprintln!(
+        "admitted {total} of {QUOTA} through a resharding ({:?} after it)",
+        moved_at.elapsed()
+    );
+    assert!(
+        (QUOTA - 4..=QUOTA + 4).contains(&total),
+        "admitted {total} of {QUOTA}"
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || quota_used(&cluster)
+            == total as i64),
+        "Redis records {} for {total} admitted",
+        quota_used(&cluster)
+    );
+    wait_for_mode(&[&a, &b], "cluster", Duration::from_secs(3));
+}
+
+/// A node frozen (SIGSTOP: it accepts connections and never answers) under a gateway
+/// logged in as an ACL user: every call to it is bounded, the gateway holds its limits
+/// locally meanwhile, and it is back in cluster mode soon after the node thaws.
+#[test]
+fn a_frozen_node_costs_bounded_waits_and_cluster_mode_returns() {
+    let Some(cluster) = RedisCluster::start(3) else {
+        return;
+    };
+    cluster.add_user(
+        "gw",
+        &[
+            "on",
+            ">cluster-acl-password",
+            "~rg:*",
+            "+@all",
+            "-@dangerous",
+        ],
+    );
+    let limit = "{ key = \"route\", rate = \"200/s\", burst = 20 }";
+    let t = target_as(&cluster, "gw", "cluster-acl-password");
+    let a = Gateway::start("fz-a", "epoll", &t, "gateways = 1", limit);
+    wait_for_mode(&[&a], "cluster", Duration::from_secs(5));
+    let load = Load::start(a.addr, 2);
+    let frozen = cluster.node_of("rg:gateways:{rg0}");
+    frozen.pause();
+    let froze = Instant::now();
+    wait_for_mode(&[&a], "local_fallback", Duration::from_secs(5));
+    let fell_back = froze.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    frozen.resume();
+    let thawed = Instant::now();
+    wait_for_mode(&[&a], "cluster", Duration::from_secs(10));
+    let back = thawed.elapsed();
+    let outcome = load.finish();
+    assert!(outcome.unexpected.is_empty(), "{:?}", outcome.unexpected);
+    eprintln!(
+        "frozen node: local fallback after {fell_back:?}, cluster mode {back:?} after the thaw"
+    );
 }

@@ -16,7 +16,7 @@ use rustls::ClientConfig;
 
 use super::fleet_resp::{encode, parse_reply, Reply};
 use crate::config::redis_target::{RedisServers, RedisTarget};
-use crate::redis_link::{CurrentServer, Server};
+use crate::redis_link::{CurrentServer, Server, WORKER_TAG};
 use crate::tls::conn::TlsConn;
 
 /// Where the fleet's nonces live: the `[cluster] redis` target.
@@ -30,6 +30,9 @@ pub struct FleetTarget {
     password: Option<String>,
     /// For messages: hosts only.
     described: String,
+    /// What claim keys start with: `rg:nonce:`, on a Redis Cluster with the workers' hash
+    /// tag (`rg:nonce:{rg-w}:`) so that they all live in one slot.
+    key_prefix: String,
 }
 
 #[derive(Clone)]
@@ -95,6 +98,7 @@ impl FleetTarget {
                     username: info.redis.username,
                     password: info.redis.password,
                     described,
+                    key_prefix: "rg:nonce:".to_string(),
                 })
             }
             // The node holding the nonces' slot, as the lease thread found it; the login
@@ -112,6 +116,7 @@ impl FleetTarget {
                     username: info.redis.username,
                     password: info.redis.password,
                     described,
+                    key_prefix: format!("rg:nonce:{WORKER_TAG}:"),
                 })
             }
             RedisServers::Sentinel {
@@ -126,8 +131,14 @@ impl FleetTarget {
                 username: username.clone(),
                 password: password.clone(),
                 described,
+                key_prefix: "rg:nonce:".to_string(),
             }),
         }
+    }
+
+    /// What claim keys start with (the app key and nonce follow).
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
     }
 
     /// Where the claims go, for messages.

@@ -1,6 +1,6 @@
 //! Fleet-wide replay protection: with `[cluster]`, a nonce accepted by any gateway sharing
 //! the Redis is refused by all the others. Each worker claims the nonces of its verified
-//! requests with `SET rg:nonce:{rg-w}:<app>:<nonce> <token> NX GET PX <ms left in the window>`
+//! requests with `SET rg:nonce:<app>:<nonce> <token> NX GET PX <ms left in the window>`
 //! (Redis 7.0 or newer) on its own connection, on its own event loop: the claims of
 //! concurrent requests go out together, one write and one read per round trip, and a
 //! worker never blocks on Redis. The token is the claim's own random value: a claim sent
@@ -25,7 +25,6 @@ pub use super::fleet_conn::FleetTarget;
 use super::fleet_conn::RedisStream;
 use super::fleet_resp::{command_len, encode, Reply};
 use crate::mix::mix64;
-use crate::redis_link::WORKER_TAG;
 
 /// How long a request waits for its claim before it is settled locally.
 const CLAIM_WAIT: Duration = Duration::from_millis(250);
@@ -100,12 +99,8 @@ impl FleetNonces {
         });
         {
             let mut queued = self.queued.borrow_mut();
-            // One hash tag for all: on a Redis Cluster they live in one slot, on the
-            // node this worker's connection goes to.
             let key = [
-                b"rg:nonce:",
-                WORKER_TAG.as_bytes(),
-                b":",
+                self.target.key_prefix().as_bytes(),
                 app_key.as_bytes(),
                 b":",
                 nonce.as_bytes(),

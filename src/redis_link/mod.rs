@@ -9,27 +9,25 @@
 //! refused as `READONLY` (the master was demoted under us) drops the connection, so the
 //! link follows a failover.
 
+mod cluster;
+mod connect;
 mod servers;
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::cluster::{cluster_pipe, ClusterPipeline};
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Connection, ConnectionLike, FromRedisValue, RedisError, RedisResult, Value};
 
 use crate::config::redis_target::RedisTarget;
+pub use connect::Server;
+pub use servers::CurrentServer;
 use servers::{Conn, Connected, Servers};
-pub use servers::{CurrentServer, Server};
 
 /// The hash tag of the keys the workers write on connections of their own (fleet nonces:
 /// `rg:nonce:{rg-w}:...`). On a Redis Cluster they all live in its slot, and the link
 /// publishes the node that holds it as its current server (see `refresh_published`).
 pub const WORKER_TAG: &str = "{rg-w}";
-
-/// A cluster's slots and the master (`host`, `port`) that holds them.
-type SlotRange = (std::ops::RangeInclusive<u16>, (String, u16));
 
 /// Bound on the TCP connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -89,75 +87,61 @@ impl RedisLink {
     pub fn query<T: FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, RedisError> {
         self.run(|conn| match conn {
             Conn::One(c) => cmd.query(c),
-            Conn::Cluster(c) => cmd.query(c),
+            Conn::Cluster(c) => c.query(cmd).and_then(T::from_owned_redis_value),
         })
     }
 
-    /// Whether this is a Redis Cluster: its pipelines cannot hold `EVALSHA` or `SCRIPT`
-    /// (the crate routes by key, and scripts are loaded per node), and one error reply
-    /// fails the whole pipeline.
+    /// Whether this is a Redis Cluster: scripts are loaded per node there, so callers
+    /// send them whole (`EVAL`) rather than by SHA.
     pub fn is_cluster(&self) -> bool {
         matches!(self.servers, Servers::Cluster(_))
     }
 
     /// The nodes a keyspace-wide command (`SCAN`) must visit: the masters of a cluster
-    /// (as `host:port`), or just the one server (`None`).
+    /// (as `host`, `port`), or just the one server (`None`).
     pub fn masters(&mut self) -> Result<Vec<Option<(String, u16)>>, RedisError> {
         if !self.is_cluster() {
             return Ok(vec![None]);
         }
-        let mut masters: Vec<Option<(String, u16)>> = self
-            .slot_ranges()?
-            .into_iter()
-            .map(|(_, master)| Some(master))
-            .collect();
-        masters.sort();
-        masters.dedup();
-        Ok(masters)
+        self.run(|conn| match conn {
+            Conn::Cluster(c) => Ok(c.masters().into_iter().map(Some).collect()),
+            Conn::One(_) => Ok(vec![None]),
+        })
     }
 
-    /// A cluster's slot ranges and the master of each.
-    fn slot_ranges(&mut self) -> Result<Vec<SlotRange>, RedisError> {
-        // Each range: [start, end, [master host, port, id], replicas...].
-        let ranges: Vec<Vec<Value>> = self.query(redis::cmd("CLUSTER").arg("SLOTS"))?;
-        Ok(ranges
-            .iter()
-            .filter_map(|range| {
-                let from: u16 = redis::from_redis_value(range.first()?).ok()?;
-                let to: u16 = redis::from_redis_value(range.get(1)?).ok()?;
-                let Value::Array(node) = range.get(2)? else {
-                    return None;
-                };
-                let host: String = redis::from_redis_value(node.first()?).ok()?;
-                let port: u16 = redis::from_redis_value(node.get(1)?).ok()?;
-                Some((from..=to, (host, port)))
-            })
-            .collect())
-    }
-
-    /// On a Redis Cluster, publishes the node that holds `WORKER_TAG`'s slot as the
-    /// current server, so that the workers' own connections go there (after a
-    /// resharding too: the lease thread calls this once a second). Elsewhere the server
-    /// is published on every new connection and this does nothing.
+    /// On a Redis Cluster, reads the slot map again and publishes the node that holds
+    /// `WORKER_TAG`'s slot as the current server, so that the workers' own connections go
+    /// there (after a resharding too: the lease thread calls this once a second).
+    /// Elsewhere the server is published on every new connection and this does nothing.
     pub fn refresh_published(&mut self) -> Result<(), RedisError> {
         if !self.is_cluster() {
             return Ok(());
         }
-        let slot = redis::cluster_routing::get_slot(WORKER_TAG.as_bytes());
-        let owner = self
-            .slot_ranges()?
-            .into_iter()
-            .find(|(range, _)| range.contains(&slot))
-            .map(|(_, master)| master);
-        if let Some((host, port)) = owner {
-            use std::net::ToSocketAddrs;
-            if let Some(addr) = (host.as_str(), port)
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-            {
-                self.current.set(Server { host, addr });
+        let owner = self.run(|conn| match conn {
+            Conn::Cluster(c) => {
+                c.refresh()?;
+                Ok(c.node_of(WORKER_TAG.as_bytes()))
             }
+            Conn::One(_) => Ok(None),
+        })?;
+        let Some((host, port)) = owner else {
+            return Ok(());
+        };
+        // Resolved only when the owner changed (a name would cost a DNS lookup a second).
+        let known = self.current.get();
+        if known
+            .as_ref()
+            .is_some_and(|s| s.host == host && s.addr.port() == port)
+        {
+            return Ok(());
+        }
+        use std::net::ToSocketAddrs;
+        if let Some(addr) = (host.as_str(), port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+        {
+            self.current.set(Server { host, addr });
         }
         Ok(())
     }
@@ -168,19 +152,12 @@ impl RedisLink {
         node: &Option<(String, u16)>,
         cmd: &redis::Cmd,
     ) -> Result<T, RedisError> {
-        let Some((host, port)) = node else {
+        let Some(node) = node else {
             return self.query(cmd);
         };
         self.run(|conn| match conn {
             Conn::One(c) => cmd.query(c),
-            Conn::Cluster(c) => {
-                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                    host: host.clone(),
-                    port: *port,
-                });
-                c.route_command(cmd, route)
-                    .and_then(|v| T::from_owned_redis_value(v))
-            }
+            Conn::Cluster(c) => c.query_at(node, cmd).and_then(T::from_owned_redis_value),
         })
     }
 
@@ -195,20 +172,28 @@ impl RedisLink {
     ) -> Result<T, RedisError> {
         self.run(|conn| match conn {
             Conn::One(c) => pipe.query(&mut FailFast(c)),
-            Conn::Cluster(c) => in_cluster(pipe)?.query(c),
+            Conn::Cluster(c) => {
+                // As `Pipeline::query`: the first error reply fails the call.
+                let replies = c.pipeline(pipe)?;
+                if let Some(Value::ServerError(e)) =
+                    replies.iter().find(|r| matches!(r, Value::ServerError(_)))
+                {
+                    return Err(e.clone().into());
+                }
+                T::from_owned_redis_value(Value::Array(replies))
+            }
         })
     }
 
     /// Runs a non-atomic pipeline in one round trip and returns every reply in order,
     /// error replies included as `Value::ServerError`, so the caller can tell which
     /// command failed. `ignore()` is not honoured here.
-    /// In a cluster, one error reply fails the whole call instead.
     pub fn pipeline_replies(&mut self, pipe: &redis::Pipeline) -> Result<Vec<Value>, RedisError> {
         let packed = pipe.get_packed_pipeline();
         let count = pipe.cmd_iter().count();
         let replies = self.run(|conn| match conn {
             Conn::One(c) => FailFast(c).req_packed_commands(&packed, 0, count),
-            Conn::Cluster(c) => in_cluster(pipe)?.query(c),
+            Conn::Cluster(c) => c.pipeline(pipe),
         })?;
         if replies.iter().any(is_read_only) {
             // A replica now: the next call finds the master again.
@@ -279,16 +264,6 @@ impl RedisLink {
         }
         Ok(conn)
     }
-}
-
-/// The same commands as a cluster pipeline, which routes each by its key (a pipeline
-/// for a cluster must not be atomic: no transaction spans its nodes).
-fn in_cluster(pipe: &redis::Pipeline) -> RedisResult<ClusterPipeline> {
-    let mut cluster = cluster_pipe();
-    for cmd in pipe.cmd_iter() {
-        cluster.add_command(cmd.clone());
-    }
-    Ok(cluster)
 }
 
 fn is_read_only(reply: &Value) -> bool {

@@ -1,6 +1,6 @@
 //! How the control side reaches the Redis a `RedisTarget` names: one server by its URL,
 //! or the master that Sentinel names, asked again on every (re)connect so that the link
-//! follows a failover; or a Redis Cluster, through the crate's cluster client. TLS
+//! follows a failover; or a Redis Cluster (routed by `cluster`). TLS
 //! (`rediss://`) with a private CA and a client certificate comes from the crate's rustls
 //! support.
 //!
@@ -12,28 +12,19 @@
 //! say `ROLE` master before it is used (a sentinel that has not yet seen the failover
 //! names the old master, which may be back as a replica).
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::{
     Client, Connection, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisError,
     RedisResult, TlsCertificates,
 };
 
+use super::cluster::ClusterNodes;
+use super::connect::{open, Server};
 use super::{CONNECT_TIMEOUT, IO_TIMEOUT};
 use crate::config::redis_target::{RedisServers, RedisTarget};
-
-/// The server a link is connected to: its name as Sentinel or the URL gave it (what TLS
-/// verifies) and the address it resolved to. Published for the workers' own connections
-/// (fleet nonces), so that they follow a failover without asking Sentinel themselves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Server {
-    pub host: String,
-    pub addr: SocketAddr,
-}
 
 /// The last server a link connected to; `None` until it first has.
 #[derive(Debug, Default)]
@@ -54,9 +45,8 @@ impl CurrentServer {
 pub(super) enum Servers {
     One(Client),
     Sentinel(Arc<Sentinels>),
-    /// The crate's cluster client: it learns the slots from the nodes, routes each
-    /// command by its key and follows `MOVED` and `ASK`.
-    Cluster(ClusterClient),
+    /// A Redis Cluster, found from these nodes (routed by `cluster`).
+    Cluster(Arc<Vec<Client>>),
 }
 
 /// A new connection, and the one server it goes to (none for a cluster).
@@ -65,7 +55,7 @@ pub(super) type Connected = (Conn, Option<Server>);
 /// A connection: to one server, or to a Redis Cluster (one connection per node).
 pub(super) enum Conn {
     One(Connection),
-    Cluster(Box<ClusterConnection>),
+    Cluster(Box<ClusterNodes>),
 }
 
 pub(super) struct Sentinels {
@@ -107,40 +97,24 @@ impl Servers {
                 tls: *tls,
                 certs,
             }))),
-            RedisServers::Cluster { nodes, .. } => {
-                let mut builder = ClusterClient::builder(nodes.clone())
-                    .connection_timeout(CONNECT_TIMEOUT)
-                    .response_timeout(IO_TIMEOUT)
-                    // A node that fails is retried once (after the slots are learnt
-                    // again), not the crate's sixteen times with growing waits: the
-                    // lease thread must not stall for seconds.
-                    .retries(1)
-                    .min_retry_wait(10)
-                    .max_retry_wait(100);
-                if let Some(certs) = certs {
-                    builder = builder.certs(certs);
-                }
-                Ok(Servers::Cluster(
-                    builder
-                        .build()
-                        .map_err(|e| format!("invalid Redis Cluster: {e}"))?,
-                ))
-            }
+            RedisServers::Cluster { nodes, .. } => Ok(Servers::Cluster(Arc::new(
+                nodes
+                    .iter()
+                    .map(|url| client(url.as_str(), &certs))
+                    .collect::<Result<_, _>>()?,
+            ))),
         }
     }
 
-    /// Connects (blocking; `RedisLink` runs it on a thread of its own and bounds the
-    /// wait), every read and write of the connection bounded by `io_timeout`.
     /// With a cluster, no one server is named.
     pub(super) fn connect(&self) -> RedisResult<Connected> {
         let one = |(conn, server)| (Conn::One(conn), Some(server));
         match self {
             Servers::One(client) => open(client, CONNECT_TIMEOUT, IO_TIMEOUT).map(one),
             Servers::Sentinel(s) => s.master(CONNECT_TIMEOUT, IO_TIMEOUT).map(one),
-            Servers::Cluster(client) => {
-                let conn = client.get_connection()?;
-                conn.set_write_timeout(Some(IO_TIMEOUT))?;
-                Ok((Conn::Cluster(Box::new(conn)), None))
+            Servers::Cluster(seeds) => {
+                let nodes = ClusterNodes::connect(seeds, CONNECT_TIMEOUT, IO_TIMEOUT)?;
+                Ok((Conn::Cluster(Box::new(nodes)), None))
             }
         }
     }
@@ -235,54 +209,6 @@ fn role(conn: &mut Connection) -> RedisResult<Option<String>> {
         .chunks(2)
         .find(|pair| matches!(&pair[0], redis::Value::BulkString(k) if k == b"role"))
         .and_then(|pair| redis::from_redis_value::<String>(pair.get(1)?).ok()))
-}
-
-/// Connects with every step bounded and says to whom. The crate's handshake (the TLS
-/// handshake, `AUTH`, `SELECT`) reads without a timeout, so it is done here instead,
-/// after the timeouts are set: the crate is handed the address alone (and, with the
-/// `disable-client-setinfo` feature, sends nothing on connecting), and rustls shakes
-/// hands on the first write. So a stopped server (it accepts TCP, never answers) costs
-/// one bound, not a thread stuck for as long as it stays stopped.
-fn open(
-    client: &Client,
-    connect_timeout: Duration,
-    io_timeout: Duration,
-) -> RedisResult<(Connection, Server)> {
-    let info = client.get_connection_info();
-    let mut bare = info.clone();
-    bare.redis = redis::RedisConnectionInfo {
-        protocol: info.redis.protocol,
-        ..Default::default()
-    };
-    let bare = Client::open(bare)?;
-    let mut conn = bare.get_connection_with_timeout(connect_timeout)?;
-    conn.set_read_timeout(Some(io_timeout))?;
-    conn.set_write_timeout(Some(io_timeout))?;
-    let login = &info.redis;
-    if let Some(password) = &login.password {
-        let mut auth = redis::cmd("AUTH");
-        if let Some(user) = &login.username {
-            auth.arg(user);
-        }
-        auth.arg(password).query::<()>(&mut conn)?;
-    }
-    if login.db != 0 {
-        redis::cmd("SELECT").arg(login.db).query::<()>(&mut conn)?;
-    }
-    let (host, port) = match &info.addr {
-        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
-            (host.clone(), *port)
-        }
-        ConnectionAddr::Unix(path) => (path.display().to_string(), 0),
-    };
-    // The crate resolved the same name a moment ago: this is its cached answer. (An IP
-    // address, as Sentinel gives, resolves to itself.)
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    Ok((conn, Server { host, addr }))
 }
 
 /// A client for `info`, with the target's CA and client certificate when it is TLS.

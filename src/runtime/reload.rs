@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::worker::WorkerCommand;
 use super::GatewayState;
-use crate::config::{Config, ListenConfig};
+use crate::config::{AppsSource, ClusterConfig, Config, ListenConfig};
 use crate::snapshot::Snapshot;
 
 /// How long every worker has to prepare a new generation (each answers on its next
@@ -58,16 +58,24 @@ impl GatewayState {
         // Nonces were stored with expiries computed from the running window and the cache
         // was sized at start: changing either under it could re-admit replays.
         let apps = &config.apps;
-        if (
-            apps.timestamp_window,
-            apps.replay_capacity,
-            apps.source.clone(),
-        ) != self.fixed_at_start
+        let (window, capacity, source) = &self.fixed_at_start;
+        if (apps.timestamp_window, apps.replay_capacity) != (*window, *capacity)
+            || !same_redis_source(&apps.source, source)
         {
             return Err("apps.timestamp_window, apps.replay_capacity and apps.redis are fixed at start: restart to change them".into());
         }
-        if config.traffic.cluster != self.cluster_at_start {
-            return Err("[cluster] is fixed at start (its Redis, with the contents of its TLS files, the gateway count, id and lease interval): restart to change it".into());
+        let cluster = config.traffic.cluster.as_ref();
+        if cluster.map(without_files_digest)
+            != self.cluster_at_start.as_ref().map(without_files_digest)
+        {
+            return Err("[cluster] is fixed at start (its Redis, the gateway count, id and lease interval): restart to change it".into());
+        }
+        // Renewed Redis certificates: the rest of the config reloads, and the connections
+        // keep the files read at start until a restart (said at every reload until then).
+        if cluster != self.cluster_at_start.as_ref() || apps.source != *source {
+            log::warn!(
+                "reload: the Redis CA, certificate or key files changed; the Redis connections keep those read at start until a restart"
+            );
         }
         // The admin listener stays where it was bound: the token it needs there cannot be
         // reloaded away by a config that moves it to loopback.
@@ -141,5 +149,35 @@ impl GatewayState {
             commands.len()
         );
         Ok(generation)
+    }
+}
+
+/// `[cluster]` but for the contents of its Redis TLS files.
+fn without_files_digest(cluster: &ClusterConfig) -> ClusterConfig {
+    let mut cluster = cluster.clone();
+    cluster.redis.files_digest = [0; 32];
+    cluster
+}
+
+/// The same registry source but for the contents of its Redis TLS files.
+fn same_redis_source(a: &AppsSource, b: &AppsSource) -> bool {
+    match (a, b) {
+        (
+            AppsSource::Redis {
+                target: ta,
+                cache_ttl: la,
+                cache_size: za,
+            },
+            AppsSource::Redis {
+                target: tb,
+                cache_ttl: lb,
+                cache_size: zb,
+            },
+        ) => {
+            let mut ta = ta.clone();
+            ta.files_digest = tb.files_digest;
+            (ta, la, za) == (tb.clone(), lb, zb)
+        }
+        (a, b) => a == b,
     }
 }

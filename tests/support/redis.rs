@@ -518,3 +518,52 @@ impl RedisCluster {
         all
     }
 }
+
+impl RedisCluster {
+    /// Adds a user on every node (ACLs are per node), e.g. `["on", ">pw", "~rg:*", "+@all"]`.
+    pub fn add_user(&self, name: &str, rules: &[&str]) {
+        for node in &self.nodes {
+            let mut args = vec!["ACL", "SETUSER", name];
+            args.extend(rules);
+            node.cmd(&args);
+        }
+    }
+
+    /// Moves the slot of `key` (with its keys) to node `to`, as a resharding does:
+    /// IMPORTING/MIGRATING, MIGRATE of every key, then the new owner told to every node.
+    pub fn move_slot_of(&self, key: &str, to: usize) {
+        let from = self.node_of(key);
+        let target = &self.nodes[to];
+        assert_ne!(from.port, target.port, "{key} is on node {to} already");
+        let slot = match self.nodes[0].cmd(&["CLUSTER", "KEYSLOT", key]) {
+            redis::Value::Int(n) => n.to_string(),
+            other => panic!("{other:?}"),
+        };
+        let id = |node: &RedisServer| match node.cmd(&["CLUSTER", "MYID"]) {
+            redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let (from_id, to_id) = (id(from), id(target));
+        target.cmd(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+        from.cmd(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+        loop {
+            let keys: Vec<String> = match from.cmd(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"]) {
+                redis::Value::Array(k) => k
+                    .iter()
+                    .map(|k| redis::from_redis_value(k).unwrap())
+                    .collect(),
+                other => panic!("{other:?}"),
+            };
+            if keys.is_empty() {
+                break;
+            }
+            let port = target.port.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys.iter().map(String::as_str));
+            from.cmd(&args);
+        }
+        for node in &self.nodes {
+            node.cmd(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        }
+    }
+}

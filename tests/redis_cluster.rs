@@ -388,3 +388,65 @@ fn a_frozen_node_costs_bounded_waits_and_cluster_mode_returns() {
         "frozen node: local fallback after {fell_back:?}, cluster mode {back:?} after the thaw"
     );
 }
+
+/// A pipeline over three nodes, one of them killed: the others' commands run exactly
+/// once (nothing is sent again whole), the dead node's answer is an error reply for its
+/// own commands, and the next call goes on without it.
+#[test]
+fn a_dead_node_fails_only_its_own_commands_and_nothing_runs_twice() {
+    use ringgate::config::redis_target::{RedisServers, RedisTarget};
+    let Some(mut cluster) = RedisCluster::start(3) else {
+        return;
+    };
+    // One key on each node.
+    let mut keys: Vec<String> = Vec::new();
+    for i in 0.. {
+        let key = format!("rg:t:{i}");
+        let port = cluster.node_of(&key).port;
+        if !keys.iter().any(|k| cluster.node_of(k).port == port) {
+            keys.push(key);
+        }
+        if keys.len() == 3 {
+            break;
+        }
+    }
+    let target = RedisTarget {
+        servers: RedisServers::Cluster {
+            nodes: cluster.nodes.iter().map(|n| n.url()).collect(),
+            tls: false,
+        },
+        ca: None,
+        identity: None,
+        files_digest: [0; 32],
+    };
+    let mut link = ringgate::redis_link::RedisLink::new(&target).unwrap();
+    let mut pipe = redis::pipe();
+    for key in &keys {
+        pipe.cmd("INCR").arg(key);
+    }
+    let replies = link.pipeline_replies(&pipe).unwrap();
+    assert_eq!(replies, vec![redis::Value::Int(1); 3]);
+    // Where each key lives, asked before a node dies (any node may be the one asked).
+    let holders: Vec<usize> = keys
+        .iter()
+        .map(|k| {
+            let port = cluster.node_of(k).port;
+            cluster.nodes.iter().position(|n| n.port == port).unwrap()
+        })
+        .collect();
+    cluster.nodes[holders[2]].stop();
+    let replies = link.pipeline_replies(&pipe).unwrap();
+    assert_eq!(&replies[..2], &[redis::Value::Int(2), redis::Value::Int(2)]);
+    assert!(
+        matches!(&replies[2], redis::Value::ServerError(e) if e.code() == "IOERR"),
+        "{:?}",
+        replies[2]
+    );
+    for (key, &holder) in keys[..2].iter().zip(&holders) {
+        let count = match cluster.nodes[holder].cmd(&["GET", key]) {
+            redis::Value::BulkString(v) => String::from_utf8(v).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(count, "2", "{key} incremented once per call");
+    }
+}

@@ -57,8 +57,14 @@ impl ClusterNodes {
         Ok(nodes)
     }
 
+    /// The masters, each once (the map read again first if a redirect was seen).
+    pub(super) fn current_masters(&mut self) -> RedisResult<Vec<Node>> {
+        self.fresh()?;
+        Ok(self.masters())
+    }
+
     /// The masters, each once.
-    pub(super) fn masters(&self) -> Vec<Node> {
+    fn masters(&self) -> Vec<Node> {
         let mut masters: Vec<Node> = self.slots.iter().map(|(_, n)| n.clone()).collect();
         masters.sort();
         masters.dedup();
@@ -114,6 +120,10 @@ impl ClusterNodes {
         }
         self.slots = slots;
         self.stale = false;
+        // Connections to nodes that hold no slot now (a demoted master, a seed known by
+        // its name rather than its address) are not kept.
+        let masters = self.masters();
+        self.conns.retain(|node, _| masters.contains(node));
         Ok(())
     }
 
@@ -122,7 +132,7 @@ impl ClusterNodes {
         self.fresh()?;
         let node = key_of(cmd).and_then(|k| self.node_of(k));
         let reply = self.run_at(node, |c| c.req_command(cmd))?;
-        self.note_redirect(&reply);
+        let reply = self.follow_redirect(&reply, cmd).unwrap_or(reply);
         match reply {
             Value::ServerError(e) => Err(e.into()),
             reply => Ok(reply),
@@ -161,18 +171,93 @@ impl ClusterNodes {
             by_node[at].1.add_command(cmd.clone());
             by_node[at].2.push(i);
         }
-        let mut replies = vec![Value::Nil; pipe.cmd_iter().count()];
+        let cmds: Vec<&redis::Cmd> = pipe.cmd_iter().collect();
+        let mut replies = vec![Value::Nil; cmds.len()];
+        let mut failed = None;
         for (node, sub, indexes) in by_node {
             let packed = sub.get_packed_pipeline();
-            let answers = self.run_at(node, |c| {
+            match self.run_at(node, |c| {
                 FailFast(c).req_packed_commands(&packed, 0, indexes.len())
-            })?;
-            for (i, answer) in indexes.into_iter().zip(answers) {
-                self.note_redirect(&answer);
+            }) {
+                Ok(answers) => {
+                    for (i, answer) in indexes.into_iter().zip(answers) {
+                        replies[i] = answer;
+                    }
+                }
+                // The other nodes' commands still go (and their answers count): a node
+                // that fails answers for its own commands only.
+                Err(e) => {
+                    for i in indexes {
+                        replies[i] = unreachable_reply(&e);
+                    }
+                    failed = Some(e);
+                }
+            }
+        }
+        // A redirected command did not run: sent once more where the reply points.
+        for (i, cmd) in cmds.iter().enumerate() {
+            if let Some(answer) = self.follow_redirect(&replies[i], cmd) {
                 replies[i] = answer;
             }
         }
-        Ok(replies)
+        match failed {
+            Some(e) if replies.iter().all(|r| matches!(r, Value::ServerError(_))) => Err(e),
+            _ => Ok(replies),
+        }
+    }
+
+    /// For a `MOVED` reply: the slot's new master noted, the command sent there; for
+    /// `ASK` (a slot being migrated): sent to the importing node after `ASKING`. `None`
+    /// for any other reply. A redirect of the redirect is the answer (the map is read
+    /// again before the next call).
+    fn follow_redirect(&mut self, reply: &Value, cmd: &redis::Cmd) -> Option<Value> {
+        let Value::ServerError(e) = reply else {
+            return None;
+        };
+        let code = e.code().to_string();
+        if matches!(code.as_str(), "CLUSTERDOWN" | "TRYAGAIN") {
+            self.stale = true;
+            return None;
+        }
+        if !matches!(code.as_str(), "MOVED" | "ASK") {
+            return None;
+        }
+        self.stale = true;
+        let (slot, to) = parse_redirect(e.details()?)?;
+        let packed = if code == "ASK" {
+            let mut asking = redis::pipe();
+            asking.cmd("ASKING").add_command(cmd.clone());
+            asking.get_packed_pipeline()
+        } else {
+            self.note_owner(slot, &to);
+            cmd.get_packed_command()
+        };
+        let count = if code == "ASK" { 2 } else { 1 };
+        let answers = self
+            .run_at(Some(to), |c| {
+                FailFast(c).req_packed_commands(&packed, 0, count)
+            })
+            .unwrap_or_else(|e| vec![unreachable_reply(&e)]);
+        answers.into_iter().last()
+    }
+
+    /// `MOVED`: the slot is the node's now (until the map is read again).
+    fn note_owner(&mut self, slot: u16, node: &Node) {
+        if let Some(at) = self
+            .slots
+            .iter()
+            .position(|(range, _)| range.contains(&slot))
+        {
+            let (range, old) = self.slots.remove(at);
+            let (from, to) = (*range.start(), *range.end());
+            if from < slot {
+                self.slots.push((from..=slot - 1, old.clone()));
+            }
+            if slot < to {
+                self.slots.push((slot + 1..=to, old));
+            }
+        }
+        self.slots.push((slot..=slot, node.clone()));
     }
 
     /// Reads the map again if a redirect was seen.
@@ -181,14 +266,6 @@ impl ClusterNodes {
             self.refresh()?;
         }
         Ok(())
-    }
-
-    fn note_redirect(&mut self, reply: &Value) {
-        if let Value::ServerError(e) = reply {
-            if matches!(e.code(), "MOVED" | "ASK" | "CLUSTERDOWN" | "TRYAGAIN") {
-                self.stale = true;
-            }
-        }
     }
 
     /// Runs `call` on `node`'s connection (any connected node, or the first master, for
@@ -219,7 +296,7 @@ impl ClusterNodes {
         };
         let mut conn = match self.conns.remove(&node) {
             Some(conn) => conn,
-            None => self.open_node(&node)?,
+            None => self.open_node(&node).inspect_err(|_| self.stale = true)?,
         };
         let result = call(&mut conn);
         match &result {
@@ -254,6 +331,20 @@ impl ClusterNodes {
         };
         open(&Client::open(info)?, self.connect_timeout, self.io_timeout).map(|(conn, _)| conn)
     }
+}
+
+/// The answer put in the place of the commands of a node that could not be reached.
+fn unreachable_reply(e: &RedisError) -> Value {
+    // (The crate does not export its error type: made the way a reply is read.)
+    let line = format!("-IOERR node unreachable: {e}\r\n").replace(['\r', '\n'], " ");
+    redis::parse_redis_value(format!("{}\r\n", line.trim_end()).as_bytes()).unwrap_or(Value::Nil)
+}
+
+/// `MOVED`/`ASK` details: `<slot> <host>:<port>`.
+fn parse_redirect(details: &str) -> Option<(u16, Node)> {
+    let (slot, addr) = details.split_once(' ')?;
+    let (host, port) = addr.rsplit_once(':')?;
+    Some((slot.parse().ok()?, (host.to_string(), port.parse().ok()?)))
 }
 
 /// The key a command is routed by: the first key of `EVAL`/`EVALSHA` (after the script
@@ -322,6 +413,34 @@ mod tests {
         );
         assert_eq!(key_of(redis::cmd("SCAN").arg(0)), None);
         assert_eq!(key_of(redis::cmd("CLUSTER").arg("SLOTS")), None);
+    }
+
+    #[test]
+    fn redirects_name_slot_and_node() {
+        assert_eq!(
+            parse_redirect("3300 127.0.0.1:7002"),
+            Some((3300, ("127.0.0.1".into(), 7002)))
+        );
+        assert_eq!(
+            parse_redirect("3300 [::1]:7002").map(|r| r.1 .1),
+            Some(7002)
+        );
+        assert_eq!(parse_redirect("nonsense"), None);
+    }
+
+    #[test]
+    fn an_unreachable_node_answers_with_an_error_reply() {
+        let e = RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "read\r\ntimed out",
+        ));
+        match unreachable_reply(&e) {
+            Value::ServerError(e) => {
+                assert_eq!(e.code(), "IOERR");
+                assert!(e.details().unwrap().contains("timed out"), "{e:?}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -104,7 +104,7 @@ impl RedisLink {
             return Ok(vec![None]);
         }
         self.run(|conn| match conn {
-            Conn::Cluster(c) => Ok(c.masters().into_iter().map(Some).collect()),
+            Conn::Cluster(c) => Ok(c.current_masters()?.into_iter().map(Some).collect()),
             Conn::One(_) => Ok(vec![None]),
         })
     }
@@ -204,8 +204,14 @@ impl RedisLink {
 
     fn run<T>(&mut self, call: impl Fn(&mut Conn) -> RedisResult<T>) -> Result<T, RedisError> {
         let reused = self.conn.is_some();
+        // Not on a cluster: its nodes are reconnected one by one (by `cluster`), and a
+        // pipeline sent again whole would run the commands of the nodes that answered
+        // twice (a token lease is not idempotent).
+        let cluster = matches!(self.conn, Some(Conn::Cluster(_)));
         match self.run_once(&call) {
-            Err(e) if reused && e.is_io_error() && !e.is_timeout() => self.run_once(&call),
+            Err(e) if reused && !cluster && e.is_io_error() && !e.is_timeout() => {
+                self.run_once(&call)
+            }
             other => other,
         }
     }
@@ -223,9 +229,13 @@ impl RedisLink {
         // timed-out command would be read as the answer to the next one): start afresh.
         // A `READONLY` refusal: the server is a replica now (a failover demoted it), so
         // the next call must find the master again.
-        let broken = result.as_ref().is_err_and(|e| {
-            e.is_io_error() || e.is_unrecoverable_error() || e.kind() == redis::ErrorKind::ReadOnly
-        });
+        // A cluster's nodes are dropped one by one where they fail (`cluster`).
+        let broken = !matches!(conn, Conn::Cluster(_))
+            && result.as_ref().is_err_and(|e| {
+                e.is_io_error()
+                    || e.is_unrecoverable_error()
+                    || e.kind() == redis::ErrorKind::ReadOnly
+            });
         if !broken {
             self.conn = Some(conn);
         }

@@ -36,6 +36,9 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// How long shutdown waits to charge quota use to Redis (a dead Redis answers sooner).
 const EXIT_CHARGE_WITHIN: Duration = Duration::from_millis(1500);
+/// A key in use is leased at least this often, for its view of the use everywhere (what
+/// caps it while Redis is out of reach).
+const VIEW_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Rounds without a report from a worker after which it counts as idle for every key.
 /// Workers report every round of their own (10 ms), even with nothing in it, so one
@@ -145,6 +148,8 @@ struct QuotaKey {
     /// A lease for it was answered: until then its workers serve from default grants, so
     /// its first lease goes out at once rather than at the next lease interval.
     leased: bool,
+    /// When a lease reply last told the key's use everywhere (`cluster_used`).
+    viewed: Option<Instant>,
 }
 
 impl QuotaKey {
@@ -244,6 +249,7 @@ impl Core {
                     reserved: 0,
                     cluster_used: 0,
                     leased: false,
+                    viewed: None,
                 },
             );
         }
@@ -319,6 +325,7 @@ impl Core {
                     key.reserved = grant.held;
                     key.cluster_used = grant.used;
                     key.leased = true;
+                    key.viewed = Some(now);
                 }
             }
         }
@@ -386,8 +393,13 @@ impl Core {
                     } else {
                         0
                     };
-                    // Used beyond what Redis holds for it: to be charged.
-                    (used > k.reserved || want > 0).then(|| k.ask(id, want))
+                    // Used beyond what Redis holds for it: to be charged. A key in use
+                    // that needs neither is still asked about once a second: its view of
+                    // the use everywhere is what caps it if Redis goes away.
+                    let stale_view = !k.ledger.idle()
+                        && k.viewed
+                            .is_none_or(|t| now.duration_since(t) >= VIEW_MAX_AGE);
+                    (used > k.reserved || want > 0 || stale_view).then(|| k.ask(id, want))
                 })
                 .collect(),
         });
@@ -448,6 +460,7 @@ impl Core {
                         reserved: 0,
                         cluster_used: 0,
                         leased: false,
+                        viewed: None,
                     });
                     key.secs_left = secs_left;
                     if key.per_day != per_day {

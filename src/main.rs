@@ -285,6 +285,13 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
         env!("CARGO_PKG_VERSION"),
         addrs.join(", ")
     );
+    // Under systemd (`Type=notify`): ready now, then watchdog pings and status lines.
+    let supervisor = ringgate::control::systemd::Notifier::from_env().and_then(|notifier| {
+        let watchdog = ringgate::control::systemd::watchdog_interval();
+        ringgate::control::systemd::Supervisor::start(notifier, handle.shared_state(), watchdog)
+            .map_err(|e| log::warn!("cannot start the systemd supervisor: {e}"))
+            .ok()
+    });
     if demo.is_some() {
         println!(
             "{}",
@@ -298,8 +305,14 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
     for signal in signals.forever() {
         match (signal, reload_from) {
             (SIGHUP, Some(path)) => {
+                if let Some(s) = &supervisor {
+                    s.reloading();
+                }
                 if let Err(e) = handle.reload_file(path) {
                     log::error!("reload failed, still serving the previous config:\n{e}");
+                }
+                if let Some(s) = &supervisor {
+                    s.reloaded();
                 }
             }
             (SIGHUP, None) => log::warn!("SIGHUP: the embedded demo config cannot be reloaded"),
@@ -308,7 +321,11 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
         }
     }
     log::info!("draining");
+    if let Some(s) = &supervisor {
+        s.stopping();
+    }
     let report = handle.shutdown();
+    drop(supervisor);
     if report.unfinished_connections > 0 {
         log::warn!(
             "drain timeout: {} connections were cut",

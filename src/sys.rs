@@ -124,3 +124,18 @@ pub fn return_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// `CLOCK_MONOTONIC` in microseconds: what systemd compares `RELOADING=1`'s
+/// `MONOTONIC_USEC` with (std's `Instant` has no defined epoch to offer it).
+pub fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1_000
+}

@@ -8,6 +8,7 @@ mod metrics_export;
 mod openapi;
 mod protection_stats;
 mod side;
+pub mod systemd;
 pub mod watch;
 
 pub use side::Control;

@@ -39,6 +39,10 @@ use crate::snapshot::Snapshot;
 /// checks only, never per request.
 pub struct GatewayState {
     pub workers: usize,
+    /// Per worker: when its event loop last ticked (ms since `started`), for the systemd
+    /// watchdog: a worker whose loop is stuck stops the pings.
+    pub worker_ticks: Vec<AtomicU64>,
+    pub started: Instant,
     pub ready_workers: AtomicUsize,
     pub draining: AtomicBool,
     pub failed: AtomicBool,
@@ -89,6 +93,26 @@ pub struct GatewayState {
 }
 
 impl GatewayState {
+    /// Workers whose event loop has not ticked for `longer_than` (a worker ticks every
+    /// 10 ms; one that is blocked, or spins without yielding, does not).
+    pub fn stuck_workers(&self, longer_than: Duration) -> Vec<usize> {
+        let now = self.started.elapsed().as_millis() as u64;
+        let limit = longer_than.as_millis() as u64;
+        self.worker_ticks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| now.saturating_sub(t.load(Ordering::Relaxed)) > limit)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Marks worker `id`'s loop alive now.
+    pub fn worker_ticked(&self, id: usize) {
+        if let Some(t) = self.worker_ticks.get(id) {
+            t.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
     /// A copy of every worker's metrics: each answers on its next tick; one that has not
     /// within `within` is left out.
     pub fn scrape_metrics(&self, within: Duration) -> Vec<crate::metrics::WorkerReport> {
@@ -238,6 +262,8 @@ pub fn start(config: Config, control: Arc<dyn ControlSide>) -> Result<GatewayHan
         .as_ref()
         .map(|_| Arc::new(ClusterStatus::default()));
     let state = Arc::new(GatewayState {
+        worker_ticks: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        started: Instant::now(),
         listen,
         tls_listen: tls_bound,
         listen_config: server.listen.iter().chain(&tls_listen).copied().collect(),
@@ -413,6 +439,11 @@ impl GatewayHandle {
 
     pub fn state(&self) -> &GatewayState {
         &self.state
+    }
+
+    /// The state, to share with a thread of the control side (the systemd supervisor).
+    pub fn shared_state(&self) -> Arc<GatewayState> {
+        self.state.clone()
     }
 
     /// Waits until every worker listens. False on timeout or if a worker failed to start.

@@ -208,6 +208,7 @@ async fn worker_main(driver: super::driver::DriverKind, spec: WorkerSpec) {
             }
         }
     }
+    state.worker_ticked(id);
     state.ready_workers.fetch_add(1, Ordering::SeqCst);
     let mut last_sweep = Instant::now();
     let mut parked_since_collect = 0;
@@ -219,6 +220,7 @@ async fn worker_main(driver: super::driver::DriverKind, spec: WorkerSpec) {
         // behind the worker is (its load shedding's signal).
         let woke = Instant::now();
         ctx.on_tick(woke, woke.duration_since(asleep).saturating_sub(TICK));
+        state.worker_ticked(id);
         while let Ok(cmd) = commands.try_recv() {
             match cmd {
                 WorkerCommand::Drain if !ctx.draining() => {
@@ -278,6 +280,7 @@ async fn worker_main(driver: super::driver::DriverKind, spec: WorkerSpec) {
     let deadline = Instant::now() + server.drain_timeout;
     while ctx.open_connections() > 0 && Instant::now() < deadline {
         monoio::time::sleep(TICK).await;
+        state.worker_ticked(id);
         // Requests in flight may be waiting for an app record.
         apply_app_updates(&ctx, app_updates.as_ref());
         exchange_limits(&ctx, &limits);

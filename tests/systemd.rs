@@ -1,0 +1,231 @@
+//! systemd integration: the notify protocol against a fake `NOTIFY_SOCKET` (ready,
+//! reloading and ready again, stopping, watchdog pings, and no pings while a worker is
+//! stuck), and the shipped unit checked by `systemd-analyze` (verify, and a security
+//! exposure score).
+
+mod support;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringgate");
+
+/// The datagrams received within `within`, until one contains `until`.
+fn receive_until(socket: &UnixDatagram, until: &str, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        socket
+            .set_read_timeout(Some(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            ))
+            .unwrap();
+        match socket.recv(&mut buf) {
+            Ok(n) => {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let done = message.contains(until);
+                got.push(message);
+                if done {
+                    return got;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    panic!("no {until:?} within {within:?}; got {got:?}")
+}
+
+fn signal(pid: u32, sig: &str) {
+    assert!(Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[test]
+fn ready_reloading_stopping_and_watchdog_pings_reach_systemd() {
+    let dir = temp_dir("systemd-notify");
+    let socket_path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let config = dir.join("ringgate.toml");
+    let up = Upstream::echo();
+    let text = |body: &str| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\n\
+             [[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n\
+             [[routes]]\nname = \"r\"\npath = \"{body}\"\nupstream = \"up\"\n",
+            up.addr
+        )
+    };
+    std::fs::write(&config, text("/a/*")).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+
+    let got = receive_until(&socket, "READY=1", Duration::from_secs(10));
+    let ready = got.last().unwrap();
+    assert!(ready.contains(&format!("MAINPID={pid}")), "{ready}");
+    assert!(ready.contains("STATUS=generation 1"), "{ready}");
+
+    // Pings every half interval (200 ms): at least 3 in a second.
+    let started = Instant::now();
+    let mut pings = 0;
+    while started.elapsed() < Duration::from_secs(1) {
+        let got = receive_until(&socket, "WATCHDOG=1", Duration::from_secs(1));
+        pings += got.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    }
+    assert!(pings >= 3, "{pings} pings in a second");
+
+    // A reload: RELOADING=1 (with the monotonic clock systemd wants), then READY=1 with
+    // the new generation.
+    std::fs::write(&config, text("/b/*")).unwrap();
+    signal(pid, "-HUP");
+    let got = receive_until(&socket, "RELOADING=1", Duration::from_secs(5));
+    let reloading = got.last().unwrap();
+    let usec: u64 = reloading
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .expect("MONOTONIC_USEC")
+        .parse()
+        .unwrap();
+    assert!(usec > 0);
+    let got = receive_until(&socket, "READY=1", Duration::from_secs(5));
+    assert!(
+        got.last().unwrap().contains("STATUS=generation 2"),
+        "{got:?}"
+    );
+
+    // Stopping: STOPPING=1, then a clean exit.
+    signal(pid, "-TERM");
+    receive_until(&socket, "STOPPING=1", Duration::from_secs(5));
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// A worker whose event loop is stuck stops the watchdog's pings; they resume once it
+/// runs again.
+#[test]
+fn a_stuck_worker_stops_the_watchdog_pings() {
+    let dir = temp_dir("systemd-watchdog");
+    let socket_path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let up = Upstream::echo();
+    let gw = Gateway::start(
+        Driver::IoUring,
+        2,
+        "",
+        &format!(
+            "[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n\
+             [[routes]]\nname = \"r\"\npath = \"/a/*\"\nupstream = \"up\"\n",
+            up.addr
+        ),
+    );
+    // (nextest runs each test in a process of its own: the variable is this test's.)
+    std::env::set_var("NOTIFY_SOCKET", &socket_path);
+    let notifier = ringgate::control::systemd::Notifier::from_env().unwrap();
+    let _supervisor = ringgate::control::systemd::Supervisor::start(
+        notifier,
+        gw.handle().shared_state(),
+        Some(Duration::from_millis(400)),
+    )
+    .unwrap();
+    receive_until(&socket, "READY=1", Duration::from_secs(5));
+    receive_until(&socket, "WATCHDOG=1", Duration::from_secs(2));
+
+    // Hold worker 0's thread: it answers a metrics scrape into a rendezvous channel that
+    // nobody reads yet, so it blocks there (no ticks).
+    let (report_tx, report_rx) = crossbeam_channel::bounded(0);
+    let stalled = gw.handle().state().worker_commands.lock().unwrap()[0].clone();
+    stalled
+        .send(ringgate::runtime::WorkerCommand::Scrape(report_tx))
+        .unwrap();
+    // Half the interval to be seen stuck, and a ping already on its way: then silence.
+    std::thread::sleep(Duration::from_millis(500));
+    while socket
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .and_then(|_| socket.recv(&mut [0u8; 512]))
+        .is_ok()
+    {}
+    socket
+        .set_read_timeout(Some(Duration::from_millis(1200)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let silent = match socket.recv(&mut buf) {
+        Err(_) => true,
+        Ok(n) => !String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1"),
+    };
+    assert!(silent, "a ping while worker 0 was stuck");
+
+    // Free the worker: the pings resume.
+    report_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the stalled worker answers once unblocked");
+    receive_until(&socket, "WATCHDOG=1", Duration::from_secs(2));
+}
+
+/// The shipped unit passes `systemd-analyze verify` (its binary paths pointed at this
+/// build) and `systemd-analyze security` rates it OK or better.
+#[test]
+fn the_unit_verifies_and_scores_well() {
+    if !Command::new("systemd-analyze")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(std::env::var_os("CI").is_none(), "CI has systemd-analyze");
+        eprintln!("SKIPPED: systemd-analyze not found");
+        return;
+    }
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/ringgate.service"
+    ))
+    .unwrap();
+    assert!(
+        unit.contains("Type=notify") && unit.contains("WatchdogSec="),
+        "{unit}"
+    );
+    let dir = temp_dir("systemd-unit");
+    let path = dir.join("ringgate.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/ringgate", BIN)).unwrap();
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&security.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| l.split("exposure level for ringgate.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {text}"));
+    eprintln!("systemd-analyze security: {score}");
+    assert!(score <= 2.0, "exposure {score}:\n{text}");
+}

@@ -92,6 +92,9 @@ fn write_loop(rx: &Receiver<Vec<u8>>, out: &mut Output, path: Option<&Path>, c: 
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(batch) => {
+                // A reopen asked for before this batch came applies to it: its lines
+                // belong in the new file (logrotate has moved the old one already).
+                reopen_if_asked(out, path, c, &mut trouble);
                 let lines = batch.iter().filter(|&&b| b == b'\n').count() as u64;
                 match out.writer().write_all(&batch) {
                     Ok(()) => {
@@ -116,12 +119,21 @@ fn write_loop(rx: &Receiver<Vec<u8>>, out: &mut Output, path: Option<&Path>, c: 
         if let Err(e) = out.writer().flush() {
             trouble.report(&e, c);
         }
-        if c.reopen.swap(false, Ordering::SeqCst) {
-            match Output::open(path) {
-                Ok(fresh) => *out = fresh,
-                Err(e) => log::error!("access_log: cannot reopen: {e}"),
-            }
-        }
+        reopen_if_asked(out, path, c, &mut trouble);
+    }
+}
+
+/// Flushes what is buffered for the old file and opens the path afresh, if SIGUSR1 asked.
+fn reopen_if_asked(out: &mut Output, path: Option<&Path>, c: &LogCounters, trouble: &mut Trouble) {
+    if !c.reopen.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    if let Err(e) = out.writer().flush() {
+        trouble.report(&e, c);
+    }
+    match Output::open(path) {
+        Ok(fresh) => *out = fresh,
+        Err(e) => log::error!("access_log: cannot reopen: {e}"),
     }
 }
 

@@ -1,0 +1,43 @@
+#!/bin/sh
+# Installs ringgate on a Debian (or any systemd) host: the binary, the unit and its
+# system user, a default config (kept if one is there), the logrotate file, and the tuning
+# files and docs (to apply by hand: see tuning/README.md). Run from the source tree after
+# `cargo build --release`, as root:
+#
+#   sudo packaging/install.sh            # then: systemctl enable --now ringgate
+#
+# DESTDIR=/some/dir installs into that tree instead (nothing is started, no user made):
+# for packaging, and for the test that checks the installed tree.
+set -eu
+
+cd "$(dirname "$0")/.."
+DESTDIR=${DESTDIR:-}
+BIN=${BIN:-target/release/ringgate}
+if [ ! -x "$BIN" ]; then
+    echo "install.sh: $BIN not found: run cargo build --release first (or set BIN)" >&2
+    exit 1
+fi
+
+install -D -m 0755 "$BIN" "$DESTDIR/usr/local/bin/ringgate"
+install -D -m 0644 systemd/ringgate.service "$DESTDIR/etc/systemd/system/ringgate.service"
+install -D -m 0644 systemd/ringgate.sysusers.conf "$DESTDIR/usr/lib/sysusers.d/ringgate.conf"
+install -D -m 0644 tuning/logrotate/ringgate "$DESTDIR/etc/logrotate.d/ringgate"
+# The config holds secrets once apps or tokens are added: root and the service group only.
+install -d -m 0750 "$DESTDIR/etc/ringgate"
+if [ ! -e "$DESTDIR/etc/ringgate/ringgate.toml" ]; then
+    install -m 0640 packaging/ringgate.toml "$DESTDIR/etc/ringgate/ringgate.toml"
+fi
+share="$DESTDIR/usr/local/share/ringgate"
+install -D -m 0644 tuning/sysctl.d/90-ringgate.conf "$share/tuning/sysctl.d/90-ringgate.conf"
+install -D -m 0644 tuning/README.md "$share/tuning/README.md"
+install -D -m 0644 README.md "$DESTDIR/usr/local/share/doc/ringgate/README.md"
+install -D -m 0644 systemd/README.md "$DESTDIR/usr/local/share/doc/ringgate/systemd.md"
+
+"$DESTDIR/usr/local/bin/ringgate" check --config "$DESTDIR/etc/ringgate/ringgate.toml"
+
+if [ -z "$DESTDIR" ]; then
+    systemd-sysusers /usr/lib/sysusers.d/ringgate.conf
+    chown root:ringgate /etc/ringgate /etc/ringgate/ringgate.toml
+    systemctl daemon-reload
+    echo "installed: systemctl enable --now ringgate"
+fi

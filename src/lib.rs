@@ -45,3 +45,4 @@ pub mod snapshot;
 pub(crate) mod sys;
 pub mod tls;
 pub mod trace;
+pub mod tune;

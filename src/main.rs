@@ -38,6 +38,10 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Report on this host for a gateway: io_uring, limits, sysctls against the shipped
+    /// profile, CPUs and NUMA, NIC queues and interrupts, a recommended server.cpus.
+    /// Reads only; changes nothing.
+    Tune,
     /// Validate a config file: print every problem with its path, exit 1 on any.
     Check {
         #[arg(long, default_value = DEFAULT_CONFIG)]
@@ -91,6 +95,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { config } => check(&config),
+        Command::Tune => {
+            print!("{}", ringgate::tune::report());
+            ExitCode::SUCCESS
+        }
         Command::Sign {
             key,
             secret,

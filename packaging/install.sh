@@ -28,7 +28,10 @@ if [ ! -e "$DESTDIR/etc/ringgate/ringgate.toml" ]; then
     install -m 0640 packaging/ringgate.toml "$DESTDIR/etc/ringgate/ringgate.toml"
 fi
 share="$DESTDIR/usr/local/share/ringgate"
-install -D -m 0644 tuning/sysctl.d/90-ringgate.conf "$share/tuning/sysctl.d/90-ringgate.conf"
+for f in tuning/sysctl.d/*.conf; do
+    install -D -m 0644 "$f" "$share/$f"
+done
+install -D -m 0755 tuning/irq-pin.sh "$share/tuning/irq-pin.sh"
 install -D -m 0644 tuning/README.md "$share/tuning/README.md"
 install -D -m 0644 README.md "$DESTDIR/usr/local/share/doc/ringgate/README.md"
 install -D -m 0644 systemd/README.md "$DESTDIR/usr/local/share/doc/ringgate/systemd.md"

@@ -41,7 +41,11 @@ enum Command {
     /// Report on this host for a gateway: io_uring, limits, sysctls against the shipped
     /// profile, CPUs and NUMA, NIC queues and interrupts, a recommended server.cpus.
     /// Reads only; changes nothing.
-    Tune,
+    Tune {
+        /// Compare sysctls with this profile's overlay too: throughput or latency.
+        #[arg(long)]
+        profile: Option<String>,
+    },
     /// Validate a config file: print every problem with its path, exit 1 on any.
     Check {
         #[arg(long, default_value = DEFAULT_CONFIG)]
@@ -95,10 +99,16 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { config } => check(&config),
-        Command::Tune => {
-            print!("{}", ringgate::tune::report());
-            ExitCode::SUCCESS
-        }
+        Command::Tune { profile } => match ringgate::tune::report(profile.as_deref()) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Sign {
             key,
             secret,

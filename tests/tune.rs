@@ -29,7 +29,7 @@ fn the_report_is_complete_and_its_layout_is_usable() {
     }
     assert!(report.contains("available: yes") || report.contains("available: NO"));
     assert!(report.contains("open files: soft ") && report.contains("locked memory: soft "));
-    for (key, want) in ringgate::tune::profile_settings() {
+    for (key, want) in ringgate::tune::profile_settings(None).unwrap() {
         let line = report
             .lines()
             .find(|l| l.split_whitespace().nth(1) == Some(key.as_str()))
@@ -77,5 +77,36 @@ fn the_report_is_complete_and_its_layout_is_usable() {
         check.status.success(),
         "{}",
         String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn a_profile_overlay_is_compared_too_and_a_wrong_one_refused() {
+    let out = Command::new(BIN)
+        .args(["tune", "--profile", "latency"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        report.contains("90-ringgate.conf + 91-ringgate-latency.conf"),
+        "{report}"
+    );
+    assert!(
+        report.contains("net.ipv4.tcp_autocorking = ") && report.contains("-> 0"),
+        "{report}"
+    );
+    let out = Command::new(BIN)
+        .args(["tune", "--profile", "fast"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: no profile \"fast\": one of throughput, latency"
     );
 }

@@ -1,6 +1,6 @@
 //! `ringgate tune`: a report on the host for a gateway: io_uring and its features, the
-//! file and locked-memory limits, every setting of the shipped sysctl profile (current
-//! against recommended), CPUs and NUMA nodes, NIC queues and the CPUs their interrupts
+//! file and locked-memory limits, every setting of the shipped sysctl profile and, with
+//! `--profile`, its `throughput` or `latency` overlay (current against recommended), CPUs and NUMA nodes, NIC queues and the CPUs their interrupts
 //! run on, and a recommended `server.cpus` layout. It only reads; nothing is changed.
 
 mod host;
@@ -10,14 +10,48 @@ use std::fmt::Write as _;
 
 use layout::{recommend, Topology};
 
-/// The shipped profile (`tuning/sysctl.d/90-ringgate.conf`), whose settings are compared.
-const PROFILE: &str = include_str!("../../tuning/sysctl.d/90-ringgate.conf");
+/// The shipped base profile (`tuning/sysctl.d/90-ringgate.conf`).
+const BASE: &str = include_str!("../../tuning/sysctl.d/90-ringgate.conf");
+/// The overlays, each on top of the base: `91-ringgate-<name>.conf`.
+const PROFILES: [(&str, &str); 2] = [
+    (
+        "throughput",
+        include_str!("../../tuning/sysctl.d/91-ringgate-throughput.conf"),
+    ),
+    (
+        "latency",
+        include_str!("../../tuning/sysctl.d/91-ringgate-latency.conf"),
+    ),
+];
 
-/// The recommended settings of the profile: `key = value` lines (a leading `-` only
-/// says the key may be missing).
-pub fn profile_settings() -> Vec<(String, String)> {
-    PROFILE
-        .lines()
+/// The names of the profiles `--profile` takes.
+pub fn profile_names() -> Vec<&'static str> {
+    PROFILES.iter().map(|(name, _)| *name).collect()
+}
+
+/// The recommended settings of the base profile and, with `profile`, its overlay (which
+/// wins where both set a key), in file order; `Err` for an unknown profile.
+pub fn profile_settings(profile: Option<&str>) -> Result<Vec<(String, String)>, String> {
+    let mut settings = settings_of(BASE);
+    if let Some(name) = profile {
+        let (_, overlay) = PROFILES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| format!("no profile {name:?}: one of {}", profile_names().join(", ")))?;
+        for (key, value) in settings_of(overlay) {
+            match settings.iter_mut().find(|(k, _)| *k == key) {
+                Some(setting) => setting.1 = value,
+                None => settings.push((key, value)),
+            }
+        }
+    }
+    Ok(settings)
+}
+
+/// The `key = value` lines of a sysctl.d file (a leading `-` only says the key may be
+/// missing).
+fn settings_of(file: &str) -> Vec<(String, String)> {
+    file.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .filter_map(|l| {
@@ -29,8 +63,10 @@ pub fn profile_settings() -> Vec<(String, String)> {
         .collect()
 }
 
-/// The whole report, as printed.
-pub fn report() -> String {
+/// The whole report, as printed; sysctls compared with the base profile and `profile`'s
+/// overlay.
+pub fn report(profile: Option<&str>) -> Result<String, String> {
+    let settings = profile_settings(profile)?;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -92,11 +128,14 @@ pub fn report() -> String {
         }
     }
 
-    let settings = profile_settings();
     let mut differ = 0;
+    let files = match profile {
+        Some(name) => format!("90-ringgate.conf + 91-ringgate-{name}.conf"),
+        None => "90-ringgate.conf".to_string(),
+    };
     let _ = writeln!(
         out,
-        "\nsysctl (profile tuning/sysctl.d/90-ringgate.conf: current -> recommended)"
+        "\nsysctl (profile tuning/sysctl.d/{files}: current -> recommended)"
     );
     for (key, want) in &settings {
         let (mark, current) = match host::sysctl(key) {
@@ -188,7 +227,7 @@ pub fn report() -> String {
             let _ = writeln!(out, "  no CPUs found: keep workers = \"auto\"");
         }
     }
-    out
+    Ok(out)
 }
 
 /// `0-3,8` from a sorted list of CPUs.
@@ -218,7 +257,7 @@ mod tests {
 
     #[test]
     fn the_profile_is_read_as_sysctl_reads_it() {
-        let settings = profile_settings();
+        let settings = profile_settings(None).unwrap();
         assert!(settings.len() >= 10, "{settings:?}");
         assert!(settings.contains(&("net.core.somaxconn".to_string(), "65535".to_string())));
         assert!(settings

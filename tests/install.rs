@@ -82,16 +82,7 @@ fn the_install_script_leaves_a_service_systemd_could_start() {
             .replace("/etc/ringgate/ringgate.toml", &config.display().to_string());
         let path = root.join("check.service");
         std::fs::write(&path, unit).unwrap();
-        let verify = Command::new("systemd-analyze")
-            .arg("verify")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            verify.status.success() && verify.stderr.is_empty(),
-            "{}",
-            String::from_utf8_lossy(&verify.stderr)
-        );
+        support::assert_unit_verifies(&path);
     }
 
     // Installing again (an upgrade) keeps the operator's config.

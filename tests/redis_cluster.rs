@@ -23,8 +23,12 @@ fn target(cluster: &RedisCluster) -> String {
     format!("{{ nodes = {} }}", cluster.nodes_toml())
 }
 
-/// The nodes as a user (an ACL user on every node) whose login the gateway sends itself.
-fn target_as(cluster: &RedisCluster, user: &str, password: &str) -> String {
+/// `[cluster] redis` as a user allowed only `rg:*` and no `@dangerous` commands, made on
+/// every node: the gateway sends its login itself.
+fn as_least_privileged_user(cluster: &RedisCluster) -> String {
+    let (user, password) = ("gw", "cluster-acl-password");
+    let pass = format!(">{password}");
+    cluster.add_user(user, &["on", &pass, "~rg:*", "+@all", "-@dangerous"]);
     let urls: Vec<String> = cluster
         .nodes
         .iter()
@@ -292,19 +296,9 @@ fn a_resharding_under_load_is_followed_and_the_quota_stays_exact() {
     let Some(cluster) = RedisCluster::start(3) else {
         return;
     };
-    cluster.add_user(
-        "gw",
-        &[
-            "on",
-            ">cluster-acl-password",
-            "~rg:*",
-            "+@all",
-            "-@dangerous",
-        ],
-    );
+    let t = as_least_privileged_user(&cluster);
     const QUOTA: usize = 600;
     let limit = format!("{{ key = \"route\", quota = \"{QUOTA}/day\" }}");
-    let t = target_as(&cluster, "gw", "cluster-acl-password");
     let a = Gateway::start("rs-a", "io_uring", &t, "gateways = 2", &limit);
     let b = Gateway::start("rs-b", "epoll", &t, "gateways = 2", &limit);
     let pace = Duration::from_millis(20);
@@ -357,18 +351,8 @@ fn a_frozen_node_costs_bounded_waits_and_cluster_mode_returns() {
     let Some(cluster) = RedisCluster::start(3) else {
         return;
     };
-    cluster.add_user(
-        "gw",
-        &[
-            "on",
-            ">cluster-acl-password",
-            "~rg:*",
-            "+@all",
-            "-@dangerous",
-        ],
-    );
+    let t = as_least_privileged_user(&cluster);
     let limit = "{ key = \"route\", rate = \"200/s\", burst = 20 }";
-    let t = target_as(&cluster, "gw", "cluster-acl-password");
     let a = Gateway::start("fz-a", "epoll", &t, "gateways = 1", limit);
     wait_for_mode(&[&a], "cluster", Duration::from_secs(5));
     let load = Load::start(a.addr, 2);

@@ -203,17 +203,7 @@ fn the_unit_verifies_and_scores_well() {
     let dir = temp_dir("systemd-unit");
     let path = dir.join("ringgate.service");
     std::fs::write(&path, unit.replace("/usr/local/bin/ringgate", BIN)).unwrap();
-    let verify = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success() && verify.stderr.is_empty(),
-        "systemd-analyze verify: {}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    assert_unit_verifies(&path);
     let security = Command::new("systemd-analyze")
         .args(["security", "--offline=true", "--no-pager"])
         .arg(&path)

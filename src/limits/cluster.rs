@@ -33,6 +33,8 @@
 
 use redis::Value;
 
+use super::cluster_keys::KeyLayout;
+pub use super::cluster_keys::CLUSTER_GROUPS;
 pub use super::cluster_replies::QuotaGrant;
 use super::cluster_replies::{granted_tokens, parse_used, quota_grant};
 use super::cluster_scripts::{
@@ -43,20 +45,10 @@ use crate::redis_link::RedisLink;
 
 /// Prefix of token-bucket keys.
 pub const TOKEN_PREFIX: &str = "rg:rl:";
-/// Prefix of quota keys.
-pub const QUOTA_PREFIX: &str = "rg:q:";
-/// The sorted set of live gateways.
-pub const GATEWAYS_KEY: &str = "rg:gateways";
-/// Redis's current life (see the epoch in `cluster_scripts`).
-pub const EPOCH_KEY: &str = "rg:epoch";
 /// How long after Redis came back empty no quota is reserved, so that every gateway has
 /// charged its use again first: three heartbeats (each gateway beats once a second,
 /// learns of the new epoch from it and sends its recharge at once, connected or not).
 pub const DEFAULT_EPOCH_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Groups of quota keys on a Redis Cluster: enough to spread them over the nodes, few
-/// enough that the heartbeat reads every group's epoch once a second.
-pub const CLUSTER_GROUPS: usize = 16;
 
 /// Largest count sent to the scripts: Lua numbers are doubles, exact up to 2^53.
 const MAX_COUNT: u64 = 1 << 53;
@@ -107,6 +99,8 @@ pub struct ClusterStore {
     quota: Script,
     heartbeat: Script,
     epoch_script: Script,
+    /// Where each piece of state lives (tagged groups on a Redis Cluster).
+    keys: KeyLayout,
     /// The epoch last seen, per group of quota keys (one group but on a Redis Cluster;
     /// `None` before the first answer).
     epochs: Vec<Option<String>>,
@@ -124,14 +118,15 @@ impl ClusterStore {
     /// Over `link`, which connects at the first call, because the gateway must start
     /// even if Redis is down.
     pub fn new(link: RedisLink) -> ClusterStore {
-        let groups = if link.is_cluster() { CLUSTER_GROUPS } else { 1 };
+        let keys = KeyLayout::new(link.is_cluster());
         ClusterStore {
+            epochs: vec![None; keys.groups()],
+            keys,
             link,
             tokens: Script::new(TOKEN_SCRIPT),
             quota: Script::new(QUOTA_SCRIPT),
             heartbeat: Script::new(HEARTBEAT_SCRIPT),
             epoch_script: Script::new(EPOCH_SCRIPT),
-            epochs: vec![None; groups],
             reset: false,
             grace_ms: DEFAULT_EPOCH_GRACE.as_millis() as u64,
         }
@@ -176,24 +171,6 @@ impl ClusterStore {
         ]
     }
 
-    /// The Redis key of quota `key` and its group.
-    fn quota_key(&self, key: &str) -> (String, usize) {
-        if self.epochs.len() == 1 {
-            return (format!("{QUOTA_PREFIX}{key}"), 0);
-        }
-        let group = group_of(key, self.epochs.len());
-        (format!("{QUOTA_PREFIX}{{rg{group}}}:{key}"), group)
-    }
-
-    /// The epoch key of `group`.
-    fn epoch_key(&self, group: usize) -> String {
-        if self.epochs.len() == 1 {
-            EPOCH_KEY.to_owned()
-        } else {
-            format!("{EPOCH_KEY}:{{rg{group}}}")
-        }
-    }
-
     /// All leases in one pipelined round trip; result i answers lease i: the tokens
     /// granted (a fraction of a token for a slow rate).
     pub fn take_tokens(&mut self, leases: &[TokenLease]) -> Result<Vec<f64>, String> {
@@ -218,10 +195,10 @@ impl ClusterStore {
         let calls = leases
             .iter()
             .map(|lease| {
-                let (key, group) = self.quota_key(lease.key);
+                let (key, group) = self.keys.quota(lease.key);
                 groups.push(group);
                 quota_call(lease, key).map(|mut call| {
-                    call.also = Some(self.epoch_key(group));
+                    call.also = Some(self.keys.epoch(group));
                     call.args
                         .extend(self.epoch_args(group, lease.holder).into_iter().skip(1));
                     call
@@ -245,7 +222,7 @@ impl ClusterStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let redis_keys: Vec<String> = keys.iter().map(|k| self.quota_key(k).0).collect();
+        let redis_keys: Vec<String> = keys.iter().map(|k| self.keys.quota(k).0).collect();
         let mut pipe = redis::pipe();
         for key in &redis_keys {
             pipe.cmd("HGET").arg(key).arg("used");
@@ -284,14 +261,10 @@ impl ClusterStore {
             .clamp(1, MAX_COUNT);
         let mut args = vec![gateway_id.to_owned(), ttl_ms.to_string()];
         args.extend(self.epoch_args(0, gateway_id));
-        let gateways_key = if self.epochs.len() == 1 {
-            GATEWAYS_KEY.to_owned()
-        } else {
-            format!("{GATEWAYS_KEY}:{{rg0}}")
-        };
+        let gateways_key = self.keys.gateways();
         let call = Call {
             key: gateways_key.clone(),
-            also: Some(self.epoch_key(0)),
+            also: Some(self.keys.epoch(0)),
             args,
         };
         let replies = eval_batch(
@@ -330,7 +303,7 @@ impl ClusterStore {
     fn watch_other_epochs(&mut self, gateway_id: &str) -> Result<(), String> {
         let calls: Vec<Call> = (1..self.epochs.len())
             .map(|group| Call {
-                key: self.epoch_key(group),
+                key: self.keys.epoch(group),
                 also: None,
                 args: self.epoch_args(group, gateway_id).to_vec(),
             })
@@ -426,14 +399,6 @@ fn quota_call(lease: &QuotaLease, key: String) -> Result<Call, String> {
     })
 }
 
-/// The group of quota `key` (FNV-1a: the same on every gateway and every build).
-fn group_of(key: &str, groups: usize) -> usize {
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    (hash % groups as u64) as usize
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,24 +488,6 @@ mod tests {
             quota_call(&lease, key()).err().unwrap(),
             "rg:q:day: the holder is empty"
         );
-    }
-
-    #[test]
-    fn quota_keys_spread_over_stable_groups() {
-        // The same on every gateway and build: a fixed hash, not the process's hasher.
-        assert_eq!(
-            group_of("route:r:20261205", CLUSTER_GROUPS),
-            group_of("route:r:20261205", 16)
-        );
-        assert_eq!(
-            group_of("", CLUSTER_GROUPS),
-            (0xcbf2_9ce4_8422_2325_u64 % 16) as usize
-        );
-        let mut seen = [0; CLUSTER_GROUPS];
-        for i in 0..1600 {
-            seen[group_of(&format!("app:app-{i}:20261205"), CLUSTER_GROUPS)] += 1;
-        }
-        assert!(seen.iter().all(|&n| (50..=150).contains(&n)), "{seen:?}");
     }
 
     #[test]

@@ -16,7 +16,8 @@
 
 pub mod bucket;
 pub mod cluster;
-pub mod cluster_mode;
+pub mod cluster_keys;
+mod cluster_mode;
 mod cluster_replies;
 mod cluster_scripts;
 pub mod facts;

@@ -674,6 +674,22 @@ pub fn assert_redis_outage(gw: &Gateway, r: &Response) {
     }));
 }
 
+/// `systemd-analyze verify <unit>` finds nothing to say about the unit file at `path`.
+pub fn assert_unit_verifies(path: &std::path::Path) {
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify {}: {}{}",
+        path.display(),
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
 /// A nonce no other call of this test process uses: `<tag>-<n>-<pid>`.
 pub fn unique_nonce(tag: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

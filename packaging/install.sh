@@ -10,6 +10,10 @@
 # for packaging, and for the test that checks the installed tree.
 set -eu
 
+# DESTDIR and BIN as the caller gave them, relative to where it ran us.
+here=$(pwd)
+case ${DESTDIR:-} in ""|/*) ;; *) DESTDIR="$here/$DESTDIR" ;; esac
+case ${BIN:-} in ""|/*) ;; *) BIN="$here/$BIN" ;; esac
 cd "$(dirname "$0")/.."
 DESTDIR=${DESTDIR:-}
 BIN=${BIN:-target/release/ringgate}
@@ -22,8 +26,14 @@ install -D -m 0755 "$BIN" "$DESTDIR/usr/local/bin/ringgate"
 install -D -m 0644 systemd/ringgate.service "$DESTDIR/etc/systemd/system/ringgate.service"
 install -D -m 0644 systemd/ringgate.sysusers.conf "$DESTDIR/usr/lib/sysusers.d/ringgate.conf"
 install -D -m 0644 tuning/logrotate/ringgate "$DESTDIR/etc/logrotate.d/ringgate"
-# The config holds secrets once apps or tokens are added: root and the service group only.
-install -d -m 0750 "$DESTDIR/etc/ringgate"
+# The config holds secrets once apps or tokens are added: root and the service group
+# only. Made once: an operator who opened it to the service user (for the admin API's
+# config edits) keeps that on upgrades.
+new_config_dir=
+if [ ! -d "$DESTDIR/etc/ringgate" ]; then
+    install -d -m 0750 "$DESTDIR/etc/ringgate"
+    new_config_dir=1
+fi
 if [ ! -e "$DESTDIR/etc/ringgate/ringgate.toml" ]; then
     install -m 0640 packaging/ringgate.toml "$DESTDIR/etc/ringgate/ringgate.toml"
 fi
@@ -40,7 +50,9 @@ install -D -m 0644 systemd/README.md "$DESTDIR/usr/local/share/doc/ringgate/syst
 
 if [ -z "$DESTDIR" ]; then
     systemd-sysusers /usr/lib/sysusers.d/ringgate.conf
-    chown root:ringgate /etc/ringgate /etc/ringgate/ringgate.toml
+    if [ -n "$new_config_dir" ]; then
+        chown root:ringgate /etc/ringgate /etc/ringgate/ringgate.toml
+    fi
     systemctl daemon-reload
-    echo "installed: systemctl enable --now ringgate"
+    echo "installed. First install: systemctl enable --now ringgate; upgrade: systemctl try-restart ringgate"
 fi

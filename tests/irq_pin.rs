@@ -67,6 +67,14 @@ fn interrupts_are_spread_over_the_cpus_in_turn() {
         ["2", "3", "2"]
     );
 
+    // An interrupt that refuses (here: not a file) is said and the others still pinned.
+    std::fs::remove_file(root.join("proc/irq/41/smp_affinity_list")).unwrap();
+    std::fs::create_dir(root.join("proc/irq/41/smp_affinity_list")).unwrap();
+    let out = run(&root, &["eth9", "5-6"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("irq 41: cannot write"));
+    assert_eq!([affinity(&root, 40), affinity(&root, 42)], ["5", "5"]);
+
     let out = run(&root, &["eth7", "2"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no interface eth7"));

@@ -7,6 +7,8 @@
 #   tuning/irq-pin.sh [--dry-run] <interface> <cpus>     e.g. irq-pin.sh eth0 0-1
 #
 # Stop irqbalance first (systemctl disable --now irqbalance), or it moves them back.
+# Every vector of the device is pinned, its misc/admin one too, so with "aligned" queues
+# check the order in /proc/interrupts. Virtual NICs (virtio) often show no vectors here.
 # Settings do not survive a reboot: run it from a unit ordered after the network.
 # SYSFS and PROCFS (default /sys and /proc) point elsewhere, for tests.
 set -eu
@@ -58,6 +60,7 @@ fi
 
 n=$#
 i=0
+failed=
 for irq in $irqs; do
     # The ((i mod n) + 1)-th CPU.
     k=$((i % n + 1))
@@ -65,11 +68,14 @@ for irq in $irqs; do
     target="$PROCFS/irq/$irq/smp_affinity_list"
     if [ -n "$dry" ]; then
         echo "irq $irq -> CPU $cpu (would write $target)"
-    elif [ -w "$target" ]; then
-        echo "$cpu" >"$target"
+    elif { echo "$cpu" >"$target"; } 2>/dev/null; then
         echo "irq $irq -> CPU $cpu"
     else
-        echo "irq $irq: $target is not writable (root, and not a managed interrupt?)" >&2
+        # A managed interrupt (the kernel places it) or a full vector table: the others
+        # are still pinned.
+        echo "irq $irq: cannot write $target (not root, or a managed interrupt)" >&2
+        failed=1
     fi
     i=$((i + 1))
 done
+[ -z "$failed" ]

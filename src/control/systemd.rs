@@ -1,9 +1,9 @@
 //! systemd's notify protocol (`Type=notify`): a datagram per state change to the socket
 //! named by `NOTIFY_SOCKET`: `READY=1` once every worker listens, `RELOADING=1` and
 //! `READY=1` around a reload, `STOPPING=1` on drain, `STATUS=` lines (generation and
-//! request rate), and `WATCHDOG=1` pings every half `WATCHDOG_USEC` while every worker's
-//! event loop is ticking: a stuck worker stops the pings, and systemd restarts the
-//! service (`WatchdogSec=`, `Restart=on-failure`).
+//! request rate), and `WATCHDOG=1` pings every quarter `WATCHDOG_USEC` while every
+//! worker's event loop is ticking: a worker stuck for half the interval stops the pings,
+//! and systemd restarts the service (`WatchdogSec=`, `Restart=on-failure`).
 //!
 //! Without `NOTIFY_SOCKET` (not under systemd) nothing is sent. Sending is best effort:
 //! a failed send is logged once, never fatal.
@@ -17,10 +17,14 @@ use std::time::{Duration, Instant};
 
 use crate::runtime::GatewayState;
 
-/// How often the status line is refreshed without a watchdog.
+/// How often the status line is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
-/// A worker that has not ticked (every 10 ms) for this long is stuck, at the least.
-const STUCK_AFTER: Duration = Duration::from_secs(1);
+/// Pings go out at least this often (and every quarter of the watchdog interval).
+const PING_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+/// A worker counts as stuck only after this long without a tick (it ticks every 10 ms):
+/// scheduling jitter and short pauses (a page fault storm, a VM pause) must not cost a
+/// restart.
+const STUCK_AT_LEAST: Duration = Duration::from_millis(200);
 
 /// The socket systemd listens on.
 pub struct Notifier {
@@ -44,7 +48,8 @@ impl Notifier {
         }
     }
 
-    fn to(name: &str) -> io::Result<Notifier> {
+    /// The socket `name` names (a path, or `@name`), as `NOTIFY_SOCKET` would.
+    pub fn to(name: &str) -> io::Result<Notifier> {
         let addr = match name.strip_prefix('@') {
             Some(abstract_name) => {
                 use std::os::linux::net::SocketAddrExt;
@@ -75,13 +80,13 @@ impl Notifier {
     }
 
     pub fn ready(&self, status: &str) {
-        self.send(&format!(
-            "READY=1\nSTATUS={status}\nMAINPID={}",
-            std::process::id()
-        ));
+        self.send(&format!("READY=1\nSTATUS={status}"));
     }
 
-    /// Before a reload; `READY=1` follows when it is done (applied or refused).
+    /// Before a reload; `READY=1` follows when it is done (applied or refused). (With
+    /// `Type=notify` and `ExecReload=kill -HUP`, systemd 252 shows these in the unit's
+    /// state but does not wait for them: `systemctl reload` returns once the signal is
+    /// sent; the config is checked before that.)
     pub fn reloading(&self) {
         self.send(&format!(
             "RELOADING=1\nSTATUS=reloading\nMONOTONIC_USEC={}",
@@ -128,14 +133,13 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Says `READY=1` and starts pinging (every half `watchdog`, when set).
+    /// Says `READY=1` and starts pinging (every quarter of `watchdog`, when set).
     pub fn start(
         notifier: Notifier,
         state: Arc<GatewayState>,
         watchdog: Option<Duration>,
     ) -> io::Result<Supervisor> {
         let notifier = Arc::new(notifier);
-        notifier.ready(&status_line(&state, None));
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -149,6 +153,8 @@ impl Supervisor {
                 .name("ringgate-systemd".into())
                 .spawn(move || supervise(&notifier, &state, watchdog, &stop, &stopping))?
         };
+        // Ready only once the pings can follow: systemd arms its watchdog at READY=1.
+        notifier.ready(&status_line(&state, None));
         Ok(Supervisor {
             stop,
             stopping,
@@ -191,10 +197,11 @@ fn supervise(
     stop: &AtomicBool,
     stopping: &AtomicBool,
 ) {
-    let every = watchdog.map_or(STATUS_EVERY, |w| (w / 2).min(STATUS_EVERY));
-    // A worker counts as stuck after a second, or after half the watchdog interval if
-    // that is shorter: then systemd sees the pings stop within its interval.
-    let stuck_after = watchdog.map_or(STUCK_AFTER, |w| (w / 2).min(STUCK_AFTER));
+    // Pings every quarter interval, and a worker stuck for half of it withholds them: a
+    // stall shorter than about half the interval never costs a restart, one longer than
+    // the interval always does (systemd's timer runs from the last ping).
+    let every = watchdog.map_or(STATUS_EVERY, |w| (w / 4).min(PING_AT_MOST_EVERY));
+    let stuck_after = watchdog.map_or(Duration::MAX, |w| (w / 2).max(STUCK_AT_LEAST));
     let mut last_status = Instant::now();
     let mut last_total: Option<(Instant, u64)> = None;
     let mut said_stuck = false;
@@ -204,7 +211,7 @@ fn supervise(
             break;
         }
         let draining = stopping.load(Ordering::SeqCst);
-        let stuck = if draining {
+        let stuck = if draining || watchdog.is_none() {
             Vec::new()
         } else {
             state.stuck_workers(stuck_after)

@@ -95,6 +95,16 @@ pub fn numa_nodes() -> Vec<(u32, Vec<u32>)> {
     nodes
 }
 
+/// The interface of the default route (`/proc/net/route`): the one traffic arrives on.
+pub fn default_route_interface() -> Option<String> {
+    read("/proc/net/route")?
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(1) == Some(&"00000000") && f.get(7) == Some(&"00000000"))
+        .and_then(|f| f.first().map(|i| i.to_string()))
+}
+
 /// A network interface with a device behind it (not `lo`, bridges or veths).
 pub struct Nic {
     pub name: String,

@@ -166,6 +166,7 @@ pub fn report(profile: Option<&str>) -> Result<String, String> {
     }
 
     let nics = host::nics();
+    let default = host::default_route_interface();
     let _ = writeln!(out, "\nNICs");
     if nics.is_empty() {
         let _ = writeln!(
@@ -182,8 +183,13 @@ pub fn report(profile: Option<&str>) -> Result<String, String> {
             .collect();
         let _ = writeln!(
             out,
-            "  {}: {} rx / {} tx queues, NUMA node {node}, interrupts (irq->CPUs): {}",
+            "  {}{}: {} rx / {} tx queues, NUMA node {node}, interrupts (irq->CPUs): {}",
             nic.name,
+            if Some(&nic.name) == default.as_ref() {
+                " (default route)"
+            } else {
+                ""
+            },
             nic.rx_queues,
             nic.tx_queues,
             if irqs.is_empty() {
@@ -194,7 +200,13 @@ pub fn report(profile: Option<&str>) -> Result<String, String> {
         );
     }
 
-    let nic_node = nics.iter().find_map(|n| n.numa_node);
+    // The NIC of the default route, else the first with a NUMA node (a management port
+    // may sort first).
+    let nic_node = nics
+        .iter()
+        .find(|n| Some(&n.name) == default.as_ref())
+        .and_then(|n| n.numa_node)
+        .or_else(|| nics.iter().find_map(|n| n.numa_node));
     let _ = writeln!(out, "\nrecommended layout");
     match recommend(&Topology { nodes, nic_node }) {
         Some(l) => {

@@ -674,6 +674,17 @@ pub fn assert_redis_outage(gw: &Gateway, r: &Response) {
     }));
 }
 
+/// A child process killed (and reaped) however the test ends, a panic included: a gateway
+/// left running would hold its ports for the next run.
+pub struct KilledOnDrop(pub std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `systemd-analyze verify <unit>` finds nothing to say about the unit file at `path`.
 pub fn assert_unit_verifies(path: &std::path::Path) {
     let verify = std::process::Command::new("systemd-analyze")

@@ -206,12 +206,21 @@ fn the_master_killed_under_load_fails_no_request_and_holds_rate_and_quota() {
         (QUOTA - slack..=QUOTA + slack).contains(&total),
         "admitted {total} of {QUOTA}"
     );
+    // Redis records what was admitted, and at most what a gateway had reserved and not
+    // used yet: a reservation the killed master made and replicated, whose reply died
+    // with it, is held in Redis and spent later, or lost to the day (documented; seen
+    // once in twelve runs, 9 units). A reservation is two lease intervals of pace: 30
+    // units per gateway here.
+    let reserved_at_most = 2 * 30;
     assert!(
-        eventually(Duration::from_secs(3), || quota_used_in_redis(&first)
-            == total as i64),
+        eventually(Duration::from_secs(3), || {
+            let recorded = quota_used_in_redis(&first);
+            recorded >= total as i64 && recorded <= (total + reserved_at_most) as i64
+        }),
         "Redis records {} for {total} admitted",
         quota_used_in_redis(&first)
     );
+    eprintln!("Redis records {}", quota_used_in_redis(&first));
 }
 
 /// The registry and the fleet-wide nonces follow a failover too, and a frozen master

@@ -55,16 +55,7 @@ fn the_install_script_leaves_a_service_systemd_could_start() {
     }
     // The installed binary accepts the installed default config.
     let config = root.join("etc/ringgate/ringgate.toml");
-    let check = Command::new(root.join("usr/local/bin/ringgate"))
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    support::assert_config_checks(&root.join("usr/local/bin/ringgate"), &config);
 
     // The installed unit, its paths pointed into the scratch root, verifies.
     if Command::new("systemd-analyze")

@@ -68,16 +68,7 @@ fn the_report_is_complete_and_its_layout_is_usable() {
         format!("[server]\nlisten = [\"127.0.0.1:0\"]\ncpus = {cpus}\n"),
     )
     .unwrap();
-    let check = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    support::assert_config_checks(std::path::Path::new(BIN), &config);
 }
 
 #[test]

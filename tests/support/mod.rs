@@ -685,6 +685,20 @@ impl Drop for KilledOnDrop {
     }
 }
 
+/// `<bin> check --config <config>` accepts the config.
+pub fn assert_config_checks(bin: &std::path::Path, config: &std::path::Path) {
+    let check = std::process::Command::new(bin)
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 /// `systemd-analyze verify <unit>` finds nothing to say about the unit file at `path`.
 pub fn assert_unit_verifies(path: &std::path::Path) {
     let verify = std::process::Command::new("systemd-analyze")

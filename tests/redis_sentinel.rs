@@ -206,11 +206,11 @@ fn the_master_killed_under_load_fails_no_request_and_holds_rate_and_quota() {
         (QUOTA - slack..=QUOTA + slack).contains(&total),
         "admitted {total} of {QUOTA}"
     );
-    // Redis records what was admitted, and at most what a gateway had reserved and not
-    // used yet: a reservation the killed master made and replicated, whose reply died
-    // with it, is held in Redis and spent later, or lost to the day (documented; seen
-    // once in twelve runs, 9 units). A reservation is two lease intervals of pace: 30
-    // units per gateway here.
+    // Redis records what was admitted, and at most one reservation per gateway more: a
+    // reservation the killed master made and replicated, whose reply died with it, while
+    // the gateway admitted its share from its local allowance (documented; seen once in
+    // twelve runs, 9 units). A reservation is two lease intervals of pace: 30 units per
+    // gateway here.
     let reserved_at_most = 2 * 30;
     assert!(
         eventually(Duration::from_secs(3), || {

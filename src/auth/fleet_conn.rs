@@ -6,7 +6,6 @@
 use std::io;
 #[cfg(test)]
 use std::net::SocketAddr;
-use std::net::ToSocketAddrs;
 use std::sync::Arc;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -86,13 +85,10 @@ impl FleetTarget {
                         return Err(format!("fleet-wide nonces need a TCP Redis, not {other}"))
                     }
                 };
-                let addr = (host.as_str(), port)
-                    .to_socket_addrs()
-                    .ok()
-                    .and_then(|mut a| a.next())
+                let server = Server::resolve(host.clone(), port)
                     .ok_or_else(|| format!("cannot resolve {host}:{port}"))?;
                 Ok(FleetTarget {
-                    server: FleetServer::Fixed(Server { host, addr }),
+                    server: FleetServer::Fixed(server),
                     tls,
                     db: info.redis.db,
                     username: info.redis.username,

@@ -71,12 +71,10 @@ impl RedisTarget {
                 master_name,
                 ..
             } => {
-                let hosts: Vec<String> = sentinels.iter().map(|s| host_port(s)).collect();
-                format!("master {master_name:?} of sentinels {}", hosts.join(", "))
+                format!("master {master_name:?} of sentinels {}", hosts(sentinels))
             }
             RedisServers::Cluster { nodes, .. } => {
-                let hosts: Vec<String> = nodes.iter().map(|s| host_port(s)).collect();
-                format!("cluster of {}", hosts.join(", "))
+                format!("cluster of {}", hosts(nodes))
             }
         }
     }
@@ -145,16 +143,12 @@ pub(super) fn validate_redis(
                 &at,
                 "the nodes' URLs carry the login; a cluster has db 0 only",
             );
-            for (i, node) in nodes.iter().enumerate() {
-                let db = redis::Client::open(node.as_str())
-                    .map_or(0, |c| c.get_connection_info().redis.db);
-                if db != 0 {
-                    p.add(
-                        format!("{}[{i}]", at("nodes")),
-                        "a Redis Cluster has database 0 only",
-                    );
-                }
-            }
+            refuse_databases(
+                p,
+                &at("nodes"),
+                nodes,
+                "a Redis Cluster has database 0 only",
+            );
             RedisServers::Cluster {
                 nodes: nodes.clone(),
                 tls,
@@ -162,17 +156,13 @@ pub(super) fn validate_redis(
         }
         (_, Some(sentinels), _) => {
             let tls = check_urls(p, &at("sentinels"), sentinels, "sentinel");
-            for (i, sentinel) in sentinels.iter().enumerate() {
-                let db = redis::Client::open(sentinel.as_str())
-                    .map_or(0, |c| c.get_connection_info().redis.db);
-                if db != 0 {
-                    // Sentinel has no databases (`SELECT` is an unknown command there).
-                    p.add(
-                        format!("{}[{i}]", at("sentinels")),
-                        "a sentinel has no database: the master's goes in `db`",
-                    );
-                }
-            }
+            // Sentinel has no databases (`SELECT` is an unknown command there).
+            refuse_databases(
+                p,
+                &at("sentinels"),
+                sentinels,
+                "a sentinel has no database: the master's goes in `db`",
+            );
             let master_name = match table.master_name.as_deref() {
                 Some(name) if !name.is_empty() && !name.contains(char::is_whitespace) => {
                     name.to_string()
@@ -281,6 +271,25 @@ fn check_urls(p: &mut Problems, path: &str, urls: &[String], what: &str) -> bool
         p.add(path, "all redis:// or all rediss://, not a mix");
     }
     tls.first().copied().unwrap_or(false)
+}
+
+/// `host:port` of each URL, comma-separated.
+fn hosts(urls: &[String]) -> String {
+    urls.iter()
+        .map(|u| host_port(u))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// URLs that must name no database (a cluster's nodes, sentinels): `why` for each that
+/// does.
+fn refuse_databases(p: &mut Problems, path: &str, urls: &[String], why: &str) {
+    for (i, url) in urls.iter().enumerate() {
+        let db = redis::Client::open(url.as_str()).map_or(0, |c| c.get_connection_info().redis.db);
+        if db != 0 {
+            p.add(format!("{path}[{i}]"), why);
+        }
+    }
 }
 
 /// `master_name`, `username`, `password` and `db` are Sentinel's: elsewhere, `why`.

@@ -16,6 +16,15 @@ pub struct Server {
     pub addr: SocketAddr,
 }
 
+impl Server {
+    /// `host` (a name or an address) resolved, its first address; `None` if it does
+    /// not resolve. (A blocking lookup: control side only.)
+    pub fn resolve(host: String, port: u16) -> Option<Server> {
+        let addr = (host.as_str(), port).to_socket_addrs().ok()?.next()?;
+        Some(Server { host, addr })
+    }
+}
+
 /// Connects with every step bounded and says to whom. The crate's handshake (the TLS
 /// handshake, `AUTH`, `SELECT`) reads without a timeout, so it is done here instead,
 /// after the timeouts are set: the crate is handed the address alone (and, with the
@@ -54,10 +63,9 @@ pub(super) fn open(
     };
     // The crate resolved the same name a moment ago: this is its cached answer. (An IP
     // address, as Sentinel gives, resolves to itself.)
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    Ok((conn, Server { host, addr }))
+    let server = Server::resolve(host.clone(), port).unwrap_or(Server {
+        host,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+    });
+    Ok((conn, server))
 }

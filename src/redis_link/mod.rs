@@ -135,13 +135,8 @@ impl RedisLink {
         {
             return Ok(());
         }
-        use std::net::ToSocketAddrs;
-        if let Some(addr) = (host.as_str(), port)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-        {
-            self.current.set(Server { host, addr });
+        if let Some(server) = Server::resolve(host, port) {
+            self.current.set(server);
         }
         Ok(())
     }

@@ -46,3 +46,4 @@ pub(crate) mod sys;
 pub mod tls;
 pub mod trace;
 pub mod tune;
+pub mod upgrade;

@@ -4,10 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 
 use ringgate::config;
+use ringgate::runtime::GatewayHandle;
+use ringgate::upgrade::{Predecessor, Relaunch, Successor};
 
 /// jemalloc keeps objects of one size class together, so the small state of thousands of
 /// parked connections does not pin the pages that their freed buffers and serving
@@ -19,6 +21,11 @@ use ringgate::config;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const DEFAULT_CONFIG: &str = "/etc/ringgate/ringgate.toml";
+/// How long an upgrade's new process may take to serve (config, Redis, workers).
+const UPGRADE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long the new process waits for the old one to stop accepting (it does so as soon
+/// as it hears the new one serves).
+const RELEASE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Parser)]
 #[command(
@@ -133,7 +140,18 @@ fn main() -> ExitCode {
             }
             match config::load(&config) {
                 Ok(cfg) => serve(cfg, None, Some(&config)),
-                Err(errors) => report(&config.display().to_string(), &errors),
+                Err(errors) => {
+                    // Started by an upgrade: the running gateway says why in its log too.
+                    if let Some(Ok(p)) = Predecessor::from_env() {
+                        p.failed(&format!(
+                            "{}: {} config problem(s), the first: {}",
+                            config.display(),
+                            errors.len(),
+                            errors.first().map(ToString::to_string).unwrap_or_default()
+                        ));
+                    }
+                    report(&config.display().to_string(), &errors)
+                }
             }
         }
         Command::Demo {
@@ -268,26 +286,50 @@ fn report(source: &str, errors: &[config::ConfigError]) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Starts the gateway and blocks until SIGTERM or SIGINT, then drains and exits 0.
+/// Starts the gateway and blocks until SIGTERM or SIGINT, then drains and exits 0; or
+/// until SIGUSR2 started a successor that took over (an upgrade), then drains and exits 0.
 /// `reload_from`: the config file SIGHUP reloads (none for the embedded demo config).
 fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::Path>) -> ExitCode {
     // Registered before the workers start so an early signal is not lost.
-    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1]) {
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let handle = match ringgate::gateway::start(cfg) {
+    // Read now: once a package has replaced the binary, /proc/self/exe names the old one.
+    let relaunch = Relaunch::of_this_process();
+    // Started by a running gateway's upgrade: its listening sockets are ours to take.
+    let predecessor = match Predecessor::from_env() {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => {
+            eprintln!("error: upgrade: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let started = match &predecessor {
+        Some(p) => p
+            .receive_sockets()
+            .and_then(|inherited| ringgate::gateway::take_over(cfg, inherited)),
+        None => ringgate::gateway::start(cfg),
+    };
+    let handle = match started {
         Ok(h) => h,
         Err(e) => {
+            if let Some(p) = &predecessor {
+                p.failed(&e);
+            }
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
     handle.set_config_path(reload_from.map(std::path::Path::to_path_buf));
     if !handle.wait_ready(std::time::Duration::from_secs(10)) {
+        if let Some(p) = &predecessor {
+            p.failed("workers failed to start");
+        }
         eprintln!("error: workers failed to start (see the log above)");
         handle.shutdown();
         return ExitCode::FAILURE;
@@ -303,8 +345,11 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
         env!("CARGO_PKG_VERSION"),
         addrs.join(", ")
     );
+    if let Some(p) = predecessor {
+        take_over_from(p, &handle);
+    }
     // Under systemd (`Type=notify`): ready now, then watchdog pings and status lines.
-    let supervisor = ringgate::control::systemd::Notifier::from_env().and_then(|notifier| {
+    let mut supervisor = ringgate::control::systemd::Notifier::from_env().and_then(|notifier| {
         let watchdog = ringgate::control::systemd::watchdog_interval();
         ringgate::control::systemd::Supervisor::start(notifier, handle.shared_state(), watchdog)
             .map_err(|e| log::warn!("cannot start the systemd supervisor: {e}"))
@@ -320,6 +365,7 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
             )
         );
     }
+    let mut successor = None;
     for signal in signals.forever() {
         match (signal, reload_from) {
             (SIGHUP, Some(path)) => {
@@ -335,14 +381,35 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
             }
             (SIGHUP, None) => log::warn!("SIGHUP: the embedded demo config cannot be reloaded"),
             (SIGUSR1, _) => handle.reopen_logs(),
+            (SIGUSR2, Some(_)) => match start_successor(&handle, relaunch.as_ref()) {
+                Ok(s) => {
+                    successor = Some(s);
+                    break;
+                }
+                Err(e) => log::error!("upgrade failed, still serving: {e}"),
+            },
+            (SIGUSR2, None) => log::warn!("SIGUSR2: the demo cannot be upgraded in place"),
             _ => break,
         }
     }
-    log::info!("draining");
-    if let Some(s) = &supervisor {
-        s.stopping();
-    }
-    let report = handle.shutdown();
+    let report = match successor {
+        Some(successor) => {
+            let pid = successor.pid();
+            if let Some(s) = supervisor.take() {
+                s.handed_over(pid);
+            }
+            successor.release();
+            log::info!("upgrade: process {pid} serves; draining");
+            handle.hand_over()
+        }
+        None => {
+            log::info!("draining");
+            if let Some(s) = &supervisor {
+                s.stopping();
+            }
+            handle.shutdown()
+        }
+    };
     drop(supervisor);
     if report.unfinished_connections > 0 {
         log::warn!(
@@ -352,4 +419,37 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
     }
     log::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// SIGUSR2: starts the binary at this process's path as its successor, hands it the
+/// listening sockets and waits until it serves. On failure the successor is gone and
+/// this process serves on, alone.
+fn start_successor(
+    handle: &GatewayHandle,
+    relaunch: Result<&Relaunch, &std::io::Error>,
+) -> Result<Successor, String> {
+    let relaunch = relaunch.map_err(|e| format!("this process's binary is unknown: {e}"))?;
+    log::info!("upgrade: starting {relaunch:?}");
+    let mut successor = Successor::start(handle, relaunch)?;
+    match successor.wait_ready(UPGRADE_WITHIN) {
+        Ok(()) => Ok(successor),
+        Err(e) => {
+            successor.abandon(handle);
+            Err(e)
+        }
+    }
+}
+
+/// Started by an upgrade and serving: tells the old process, and waits until it no
+/// longer accepts; from then on the listening sockets are this process's alone.
+fn take_over_from(predecessor: Predecessor, handle: &GatewayHandle) {
+    if let Err(e) = predecessor.ready() {
+        log::warn!("upgrade: cannot tell the old process we serve ({e}); serving on");
+    }
+    if predecessor.wait_released(RELEASE_WITHIN) {
+        log::info!("upgrade: took over from the old process");
+    } else {
+        log::warn!("upgrade: the old process did not let go within {RELEASE_WITHIN:?}; serving on");
+    }
+    handle.listeners_released();
 }

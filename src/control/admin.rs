@@ -22,8 +22,7 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    pub fn start(addr: SocketAddr, state: Arc<GatewayState>) -> io::Result<AdminServer> {
-        let listener = TcpListener::bind(addr)?;
+    pub fn start(listener: TcpListener, state: Arc<GatewayState>) -> io::Result<AdminServer> {
         // Polled so `stop` is noticed without another thread poking the socket.
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;

@@ -3,7 +3,7 @@
 //! at start, reload and shutdown without importing this module.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -21,10 +21,10 @@ impl ControlSide for Control {
 
     fn start_admin(
         &self,
-        addr: SocketAddr,
+        socket: TcpListener,
         state: Arc<GatewayState>,
     ) -> io::Result<Box<dyn AdminListener>> {
-        Ok(Box::new(AdminServer::start(addr, state)?))
+        Ok(Box::new(AdminServer::start(socket, state)?))
     }
 
     fn watch(&self, state: Arc<GatewayState>, path: PathBuf) {

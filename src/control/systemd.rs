@@ -5,6 +5,9 @@
 //! worker's event loop is ticking: a worker stuck for half the interval stops the pings,
 //! and systemd restarts the service (`WatchdogSec=`, `Restart=on-failure`).
 //!
+//! At an upgrade the old process names its successor the main process (`MAINPID=`) and
+//! falls silent; the successor says `READY=1` and pings from then on.
+//!
 //! Without `NOTIFY_SOCKET` (not under systemd) nothing is sent. Sending is best effort:
 //! a failed send is logged once, never fatal.
 
@@ -171,6 +174,16 @@ impl Supervisor {
     /// After a reload (applied or not): ready again, with the generation now serving.
     pub fn reloaded(&self) {
         self.notifier.ready(&status_line(&self.state, None));
+    }
+
+    /// An upgrade's successor (`pid`, in this service's cgroup: this process started it)
+    /// serves: it becomes the service's main process, which this one stops being. The
+    /// pings stop here (systemd takes them from the main process only); the successor's
+    /// own supervisor says `READY=1` and pings from now on.
+    pub fn handed_over(self, pid: u32) {
+        self.notifier.send(&format!(
+            "MAINPID={pid}\nSTATUS=handed over to process {pid}"
+        ));
     }
 
     /// Draining: says so, and pings on without looking at the workers.

@@ -73,7 +73,8 @@ pub(super) struct Conn {
     pub(super) _guard: ConnectionGuard,
 }
 
-/// Waits up to `within` for the connection to become readable (or the worker to drain),
+/// Waits up to `within` for the connection to become readable (or for idle connections
+/// to be closed: a stop),
 /// then hands it to a serving task; otherwise closes it. Kept small on purpose: this is
 /// all an idle connection holds (no timer of its own, see `ParkedDeadlines`).
 async fn park(mut conn: Box<Conn>, within: Duration) {
@@ -82,7 +83,7 @@ async fn park(mut conn: Box<Conn>, within: Duration) {
     let buffered = conn.c.stream.has_buffered();
     let woke = buffered || {
         let mut readable = std::pin::pin!(conn.c.stream.tcp().readable(false));
-        let mut drained = std::pin::pin!(conn.worker.drain.wait());
+        let mut drained = std::pin::pin!(conn.worker.close_idle.wait());
         std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = readable.as_mut().poll(cx) {
                 return Poll::Ready(r.is_ok());
@@ -244,7 +245,10 @@ async fn serve_requests(conn: &mut Conn) -> Option<Duration> {
         if after == After::Drop {
             return None;
         }
-        if after == After::Close || worker.draining() {
+        // A drain that began after this response's head went out (saying keep-alive)
+        // closes the connection only on a stop: at a handover the client may already be
+        // sending its next request, which is served (with `Connection: close`).
+        if after == After::Close || worker.close_idle.is_fired() {
             end_connection(c).await;
             return None;
         }
@@ -506,8 +510,9 @@ enum Idle {
 }
 
 /// Waits up to `timeout` for the next request's first bytes, or `IDLE_GRACE` if that is
-/// shorter (then the connection is to be parked). Between requests a drain closes the
-/// connection, unless a request is already on its way: the read is cancelled, not
+/// shorter (then the connection is to be parked). Between requests a stop closes the
+/// connection (a handover's drain does not: see `WorkerCtx::close_idle`), unless a
+/// request is already on its way: the read is cancelled, not
 /// dropped, so bytes that arrived are still served (with `Connection: close`).
 async fn wait_idle(c: &mut ClientConn, worker: &WorkerCtx, timeout: Duration, max: usize) -> Idle {
     let parking = timeout > IDLE_GRACE;
@@ -518,7 +523,7 @@ async fn wait_idle(c: &mut ClientConn, worker: &WorkerCtx, timeout: Duration, ma
     let mut read = std::pin::pin!(read);
     let graced = monoio::select! {
         r = &mut read => return Idle::Read(r),
-        _ = worker.drain.wait() => false,
+        _ = worker.close_idle.wait() => false,
         _ = monoio::time::sleep(first_wait) => parking,
     };
     let _cancelled = std::mem::replace(&mut c.idle_cancel, Canceller::new()).cancel();

@@ -48,7 +48,7 @@ pub async fn read_proxy_header(c: &mut ClientConn, worker: &WorkerCtx) -> Result
                 server.limits.max_header_bytes,
             )
         };
-        if worker.draining() {
+        if worker.close_idle.is_fired() {
             return Err(NoPreface::Gone);
         }
         match c.rbuf.read_from(&mut c.stream, max, timeout).await {

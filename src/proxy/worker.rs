@@ -64,7 +64,14 @@ pub struct WorkerCtx {
     pub apps: Option<WorkerApps>,
     /// This core's rate-limit buckets and quota grants.
     pub limiter: WorkerLimiter,
+    /// Fired when the worker drains: it stops accepting, and every response from then on
+    /// says `Connection: close`.
     pub drain: LocalSignal,
+    /// Fired when connections between requests are to close now (a stop). A handover to a
+    /// new process (an upgrade) leaves it unfired: an idle connection is served its next
+    /// request (with `Connection: close`) rather than closed under a client that may be
+    /// sending one, which would fail that request.
+    pub close_idle: LocalSignal,
     /// This worker's request metrics (read by a scrape through the command channel).
     pub metrics: RefCell<crate::metrics::WorkerMetrics>,
     /// This worker's access-log buffer (`None` without `[access_log]`).
@@ -119,6 +126,7 @@ impl WorkerCtx {
             apps,
             limiter,
             drain: LocalSignal::default(),
+            close_idle: LocalSignal::default(),
             open_connections: Cell::new(0),
             last_warning: Cell::new(None),
             suppressed_warnings: Cell::new(0),

@@ -3,7 +3,7 @@
 //! `GatewayState` and reloads through it), and `crate::gateway::start` plugs it in.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -16,10 +16,11 @@ pub trait ControlSide: Send + Sync {
     /// committed reload. Starts the generation's active health checks.
     fn serving(&self, snapshot: &Arc<Snapshot>);
 
-    /// Binds and starts the admin listener on `addr` (at start, before the workers).
+    /// Starts the admin listener on `socket`, bound by the runtime (or handed over at an
+    /// upgrade), at start, before the workers.
     fn start_admin(
         &self,
-        addr: SocketAddr,
+        socket: TcpListener,
         state: Arc<GatewayState>,
     ) -> io::Result<Box<dyn AdminListener>>;
 

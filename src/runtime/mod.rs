@@ -11,6 +11,7 @@ mod reload;
 mod worker;
 
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -20,6 +21,7 @@ use crossbeam_channel::Sender;
 
 pub use control_side::{AdminListener, ControlSide};
 pub use driver::DriverKind;
+pub use listener::Inherited;
 pub use worker::WorkerCommand;
 use worker::{WorkerAppsLink, WorkerLimitsLink, WorkerListener, WorkerSpec};
 
@@ -28,7 +30,7 @@ use crate::auth::directory::{Directory, DirectoryStats};
 use crate::auth::fleet_nonces::{FleetNonceStats, FleetTarget};
 use crate::auth::nonce::NonceCache;
 use crate::auth::store::RedisStore;
-use crate::config::{AppsSource, ClusterConfig, Config, DriverChoice, ListenConfig, WorkerCount};
+use crate::config::{AppsSource, ClusterConfig, Config, ListenConfig, WorkerCount};
 use crate::limits::lease::ClusterStatus;
 use crate::limits::reconciler::{Reconciler, ReconcilerSpec};
 use crate::limits::state;
@@ -71,6 +73,11 @@ pub struct GatewayState {
     pub access_log: Option<crate::access_log::LogLink>,
     /// The bound data-plane addresses (a reload cannot change them).
     listen: Vec<SocketAddr>,
+    /// A copy of every listening socket, named, to hand to a successor at an upgrade.
+    handover: Mutex<Vec<(String, OwnedFd)>>,
+    /// Another process holds these listening sockets too (an upgrade under way): a
+    /// drain must not shut them down, which would stop them there as well.
+    pub listeners_shared: AtomicBool,
     /// The listeners as configured at start, to tell a reload that changes them.
     listen_config: Vec<ListenConfig>,
     /// The bound `[tls]` listener addresses, in `tls.listen` order.
@@ -211,7 +218,16 @@ fn worker_cpus(config: &Config) -> Vec<Option<usize>> {
 /// once every listener is bound (binding errors are reported here); workers finish
 /// starting in the background (see `wait_ready`). `crate::gateway::start` passes the
 /// control side.
-pub fn start(config: Config, control: Arc<dyn ControlSide>) -> Result<GatewayHandle, String> {
+///
+/// `inherited`: the listening sockets a predecessor handed over at an upgrade (empty
+/// otherwise); `inheriting` says an upgrade is under way, so the sockets are shared with
+/// the predecessor until `listeners_released`.
+pub fn start(
+    config: Config,
+    control: Arc<dyn ControlSide>,
+    mut inherited: Inherited,
+    inheriting: bool,
+) -> Result<GatewayHandle, String> {
     let snapshot = Snapshot::build(config, 1).map_err(|errs| {
         errs.iter()
             .map(ToString::to_string)
@@ -227,8 +243,10 @@ pub fn start(config: Config, control: Arc<dyn ControlSide>) -> Result<GatewayHan
     );
     let cpus = worker_cpus(&snapshot.config);
     let n = cpus.len();
-    // Sockets for the epoll driver must be non-blocking; io_uring does not care.
-    let nonblocking = server.driver != DriverChoice::IoUring;
+    // Non-blocking always: epoll needs it, io_uring does not care, a worker's last
+    // sweep of its listeners at a handover must not block (`worker::sweep`), and the flag
+    // belongs to the socket, shared with a successor that may run the other driver.
+    let nonblocking = true;
     let mut per_worker: Vec<Vec<WorkerListener>> = (0..n).map(|_| Vec::new()).collect();
     let mut listen = Vec::new();
     let tls_listen = snapshot
@@ -238,23 +256,51 @@ pub fn start(config: Config, control: Arc<dyn ControlSide>) -> Result<GatewayHan
         .map(|t| t.listen.clone())
         .unwrap_or_default();
     let mut tls_bound = Vec::new();
-    for &config in server.listen.iter().chain(&tls_listen) {
-        let group = listener::bind_group(config.addr, n, server.backlog, nonblocking)
-            .map_err(|e| e.to_string())?;
+    // Every listening socket, named, for a successor at an upgrade (a copy of each
+    // descriptor: the workers own theirs).
+    let mut handover = Vec::new();
+    let configured: Vec<ListenConfig> = server.listen.iter().chain(&tls_listen).copied().collect();
+    for (i, &config) in configured.iter().enumerate() {
+        let ordinal = configured[..i]
+            .iter()
+            .filter(|c| c.addr == config.addr)
+            .count();
+        let spec = listener::GroupSpec {
+            addr: config.addr,
+            count: n,
+            backlog: server.backlog,
+            nonblocking,
+        };
+        let taken = listener::take_inherited(&mut inherited, config.addr, ordinal);
+        let group = listener::bind_group(&spec, taken).map_err(|e| e.to_string())?;
         let bound = group[0].local_addr().map_err(|e| e.to_string())?;
         if config.tls {
             tls_bound.push(bound);
         } else {
             listen.push(bound);
         }
-        for (w, socket) in group.into_iter().enumerate() {
+        for (k, socket) in group.into_iter().enumerate() {
+            let copy = socket.try_clone().map_err(|e| e.to_string())?;
+            handover.push((listener::data_key(config.addr, ordinal), copy.into()));
             let config = ListenConfig {
                 addr: bound,
                 ..config
             };
-            per_worker[w].push(WorkerListener { socket, config });
+            per_worker[k % n].push(WorkerListener { socket, config });
         }
     }
+    let admin_socket = match snapshot.config.admin.listen {
+        Some(addr) => {
+            let socket = listener::bind_admin(addr, &mut inherited)
+                .map_err(|e| format!("admin.listen {addr}: {e}"))?;
+            let copy = socket.try_clone().map_err(|e| e.to_string())?;
+            handover.push((listener::admin_key(addr), copy.into()));
+            Some(socket)
+        }
+        None => None,
+    };
+    let listeners_shared = !inherited.is_empty() || inheriting;
+    listener::drop_leftover(inherited);
     let cluster_status = snapshot
         .config
         .traffic
@@ -266,7 +312,9 @@ pub fn start(config: Config, control: Arc<dyn ControlSide>) -> Result<GatewayHan
         started: Instant::now(),
         listen,
         tls_listen: tls_bound,
-        listen_config: server.listen.iter().chain(&tls_listen).copied().collect(),
+        listen_config: configured,
+        handover: Mutex::new(handover),
+        listeners_shared: AtomicBool::new(listeners_shared),
         fixed_at_start,
         cluster_at_start: snapshot.config.traffic.cluster.clone(),
         config_path: Mutex::new(None),
@@ -370,11 +418,11 @@ pub fn start(config: Config, control: Arc<dyn ControlSide>) -> Result<GatewayHan
         saved,
         cluster: traffic.cluster.clone().zip(state.cluster.clone()),
     })?;
-    let admin = match snapshot.config.admin.listen {
-        Some(addr) => Some(
+    let admin = match admin_socket {
+        Some(socket) => Some(
             control
-                .start_admin(addr, state.clone())
-                .map_err(|e| format!("admin.listen {addr}: {e}"))?,
+                .start_admin(socket, state.clone())
+                .map_err(|e| format!("admin.listen: {e}"))?,
         ),
         None => None,
     };
@@ -496,12 +544,64 @@ impl GatewayHandle {
         }
     }
 
+    /// Copies of every listening socket with its name (see `listener::data_key`), to
+    /// hand to a successor. From then on the sockets count as shared: a drain leaves
+    /// them listening, for the successor (see `listeners_released` if it fails).
+    pub fn handover_sockets(&self) -> Vec<(String, OwnedFd)> {
+        self.state.listeners_shared.store(true, Ordering::SeqCst);
+        let Ok(sockets) = self.state.handover.lock() else {
+            return Vec::new();
+        };
+        sockets
+            .iter()
+            .filter_map(|(key, fd)| Some((key.clone(), fd.try_clone().ok()?)))
+            .collect()
+    }
+
+    /// No other process holds the listening sockets any more: the predecessor let go of
+    /// them after an upgrade, or a successor that had them is gone.
+    pub fn listeners_released(&self) {
+        self.state.listeners_shared.store(false, Ordering::SeqCst);
+    }
+
+    /// Has every worker take the connections waiting on its listeners that no accept was
+    /// woken for: after an upgrade's successor that held the sockets too is gone (see
+    /// `worker::sweep`).
+    pub fn sweep_listeners(&self) {
+        for (_, tx) in &self.workers {
+            let _ = tx.send(WorkerCommand::Sweep);
+        }
+    }
+
     /// Graceful shutdown: stop accepting, let in-flight requests finish (up to the drain
     /// timeout), close idle connections, stop the workers and the admin listener.
-    pub fn shutdown(mut self) -> DrainReport {
+    pub fn shutdown(self) -> DrainReport {
+        self.drain(WorkerCommand::Drain)
+    }
+
+    /// After an upgrade's handover (the successor accepts on the same sockets): stop
+    /// accepting (the admin listener first, so admin calls reach the successor), let
+    /// in-flight requests finish, serve each idle connection's next request with
+    /// `Connection: close` (up to the drain timeout), stop.
+    pub fn hand_over(mut self) -> DrainReport {
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
+        }
+        if let Ok(mut sockets) = self.state.handover.lock() {
+            sockets.clear();
+        }
+        self.drain(WorkerCommand::HandOver)
+    }
+
+    fn drain(mut self, command: WorkerCommand) -> DrainReport {
+        let handing_over = matches!(command, WorkerCommand::HandOver);
         self.state.draining.store(true, Ordering::SeqCst);
         for (_, tx) in &self.workers {
-            let _ = tx.send(WorkerCommand::Drain);
+            let _ = tx.send(if handing_over {
+                WorkerCommand::HandOver
+            } else {
+                WorkerCommand::Drain
+            });
         }
         for (handle, _) in self.workers.drain(..) {
             let _ = handle.join();

@@ -30,12 +30,19 @@ use crate::snapshot::Snapshot;
 pub enum WorkerCommand {
     /// Stop accepting, finish in-flight requests, close idle connections, exit.
     Drain,
+    /// An upgrade: another process now accepts on these listeners. Stop accepting, finish
+    /// in-flight requests, serve each idle connection's next request (`Connection:
+    /// close`) until it closes, times out or `drain_timeout` passes, exit.
+    HandOver,
     /// Prepare this config generation (build the worker's state for it) and say so.
     Prepare(Arc<Snapshot>, crossbeam_channel::Sender<usize>),
     /// Serve new requests with the prepared generation.
     Commit(u64),
     /// Drop the prepared generation: the reload was aborted.
     Abort(u64),
+    /// Take the connections waiting on this worker's listeners that no accept was woken
+    /// for (see `sweep`): after an upgrade's successor failed.
+    Sweep,
     /// Send a copy of this worker's metrics (a scrape of `/metrics`).
     Scrape(crossbeam_channel::Sender<crate::metrics::WorkerReport>),
 }
@@ -177,6 +184,12 @@ async fn worker_main(driver: super::driver::DriverKind, spec: WorkerSpec) {
     // What the reconciler restored (saved quota use) applies before the first request.
     exchange_limits(&ctx, &limits);
     let listening: Vec<RawFd> = listeners.iter().map(|l| l.socket.as_raw_fd()).collect();
+    let accepting = Rc::new(std::cell::Cell::new(0usize));
+    // Copies of the listeners for sweeps (see `sweep`).
+    let mut sweepers: Vec<(StdListener, ListenConfig)> = listeners
+        .iter()
+        .filter_map(|l| Some((l.socket.try_clone().ok()?, l.config)))
+        .collect();
     for l in listeners {
         match TcpListener::from_std(l.socket) {
             Ok(socket) => {
@@ -198,6 +211,7 @@ async fn worker_main(driver: super::driver::DriverKind, spec: WorkerSpec) {
                         },
                         ctx.clone(),
                         refusals.clone(),
+                        AcceptLoopAlive::count(&accepting),
                     ));
                 }
             }
@@ -223,19 +237,34 @@ async fn worker_main(driver: super::driver::DriverKind, spec: WorkerSpec) {
         state.worker_ticked(id);
         while let Ok(cmd) = commands.try_recv() {
             match cmd {
-                WorkerCommand::Drain if !ctx.draining() => {
-                    // The sockets stop taking connections at once (new clients are
-                    // refused and retry elsewhere), even if this worker's runtime ends
-                    // before its accept tasks run again. Done before the drain fires:
-                    // until then no accept task has closed its listener, so no fd here
-                    // can have been reused by another socket.
-                    for &fd in &listening {
-                        crate::sys::stop_listening(fd);
+                WorkerCommand::Drain => {
+                    if !ctx.draining() {
+                        // The sockets stop taking connections at once (new clients are
+                        // refused and retry elsewhere), even if this worker's runtime
+                        // ends before its accept tasks run again. Done before the drain
+                        // fires: until then no accept task has closed its listener, so
+                        // no fd here can have been reused by another socket. Not while
+                        // another process holds the same sockets (an upgrade under
+                        // way): a shutdown would stop them there too.
+                        if !state.listeners_shared.load(Ordering::SeqCst) {
+                            for &fd in &listening {
+                                crate::sys::stop_listening(fd);
+                            }
+                        }
+                        ctx.stop_shedding();
+                        ctx.drain.fire();
                     }
-                    ctx.stop_shedding();
-                    ctx.drain.fire();
+                    ctx.close_idle.fire();
                 }
-                WorkerCommand::Drain => {}
+                WorkerCommand::HandOver => {
+                    // The new process accepts on the same sockets: this worker only
+                    // stops accepting (its accept loops end and close their copies).
+                    if !ctx.draining() {
+                        ctx.stop_shedding();
+                        ctx.drain.fire();
+                    }
+                }
+                WorkerCommand::Sweep => sweep(&sweepers, &ctx),
                 WorkerCommand::Scrape(reply) => {
                     let report = ctx.metrics.borrow().report(
                         id,
@@ -278,7 +307,19 @@ async fn worker_main(driver: super::driver::DriverKind, spec: WorkerSpec) {
         }
     }
     let deadline = Instant::now() + server.drain_timeout;
-    while ctx.open_connections() > 0 && Instant::now() < deadline {
+    // Accept loops still running have an accept in flight: on io_uring the kernel may
+    // complete it (taking a connection off the queue) until its cancellation is through,
+    // and a connection taken by an accept whose ring is torn down would be closed unseen.
+    // At a handover nothing shut the sockets down, so this is no rare race.
+    while (ctx.open_connections() > 0 || accepting.get() > 0 || !sweepers.is_empty())
+        && Instant::now() < deadline
+    {
+        if accepting.get() == 0 && !sweepers.is_empty() {
+            // Every accept of ours is through: what is queued now and found nobody
+            // awake to take it is served here (see `sweep`).
+            sweep(&sweepers, &ctx);
+            sweepers.clear();
+        }
         monoio::time::sleep(TICK).await;
         state.worker_ticked(id);
         // Requests in flight may be waiting for an app record.
@@ -333,12 +374,69 @@ struct AcceptLoop {
     per_turn: Option<usize>,
 }
 
+fn serve_accepted(
+    stream: monoio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    config: ListenConfig,
+    ctx: &Rc<WorkerCtx>,
+) {
+    if config.tls {
+        monoio::spawn(tls_accept::serve_tls(stream, peer, config, ctx.clone()));
+    } else {
+        monoio::spawn(conn::serve(stream, peer, config, ctx.clone()));
+    }
+}
+
+/// Connections a sweep takes at most per listener (the rest wait for the accept loops).
+const SWEEP_AT_MOST: usize = 1024;
+
+/// Takes what waits on `listeners` without blocking, and serves it. Needed because an
+/// io_uring accept waits for its socket with an *exclusive* wakeup (one waiter is woken
+/// per new connection): when a process's accept is cancelled (a handover) or dies (a
+/// failed successor) just as it is woken, the wakeup is spent and the connection waits
+/// in the queue until the next one arrives, which at low traffic may be never. Swept
+/// once the old accepts are gone, nothing is left behind: later connections wake the
+/// accepts still waiting.
+fn sweep(listeners: &[(StdListener, ListenConfig)], ctx: &Rc<WorkerCtx>) {
+    for (listener, config) in listeners {
+        for _ in 0..SWEEP_AT_MOST {
+            let Ok((stream, peer)) = listener.accept() else {
+                break;
+            };
+            let adopted = stream
+                .set_nonblocking(true)
+                .and_then(|()| monoio::net::TcpStream::from_std(stream));
+            match adopted {
+                Ok(stream) => serve_accepted(stream, peer, *config, ctx),
+                Err(e) => ctx.warn_limited(|| format!("cannot serve a swept connection: {e}")),
+            }
+        }
+    }
+}
+
+/// Counts an accept loop as running for as long as it is.
+struct AcceptLoopAlive(Rc<std::cell::Cell<usize>>);
+
+impl AcceptLoopAlive {
+    fn count(running: &Rc<std::cell::Cell<usize>>) -> AcceptLoopAlive {
+        running.set(running.get() + 1);
+        AcceptLoopAlive(running.clone())
+    }
+}
+
+impl Drop for AcceptLoopAlive {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
 /// One of a listener's accept loops on this worker.
 async fn accept_loop(
     listener: Rc<TcpListener>,
     how: AcceptLoop,
     ctx: Rc<WorkerCtx>,
     refusals: Rc<Refusals>,
+    _alive: AcceptLoopAlive,
 ) {
     let AcceptLoop {
         config,
@@ -386,11 +484,7 @@ async fn accept_loop(
                     monoio::spawn(refuse(stream, !config.tls, id, refusals.clone()));
                     continue;
                 }
-                if config.tls {
-                    monoio::spawn(tls_accept::serve_tls(stream, peer, config, ctx.clone()));
-                } else {
-                    monoio::spawn(conn::serve(stream, peer, config, ctx.clone()));
-                }
+                serve_accepted(stream, peer, config, &ctx);
                 if draining {
                     return;
                 }

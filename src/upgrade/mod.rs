@@ -1,0 +1,28 @@
+//! Zero-downtime upgrade: a running gateway starts its successor (the binary now at the
+//! path it was started from, with the same arguments) and hands it its listening sockets
+//! over a unix socket pair (`SCM_RIGHTS`). Both accept on the same kernel sockets for a
+//! moment, so no connection queued on them is lost and none is refused; once the
+//! successor says every worker listens, the predecessor stops accepting, serves what it
+//! has (each idle keep-alive connection gets its next request answered with `Connection:
+//! close`), and exits. Triggered by `SIGUSR2` (as nginx does).
+//!
+//! The channel carries one message per `SOCK_SEQPACKET` packet:
+//! - predecessor to successor: `listener <name>` with the socket attached, one per
+//!   socket, then `end`;
+//! - successor to predecessor: `ready <pid>` once it serves, or `failed <why>`;
+//! - predecessor to successor: `released` once it no longer accepts (under systemd, after
+//!   it has named the successor the service's main process), so the successor may drain
+//!   them alone and tell systemd its state.
+//!
+//! A successor that fails (bad config, a crash, no `ready` within the time allowed) is
+//! reaped or killed, and the predecessor serves on as before.
+
+mod channel;
+mod hand_off;
+mod take_over;
+
+pub use hand_off::{Relaunch, Successor};
+pub use take_over::Predecessor;
+
+/// The environment variable that tells a successor where its channel is.
+pub const CHANNEL_FD_ENV: &str = "RINGGATE_UPGRADE_FD";

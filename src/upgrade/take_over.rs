@@ -1,0 +1,104 @@
+//! The new process's side of an upgrade: receive the listening sockets, say when it
+//! serves, learn when the predecessor has let go.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use super::channel::{Channel, Received};
+use super::CHANNEL_FD_ENV;
+use crate::runtime::Inherited;
+
+/// How long the sockets may take to arrive: they are sent right after the start.
+const SOCKETS_WITHIN: Duration = Duration::from_secs(10);
+
+/// The gateway this process takes over from.
+pub struct Predecessor {
+    channel: Channel,
+}
+
+impl Predecessor {
+    /// The predecessor's channel, when this process was started by an upgrade
+    /// (`RINGGATE_UPGRADE_FD`); an error when the variable names no usable socket.
+    pub fn from_env() -> Option<Result<Predecessor, String>> {
+        let value = std::env::var(CHANNEL_FD_ENV).ok()?;
+        let adopted = value
+            .parse()
+            .map_err(|_| io::Error::other("not a descriptor number"))
+            .and_then(crate::sys::adopt_inherited_socket)
+            .map(|socket| Predecessor {
+                channel: Channel::new(socket),
+            })
+            .map_err(|e| format!("{CHANNEL_FD_ENV}={value}: {e}"));
+        Some(adopted)
+    }
+
+    /// The sockets the predecessor hands over, by listener name.
+    pub fn receive_sockets(&self) -> Result<Inherited, String> {
+        let deadline = Instant::now() + SOCKETS_WITHIN;
+        let mut inherited = Inherited::default();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let received = self
+                .channel
+                .receive(left)
+                .map_err(|e| format!("receiving the listening sockets: {e}"))?;
+            match received {
+                Received::Message(m, Some(socket)) if m.starts_with("listener ") => {
+                    inherited.add(m["listener ".len()..].to_string(), socket);
+                }
+                Received::Message(m, None) if m == "end" => return Ok(inherited),
+                Received::Message(m, _) => return Err(format!("unexpected message {m:?}")),
+                Received::Closed => {
+                    return Err("the running gateway closed the channel".to_string())
+                }
+            }
+        }
+    }
+
+    /// Every worker listens: the predecessor may stop accepting.
+    pub fn ready(&self) -> io::Result<()> {
+        self.channel
+            .send(&format!("ready {}", std::process::id()), None)
+    }
+
+    /// Starting failed; the process exits next. What the predecessor sent and was not
+    /// read yet is read first: closing a unix socket with unread messages resets the
+    /// connection, and the predecessor might lose this message in the reset.
+    pub fn failed(&self, why: &str) {
+        while let Ok(Received::Message(m, _)) = self.channel.receive(Duration::from_millis(200)) {
+            if m == "end" {
+                break;
+            }
+        }
+        // Cut to what a message holds; the whole story is in the log.
+        let mut why = why.lines().next().unwrap_or("").to_string();
+        why.truncate(400);
+        let _ = self.channel.send(&format!("failed {why}"), None);
+    }
+
+    /// Waits until the predecessor no longer accepts (or is gone), at most `timeout`.
+    /// False if it did not say so in time.
+    pub fn wait_released(self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self.channel.receive(left) {
+                Ok(Received::Message(m, _)) if m == "released" => return true,
+                Ok(Received::Closed) => return true,
+                Ok(Received::Message(m, _)) => log::warn!("upgrade: unexpected message {m:?}"),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => {
+                    log::warn!("upgrade: the channel to the old process failed: {e}");
+                    return true;
+                }
+            }
+        }
+    }
+}

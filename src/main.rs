@@ -315,7 +315,7 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
             .and_then(|inherited| ringgate::gateway::take_over(cfg, inherited)),
         None => ringgate::gateway::start(cfg),
     };
-    let handle = match started {
+    let mut handle = match started {
         Ok(h) => h,
         Err(e) => {
             if let Some(p) = &predecessor {
@@ -346,7 +346,7 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
         addrs.join(", ")
     );
     if let Some(p) = predecessor {
-        take_over_from(p, &handle);
+        take_over_from(p, &mut handle);
     }
     // Under systemd (`Type=notify`): ready now, then watchdog pings and status lines.
     let mut supervisor = ringgate::control::systemd::Notifier::from_env().and_then(|notifier| {
@@ -398,9 +398,11 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
             if let Some(s) = supervisor.take() {
                 s.handed_over(pid);
             }
-            successor.release();
+            let released = successor.release();
             log::info!("upgrade: process {pid} serves; draining");
-            handle.hand_over()
+            let report = handle.hand_over();
+            released.finished();
+            report
         }
         None => {
             log::info!("draining");
@@ -442,7 +444,7 @@ fn start_successor(
 
 /// Started by an upgrade and serving: tells the old process, and waits until it no
 /// longer accepts; from then on the listening sockets are this process's alone.
-fn take_over_from(predecessor: Predecessor, handle: &GatewayHandle) {
+fn take_over_from(predecessor: Predecessor, handle: &mut GatewayHandle) {
     if let Err(e) = predecessor.ready() {
         log::warn!("upgrade: cannot tell the old process we serve ({e}); serving on");
     }
@@ -452,4 +454,12 @@ fn take_over_from(predecessor: Predecessor, handle: &GatewayHandle) {
         log::warn!("upgrade: the old process did not let go within {RELEASE_WITHIN:?}; serving on");
     }
     handle.listeners_released();
+    // The old process goes on counting quota use while it drains: added once it stops.
+    let count = handle.take_predecessor_use();
+    predecessor.when_finished(move || {
+        if let Some(count) = count {
+            count.count();
+        }
+        log::info!("upgrade: the old process has stopped");
+    });
 }

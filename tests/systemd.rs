@@ -1,7 +1,7 @@
 //! systemd integration: the notify protocol against a fake `NOTIFY_SOCKET` (ready,
-//! reloading and ready again, stopping, watchdog pings, and no pings while a worker is
-//! stuck), and the shipped unit checked by `systemd-analyze` (verify, and a security
-//! exposure score).
+//! reloading and ready again, stopping, watchdog pings, no pings while a worker is
+//! stuck, the main process handed over at an upgrade), and the shipped unit checked by
+//! `systemd-analyze` (verify, and a security exposure score).
 
 mod support;
 
@@ -114,6 +114,92 @@ fn ready_reloading_stopping_and_watchdog_pings_reach_systemd() {
     receive_until(&socket, "STOPPING=1", Duration::from_secs(5));
     let status = child.0.wait().unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// An upgrade (`SIGUSR2`) under systemd: the old process names its successor the main
+/// process (`MAINPID=`), the successor says `READY=1` and pings the watchdog (systemd's
+/// `WATCHDOG_PID` names the old process: the successor must not take it as not its own),
+/// and once the old process has exited the pings go on.
+#[test]
+fn an_upgrade_makes_the_successor_the_main_process() {
+    let dir = temp_dir("systemd-upgrade");
+    let socket_path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let config = dir.join("ringgate.toml");
+    let up = Upstream::echo();
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\ndrain_timeout = \"2s\"\n\
+             [[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n\
+             [[routes]]\nname = \"r\"\npath = \"/a/*\"\nupstream = \"up\"\n",
+            up.addr
+        ),
+    )
+    .unwrap();
+    // As systemd starts it: WATCHDOG_PID is the main process's own pid.
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "WATCHDOG_PID=$$ exec {BIN} run --config {}",
+            config.display()
+        ))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut old = KilledOnDrop(child);
+    receive_until(&socket, "READY=1", Duration::from_secs(10));
+    receive_until(&socket, "WATCHDOG=1", Duration::from_secs(2));
+
+    signal(old.0.id(), "-USR2");
+    let got = receive_until(&socket, "MAINPID=", Duration::from_secs(20));
+    let handed = got.last().unwrap();
+    let new_pid: u32 = handed
+        .lines()
+        .find_map(|l| l.strip_prefix("MAINPID="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(new_pid, old.0.id());
+    assert!(
+        handed.contains(&format!("STATUS=handed over to process {new_pid}")),
+        "{handed}"
+    );
+    let killer = KillPid(new_pid);
+    let got = receive_until(&socket, "READY=1", Duration::from_secs(5));
+    assert!(!got.iter().any(|m| m.contains("STOPPING=1")), "{got:?}");
+    // The old process exits; the pings go on (the successor's).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while old.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the old process did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    receive_until(&socket, "WATCHDOG=1", Duration::from_secs(1));
+    let mut pings = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(1) {
+        let got = receive_until(&socket, "WATCHDOG=1", Duration::from_secs(1));
+        pings += got.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    }
+    assert!(pings >= 5, "{pings} pings in a second from the successor");
+    signal(new_pid, "-TERM");
+    receive_until(&socket, "STOPPING=1", Duration::from_secs(5));
+    drop(killer);
+}
+
+/// Kills a process that is not our child (an upgrade's successor) however the test ends.
+struct KillPid(u32);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// A worker whose event loop is stuck stops the watchdog's pings; they resume once it

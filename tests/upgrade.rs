@@ -32,6 +32,12 @@ struct Upgradable {
 
 impl Upgradable {
     fn start(tag: &str, driver: Driver) -> Upgradable {
+        Upgradable::start_with(tag, driver, "", "")
+    }
+
+    /// With `tables` (whole TOML tables) added to the config and `route` (lines) to
+    /// its one route.
+    fn start_with(tag: &str, driver: Driver, tables: &str, route: &str) -> Upgradable {
         let dir = temp_dir(tag);
         let bin = dir.join("ringgate");
         std::fs::copy(BIN, &bin).unwrap();
@@ -44,7 +50,8 @@ impl Upgradable {
                  drain_timeout = \"5s\"\n\
                  [admin]\nlisten = \"127.0.0.1:0\"\n\
                  [[upstreams]]\nname = \"up\"\ntargets = [\"{up}\"]\n\
-                 [[routes]]\nname = \"r\"\npath = \"/r/*\"\nupstream = \"up\"\n",
+                 {tables}\n\
+                 [[routes]]\nname = \"r\"\npath = \"/r/*\"\nupstream = \"up\"\n{route}\n",
                 driver.name()
             ),
         )
@@ -169,6 +176,8 @@ fn upstream_ok() -> SocketAddr {
 #[derive(Default)]
 struct Tally {
     served: AtomicU64,
+    /// 429s: a quota used up.
+    limited: AtomicU64,
     /// Requests that got no 200: an error, a cut connection, another status.
     failed: Mutex<Vec<String>>,
     /// Connections refused (or reset before a request could be sent).
@@ -240,6 +249,12 @@ fn keep_alive_client(addr: SocketAddr, stop: &AtomicBool, tally: &Tally) {
                         break;
                     }
                 }
+                Ok((429, close, _)) => {
+                    tally.limited.fetch_add(1, Ordering::SeqCst);
+                    if close {
+                        break;
+                    }
+                }
                 Ok((status, _, body)) => {
                     let body = String::from_utf8_lossy(&body).into_owned();
                     tally
@@ -274,6 +289,9 @@ fn new_connection_client(addr: SocketAddr, stop: &AtomicBool, tally: &Tally) {
         match sent.and_then(|()| read_response(&mut conn)) {
             Ok((200, _, body)) if body == b"ok" => {
                 tally.served.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok((429, _, _)) => {
+                tally.limited.fetch_add(1, Ordering::SeqCst);
             }
             Ok((status, _, body)) => {
                 let body = String::from_utf8_lossy(&body).into_owned();
@@ -493,4 +511,71 @@ on_both_drivers!(
     upgrade_under_load_fails_nothing,
     an_idle_connection_is_served_its_next_request,
     a_failed_upgrade_leaves_the_old_process_serving,
+    a_daily_quota_stays_exact_across_an_upgrade,
 );
+
+/// The sum of `used` over a quota state file's keys.
+fn saved_use(path: &Path) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.split("\"used\":")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// A daily quota with a local state file stays exact across an upgrade: what the old
+/// process admitted while the new one already served is counted by the new one once the
+/// old one has stopped (and only then does the new one write the state file).
+fn a_daily_quota_stays_exact_across_an_upgrade(driver: Driver) {
+    const QUOTA: u64 = 3000;
+    let state_dir = temp_dir("upgrade-quota-state");
+    let state = state_dir.join("quotas.json");
+    let mut gw = Upgradable::start_with(
+        "upgrade-quota",
+        driver,
+        &format!("[traffic]\nstate_file = \"{}\"\n", state.display()),
+        &format!("limits = [ {{ key = \"route\", quota = \"{QUOTA}/day\" }} ]"),
+    );
+    let pid = gw.first.0.id();
+    let load = Load::start(gw.addr, 4, 2);
+    load.serves_more(QUOTA / 3);
+    let successor = gw.upgrade(pid, 1);
+    wait_exit(&mut gw.first, Duration::from_secs(15));
+    wait_for_log(&gw.log, "upgrade: the old process has stopped", 1);
+    // Until the quota is used up: half a second of 429s only (a worker short of its
+    // grant refuses for a moment too, until the reconciler moves units to it).
+    let mut last = (load.served(), Instant::now());
+    let used_up = eventually(Duration::from_secs(20), || {
+        let served = load.served();
+        if served != last.0 {
+            last = (served, Instant::now());
+        }
+        last.1.elapsed() > Duration::from_millis(500)
+            && load.tally.limited.load(Ordering::SeqCst) > 0
+    });
+    assert!(used_up, "the quota never ran out: {} served", load.served());
+    let tally = load.finish();
+    assert!(
+        tally.failed.lock().unwrap().is_empty(),
+        "{:?}",
+        tally.failed.lock().unwrap()
+    );
+    assert_eq!(
+        tally.served.load(Ordering::SeqCst),
+        QUOTA,
+        "admitted across the upgrade; log:\n{}",
+        gw.log_text()
+    );
+    signal(successor, "-TERM");
+    assert!(eventually(Duration::from_secs(10), || !alive(successor)));
+    assert_eq!(
+        saved_use(&state),
+        QUOTA,
+        "{}",
+        std::fs::read_to_string(&state).unwrap()
+    );
+    let _ = std::fs::remove_dir_all(&state_dir);
+}

@@ -109,6 +109,12 @@ impl QuotaLedger {
         }
     }
 
+    /// Units used where this ledger could not see them (a predecessor process at an
+    /// upgrade): they count as used before it started.
+    pub fn add_used_elsewhere(&mut self, units: u64) {
+        self.base_used = self.base_used.saturating_add(units);
+    }
+
     pub fn set_cap(&mut self, cap: u64) {
         self.cap = cap;
     }

@@ -129,6 +129,55 @@ pub fn key_hasher(seeds: [u64; 4]) -> ahash::RandomState {
     ahash::RandomState::with_seeds(seeds[0], seeds[1], seeds[2], seeds[3])
 }
 
+/// The use in `now` beyond what `before` had, key by key (same key, same day): what a
+/// predecessor used after its successor read the state file (an upgrade).
+pub fn use_since(before: &[SavedQuota], now: &[SavedQuota]) -> Vec<SavedQuota> {
+    now.iter()
+        .filter_map(|q| {
+            let earlier = before
+                .iter()
+                .find(|b| b.id == q.id && b.day == q.day)
+                .map_or(0, |b| b.used);
+            let more = q.used.saturating_sub(earlier);
+            (more > 0).then(|| SavedQuota {
+                used: more,
+                ..q.clone()
+            })
+        })
+        .collect()
+}
+
+/// What a successor needs to count its predecessor's last quota use (an upgrade): the
+/// state file as it read it at start, and where the difference goes.
+pub struct PredecessorUse {
+    pub path: PathBuf,
+    pub read_at_start: Vec<SavedQuota>,
+    pub absorb: crossbeam_channel::Sender<Vec<SavedQuota>>,
+}
+
+impl PredecessorUse {
+    /// The predecessor has stopped (its last save is written, or it is gone): adds what
+    /// it used since this process read the file, and lets this process save again.
+    pub fn count(self) {
+        let now = match load(&self.path) {
+            Ok(Some(state)) => state.quotas,
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                log::error!("traffic.state_file: {e}; the old process's last use is not counted");
+                Vec::new()
+            }
+        };
+        let extra = use_since(&self.read_at_start, &now);
+        if !extra.is_empty() {
+            log::info!(
+                "upgrade: counting the old process's last use of {} quota key(s)",
+                extra.len()
+            );
+        }
+        let _ = self.absorb.send(extra);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +221,22 @@ mod tests {
             .contains("not a ringgate quota state file"));
         let bad = set_aside(&path);
         assert!(bad.exists() && !path.exists());
+    }
+
+    #[test]
+    fn use_since_counts_what_was_added_per_key_and_day() {
+        let q = |id, day, used| SavedQuota {
+            id,
+            text: format!("k{id}"),
+            day,
+            per_day: 100,
+            used,
+        };
+        let before = [q(1, 10, 5), q(2, 10, 7), q(3, 9, 4)];
+        let now = [q(1, 10, 9), q(2, 10, 7), q(3, 10, 2), q(4, 10, 1)];
+        let extra = use_since(&before, &now);
+        let got: Vec<(u64, u32, u64)> = extra.iter().map(|q| (q.id, q.day, q.used)).collect();
+        // Key 2 unchanged; key 3 on a new day counts whole; key 4 is new.
+        assert_eq!(got, vec![(1, 10, 4), (3, 10, 2), (4, 10, 1)]);
     }
 }

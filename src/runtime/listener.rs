@@ -10,14 +10,24 @@ use std::os::fd::OwnedFd;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-/// Listening sockets a predecessor handed over, by the name of the configured listener
-/// they served (`data_key`, `admin_key`).
+/// What a predecessor handed over: its listening sockets, by the name of the configured
+/// listener they served (`data_key`, `admin_key`), and the seeds of its limit key hash
+/// (quota use it saved or goes on saving is filed under keys hashed with them).
 #[derive(Default)]
 pub struct Inherited {
     sockets: HashMap<String, Vec<TcpListener>>,
+    key_seeds: Option<[u64; 4]>,
 }
 
 impl Inherited {
+    pub fn set_key_seeds(&mut self, seeds: [u64; 4]) {
+        self.key_seeds = Some(seeds);
+    }
+
+    pub fn key_seeds(&self) -> Option<[u64; 4]> {
+        self.key_seeds
+    }
+
     pub fn add(&mut self, key: String, socket: OwnedFd) {
         self.sockets
             .entry(key)

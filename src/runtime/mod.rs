@@ -75,6 +75,8 @@ pub struct GatewayState {
     listen: Vec<SocketAddr>,
     /// A copy of every listening socket, named, to hand to a successor at an upgrade.
     handover: Mutex<Vec<(String, OwnedFd)>>,
+    /// The limit key hash's seeds, for a successor (set once the reconciler has them).
+    key_seeds: Mutex<Option<[u64; 4]>>,
     /// Another process holds these listening sockets too (an upgrade under way): a
     /// drain must not shut them down, which would stop them there as well.
     pub listeners_shared: AtomicBool,
@@ -182,6 +184,9 @@ pub struct GatewayHandle {
     directory: Option<Directory>,
     /// The limit reconciler's thread.
     reconciler: Option<Reconciler>,
+    /// Taking over at an upgrade with a quota state file: to count what the predecessor
+    /// used after this process read the file.
+    predecessor_use: Option<state::PredecessorUse>,
 }
 
 /// How a drain went.
@@ -300,6 +305,7 @@ pub fn start(
         None => None,
     };
     let listeners_shared = !inherited.is_empty() || inheriting;
+    let inherited_seeds = inherited.key_seeds();
     listener::drop_leftover(inherited);
     let cluster_status = snapshot
         .config
@@ -314,6 +320,7 @@ pub fn start(
         tls_listen: tls_bound,
         listen_config: configured,
         handover: Mutex::new(handover),
+        key_seeds: Mutex::new(None),
         listeners_shared: AtomicBool::new(listeners_shared),
         fixed_at_start,
         cluster_at_start: snapshot.config.traffic.cluster.clone(),
@@ -393,7 +400,21 @@ pub fn start(
     // Limits: the reconciler starts first, so the quota use it restores from the state
     // file is in every worker's channel before the worker serves.
     let traffic = &snapshot.config.traffic;
-    let (seeds, saved) = state::load_state(traffic.state_file.as_deref());
+    let (mut seeds, mut saved) = state::load_state(traffic.state_file.as_deref());
+    // At an upgrade, keys are hashed as the predecessor hashes them. Its seeds differ from
+    // the file's only when it had not saved yet (a fresh file), or the file is not its.
+    if let Some(theirs) = inherited_seeds.filter(|&theirs| theirs != seeds) {
+        if !saved.is_empty() {
+            log::warn!("traffic.state_file: not the running gateway's; its saved use is left out");
+        }
+        seeds = theirs;
+        saved.clear();
+    }
+    let saved_at_start = if inheriting {
+        saved.clone()
+    } else {
+        Vec::new()
+    };
     let (reports_tx, reports_rx) = crossbeam_channel::unbounded();
     let mut limit_links = Vec::with_capacity(n);
     let mut update_txs = Vec::with_capacity(n);
@@ -408,6 +429,9 @@ pub fn start(
             max_keys: traffic.max_keys_per_worker,
         });
     }
+    if let Ok(mut s) = state.key_seeds.lock() {
+        *s = Some(seeds);
+    }
     let reconciler = Reconciler::start(ReconcilerSpec {
         workers: n,
         interval: traffic.reconcile_interval,
@@ -417,7 +441,17 @@ pub fn start(
         seeds,
         saved,
         cluster: traffic.cluster.clone().zip(state.cluster.clone()),
+        hold_saves: inheriting,
     })?;
+    // At an upgrade, the predecessor goes on counting (and saving) for a while.
+    let predecessor_use = match (&traffic.state_file, inheriting) {
+        (Some(path), true) => Some(state::PredecessorUse {
+            path: path.clone(),
+            read_at_start: saved_at_start,
+            absorb: reconciler.absorber(),
+        }),
+        _ => None,
+    };
     let admin = match admin_socket {
         Some(socket) => Some(
             control
@@ -455,6 +489,7 @@ pub fn start(
         admin,
         directory,
         reconciler: Some(reconciler),
+        predecessor_use,
     })
 }
 
@@ -556,6 +591,17 @@ impl GatewayHandle {
             .iter()
             .filter_map(|(key, fd)| Some((key.clone(), fd.try_clone().ok()?)))
             .collect()
+    }
+
+    /// What counts the predecessor's last quota use once it has stopped (an upgrade with
+    /// a quota state file; `None` otherwise, or when taken already).
+    pub fn take_predecessor_use(&mut self) -> Option<state::PredecessorUse> {
+        self.predecessor_use.take()
+    }
+
+    /// The seeds of the limit key hash, for a successor (see `Inherited`).
+    pub fn key_seeds(&self) -> Option<[u64; 4]> {
+        self.state.key_seeds.lock().ok().and_then(|s| *s)
     }
 
     /// No other process holds the listening sockets any more: the predecessor let go of

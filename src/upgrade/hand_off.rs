@@ -70,6 +70,10 @@ impl Successor {
             self.channel
                 .send(&format!("listener {name}"), Some(&socket))?;
         }
+        if let Some([a, b, c, d]) = handle.key_seeds() {
+            self.channel
+                .send(&format!("key-seeds {a} {b} {c} {d}"), None)?;
+        }
         self.channel.send("end", None)
     }
 
@@ -151,9 +155,24 @@ impl Successor {
 
     /// This gateway no longer accepts (it drains next): the successor has the sockets to
     /// itself. Its process is not waited for: it outlives this one.
-    pub fn release(self) {
+    pub fn release(self) -> Released {
         if let Err(e) = self.channel.send("released", None) {
             log::warn!("upgrade: cannot tell the new process it is on its own: {e}");
         }
+        Released {
+            channel: self.channel,
+        }
+    }
+}
+
+/// The successor serves alone; this gateway drains.
+pub struct Released {
+    channel: Channel,
+}
+
+impl Released {
+    /// Drained and stopped, its last quota use saved: the successor counts it now.
+    pub fn finished(self) {
+        let _ = self.channel.send("finished", None);
     }
 }

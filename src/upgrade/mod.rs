@@ -8,11 +8,14 @@
 //!
 //! The channel carries one message per `SOCK_SEQPACKET` packet:
 //! - predecessor to successor: `listener <name>` with the socket attached, one per
-//!   socket, then `end`;
+//!   socket, `key-seeds a b c d` (the limit key hash's seeds: the successor files quota
+//!   use under the same keys), then `end`;
 //! - successor to predecessor: `ready <pid>` once it serves, or `failed <why>`;
 //! - predecessor to successor: `released` once it no longer accepts (under systemd, after
 //!   it has named the successor the service's main process), so the successor may drain
-//!   them alone and tell systemd its state.
+//!   them alone and tell systemd its state; `finished` once it has stopped, its last
+//!   quota use saved (the successor adds it to its own, and saves the state file only
+//!   from then on).
 //!
 //! A successor that fails (bad config, a crash, no `ready` within the time allowed) is
 //! reaped or killed, and the predecessor serves on as before.
@@ -21,7 +24,7 @@ mod channel;
 mod hand_off;
 mod take_over;
 
-pub use hand_off::{Relaunch, Successor};
+pub use hand_off::{Relaunch, Released, Successor};
 pub use take_over::Predecessor;
 
 /// The environment variable that tells a successor where its channel is.

@@ -46,6 +46,16 @@ impl Predecessor {
                 Received::Message(m, Some(socket)) if m.starts_with("listener ") => {
                     inherited.add(m["listener ".len()..].to_string(), socket);
                 }
+                Received::Message(m, None) if m.starts_with("key-seeds ") => {
+                    let seeds: Vec<u64> = m["key-seeds ".len()..]
+                        .split(' ')
+                        .filter_map(|n| n.parse().ok())
+                        .collect();
+                    let seeds: [u64; 4] = seeds
+                        .try_into()
+                        .map_err(|_| format!("bad key seeds {m:?}"))?;
+                    inherited.set_key_seeds(seeds);
+                }
                 Received::Message(m, None) if m == "end" => return Ok(inherited),
                 Received::Message(m, _) => return Err(format!("unexpected message {m:?}")),
                 Received::Closed => {
@@ -76,9 +86,34 @@ impl Predecessor {
         let _ = self.channel.send(&format!("failed {why}"), None);
     }
 
+    /// Waits (on a thread of its own) until the predecessor has stopped, then runs
+    /// `then`: at most its drain timeout after `released`, or at once if it is gone.
+    pub fn when_finished(self, then: impl FnOnce() + Send + 'static) {
+        let spawned = std::thread::Builder::new()
+            .name("ringgate-upgrade".into())
+            .spawn(move || {
+                loop {
+                    match self.channel.receive(Duration::from_secs(3600)) {
+                        Ok(Received::Message(m, _)) if m == "finished" => break,
+                        Ok(Received::Message(_, _)) => {}
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                            ) => {}
+                        Ok(Received::Closed) | Err(_) => break,
+                    }
+                }
+                then();
+            });
+        if let Err(e) = spawned {
+            log::error!("upgrade: cannot wait for the old process to finish: {e}");
+        }
+    }
+
     /// Waits until the predecessor no longer accepts (or is gone), at most `timeout`.
     /// False if it did not say so in time.
-    pub fn wait_released(self, timeout: Duration) -> bool {
+    pub fn wait_released(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -58,12 +58,16 @@ pub struct ReconcilerSpec {
     pub saved: Vec<SavedQuota>,
     /// Cluster mode: where limits are shared, and what `/stats` shows of it.
     pub cluster: Option<(crate::config::ClusterConfig, Arc<ClusterStatus>)>,
+    /// Taking over from a running gateway (an upgrade): the state file is its to write
+    /// until it has stopped and its last use is added here (`Reconciler::absorb`).
+    pub hold_saves: bool,
 }
 
 /// The running reconciler thread.
 pub struct Reconciler {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
+    absorb: Sender<Vec<SavedQuota>>,
 }
 
 impl Reconciler {
@@ -71,7 +75,8 @@ impl Reconciler {
     /// worker serves a saved key on a default grant.
     pub fn start(spec: ReconcilerSpec) -> Result<Reconciler, String> {
         let stop = Arc::new(AtomicBool::new(false));
-        let mut core = Core::new(&spec);
+        let (absorb, absorbed) = crossbeam_channel::unbounded();
+        let mut core = Core::new(&spec, absorbed);
         if let Some((config, status)) = &spec.cluster {
             let link = RedisLink::new(&config.redis)
                 .map_err(|e| format!("cluster.redis: {e}"))?
@@ -104,7 +109,13 @@ impl Reconciler {
         Ok(Reconciler {
             stop,
             handle: Some(handle),
+            absorb,
         })
+    }
+
+    /// Where a predecessor's last quota use goes (see `absorb`).
+    pub fn absorber(&self) -> Sender<Vec<SavedQuota>> {
+        self.absorb.clone()
     }
 
     /// Stops the thread after a last round and a last save.
@@ -201,10 +212,14 @@ struct Core {
     /// every ten seconds, retried every round).
     save_error_said: Option<std::time::Instant>,
     cluster: Option<ClusterMode>,
+    /// A predecessor's use not counted at start (`ReconcilerSpec::hold_saves`); saves
+    /// wait for it.
+    absorbed: Receiver<Vec<SavedQuota>>,
+    saves_held: bool,
 }
 
 impl Core {
-    fn new(spec: &ReconcilerSpec) -> Core {
+    fn new(spec: &ReconcilerSpec, absorbed: Receiver<Vec<SavedQuota>>) -> Core {
         Core {
             workers: spec.workers.max(1),
             interval: spec.interval,
@@ -222,6 +237,31 @@ impl Core {
             recharge: false,
             save_error_said: None,
             cluster: None,
+            absorbed,
+            saves_held: spec.hold_saves,
+        }
+    }
+
+    /// Adds a predecessor's use since this process read the state file (an upgrade), and
+    /// lets saves go ahead. In cluster mode Redis counted it already (the predecessor
+    /// charged its use before it exited).
+    fn absorb(&mut self, extra: &[SavedQuota]) {
+        self.saves_held = false;
+        if self.cluster.is_some() {
+            return;
+        }
+        for q in extra {
+            match self.quotas.get_mut(&q.id) {
+                Some(key) if key.day == q.day => {
+                    key.ledger.add_used_elsewhere(q.used);
+                    self.quota_changed = true;
+                }
+                Some(_) => {}
+                None => {
+                    self.announce_saved(std::slice::from_ref(q));
+                    self.quota_changed = true;
+                }
+            }
         }
     }
 
@@ -261,8 +301,11 @@ impl Core {
         loop {
             let stopping = stop.load(Ordering::SeqCst);
             let now = Instant::now();
+            for extra in self.absorbed.try_iter().collect::<Vec<_>>() {
+                self.absorb(&extra);
+            }
             self.round_trip(now);
-            if stopping || now.duration_since(last_save) >= SAVE_EVERY {
+            if stopping || (!self.saves_held && now.duration_since(last_save) >= SAVE_EVERY) {
                 last_save = now;
                 self.save();
             }

@@ -15,7 +15,9 @@
 //! 7. `proxy` drives connections, runs the chains and the upstream exchange; `runtime`
 //!    owns the pinned workers;
 //! 8. `control` (admin API, health checks, config watcher) plugs into the runtime, and
-//!    `gateway` starts the two together.
+//!    `gateway` starts the two together;
+//! 9. `upgrade`: a running gateway handing its sockets to its successor (zero-downtime
+//!    upgrade), over the runtime's handle.
 
 // No unwrap/expect outside tests: a panic on a worker aborts the process (panic = abort).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]

@@ -8,8 +8,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 
 use ringgate::config;
-use ringgate::runtime::GatewayHandle;
-use ringgate::upgrade::{Predecessor, Relaunch, Successor};
+use ringgate::upgrade::{Predecessor, Relaunch, TakenOver};
 
 /// jemalloc keeps objects of one size class together, so the small state of thousands of
 /// parked connections does not pin the pages that their freed buffers and serving
@@ -21,11 +20,6 @@ use ringgate::upgrade::{Predecessor, Relaunch, Successor};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const DEFAULT_CONFIG: &str = "/etc/ringgate/ringgate.toml";
-/// How long an upgrade's new process may take to serve (config, Redis, workers).
-const UPGRADE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
-/// How long the new process waits for the old one to stop accepting (it does so as soon
-/// as it hears the new one serves).
-const RELEASE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Parser)]
 #[command(
@@ -99,6 +93,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // First, while no thread or descriptor of ours exists: the channel an upgrading
+    // gateway passed, if it started this process.
+    let predecessor = Predecessor::from_env();
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {
@@ -135,14 +132,24 @@ fn main() -> ExitCode {
         ),
         Command::Run { config } => {
             init_logging();
+            let predecessor = match predecessor.transpose() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: upgrade: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let Some(signals) = signals() else {
+                return ExitCode::FAILURE;
+            };
             for warning in config::secret_file_warnings(&config) {
                 log::warn!("{warning}");
             }
             match config::load(&config) {
-                Ok(cfg) => serve(cfg, None, Some(&config)),
+                Ok(cfg) => serve(cfg, None, Some(&config), signals, predecessor),
                 Err(errors) => {
                     // Started by an upgrade: the running gateway says why in its log too.
-                    if let Some(Ok(p)) = Predecessor::from_env() {
+                    if let Some(p) = predecessor {
                         p.failed(&format!(
                             "{}: {} config problem(s), the first: {}",
                             config.display(),
@@ -189,10 +196,26 @@ fn main() -> ExitCode {
                 .replace("127.0.0.1:8443", &tls_listen)
                 .replace("127.0.0.1:8080", &listen)
                 .replace("127.0.0.1:9901", &admin);
+            let Some(signals) = signals() else {
+                return ExitCode::FAILURE;
+            };
             match config::parse(&text) {
-                Ok(cfg) => serve(cfg, Some(()), None),
+                Ok(cfg) => serve(cfg, Some(()), None, signals, None),
                 Err(errors) => report("embedded demo config", &errors),
             }
+        }
+    }
+}
+
+/// The signals a gateway handles, registered before anything slow starts (config, Redis,
+/// workers): until then the default action of SIGHUP or SIGUSR1/2, sent to the whole
+/// service, would end the process; from here on they wait to be handled.
+fn signals() -> Option<Signals> {
+    match Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2]) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("error: cannot install signal handlers: {e}");
+            None
         }
     }
 }
@@ -288,27 +311,17 @@ fn report(source: &str, errors: &[config::ConfigError]) -> ExitCode {
 
 /// Starts the gateway and blocks until SIGTERM or SIGINT, then drains and exits 0; or
 /// until SIGUSR2 started a successor that took over (an upgrade), then drains and exits 0.
-/// `reload_from`: the config file SIGHUP reloads (none for the embedded demo config).
-fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::Path>) -> ExitCode {
-    // Registered before the workers start so an early signal is not lost.
-    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+/// `reload_from`: the config file SIGHUP reloads (none for the embedded demo config);
+/// `predecessor`: the gateway this process takes over from (an upgrade).
+fn serve(
+    cfg: config::Config,
+    demo: Option<()>,
+    reload_from: Option<&std::path::Path>,
+    mut signals: Signals,
+    predecessor: Option<Predecessor>,
+) -> ExitCode {
     // Read now: once a package has replaced the binary, /proc/self/exe names the old one.
     let relaunch = Relaunch::of_this_process();
-    // Started by a running gateway's upgrade: its listening sockets are ours to take.
-    let predecessor = match Predecessor::from_env() {
-        None => None,
-        Some(Ok(p)) => Some(p),
-        Some(Err(e)) => {
-            eprintln!("error: upgrade: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let started = match &predecessor {
         Some(p) => p
             .receive_sockets()
@@ -345,9 +358,8 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
         env!("CARGO_PKG_VERSION"),
         addrs.join(", ")
     );
-    if let Some(p) = predecessor {
-        take_over_from(p, &mut handle);
-    }
+    let taken_over: Option<TakenOver> =
+        predecessor.map(|p| ringgate::upgrade::take_over(p, &mut handle));
     // Under systemd (`Type=notify`): ready now, then watchdog pings and status lines.
     let mut supervisor = ringgate::control::systemd::Notifier::from_env().and_then(|notifier| {
         let watchdog = ringgate::control::systemd::watchdog_interval();
@@ -381,27 +393,47 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
             }
             (SIGHUP, None) => log::warn!("SIGHUP: the embedded demo config cannot be reloaded"),
             (SIGUSR1, _) => handle.reopen_logs(),
-            (SIGUSR2, Some(_)) => match start_successor(&handle, relaunch.as_ref()) {
-                Ok(s) => {
-                    successor = Some(s);
-                    break;
+            // One upgrade at a time: the process this one took over from counts its last
+            // quota use here once it stops; a successor started before that would read
+            // the state file without it.
+            (SIGUSR2, Some(_)) if taken_over.as_ref().is_some_and(|t| !t.finished()) => {
+                log::warn!("SIGUSR2: the previous upgrade's old process is still draining; upgrade again once it has stopped")
+            }
+            (SIGUSR2, Some(_)) => {
+                match ringgate::upgrade::start_successor(&handle, relaunch.as_ref()) {
+                    Ok(s) => {
+                        successor = Some(s);
+                        break;
+                    }
+                    Err(e) => log::error!("upgrade failed, still serving: {e}"),
                 }
-                Err(e) => log::error!("upgrade failed, still serving: {e}"),
-            },
+            }
             (SIGUSR2, None) => log::warn!("SIGUSR2: the demo cannot be upgraded in place"),
             _ => break,
         }
     }
     let report = match successor {
         Some(successor) => {
+            // A stop asked while the successor started is the service's: passed on.
+            // (A reload or log reopening asked meanwhile is moot: the successor read the
+            // config and opened the log afresh.)
+            let stop_asked = signals.pending().any(|s| s == SIGTERM || s == SIGINT);
             let pid = successor.pid();
             if let Some(s) = supervisor.take() {
                 s.handed_over(pid);
             }
-            let released = successor.release();
             log::info!("upgrade: process {pid} serves; draining");
-            let report = handle.hand_over();
-            released.finished();
+            let mut released = None;
+            let report = handle.hand_over(|| {
+                let r = successor.release();
+                if stop_asked {
+                    r.stop_successor();
+                }
+                released = Some(r);
+            });
+            if let Some(released) = released {
+                released.finished();
+            }
             report
         }
         None => {
@@ -409,7 +441,10 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
             if let Some(s) = &supervisor {
                 s.stopping();
             }
-            handle.shutdown()
+            match &taken_over {
+                Some(t) => handle.shutdown_after(|| t.wait_finished()),
+                None => handle.shutdown(),
+            }
         }
     };
     drop(supervisor);
@@ -421,45 +456,4 @@ fn serve(cfg: config::Config, demo: Option<()>, reload_from: Option<&std::path::
     }
     log::info!("stopped");
     ExitCode::SUCCESS
-}
-
-/// SIGUSR2: starts the binary at this process's path as its successor, hands it the
-/// listening sockets and waits until it serves. On failure the successor is gone and
-/// this process serves on, alone.
-fn start_successor(
-    handle: &GatewayHandle,
-    relaunch: Result<&Relaunch, &std::io::Error>,
-) -> Result<Successor, String> {
-    let relaunch = relaunch.map_err(|e| format!("this process's binary is unknown: {e}"))?;
-    log::info!("upgrade: starting {relaunch:?}");
-    let mut successor = Successor::start(handle, relaunch)?;
-    match successor.wait_ready(UPGRADE_WITHIN) {
-        Ok(()) => Ok(successor),
-        Err(e) => {
-            successor.abandon(handle);
-            Err(e)
-        }
-    }
-}
-
-/// Started by an upgrade and serving: tells the old process, and waits until it no
-/// longer accepts; from then on the listening sockets are this process's alone.
-fn take_over_from(predecessor: Predecessor, handle: &mut GatewayHandle) {
-    if let Err(e) = predecessor.ready() {
-        log::warn!("upgrade: cannot tell the old process we serve ({e}); serving on");
-    }
-    if predecessor.wait_released(RELEASE_WITHIN) {
-        log::info!("upgrade: took over from the old process");
-    } else {
-        log::warn!("upgrade: the old process did not let go within {RELEASE_WITHIN:?}; serving on");
-    }
-    handle.listeners_released();
-    // The old process goes on counting quota use while it drains: added once it stops.
-    let count = handle.take_predecessor_use();
-    predecessor.when_finished(move || {
-        if let Some(count) = count {
-            count.count();
-        }
-        log::info!("upgrade: the old process has stopped");
-    });
 }

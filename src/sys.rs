@@ -99,6 +99,18 @@ pub fn terminate_self() {
     }
 }
 
+/// Sends SIGTERM to `pid` (an upgrade's successor: a child of ours, not yet reaped, so
+/// the pid cannot have been reused).
+pub fn terminate(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill(2) with a valid signal number; no memory is involved.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+}
+
 /// Gives the pages of freed heap memory back to the kernel: after thousands of
 /// connections went idle and freed their buffers, resident memory follows. The binary's
 /// allocator is jemalloc (`main.rs`), which keeps freed pages for ten seconds before

@@ -151,6 +151,8 @@ fn an_upgrade_makes_the_successor_the_main_process() {
         .spawn()
         .unwrap();
     let mut old = KilledOnDrop(child);
+    // The successor is not our child: found by its config's path however the test ends.
+    let _successors = KillMatching(config.display().to_string());
     receive_until(&socket, "READY=1", Duration::from_secs(10));
     receive_until(&socket, "WATCHDOG=1", Duration::from_secs(2));
 
@@ -168,7 +170,6 @@ fn an_upgrade_makes_the_successor_the_main_process() {
         handed.contains(&format!("STATUS=handed over to process {new_pid}")),
         "{handed}"
     );
-    let killer = KillPid(new_pid);
     let got = receive_until(&socket, "READY=1", Duration::from_secs(5));
     assert!(!got.iter().any(|m| m.contains("STOPPING=1")), "{got:?}");
     // The old process exits; the pings go on (the successor's).
@@ -187,17 +188,16 @@ fn an_upgrade_makes_the_successor_the_main_process() {
     assert!(pings >= 5, "{pings} pings in a second from the successor");
     signal(new_pid, "-TERM");
     receive_until(&socket, "STOPPING=1", Duration::from_secs(5));
-    drop(killer);
 }
 
-/// Kills a process that is not our child (an upgrade's successor) however the test ends.
-struct KillPid(u32);
+/// Kills the processes whose command line has this in it (an upgrade's successor, not
+/// our child) however the test ends.
+struct KillMatching(String);
 
-impl Drop for KillPid {
+impl Drop for KillMatching {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &self.0.to_string()])
-            .stderr(Stdio::null())
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &self.0])
             .status();
     }
 }

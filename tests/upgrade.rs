@@ -103,6 +103,11 @@ impl Upgradable {
     /// successor's pid.
     fn upgrade(&self, pid: u32, nth: usize) -> u32 {
         signal(pid, "-USR2");
+        self.upgrade_pid(nth)
+    }
+
+    /// The pid of the `nth` successor, once the log names it.
+    fn upgrade_pid(&self, nth: usize) -> u32 {
         let text = wait_for_log(&self.log, "upgrade: process ", nth);
         let at = text
             .match_indices("upgrade: process ")
@@ -120,14 +125,11 @@ impl Upgradable {
 
 impl Drop for Upgradable {
     fn drop(&mut self) {
-        // Successors are found in the log: every process that took over.
-        for line in self.log_text().lines() {
-            if let Some(rest) = line.split("upgrade: process ").nth(1) {
-                if let Some(pid) = rest.split(' ').next() {
-                    let _ = Command::new("kill").args(["-KILL", pid]).status();
-                }
-            }
-        }
+        // Successors are not our children: every process run with this folder's config.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f"])
+            .arg(self.dir.join("ringgate.toml"))
+            .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -507,11 +509,74 @@ fn a_failed_upgrade_leaves_the_old_process_serving(driver: Driver) {
     assert!(eventually(Duration::from_secs(10), || !alive(successor)));
 }
 
+/// Signals that arrive while the successor starts (the old process's main thread waits
+/// for it then) neither fail the upgrade nor get lost: a reload or a log reopening is
+/// moot (the successor reads both afresh), a stop is passed on to the successor.
+fn signals_during_an_upgrade(driver: Driver) {
+    let mut gw = Upgradable::start("upgrade-signals", driver);
+    let pid = gw.first.0.id();
+    signal(pid, "-USR2");
+    for _ in 0..5 {
+        signal(pid, "-HUP");
+        signal(pid, "-USR1");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = wait_for_log(&gw.log, "upgrade: process ", 1);
+    assert!(!text.contains("upgrade failed"), "{text}");
+    let status = wait_exit(&mut gw.first, Duration::from_secs(15));
+    assert!(status.success());
+    assert_eq!(Client::connect(gw.addr).get("/r/x").status, 200);
+
+    // A stop during an upgrade stops the service: both processes end.
+    let successor = gw.upgrade_pid(1);
+    wait_for_log(&gw.log, "upgrade: the old process has stopped", 1);
+    signal(successor, "-USR2");
+    signal(successor, "-TERM");
+    let third = gw.upgrade_pid(2);
+    wait_for_log(&gw.log, "a stop came during the upgrade", 1);
+    assert!(
+        eventually(Duration::from_secs(15), || !alive(successor)
+            && !alive(third)),
+        "still running:\n{}",
+        gw.log_text()
+    );
+}
+
+/// While the process it took over from still drains, a successor refuses to upgrade
+/// again (it is yet to count that process's last quota use); once it has stopped, the
+/// next upgrade goes through.
+fn one_upgrade_at_a_time(driver: Driver) {
+    let gw = Upgradable::start("upgrade-one", driver);
+    let pid = gw.first.0.id();
+    // An idle keep-alive connection keeps the old process draining (up to 5 s).
+    let tally = Tally::default();
+    let mut idle = connect(gw.addr, &tally).unwrap();
+    idle.get_mut()
+        .write_all(b"GET /r/1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    read_response(&mut idle).unwrap();
+    let successor = gw.upgrade(pid, 1);
+    signal(successor, "-USR2");
+    wait_for_log(
+        &gw.log,
+        "still draining; upgrade again once it has stopped",
+        1,
+    );
+    drop(idle);
+    wait_for_log(&gw.log, "upgrade: the old process has stopped", 1);
+    let third = gw.upgrade(successor, 2);
+    assert!(eventually(Duration::from_secs(15), || !alive(successor)));
+    assert!(alive(third));
+    assert_eq!(Client::connect(gw.addr).get("/r/x").status, 200);
+}
+
 on_both_drivers!(
     upgrade_under_load_fails_nothing,
     an_idle_connection_is_served_its_next_request,
     a_failed_upgrade_leaves_the_old_process_serving,
     a_daily_quota_stays_exact_across_an_upgrade,
+    signals_during_an_upgrade,
+    one_upgrade_at_a_time,
 );
 
 /// The sum of `used` over a quota state file's keys.
@@ -528,7 +593,8 @@ fn saved_use(path: &Path) -> u64 {
 
 /// A daily quota with a local state file stays exact across an upgrade: what the old
 /// process admitted while the new one already served is counted by the new one once the
-/// old one has stopped (and only then does the new one write the state file).
+/// old one has stopped (until then the new one holds to half of what was left, and does
+/// not write the state file).
 fn a_daily_quota_stays_exact_across_an_upgrade(driver: Driver) {
     const QUOTA: u64 = 3000;
     let state_dir = temp_dir("upgrade-quota-state");
@@ -545,18 +611,14 @@ fn a_daily_quota_stays_exact_across_an_upgrade(driver: Driver) {
     let successor = gw.upgrade(pid, 1);
     wait_exit(&mut gw.first, Duration::from_secs(15));
     wait_for_log(&gw.log, "upgrade: the old process has stopped", 1);
-    // Until the quota is used up: half a second of 429s only (a worker short of its
-    // grant refuses for a moment too, until the reconciler moves units to it).
-    let mut last = (load.served(), Instant::now());
-    let used_up = eventually(Duration::from_secs(20), || {
-        let served = load.served();
-        if served != last.0 {
-            last = (served, Instant::now());
-        }
-        last.1.elapsed() > Duration::from_millis(500)
-            && load.tally.limited.load(Ordering::SeqCst) > 0
-    });
-    assert!(used_up, "the quota never ran out: {} served", load.served());
+    // Until the quota is used up (short of it within 30 s: some of it was lost), and a
+    // second more (any over it shows).
+    assert!(
+        eventually(Duration::from_secs(30), || load.served() >= QUOTA),
+        "only {} admitted",
+        load.served()
+    );
+    std::thread::sleep(Duration::from_secs(1));
     let tally = load.finish();
     assert!(
         tally.failed.lock().unwrap().is_empty(),

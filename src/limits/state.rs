@@ -170,7 +170,8 @@ impl PredecessorUse {
         let extra = use_since(&self.read_at_start, &now);
         if !extra.is_empty() {
             log::info!(
-                "upgrade: counting the old process's last use of {} quota key(s)",
+                "upgrade: counting the old process's last use: {} unit(s) of {} quota key(s)",
+                extra.iter().map(|q| q.used).sum::<u64>(),
                 extra.len()
             );
         }

@@ -622,26 +622,50 @@ impl GatewayHandle {
     /// Graceful shutdown: stop accepting, let in-flight requests finish (up to the drain
     /// timeout), close idle connections, stop the workers and the admin listener.
     pub fn shutdown(self) -> DrainReport {
-        self.drain(WorkerCommand::Drain)
+        self.drain(WorkerCommand::Drain, || {}, || {})
+    }
+
+    /// As `shutdown`, with `before_last_save` run once the workers are done and before
+    /// the limits' last save (a successor waits there for its predecessor's last quota
+    /// use, which the predecessor saves as it stops: it drained alongside).
+    pub fn shutdown_after(self, before_last_save: impl FnOnce()) -> DrainReport {
+        self.drain(WorkerCommand::Drain, || {}, before_last_save)
     }
 
     /// After an upgrade's handover (the successor accepts on the same sockets): stop
-    /// accepting (the admin listener first, so admin calls reach the successor), let
-    /// in-flight requests finish, serve each idle connection's next request with
-    /// `Connection: close` (up to the drain timeout), stop.
-    pub fn hand_over(mut self) -> DrainReport {
+    /// accepting (the admin listener first, so admin calls reach the successor), run
+    /// `stopped_accepting` once every worker has been told to, let in-flight requests
+    /// finish, serve each idle connection's next request with `Connection: close` (up to
+    /// the drain timeout), stop.
+    pub fn hand_over(mut self, stopped_accepting: impl FnOnce()) -> DrainReport {
         if let Some(admin) = self.admin.take() {
             admin.stop();
         }
+        self.drain(WorkerCommand::HandOver, stopped_accepting, || {})
+    }
+
+    /// `server.drain_timeout` as configured now.
+    pub fn drain_timeout(&self) -> Duration {
+        self.state
+            .snapshot
+            .read()
+            .map(|s| s.config.server.drain_timeout)
+            .unwrap_or(Duration::from_secs(30))
+    }
+
+    fn drain(
+        mut self,
+        command: WorkerCommand,
+        told: impl FnOnce(),
+        before_last_save: impl FnOnce(),
+    ) -> DrainReport {
+        let handing_over = matches!(command, WorkerCommand::HandOver);
+        self.state.draining.store(true, Ordering::SeqCst);
+        // No successor is handed these copies any more (and the admin socket's copy
+        // would keep it listening).
         if let Ok(mut sockets) = self.state.handover.lock() {
             sockets.clear();
         }
-        self.drain(WorkerCommand::HandOver)
-    }
-
-    fn drain(mut self, command: WorkerCommand) -> DrainReport {
-        let handing_over = matches!(command, WorkerCommand::HandOver);
-        self.state.draining.store(true, Ordering::SeqCst);
         for (_, tx) in &self.workers {
             let _ = tx.send(if handing_over {
                 WorkerCommand::HandOver
@@ -649,6 +673,7 @@ impl GatewayHandle {
                 WorkerCommand::Drain
             });
         }
+        told();
         for (handle, _) in self.workers.drain(..) {
             let _ = handle.join();
         }
@@ -658,6 +683,7 @@ impl GatewayHandle {
         if let Some(directory) = self.directory.take() {
             directory.stop();
         }
+        before_last_save();
         // After the workers: their last reports are counted and saved.
         if let Some(reconciler) = self.reconciler.take() {
             reconciler.stop();

@@ -311,6 +311,10 @@ async fn worker_main(driver: super::driver::DriverKind, spec: WorkerSpec) {
     // complete it (taking a connection off the queue) until its cancellation is through,
     // and a connection taken by an accept whose ring is torn down would be closed unseen.
     // At a handover nothing shut the sockets down, so this is no rare race.
+    // At a handover idle connections are left to send their next request; those still
+    // idle this close to the deadline are closed, so that only requests in flight are
+    // cut when it passes (a stop closed them at once).
+    let close_idle_at = deadline - (server.drain_timeout / 4).min(Duration::from_secs(1));
     while (ctx.open_connections() > 0 || accepting.get() > 0 || !sweepers.is_empty())
         && Instant::now() < deadline
     {
@@ -322,6 +326,14 @@ async fn worker_main(driver: super::driver::DriverKind, spec: WorkerSpec) {
         }
         monoio::time::sleep(TICK).await;
         state.worker_ticked(id);
+        let now = Instant::now();
+        if now >= close_idle_at && !ctx.close_idle.is_fired() {
+            ctx.close_idle.fire();
+        }
+        // Parked connections reach their keep-alive timeout as they would serving.
+        if !ctx.parked.is_empty() {
+            ctx.parked.sweep(now);
+        }
         // Requests in flight may be waiting for an app record.
         apply_app_updates(&ctx, app_updates.as_ref());
         exchange_limits(&ctx, &limits);

@@ -21,12 +21,21 @@ pub struct Relaunch {
 }
 
 impl Relaunch {
-    /// This process's binary and arguments, read at start (later, `/proc/self/exe`
-    /// names the old binary, deleted once a package replaced it).
+    /// This process's binary as it was started (`argv[0]`, made absolute now: a symlink
+    /// such as `/usr/local/bin/ringgate -> /opt/ringgate-1.2/ringgate` is followed anew
+    /// at the upgrade, to the version it points at then), else the executable's own path;
+    /// and the same arguments.
     pub fn of_this_process() -> io::Result<Relaunch> {
+        let mut args = std::env::args_os();
+        let argv0 = args.next().map(PathBuf::from);
+        let exe = match argv0 {
+            // A path (not a bare name looked up in PATH): relative to where we started.
+            Some(p) if p.components().count() > 1 => std::env::current_dir()?.join(p),
+            _ => std::env::current_exe()?,
+        };
         Ok(Relaunch {
-            exe: std::env::current_exe()?,
-            args: std::env::args_os().skip(1).collect(),
+            exe,
+            args: args.collect(),
         })
     }
 }
@@ -89,9 +98,9 @@ impl Successor {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                let _ = self.child.kill();
+                self.stop();
                 return Err(format!(
-                    "no word from the new process within {timeout:?}; killed it"
+                    "no word from the new process within {timeout:?}; stopped it"
                 ));
             }
             match self.channel.receive(left) {
@@ -109,24 +118,34 @@ impl Successor {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) => {}
                 Err(e) => {
-                    let _ = self.child.kill();
+                    self.stop();
                     return Err(format!(
-                        "the channel to the new process failed ({e}); killed it"
+                        "the channel to the new process failed ({e}); stopped it"
                     ));
                 }
             }
         }
     }
 
-    /// Why the successor closed its channel: its exit status (it is killed if it has
+    /// Why the successor closed its channel: its exit status (it is stopped if it has
     /// not exited within a second).
     fn gone(&mut self) -> String {
         match self.exited_within(Duration::from_secs(1)) {
             Some(status) => format!("the new process exited ({status})"),
             None => {
-                let _ = self.child.kill();
-                "the new process closed its channel; killed it".to_string()
+                self.stop();
+                "the new process closed its channel; stopped it".to_string()
             }
+        }
+    }
+
+    /// Stops the successor: SIGTERM first (it may have accepted connections on the shared
+    /// sockets; its drain serves them and leaves the sockets listening), SIGKILL if it
+    /// has not exited within a few seconds.
+    fn stop(&mut self) {
+        crate::sys::terminate(self.child.id());
+        if self.exited_within(Duration::from_secs(5)).is_none() {
+            let _ = self.child.kill();
         }
     }
 
@@ -144,10 +163,12 @@ impl Successor {
         }
     }
 
-    /// The upgrade failed: the successor is killed (if it still runs) and reaped, and
+    /// The upgrade failed: the successor is stopped (if it still runs) and reaped, and
     /// the sockets are this gateway's alone again.
     pub fn abandon(mut self, handle: &GatewayHandle) {
-        let _ = self.child.kill();
+        if self.exited_within(Duration::ZERO).is_none() {
+            self.stop();
+        }
         let _ = self.child.wait();
         handle.listeners_released();
         handle.sweep_listeners();
@@ -160,6 +181,7 @@ impl Successor {
             log::warn!("upgrade: cannot tell the new process it is on its own: {e}");
         }
         Released {
+            pid: self.child.id(),
             channel: self.channel,
         }
     }
@@ -168,9 +190,20 @@ impl Successor {
 /// The successor serves alone; this gateway drains.
 pub struct Released {
     channel: Channel,
+    pid: u32,
 }
 
 impl Released {
+    /// A stop was asked of this process while it started the successor: the service is
+    /// to stop, so the successor (now the main process) is asked to stop too.
+    pub fn stop_successor(&self) {
+        log::info!(
+            "upgrade: a stop came during the upgrade; asking process {} to stop",
+            self.pid
+        );
+        crate::sys::terminate(self.pid);
+    }
+
     /// Drained and stopped, its last quota use saved: the successor counts it now.
     pub fn finished(self) {
         let _ = self.channel.send("finished", None);

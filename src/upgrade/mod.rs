@@ -11,9 +11,9 @@
 //!   socket, `key-seeds a b c d` (the limit key hash's seeds: the successor files quota
 //!   use under the same keys), then `end`;
 //! - successor to predecessor: `ready <pid>` once it serves, or `failed <why>`;
-//! - predecessor to successor: `released` once it no longer accepts (under systemd, after
-//!   it has named the successor the service's main process), so the successor may drain
-//!   them alone and tell systemd its state; `finished` once it has stopped, its last
+//! - predecessor to successor: `released` once it has told its workers to stop
+//!   accepting (under systemd, after naming the successor the service's main process),
+//!   so the successor may treat the sockets as its own and tell systemd its state; `finished` once it has stopped, its last
 //!   quota use saved (the successor adds it to its own, and saves the state file only
 //!   from then on).
 //!
@@ -22,9 +22,11 @@
 
 mod channel;
 mod hand_off;
+mod lifecycle;
 mod take_over;
 
 pub use hand_off::{Relaunch, Released, Successor};
+pub use lifecycle::{start_successor, take_over, TakenOver};
 pub use take_over::Predecessor;
 
 /// The environment variable that tells a successor where its channel is.

@@ -2,7 +2,10 @@
 //! serves, learn when the predecessor has let go.
 
 use std::io;
+use std::os::fd::IntoRawFd;
 use std::time::{Duration, Instant};
+
+use socket2::SockRef;
 
 use super::channel::{Channel, Received};
 use super::CHANNEL_FD_ENV;
@@ -18,13 +21,25 @@ pub struct Predecessor {
 
 impl Predecessor {
     /// The predecessor's channel, when this process was started by an upgrade
-    /// (`RINGGATE_UPGRADE_FD`); an error when the variable names no usable socket.
+    /// (`RINGGATE_UPGRADE_FD`); an error when the variable names no usable socket. Call
+    /// it first thing in `main`, before any thread or descriptor of this process exists
+    /// (so the number cannot name one of ours); the variable is removed, so no child of
+    /// ours sees it.
     pub fn from_env() -> Option<Result<Predecessor, String>> {
         let value = std::env::var(CHANNEL_FD_ENV).ok()?;
+        std::env::remove_var(CHANNEL_FD_ENV);
         let adopted = value
             .parse()
             .map_err(|_| io::Error::other("not a descriptor number"))
             .and_then(crate::sys::adopt_inherited_socket)
+            .and_then(|socket| match SockRef::from(&socket).r#type() {
+                Ok(t) if t == socket2::Type::SEQPACKET => Ok(socket),
+                _ => {
+                    // Not the channel: not ours to close either.
+                    let _ = socket.into_raw_fd();
+                    Err(io::Error::other("not the upgrade's channel"))
+                }
+            })
             .map(|socket| Predecessor {
                 channel: Channel::new(socket),
             })
@@ -81,26 +96,27 @@ impl Predecessor {
             }
         }
         // Cut to what a message holds; the whole story is in the log.
-        let mut why = why.lines().next().unwrap_or("").to_string();
-        why.truncate(400);
+        let why: String = why.lines().next().unwrap_or("").chars().take(300).collect();
         let _ = self.channel.send(&format!("failed {why}"), None);
     }
 
-    /// Waits (on a thread of its own) until the predecessor has stopped, then runs
-    /// `then`: at most its drain timeout after `released`, or at once if it is gone.
-    pub fn when_finished(self, then: impl FnOnce() + Send + 'static) {
+    /// Waits (on a thread of its own) until the predecessor has stopped, or is gone, or
+    /// `within` has passed (it drains for its drain timeout at most), then runs `then`.
+    pub fn when_finished(self, within: Duration, then: impl FnOnce() + Send + 'static) {
         let spawned = std::thread::Builder::new()
             .name("ringgate-upgrade".into())
             .spawn(move || {
+                let deadline = Instant::now() + within;
                 loop {
-                    match self.channel.receive(Duration::from_secs(3600)) {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        log::warn!("upgrade: the old process has not stopped within {within:?}; going on without it");
+                        break;
+                    }
+                    match self.channel.receive(left) {
                         Ok(Received::Message(m, _)) if m == "finished" => break,
                         Ok(Received::Message(_, _)) => {}
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                            ) => {}
+                        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
                         Ok(Received::Closed) | Err(_) => break,
                     }
                 }

@@ -212,10 +212,13 @@ struct Core {
     /// every ten seconds, retried every round).
     save_error_said: Option<std::time::Instant>,
     cluster: Option<ClusterMode>,
-    /// A predecessor's use not counted at start (`ReconcilerSpec::hold_saves`); saves
-    /// wait for it.
+    /// A predecessor's use not counted at start (`ReconcilerSpec::hold_saves`). Until
+    /// it is, saves wait, and each quota key holds to half of what was left of it when
+    /// this process started: the predecessor may still admit requests meanwhile (while
+    /// this process starts, and one per connection it drains), and what it admitted is
+    /// known only once it has stopped.
     absorbed: Receiver<Vec<SavedQuota>>,
-    saves_held: bool,
+    predecessor_counting: bool,
 }
 
 impl Core {
@@ -238,7 +241,7 @@ impl Core {
             save_error_said: None,
             cluster: None,
             absorbed,
-            saves_held: spec.hold_saves,
+            predecessor_counting: spec.hold_saves,
         }
     }
 
@@ -246,9 +249,12 @@ impl Core {
     /// lets saves go ahead. In cluster mode Redis counted it already (the predecessor
     /// charged its use before it exited).
     fn absorb(&mut self, extra: &[SavedQuota]) {
-        self.saves_held = false;
+        self.predecessor_counting = false;
         if self.cluster.is_some() {
             return;
+        }
+        for key in self.quotas.values_mut() {
+            key.ledger.set_cap(key.per_day);
         }
         for q in extra {
             match self.quotas.get_mut(&q.id) {
@@ -301,11 +307,14 @@ impl Core {
         loop {
             let stopping = stop.load(Ordering::SeqCst);
             let now = Instant::now();
+            // Read after `stopping`: what was sent before the stop is in the last save.
             for extra in self.absorbed.try_iter().collect::<Vec<_>>() {
                 self.absorb(&extra);
             }
             self.round_trip(now);
-            if stopping || (!self.saves_held && now.duration_since(last_save) >= SAVE_EVERY) {
+            if stopping
+                || (!self.predecessor_counting && now.duration_since(last_save) >= SAVE_EVERY)
+            {
                 last_save = now;
                 self.save();
             }

@@ -422,6 +422,17 @@ fn serve(
             if let Some(s) = supervisor.take() {
                 s.handed_over(pid);
             }
+            // Until systemd has seen `MAINPID=`, a stop may still come here: passed on.
+            let forwarding = signals.handle();
+            let forwarder = std::thread::Builder::new()
+                .name("ringgate-signals".into())
+                .spawn(move || {
+                    for s in signals.forever() {
+                        if s == SIGTERM || s == SIGINT {
+                            ringgate::upgrade::stop_successor(pid);
+                        }
+                    }
+                });
             log::info!("upgrade: process {pid} serves; draining");
             let mut released = None;
             let report = handle.hand_over(|| {
@@ -433,6 +444,10 @@ fn serve(
             });
             if let Some(released) = released {
                 released.finished();
+            }
+            forwarding.close();
+            if let Ok(forwarder) = forwarder {
+                let _ = forwarder.join();
             }
             report
         }

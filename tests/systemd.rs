@@ -190,14 +190,23 @@ fn an_upgrade_makes_the_successor_the_main_process() {
     receive_until(&socket, "STOPPING=1", Duration::from_secs(5));
 }
 
-/// Kills the processes whose command line has this in it (an upgrade's successor, not
-/// our child) however the test ends.
+/// Kills the processes running with this config file (an upgrade's successor, not our
+/// child) however the test ends.
 struct KillMatching(String);
 
 impl Drop for KillMatching {
     fn drop(&mut self) {
+        // The config path as a regular expression matching just it, at the line's end.
+        let pattern: String = self
+            .0
+            .chars()
+            .flat_map(|c| {
+                let special = ".^$*+?()[]{}|\\".contains(c);
+                special.then_some('\\').into_iter().chain([c])
+            })
+            .collect();
         let _ = Command::new("pkill")
-            .args(["-KILL", "-f", &self.0])
+            .args(["-KILL", "-f", &format!(" run --config {pattern}$")])
             .status();
     }
 }

@@ -128,10 +128,25 @@ impl Drop for Upgradable {
         // Successors are not our children: every process run with this folder's config.
         let _ = Command::new("pkill")
             .args(["-KILL", "-f"])
-            .arg(self.dir.join("ringgate.toml"))
+            .arg(format!(
+                " run --config {}$",
+                regex_quoted(&self.dir.join("ringgate.toml"))
+            ))
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A path as a regular expression matching just it.
+fn regex_quoted(path: &Path) -> String {
+    path.display()
+        .to_string()
+        .chars()
+        .flat_map(|c| {
+            let special = ".^$*+?()[]{}|\\".contains(c);
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
 }
 
 fn signal(pid: u32, sig: &str) {

@@ -76,9 +76,14 @@ round() {
                 [[ $(grep -c "upgrade: process .* serves" "$log") -ge $nth ]] && break
                 sleep 0.05
             done
-            pid=$(grep -o "upgrade: process [0-9]*" "$log" | sed -n "${nth}p" | awk '{ print $3 }')
+            pid=$(grep -o "upgrade: process [0-9]*" "$log" | sed -n "${nth}p" | awk '{ print $3 }' || true)
             [[ -n "$pid" ]] || die "upgrade $nth did not happen (see $log)"
             upgrades=$nth
+            # One upgrade at a time: the next waits until this one's old process stopped.
+            for _ in $(seq 200); do
+                [[ $(grep -c "upgrade: the old process has stopped" "$log") -ge $nth ]] && break
+                sleep 0.05
+            done
         done
     fi
     wait "$ka" "$new"

@@ -109,11 +109,6 @@ impl QuotaLedger {
         }
     }
 
-    /// Units used before this ledger started counting, and elsewhere since.
-    pub fn base_used(&self) -> u64 {
-        self.base_used
-    }
-
     /// Units used where this ledger could not see them (a predecessor process at an
     /// upgrade): they count as used before it started.
     pub fn add_used_elsewhere(&mut self, units: u64) {

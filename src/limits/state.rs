@@ -147,38 +147,6 @@ pub fn use_since(before: &[SavedQuota], now: &[SavedQuota]) -> Vec<SavedQuota> {
         .collect()
 }
 
-/// What a successor needs to count its predecessor's last quota use (an upgrade): the
-/// state file as it read it at start, and where the difference goes.
-pub struct PredecessorUse {
-    pub path: PathBuf,
-    pub read_at_start: Vec<SavedQuota>,
-    pub absorb: crossbeam_channel::Sender<Vec<SavedQuota>>,
-}
-
-impl PredecessorUse {
-    /// The predecessor has stopped (its last save is written, or it is gone): adds what
-    /// it used since this process read the file, and lets this process save again.
-    pub fn count(self) {
-        let now = match load(&self.path) {
-            Ok(Some(state)) => state.quotas,
-            Ok(None) => Vec::new(),
-            Err(e) => {
-                log::error!("traffic.state_file: {e}; the old process's last use is not counted");
-                Vec::new()
-            }
-        };
-        let extra = use_since(&self.read_at_start, &now);
-        if !extra.is_empty() {
-            log::info!(
-                "upgrade: counting the old process's last use: {} unit(s) of {} quota key(s)",
-                extra.iter().map(|q| q.used).sum::<u64>(),
-                extra.len()
-            );
-        }
-        let _ = self.absorb.send(extra);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

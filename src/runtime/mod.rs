@@ -32,7 +32,7 @@ use crate::auth::nonce::NonceCache;
 use crate::auth::store::RedisStore;
 use crate::config::{AppsSource, ClusterConfig, Config, ListenConfig, WorkerCount};
 use crate::limits::lease::ClusterStatus;
-use crate::limits::reconciler::{Reconciler, ReconcilerSpec};
+use crate::limits::reconciler::{PredecessorUse, Reconciler, ReconcilerSpec};
 use crate::limits::state;
 use crate::redis_link::RedisLink;
 use crate::snapshot::Snapshot;
@@ -186,7 +186,7 @@ pub struct GatewayHandle {
     reconciler: Option<Reconciler>,
     /// Taking over at an upgrade with a quota state file: to count what the predecessor
     /// used after this process read the file.
-    predecessor_use: Option<state::PredecessorUse>,
+    predecessor_use: Option<PredecessorUse>,
 }
 
 /// How a drain went.
@@ -441,17 +441,14 @@ pub fn start(
         seeds,
         saved,
         cluster: traffic.cluster.clone().zip(state.cluster.clone()),
-        hold_saves: inheriting,
+        successor: inheriting,
     })?;
     // At an upgrade, the predecessor goes on counting (and saving) for a while.
-    let predecessor_use = match (&traffic.state_file, inheriting) {
-        (Some(path), true) => Some(state::PredecessorUse {
-            path: path.clone(),
-            read_at_start: saved_at_start,
-            absorb: reconciler.absorber(),
-        }),
-        _ => None,
-    };
+    let predecessor_use = inheriting.then(|| PredecessorUse {
+        path: traffic.state_file.clone(),
+        read_at_start: saved_at_start,
+        reconciler: reconciler.handover(),
+    });
     let admin = match admin_socket {
         Some(socket) => Some(
             control
@@ -593,10 +590,28 @@ impl GatewayHandle {
             .collect()
     }
 
-    /// What counts the predecessor's last quota use once it has stopped (an upgrade with
-    /// a quota state file; `None` otherwise, or when taken already).
-    pub fn take_predecessor_use(&mut self) -> Option<state::PredecessorUse> {
+    /// What counts the predecessor's last quota use once it has stopped (an upgrade;
+    /// `None` otherwise, or when taken already).
+    pub fn take_predecessor_use(&mut self) -> Option<PredecessorUse> {
         self.predecessor_use.take()
+    }
+
+    /// A successor is about to start (an upgrade): the quota state file is saved now, for
+    /// it to read, and each quota held to half of what is left (see
+    /// `limits::reconciler::handover`).
+    pub fn split_quotas_for_successor(&self) {
+        if let Some(r) = &self.reconciler {
+            r.split_for_successor();
+        }
+    }
+
+    /// The successor failed: the whole quotas again.
+    pub fn whole_quotas_again(&self) {
+        if let Some(r) = &self.reconciler {
+            let _ = r
+                .handover()
+                .send(crate::limits::reconciler::Handover::Unsplit);
+        }
     }
 
     /// The seeds of the limit key hash, for a successor (see `Inherited`).

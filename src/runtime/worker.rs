@@ -331,7 +331,8 @@ async fn worker_main(driver: super::driver::DriverKind, spec: WorkerSpec) {
             ctx.close_idle.fire();
         }
         // Parked connections reach their keep-alive timeout as they would serving.
-        if !ctx.parked.is_empty() {
+        if !ctx.parked.is_empty() && now.duration_since(last_park_sweep) >= PARK_SWEEP_EVERY {
+            last_park_sweep = now;
             ctx.parked.sweep(now);
         }
         // Requests in flight may be waiting for an app record.

@@ -21,23 +21,46 @@ pub struct Relaunch {
 }
 
 impl Relaunch {
-    /// This process's binary as it was started (`argv[0]`, made absolute now: a symlink
-    /// such as `/usr/local/bin/ringgate -> /opt/ringgate-1.2/ringgate` is followed anew
-    /// at the upgrade, to the version it points at then), else the executable's own path;
-    /// and the same arguments.
+    /// This process's binary as it was started (`argv[0]`: a symlink such as
+    /// `/usr/local/bin/ringgate -> /opt/ringgate-1.2/ringgate` is followed anew at the
+    /// upgrade, to the version it points at then), made absolute now: relative to the
+    /// working directory, or found in `PATH` when a bare name. Where that names no file
+    /// (a made-up `argv[0]`), the executable's own path. The same arguments.
     pub fn of_this_process() -> io::Result<Relaunch> {
         let mut args = std::env::args_os();
         let argv0 = args.next().map(PathBuf::from);
-        let exe = match argv0 {
-            // A path (not a bare name looked up in PATH): relative to where we started.
-            Some(p) if p.components().count() > 1 => std::env::current_dir()?.join(p),
-            _ => std::env::current_exe()?,
-        };
+        let exe = argv0
+            .and_then(|p| absolute_program(&p))
+            .filter(|p| p.is_file());
         Ok(Relaunch {
-            exe,
+            exe: match exe {
+                Some(p) => p,
+                None => std::env::current_exe()?,
+            },
             args: args.collect(),
         })
     }
+}
+
+/// `program` as an absolute path: as is, against the working directory, or searched in
+/// `PATH` (a bare name), as a shell would have found it.
+fn absolute_program(program: &std::path::Path) -> Option<PathBuf> {
+    if program.is_absolute() {
+        return Some(program.to_path_buf());
+    }
+    if program.components().count() > 1 {
+        return std::env::current_dir().ok().map(|d| d.join(program));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// See `Released::stop_successor`.
+pub fn stop_successor(pid: u32) {
+    log::info!("upgrade: a stop came during the upgrade; asking process {pid} to stop");
+    crate::sys::terminate(pid);
 }
 
 /// A successor started and handed the sockets, not yet serving.
@@ -52,6 +75,9 @@ impl Successor {
     pub fn start(handle: &GatewayHandle, how: &Relaunch) -> Result<Successor, String> {
         let (ours, theirs) =
             crate::sys::seqpacket_pair().map_err(|e| format!("cannot make a channel: {e}"))?;
+        // The state file as the successor will read it, and half of what is left of each
+        // quota for each process while both serve.
+        handle.split_quotas_for_successor();
         let mut cmd = Command::new(&how.exe);
         cmd.args(&how.args)
             .env(CHANNEL_FD_ENV, theirs.as_raw_fd().to_string())
@@ -59,9 +85,13 @@ impl Successor {
             // systemd knows it as the main process.
             .env_remove("WATCHDOG_PID");
         crate::sys::inherit_fd(&mut cmd, theirs.as_raw_fd());
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", how.exe.display()))?;
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                handle.whole_quotas_again();
+                return Err(format!("cannot start {}: {e}", how.exe.display()));
+            }
+        };
         drop(theirs);
         let successor = Successor {
             channel: Channel::new(ours),
@@ -79,6 +109,10 @@ impl Successor {
             self.channel
                 .send(&format!("listener {name}"), Some(&socket))?;
         }
+        self.channel.send(
+            &format!("drain-timeout {}", handle.drain_timeout().as_millis()),
+            None,
+        )?;
         if let Some([a, b, c, d]) = handle.key_seeds() {
             self.channel
                 .send(&format!("key-seeds {a} {b} {c} {d}"), None)?;
@@ -172,6 +206,7 @@ impl Successor {
         let _ = self.child.wait();
         handle.listeners_released();
         handle.sweep_listeners();
+        handle.whole_quotas_again();
     }
 
     /// This gateway no longer accepts (it drains next): the successor has the sockets to
@@ -194,14 +229,11 @@ pub struct Released {
 }
 
 impl Released {
-    /// A stop was asked of this process while it started the successor: the service is
-    /// to stop, so the successor (now the main process) is asked to stop too.
+    /// A stop was asked of this process during the upgrade (while the successor
+    /// started, or while this one drains: systemd may not have seen `MAINPID=` yet): the
+    /// service is to stop, so the successor (now the main process) is asked to stop too.
     pub fn stop_successor(&self) {
-        log::info!(
-            "upgrade: a stop came during the upgrade; asking process {} to stop",
-            self.pid
-        );
-        crate::sys::terminate(self.pid);
+        stop_successor(self.pid);
     }
 
     /// Drained and stopped, its last quota use saved: the successor counts it now.

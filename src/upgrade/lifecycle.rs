@@ -73,7 +73,11 @@ pub fn take_over(predecessor: Predecessor, handle: &mut GatewayHandle) -> TakenO
     handle.listeners_released();
     let count = handle.take_predecessor_use();
     let finished = Arc::new(AtomicBool::new(false));
-    let within = handle.drain_timeout() + STOP_MARGIN;
+    // Its drain timeout as it said (its config may differ from ours).
+    let within = predecessor
+        .drain_timeout()
+        .unwrap_or_else(|| handle.drain_timeout())
+        + STOP_MARGIN;
     let flag = finished.clone();
     predecessor.when_finished(within, move || {
         if let Some(count) = count {

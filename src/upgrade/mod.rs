@@ -25,7 +25,7 @@ mod hand_off;
 mod lifecycle;
 mod take_over;
 
-pub use hand_off::{Relaunch, Released, Successor};
+pub use hand_off::{stop_successor, Relaunch, Released, Successor};
 pub use lifecycle::{start_successor, take_over, TakenOver};
 pub use take_over::Predecessor;
 

@@ -17,6 +17,8 @@ const SOCKETS_WITHIN: Duration = Duration::from_secs(10);
 /// The gateway this process takes over from.
 pub struct Predecessor {
     channel: Channel,
+    /// Its `server.drain_timeout`: how long it may take to stop.
+    drain_timeout: std::cell::Cell<Option<Duration>>,
 }
 
 impl Predecessor {
@@ -42,6 +44,7 @@ impl Predecessor {
             })
             .map(|socket| Predecessor {
                 channel: Channel::new(socket),
+                drain_timeout: std::cell::Cell::new(None),
             })
             .map_err(|e| format!("{CHANNEL_FD_ENV}={value}: {e}"));
         Some(adopted)
@@ -71,6 +74,12 @@ impl Predecessor {
                         .map_err(|_| format!("bad key seeds {m:?}"))?;
                     inherited.set_key_seeds(seeds);
                 }
+                Received::Message(m, None) if m.starts_with("drain-timeout ") => {
+                    let ms = m["drain-timeout ".len()..]
+                        .parse()
+                        .map_err(|_| format!("bad drain timeout {m:?}"))?;
+                    self.drain_timeout.set(Some(Duration::from_millis(ms)));
+                }
                 Received::Message(m, None) if m == "end" => return Ok(inherited),
                 Received::Message(m, _) => return Err(format!("unexpected message {m:?}")),
                 Received::Closed => {
@@ -78,6 +87,11 @@ impl Predecessor {
                 }
             }
         }
+    }
+
+    /// How long the predecessor may take to drain, as it said.
+    pub fn drain_timeout(&self) -> Option<Duration> {
+        self.drain_timeout.get()
     }
 
     /// Every worker listens: the predecessor may stop accepting.
@@ -103,6 +117,9 @@ impl Predecessor {
     /// Waits (on a thread of its own) until the predecessor has stopped, or is gone, or
     /// `within` has passed (it drains for its drain timeout at most), then runs `then`.
     pub fn when_finished(self, within: Duration, then: impl FnOnce() + Send + 'static) {
+        // Shared with the thread, so a thread that cannot start still runs `then` here.
+        let then = std::sync::Arc::new(std::sync::Mutex::new(Some(then)));
+        let theirs = then.clone();
         let spawned = std::thread::Builder::new()
             .name("ringgate-upgrade".into())
             .spawn(move || {
@@ -120,10 +137,13 @@ impl Predecessor {
                         Ok(Received::Closed) | Err(_) => break,
                     }
                 }
-                then();
+                run_once(&theirs);
             });
         if let Err(e) = spawned {
-            log::error!("upgrade: cannot wait for the old process to finish: {e}");
+            log::error!(
+                "upgrade: cannot wait for the old process to finish ({e}); going on without it"
+            );
+            run_once(&then);
         }
     }
 
@@ -151,5 +171,13 @@ impl Predecessor {
                 }
             }
         }
+    }
+}
+
+/// Runs what `slot` holds, once.
+fn run_once<F: FnOnce()>(slot: &std::sync::Mutex<Option<F>>) {
+    let taken = slot.lock().ok().and_then(|mut f| f.take());
+    if let Some(f) = taken {
+        f();
     }
 }

@@ -29,7 +29,9 @@ use super::shares::RateShares;
 use super::state::{self, QuotaState, SavedQuota};
 use super::{KeyId, Params, Report, Update};
 use crate::redis_link::RedisLink;
+pub use handover::{Handover, PredecessorUse};
 
+mod handover;
 mod rebalance;
 
 const SAVE_EVERY: Duration = Duration::from_secs(1);
@@ -59,15 +61,16 @@ pub struct ReconcilerSpec {
     /// Cluster mode: where limits are shared, and what `/stats` shows of it.
     pub cluster: Option<(crate::config::ClusterConfig, Arc<ClusterStatus>)>,
     /// Taking over from a running gateway (an upgrade): the state file is its to write
-    /// until it has stopped and its last use is added here (`Reconciler::absorb`).
-    pub hold_saves: bool,
+    /// until it has stopped and its last use is added here, and each quota is held to
+    /// half of what was left until then (see `handover`).
+    pub successor: bool,
 }
 
 /// The running reconciler thread.
 pub struct Reconciler {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
-    absorb: Sender<Vec<SavedQuota>>,
+    handover: Sender<Handover>,
 }
 
 impl Reconciler {
@@ -75,8 +78,8 @@ impl Reconciler {
     /// worker serves a saved key on a default grant.
     pub fn start(spec: ReconcilerSpec) -> Result<Reconciler, String> {
         let stop = Arc::new(AtomicBool::new(false));
-        let (absorb, absorbed) = crossbeam_channel::unbounded();
-        let mut core = Core::new(&spec, absorbed);
+        let (handover, handovers) = crossbeam_channel::unbounded();
+        let mut core = Core::new(&spec, handovers);
         if let Some((config, status)) = &spec.cluster {
             let link = RedisLink::new(&config.redis)
                 .map_err(|e| format!("cluster.redis: {e}"))?
@@ -109,13 +112,22 @@ impl Reconciler {
         Ok(Reconciler {
             stop,
             handle: Some(handle),
-            absorb,
+            handover,
         })
     }
 
-    /// Where a predecessor's last quota use goes (see `absorb`).
-    pub fn absorber(&self) -> Sender<Vec<SavedQuota>> {
-        self.absorb.clone()
+    /// Where an upgrade's steps are told (see `handover`).
+    pub fn handover(&self) -> Sender<Handover> {
+        self.handover.clone()
+    }
+
+    /// A successor is about to start: saves the state file (it reads it next) and holds
+    /// each quota to half of what is left; returns once saved (at most a second).
+    pub fn split_for_successor(&self) {
+        let (saved, done) = crossbeam_channel::bounded(1);
+        if self.handover.send(Handover::Split(saved)).is_ok() {
+            let _ = done.recv_timeout(Duration::from_secs(1));
+        }
     }
 
     /// Stops the thread after a last round and a last save.
@@ -161,9 +173,21 @@ struct QuotaKey {
     leased: bool,
     /// When a lease reply last told the key's use everywhere (`cluster_used`).
     viewed: Option<Instant>,
+    /// Its use when an upgrade split it (see `handover`; 0 for a key new since).
+    held_from: u64,
+}
+
+/// Half of what is left of a quota after `used`, on top of `used`.
+fn halved_cap(used: u64, per_day: u64) -> u64 {
+    used + per_day.saturating_sub(used) / 2
 }
 
 impl QuotaKey {
+    /// Its cap while an upgrade has it split (see `handover`).
+    fn halved_cap(&self) -> u64 {
+        halved_cap(self.held_from, self.per_day)
+    }
+
     /// A reservation of `want` units that also charges this process's use.
     fn ask(&self, id: KeyId, want: u64) -> QuotaAsk {
         QuotaAsk {
@@ -212,17 +236,16 @@ struct Core {
     /// every ten seconds, retried every round).
     save_error_said: Option<std::time::Instant>,
     cluster: Option<ClusterMode>,
-    /// A predecessor's use not counted at start (`ReconcilerSpec::hold_saves`). Until
-    /// it is, saves wait, and each quota key holds to half of what was left of it when
-    /// this process started: the predecessor may still admit requests meanwhile (while
-    /// this process starts, and one per connection it drains), and what it admitted is
-    /// known only once it has stopped.
-    absorbed: Receiver<Vec<SavedQuota>>,
-    predecessor_counting: bool,
+    /// An upgrade's steps (see `handover`).
+    handovers: Receiver<Handover>,
+    /// Each quota key holds to half of what was left when an upgrade split it.
+    halved: bool,
+    /// A successor: the predecessor writes the state file until it has stopped.
+    saves_held: bool,
 }
 
 impl Core {
-    fn new(spec: &ReconcilerSpec, absorbed: Receiver<Vec<SavedQuota>>) -> Core {
+    fn new(spec: &ReconcilerSpec, handovers: Receiver<Handover>) -> Core {
         Core {
             workers: spec.workers.max(1),
             interval: spec.interval,
@@ -240,34 +263,11 @@ impl Core {
             recharge: false,
             save_error_said: None,
             cluster: None,
-            absorbed,
-            predecessor_counting: spec.hold_saves,
-        }
-    }
-
-    /// Adds a predecessor's use since this process read the state file (an upgrade), and
-    /// lets saves go ahead. In cluster mode Redis counted it already (the predecessor
-    /// charged its use before it exited).
-    fn absorb(&mut self, extra: &[SavedQuota]) {
-        self.predecessor_counting = false;
-        if self.cluster.is_some() {
-            return;
-        }
-        for key in self.quotas.values_mut() {
-            key.ledger.set_cap(key.per_day);
-        }
-        for q in extra {
-            match self.quotas.get_mut(&q.id) {
-                Some(key) if key.day == q.day => {
-                    key.ledger.add_used_elsewhere(q.used);
-                    self.quota_changed = true;
-                }
-                Some(_) => {}
-                None => {
-                    self.announce_saved(std::slice::from_ref(q));
-                    self.quota_changed = true;
-                }
-            }
+            handovers,
+            // Without a state file the two processes cannot learn each other's use
+            // (and the quota starts afresh anyway); in cluster mode Redis counts.
+            halved: spec.successor && spec.cluster.is_none() && spec.state_file.is_some(),
+            saves_held: spec.successor,
         }
     }
 
@@ -275,8 +275,13 @@ impl Core {
     /// when enough is left), told to every worker before it serves.
     fn announce_saved(&mut self, saved: &[SavedQuota]) {
         for q in saved {
-            let grant = restored_grant(q.per_day, q.used, self.workers);
-            let ledger = QuotaLedger::new(self.workers, q.per_day, q.used, grant);
+            let cap = if self.halved {
+                halved_cap(q.used, q.per_day)
+            } else {
+                q.per_day
+            };
+            let grant = restored_grant(cap, q.used, self.workers);
+            let ledger = QuotaLedger::new(self.workers, cap, q.used, grant);
             for w in 0..self.workers {
                 self.outbox[w].push(Update::Grant {
                     id: q.id,
@@ -296,6 +301,7 @@ impl Core {
                     cluster_used: 0,
                     leased: false,
                     viewed: None,
+                    held_from: q.used,
                 },
             );
         }
@@ -308,13 +314,11 @@ impl Core {
             let stopping = stop.load(Ordering::SeqCst);
             let now = Instant::now();
             // Read after `stopping`: what was sent before the stop is in the last save.
-            for extra in self.absorbed.try_iter().collect::<Vec<_>>() {
-                self.absorb(&extra);
+            for message in self.handovers.try_iter().collect::<Vec<_>>() {
+                self.on_handover(message);
             }
             self.round_trip(now);
-            if stopping
-                || (!self.predecessor_counting && now.duration_since(last_save) >= SAVE_EVERY)
-            {
+            if stopping || (!self.saves_held && now.duration_since(last_save) >= SAVE_EVERY) {
                 last_save = now;
                 self.save();
             }
@@ -513,6 +517,7 @@ impl Core {
                         cluster_used: 0,
                         leased: false,
                         viewed: None,
+                        held_from: 0,
                     });
                     key.secs_left = secs_left;
                     if key.per_day != per_day {

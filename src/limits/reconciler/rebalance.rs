@@ -111,11 +111,9 @@ impl Core {
                     part.min(key.reserved + unheld / gateways)
                 };
                 key.ledger.set_cap(cap);
-            } else if self.predecessor_counting {
-                // See `Core::predecessor_counting`.
-                let before = key.ledger.base_used();
-                key.ledger
-                    .set_cap(before + key.per_day.saturating_sub(before) / 2);
+            } else if self.halved {
+                // An upgrade split it: see `handover`.
+                key.ledger.set_cap(key.halved_cap());
             }
             if key.ledger.idle() {
                 continue;

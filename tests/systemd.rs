@@ -6,6 +6,7 @@
 mod support;
 
 use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,29 +42,35 @@ fn receive_until(socket: &UnixDatagram, until: &str, within: Duration) -> Vec<St
     panic!("no {until:?} within {within:?}; got {got:?}")
 }
 
-fn signal(pid: u32, sig: &str) {
-    assert!(Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+/// A fake `NOTIFY_SOCKET` in a fresh folder: its path, the bound socket, the path for a
+/// config file beside it, and an upstream.
+fn notify_fixture(tag: &str) -> (PathBuf, UnixDatagram, PathBuf, Upstream) {
+    let dir = temp_dir(tag);
+    let socket_path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    (
+        socket_path,
+        socket,
+        dir.join("ringgate.toml"),
+        Upstream::echo(),
+    )
+}
+
+/// A gateway with two workers and a route `path` to `up`; `tables` added after
+/// `[server]` (which drains for 2 s at most).
+fn gateway_config(up: &Upstream, tables: &str, path: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\ndrain_timeout = \"2s\"\n{tables}\
+         [[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n\
+         [[routes]]\nname = \"r\"\npath = \"{path}\"\nupstream = \"up\"\n",
+        up.addr
+    )
 }
 
 #[test]
 fn ready_reloading_stopping_and_watchdog_pings_reach_systemd() {
-    let dir = temp_dir("systemd-notify");
-    let socket_path = dir.join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    let config = dir.join("ringgate.toml");
-    let up = Upstream::echo();
-    let text = |body: &str| {
-        format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n\
-             [[routes]]\nname = \"r\"\npath = \"{body}\"\nupstream = \"up\"\n",
-            up.addr
-        )
-    };
+    let (socket_path, socket, config, up) = notify_fixture("systemd-notify");
+    let text = |body: &str| gateway_config(&up, "[admin]\nlisten = \"127.0.0.1:0\"\n", body);
     std::fs::write(&config, text("/a/*")).unwrap();
     let child = Command::new(BIN)
         .args(["run", "--config"])
@@ -122,21 +129,8 @@ fn ready_reloading_stopping_and_watchdog_pings_reach_systemd() {
 /// and once the old process has exited the pings go on.
 #[test]
 fn an_upgrade_makes_the_successor_the_main_process() {
-    let dir = temp_dir("systemd-upgrade");
-    let socket_path = dir.join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    let config = dir.join("ringgate.toml");
-    let up = Upstream::echo();
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\ndrain_timeout = \"2s\"\n\
-             [[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n\
-             [[routes]]\nname = \"r\"\npath = \"/a/*\"\nupstream = \"up\"\n",
-            up.addr
-        ),
-    )
-    .unwrap();
+    let (socket_path, socket, config, up) = notify_fixture("systemd-upgrade");
+    std::fs::write(&config, gateway_config(&up, "", "/a/*")).unwrap();
     // As systemd starts it: WATCHDOG_PID is the main process's own pid.
     let child = Command::new("sh")
         .arg("-c")

@@ -149,14 +149,6 @@ fn regex_quoted(path: &Path) -> String {
         .collect()
 }
 
-fn signal(pid: u32, sig: &str) {
-    assert!(Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
-}
-
 fn alive(pid: u32) -> bool {
     // A zombie (exited, not yet reaped by its parent) has no fds left: count it gone.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -175,20 +167,6 @@ fn wait_for_log(log: &Path, marker: &str, times: usize) -> String {
     text
 }
 
-/// An upstream answering 200 `ok` on keep-alive, for the test process's life.
-fn upstream_ok() -> SocketAddr {
-    let up = Upstream::start(|mut c, _| {
-        while c.read_request().is_some() {
-            if !c.respond(b"ok") {
-                return;
-            }
-        }
-    });
-    let addr = up.addr;
-    std::mem::forget(up);
-    addr
-}
-
 /// What the clients saw.
 #[derive(Default)]
 struct Tally {
@@ -199,6 +177,35 @@ struct Tally {
     failed: Mutex<Vec<String>>,
     /// Connections refused (or reset before a request could be sent).
     refused: AtomicU64,
+}
+
+impl Tally {
+    /// Counts one answer (`what` names the client in a failure); true when the
+    /// connection is to be closed.
+    fn count(&self, answer: std::io::Result<(u16, bool, Vec<u8>)>, what: &str) -> bool {
+        match answer {
+            Ok((200, close, body)) if body == b"ok" => {
+                self.served.fetch_add(1, Ordering::SeqCst);
+                close
+            }
+            Ok((429, close, _)) => {
+                self.limited.fetch_add(1, Ordering::SeqCst);
+                close
+            }
+            Ok((status, _, body)) => {
+                let body = String::from_utf8_lossy(&body).into_owned();
+                self.failed
+                    .lock()
+                    .unwrap()
+                    .push(format!("{what}: {status} {body}"));
+                true
+            }
+            Err(e) => {
+                self.failed.lock().unwrap().push(format!("{what}: {e}"));
+                true
+            }
+        }
+    }
 }
 
 /// One response's status, whether it closes the connection, and its body.
@@ -259,36 +266,8 @@ fn keep_alive_client(addr: SocketAddr, stop: &AtomicBool, tally: &Tally) {
             let sent = conn
                 .get_mut()
                 .write_all(b"GET /r/ka HTTP/1.1\r\nHost: t\r\n\r\n");
-            match sent.and_then(|()| read_response(&mut conn)) {
-                Ok((200, close, body)) if body == b"ok" => {
-                    tally.served.fetch_add(1, Ordering::SeqCst);
-                    if close {
-                        break;
-                    }
-                }
-                Ok((429, close, _)) => {
-                    tally.limited.fetch_add(1, Ordering::SeqCst);
-                    if close {
-                        break;
-                    }
-                }
-                Ok((status, _, body)) => {
-                    let body = String::from_utf8_lossy(&body).into_owned();
-                    tally
-                        .failed
-                        .lock()
-                        .unwrap()
-                        .push(format!("{status} {body}"));
-                    break;
-                }
-                Err(e) => {
-                    tally
-                        .failed
-                        .lock()
-                        .unwrap()
-                        .push(format!("keep-alive: {e}"));
-                    break;
-                }
+            if tally.count(sent.and_then(|()| read_response(&mut conn)), "keep-alive") {
+                break;
             }
         }
     }
@@ -303,27 +282,10 @@ fn new_connection_client(addr: SocketAddr, stop: &AtomicBool, tally: &Tally) {
         let sent = conn
             .get_mut()
             .write_all(b"GET /r/new HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-        match sent.and_then(|()| read_response(&mut conn)) {
-            Ok((200, _, body)) if body == b"ok" => {
-                tally.served.fetch_add(1, Ordering::SeqCst);
-            }
-            Ok((429, _, _)) => {
-                tally.limited.fetch_add(1, Ordering::SeqCst);
-            }
-            Ok((status, _, body)) => {
-                let body = String::from_utf8_lossy(&body).into_owned();
-                tally
-                    .failed
-                    .lock()
-                    .unwrap()
-                    .push(format!("{status} {body}"));
-            }
-            Err(e) => tally
-                .failed
-                .lock()
-                .unwrap()
-                .push(format!("new connection: {e}")),
-        }
+        tally.count(
+            sent.and_then(|()| read_response(&mut conn)),
+            "new connection",
+        );
     }
 }
 

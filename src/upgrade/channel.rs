@@ -71,3 +71,11 @@ impl Channel {
         Ok(Received::Message(text.to_string(), fd))
     }
 }
+
+/// The error a `receive` that waited its whole time returns.
+pub fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}

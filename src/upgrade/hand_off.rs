@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use super::channel::{Channel, Received};
+use super::channel::{timed_out, Channel, Received};
 use super::CHANNEL_FD_ENV;
 use crate::runtime::GatewayHandle;
 
@@ -146,11 +146,7 @@ impl Successor {
                 // Closed, or reset: it exited (with our messages unread, if reset).
                 Ok(Received::Closed) => return Err(self.gone()),
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Err(self.gone()),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if timed_out(&e) => {}
                 Err(e) => {
                     self.stop();
                     return Err(format!(

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 
-use super::channel::{Channel, Received};
+use super::channel::{timed_out, Channel, Received};
 use super::CHANNEL_FD_ENV;
 use crate::runtime::Inherited;
 
@@ -133,7 +133,7 @@ impl Predecessor {
                     match self.channel.receive(left) {
                         Ok(Received::Message(m, _)) if m == "finished" => break,
                         Ok(Received::Message(_, _)) => {}
-                        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                        Err(e) if timed_out(&e) => {}
                         Ok(Received::Closed) | Err(_) => break,
                     }
                 }
@@ -160,11 +160,7 @@ impl Predecessor {
                 Ok(Received::Message(m, _)) if m == "released" => return true,
                 Ok(Received::Closed) => return true,
                 Ok(Received::Message(m, _)) => log::warn!("upgrade: unexpected message {m:?}"),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if timed_out(&e) => {}
                 Err(e) => {
                     log::warn!("upgrade: the channel to the old process failed: {e}");
                     return true;

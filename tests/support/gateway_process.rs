@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::redis_support::RedisServer;
-use crate::support::{eventually, free_port, Client, Upstream};
+use crate::support::{eventually, free_port, Client};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringgate");
 /// A `ringgate run` process, killed on drop; its log goes to a file.
@@ -118,16 +118,7 @@ pub fn quoted(url: &str) -> String {
 
 /// An upstream answering 200 on keep-alive, left running for the test process's life.
 pub fn upstream() -> SocketAddr {
-    let up = Upstream::start(|mut c, _| {
-        while c.read_request().is_some() {
-            if !c.respond(b"ok") {
-                return;
-            }
-        }
-    });
-    let addr = up.addr;
-    std::mem::forget(up);
-    addr
+    crate::support::upstream_ok()
 }
 
 /// Load on one gateway from `conns` keep-alive connections until stopped: when each

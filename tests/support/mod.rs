@@ -753,6 +753,30 @@ pub fn stats(admin: SocketAddr) -> serde_json::Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("/stats is not JSON ({e}): {body}"))
 }
 
+/// Sends `sig` (`-TERM`, `-USR2`...) to process `pid` with `kill`, which must succeed.
+pub fn signal(pid: u32, sig: &str) {
+    assert!(std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// An upstream answering 200 `ok` on keep-alive, left running for the test process's
+/// life.
+pub fn upstream_ok() -> SocketAddr {
+    let up = Upstream::start(|mut c, _| {
+        while c.read_request().is_some() {
+            if !c.respond(b"ok") {
+                return;
+            }
+        }
+    });
+    let addr = up.addr;
+    std::mem::forget(up);
+    addr
+}
+
 /// Polls `f` until it returns true or `timeout` passes.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

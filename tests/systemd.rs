@@ -56,6 +56,19 @@ fn notify_fixture(tag: &str) -> (PathBuf, UnixDatagram, PathBuf, Upstream) {
     )
 }
 
+/// Starts `cmd` as systemd would with `Type=notify` and `WatchdogSec` (a ping every
+/// 100 ms at most 400 ms apart), its output dropped.
+fn start_notifying(mut cmd: Command, socket_path: &std::path::Path) -> KilledOnDrop {
+    let child = cmd
+        .env("NOTIFY_SOCKET", socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    KilledOnDrop(child)
+}
+
 /// A gateway with two workers and a route `path` to `up`; `tables` added after
 /// `[server]` (which drains for 2 s at most).
 fn gateway_config(up: &Upstream, tables: &str, path: &str) -> String {
@@ -72,16 +85,9 @@ fn ready_reloading_stopping_and_watchdog_pings_reach_systemd() {
     let (socket_path, socket, config, up) = notify_fixture("systemd-notify");
     let text = |body: &str| gateway_config(&up, "[admin]\nlisten = \"127.0.0.1:0\"\n", body);
     std::fs::write(&config, text("/a/*")).unwrap();
-    let child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "400000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = KilledOnDrop(child);
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config"]).arg(&config);
+    let mut child = start_notifying(cmd, &socket_path);
     let pid = child.0.id();
 
     let got = receive_until(&socket, "READY=1", Duration::from_secs(10));
@@ -132,19 +138,12 @@ fn an_upgrade_makes_the_successor_the_main_process() {
     let (socket_path, socket, config, up) = notify_fixture("systemd-upgrade");
     std::fs::write(&config, gateway_config(&up, "", "/a/*")).unwrap();
     // As systemd starts it: WATCHDOG_PID is the main process's own pid.
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "WATCHDOG_PID=$$ exec {BIN} run --config {}",
-            config.display()
-        ))
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "400000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut old = KilledOnDrop(child);
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!(
+        "WATCHDOG_PID=$$ exec {BIN} run --config {}",
+        config.display()
+    ));
+    let mut old = start_notifying(cmd, &socket_path);
     // The successor is not our child: found by its config's path however the test ends.
     let _successors = KillMatching(config.display().to_string());
     receive_until(&socket, "READY=1", Duration::from_secs(10));

@@ -408,19 +408,24 @@ fn wait_exit(child: &mut KilledOnDrop, within: Duration) -> std::process::ExitSt
     }
 }
 
+/// A keep-alive connection that has been served one request, now idle.
+fn idle_keep_alive(addr: SocketAddr) -> BufReader<TcpStream> {
+    let mut conn = connect(addr, &Tally::default()).unwrap();
+    conn.get_mut()
+        .write_all(b"GET /r/1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let (status, close, _) = read_response(&mut conn).unwrap();
+    assert_eq!((status, close), (200, false));
+    conn
+}
+
 /// A keep-alive connection idle when the handover comes is not closed under its client:
 /// its next request is served by the old process, with `Connection: close`, and only
 /// then does the old process exit.
 fn an_idle_connection_is_served_its_next_request(driver: Driver) {
     let mut gw = Upgradable::start("upgrade-idle", driver);
     let pid = gw.first.0.id();
-    let tally = Tally::default();
-    let mut idle = connect(gw.addr, &tally).unwrap();
-    idle.get_mut()
-        .write_all(b"GET /r/1 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    let (status, close, _) = read_response(&mut idle).unwrap();
-    assert_eq!((status, close), (200, false));
+    let mut idle = idle_keep_alive(gw.addr);
 
     let successor = gw.upgrade(pid, 1);
     wait_for_log(&gw.log, "serves; draining", 1);
@@ -526,12 +531,7 @@ fn one_upgrade_at_a_time(driver: Driver) {
     let gw = Upgradable::start("upgrade-one", driver);
     let pid = gw.first.0.id();
     // An idle keep-alive connection keeps the old process draining (up to 5 s).
-    let tally = Tally::default();
-    let mut idle = connect(gw.addr, &tally).unwrap();
-    idle.get_mut()
-        .write_all(b"GET /r/1 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    read_response(&mut idle).unwrap();
+    let idle = idle_keep_alive(gw.addr);
     let successor = gw.upgrade(pid, 1);
     signal(successor, "-USR2");
     wait_for_log(

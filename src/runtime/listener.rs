@@ -10,6 +10,9 @@ use std::os::fd::OwnedFd;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
+use super::worker::WorkerListener;
+use crate::config::ListenConfig;
+
 /// What a predecessor handed over: its listening sockets, by the name of the configured
 /// listener they served (`data_key`, `admin_key`), and the seeds of its limit key hash
 /// (quota use it saved or goes on saving is filed under keys hashed with them).
@@ -65,62 +68,106 @@ pub fn admin_key(configured: SocketAddr) -> String {
     format!("admin {configured}")
 }
 
-/// How a group of listeners is made.
-pub struct GroupSpec {
-    pub addr: SocketAddr,
-    pub count: usize,
-    pub backlog: i32,
-    pub nonblocking: bool,
+/// Every listener of a gateway, bound or taken over.
+pub struct Bound {
+    /// Per worker: its sockets, with what their connections start with.
+    pub per_worker: Vec<Vec<WorkerListener>>,
+    /// The data-plane addresses as bound (real ports for `:0`), plain and TLS.
+    pub listen: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+    pub admin: Option<TcpListener>,
+    /// A copy of every socket, named (`data_key`, `admin_key`), for a successor.
+    pub handover: Vec<(String, OwnedFd)>,
 }
 
-/// `spec.count` listeners on `spec.addr`, the `inherited` ones first (all of them, even
-/// more than `count`: closing one would drop the connections queued on it), then new
-/// ones joining their group. With port 0 the first socket picks the port and the rest
-/// join it, so tests can bind `127.0.0.1:0` with several workers.
-pub fn bind_group(spec: &GroupSpec, inherited: Vec<TcpListener>) -> io::Result<Vec<TcpListener>> {
-    let mut addr = spec.addr;
-    let mut out = Vec::with_capacity(spec.count.max(inherited.len()));
+/// Binds every configured listener, `workers` sockets each (the inherited ones first),
+/// and the admin listener.
+pub fn bind_all(
+    configured: &[ListenConfig],
+    admin: Option<SocketAddr>,
+    workers: usize,
+    backlog: i32,
+    inherited: &mut Inherited,
+) -> Result<Bound, String> {
+    let mut bound = Bound {
+        per_worker: (0..workers).map(|_| Vec::new()).collect(),
+        listen: Vec::new(),
+        tls: Vec::new(),
+        admin: None,
+        handover: Vec::new(),
+    };
+    for (i, &config) in configured.iter().enumerate() {
+        let ordinal = configured[..i]
+            .iter()
+            .filter(|c| c.addr == config.addr)
+            .count();
+        let taken = inherited.take(&data_key(config.addr, ordinal));
+        let group = bind_group(config.addr, workers, backlog, taken).map_err(|e| e.to_string())?;
+        let addr = group[0].local_addr().map_err(|e| e.to_string())?;
+        if config.tls {
+            bound.tls.push(addr);
+        } else {
+            bound.listen.push(addr);
+        }
+        for (k, socket) in group.into_iter().enumerate() {
+            let copy = socket.try_clone().map_err(|e| e.to_string())?;
+            bound
+                .handover
+                .push((data_key(config.addr, ordinal), copy.into()));
+            let config = ListenConfig { addr, ..config };
+            bound.per_worker[k % workers].push(WorkerListener { socket, config });
+        }
+    }
+    if let Some(addr) = admin {
+        let socket = match inherited.take(&admin_key(addr)).pop() {
+            Some(socket) => socket,
+            None => TcpListener::bind(addr).map_err(|e| format!("admin.listen {addr}: {e}"))?,
+        };
+        let copy = socket.try_clone().map_err(|e| e.to_string())?;
+        bound.handover.push((admin_key(addr), copy.into()));
+        bound.admin = Some(socket);
+    }
+    Ok(bound)
+}
+
+/// `count` listeners on `addr`, the `inherited` ones first (all of them, even more than
+/// `count`: closing one would drop the connections queued on it), then new ones joining
+/// their group. With port 0 the first socket picks the port and the rest join it, so
+/// tests can bind `127.0.0.1:0` with several workers. Non-blocking always: epoll needs
+/// it, io_uring does not care, a worker's last sweep of its listeners at a handover must
+/// not block (`worker::sweep`), and the flag belongs to the socket, shared with a
+/// successor that may run the other driver.
+fn bind_group(
+    addr: SocketAddr,
+    count: usize,
+    backlog: i32,
+    inherited: Vec<TcpListener>,
+) -> io::Result<Vec<TcpListener>> {
+    let mut addr = addr;
+    let mut out = Vec::with_capacity(count.max(inherited.len()));
     for listener in inherited {
         let socket = SockRef::from(&listener);
-        socket.set_nonblocking(spec.nonblocking)?;
+        socket.set_nonblocking(true)?;
         // Listening already; this applies the new config's backlog.
-        socket.listen(spec.backlog)?;
+        socket.listen(backlog)?;
         addr = listener.local_addr()?;
         out.push(listener);
     }
-    while out.len() < spec.count {
+    while out.len() < count {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         socket.set_nodelay(true)?;
-        socket.set_nonblocking(spec.nonblocking)?;
+        socket.set_nonblocking(true)?;
         socket
             .bind(&addr.into())
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        socket.listen(spec.backlog)?;
+        socket.listen(backlog)?;
         let listener: TcpListener = socket.into();
         addr = listener.local_addr()?;
         out.push(listener);
     }
     Ok(out)
-}
-
-/// The admin listener on `addr`: the inherited socket, else a new one.
-pub fn bind_admin(addr: SocketAddr, inherited: &mut Inherited) -> io::Result<TcpListener> {
-    match inherited.take(&admin_key(addr)).pop() {
-        Some(listener) => Ok(listener),
-        None => TcpListener::bind(addr),
-    }
-}
-
-/// Takes the inherited sockets for the listener configured as `configured`, the
-/// `ordinal`-th with that address.
-pub fn take_inherited(
-    inherited: &mut Inherited,
-    configured: SocketAddr,
-    ordinal: usize,
-) -> Vec<TcpListener> {
-    inherited.take(&data_key(configured, ordinal))
 }
 
 /// Says which handed-over listeners the config no longer has (they close).

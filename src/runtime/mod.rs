@@ -5,6 +5,7 @@
 
 mod control_side;
 mod driver;
+mod handover;
 mod listener;
 mod refuse;
 mod reload;
@@ -23,7 +24,7 @@ pub use control_side::{AdminListener, ControlSide};
 pub use driver::DriverKind;
 pub use listener::Inherited;
 pub use worker::WorkerCommand;
-use worker::{WorkerAppsLink, WorkerLimitsLink, WorkerListener, WorkerSpec};
+use worker::{WorkerAppsLink, WorkerLimitsLink, WorkerSpec};
 
 use crate::auth::cache::{CacheStats, MAX_QUEUED_FETCHES};
 use crate::auth::directory::{Directory, DirectoryStats};
@@ -248,62 +249,20 @@ pub fn start(
     );
     let cpus = worker_cpus(&snapshot.config);
     let n = cpus.len();
-    // Non-blocking always: epoll needs it, io_uring does not care, a worker's last
-    // sweep of its listeners at a handover must not block (`worker::sweep`), and the flag
-    // belongs to the socket, shared with a successor that may run the other driver.
-    let nonblocking = true;
-    let mut per_worker: Vec<Vec<WorkerListener>> = (0..n).map(|_| Vec::new()).collect();
-    let mut listen = Vec::new();
     let tls_listen = snapshot
         .config
         .tls
         .as_ref()
         .map(|t| t.listen.clone())
         .unwrap_or_default();
-    let mut tls_bound = Vec::new();
-    // Every listening socket, named, for a successor at an upgrade (a copy of each
-    // descriptor: the workers own theirs).
-    let mut handover = Vec::new();
     let configured: Vec<ListenConfig> = server.listen.iter().chain(&tls_listen).copied().collect();
-    for (i, &config) in configured.iter().enumerate() {
-        let ordinal = configured[..i]
-            .iter()
-            .filter(|c| c.addr == config.addr)
-            .count();
-        let spec = listener::GroupSpec {
-            addr: config.addr,
-            count: n,
-            backlog: server.backlog,
-            nonblocking,
-        };
-        let taken = listener::take_inherited(&mut inherited, config.addr, ordinal);
-        let group = listener::bind_group(&spec, taken).map_err(|e| e.to_string())?;
-        let bound = group[0].local_addr().map_err(|e| e.to_string())?;
-        if config.tls {
-            tls_bound.push(bound);
-        } else {
-            listen.push(bound);
-        }
-        for (k, socket) in group.into_iter().enumerate() {
-            let copy = socket.try_clone().map_err(|e| e.to_string())?;
-            handover.push((listener::data_key(config.addr, ordinal), copy.into()));
-            let config = ListenConfig {
-                addr: bound,
-                ..config
-            };
-            per_worker[k % n].push(WorkerListener { socket, config });
-        }
-    }
-    let admin_socket = match snapshot.config.admin.listen {
-        Some(addr) => {
-            let socket = listener::bind_admin(addr, &mut inherited)
-                .map_err(|e| format!("admin.listen {addr}: {e}"))?;
-            let copy = socket.try_clone().map_err(|e| e.to_string())?;
-            handover.push((listener::admin_key(addr), copy.into()));
-            Some(socket)
-        }
-        None => None,
-    };
+    let bound = listener::bind_all(
+        &configured,
+        snapshot.config.admin.listen,
+        n,
+        server.backlog,
+        &mut inherited,
+    )?;
     let listeners_shared = !inherited.is_empty() || inheriting;
     let inherited_seeds = inherited.key_seeds();
     listener::drop_leftover(inherited);
@@ -316,10 +275,10 @@ pub fn start(
     let state = Arc::new(GatewayState {
         worker_ticks: (0..n).map(|_| AtomicU64::new(0)).collect(),
         started: Instant::now(),
-        listen,
-        tls_listen: tls_bound,
+        listen: bound.listen,
+        tls_listen: bound.tls,
         listen_config: configured,
-        handover: Mutex::new(handover),
+        handover: Mutex::new(bound.handover),
         key_seeds: Mutex::new(None),
         listeners_shared: AtomicBool::new(listeners_shared),
         fixed_at_start,
@@ -449,7 +408,7 @@ pub fn start(
         read_at_start: saved_at_start,
         reconciler: reconciler.handover(),
     });
-    let admin = match admin_socket {
+    let admin = match bound.admin {
         Some(socket) => Some(
             control
                 .start_admin(socket, state.clone())
@@ -459,7 +418,13 @@ pub fn start(
     };
     let mut workers = Vec::with_capacity(n);
     let mut limit_links = limit_links.into_iter();
-    for (id, ((listeners, cpu), apps)) in per_worker.into_iter().zip(cpus).zip(links).enumerate() {
+    for (id, ((listeners, cpu), apps)) in bound
+        .per_worker
+        .into_iter()
+        .zip(cpus)
+        .zip(links)
+        .enumerate()
+    {
         let (tx, rx) = crossbeam_channel::unbounded();
         let spec = WorkerSpec {
             id,
@@ -576,64 +541,6 @@ impl GatewayHandle {
         }
     }
 
-    /// Copies of every listening socket with its name (see `listener::data_key`), to
-    /// hand to a successor. From then on the sockets count as shared: a drain leaves
-    /// them listening, for the successor (see `listeners_released` if it fails).
-    pub fn handover_sockets(&self) -> Vec<(String, OwnedFd)> {
-        self.state.listeners_shared.store(true, Ordering::SeqCst);
-        let Ok(sockets) = self.state.handover.lock() else {
-            return Vec::new();
-        };
-        sockets
-            .iter()
-            .filter_map(|(key, fd)| Some((key.clone(), fd.try_clone().ok()?)))
-            .collect()
-    }
-
-    /// What counts the predecessor's last quota use once it has stopped (an upgrade;
-    /// `None` otherwise, or when taken already).
-    pub fn take_predecessor_use(&mut self) -> Option<PredecessorUse> {
-        self.predecessor_use.take()
-    }
-
-    /// A successor is about to start (an upgrade): the quota state file is saved now, for
-    /// it to read, and each quota held to half of what is left (see
-    /// `limits::reconciler::handover`).
-    pub fn split_quotas_for_successor(&self) {
-        if let Some(r) = &self.reconciler {
-            r.split_for_successor();
-        }
-    }
-
-    /// The successor failed: the whole quotas again.
-    pub fn whole_quotas_again(&self) {
-        if let Some(r) = &self.reconciler {
-            let _ = r
-                .handover()
-                .send(crate::limits::reconciler::Handover::Unsplit);
-        }
-    }
-
-    /// The seeds of the limit key hash, for a successor (see `Inherited`).
-    pub fn key_seeds(&self) -> Option<[u64; 4]> {
-        self.state.key_seeds.lock().ok().and_then(|s| *s)
-    }
-
-    /// No other process holds the listening sockets any more: the predecessor let go of
-    /// them after an upgrade, or a successor that had them is gone.
-    pub fn listeners_released(&self) {
-        self.state.listeners_shared.store(false, Ordering::SeqCst);
-    }
-
-    /// Has every worker take the connections waiting on its listeners that no accept was
-    /// woken for: after an upgrade's successor that held the sockets too is gone (see
-    /// `worker::sweep`).
-    pub fn sweep_listeners(&self) {
-        for (_, tx) in &self.workers {
-            let _ = tx.send(WorkerCommand::Sweep);
-        }
-    }
-
     /// Graceful shutdown: stop accepting, let in-flight requests finish (up to the drain
     /// timeout), close idle connections, stop the workers and the admin listener.
     pub fn shutdown(self) -> DrainReport {
@@ -645,18 +552,6 @@ impl GatewayHandle {
     /// use, which the predecessor saves as it stops: it drained alongside).
     pub fn shutdown_after(self, before_last_save: impl FnOnce()) -> DrainReport {
         self.drain(WorkerCommand::Drain, || {}, before_last_save)
-    }
-
-    /// After an upgrade's handover (the successor accepts on the same sockets): stop
-    /// accepting (the admin listener first, so admin calls reach the successor), run
-    /// `stopped_accepting` once every worker has been told to, let in-flight requests
-    /// finish, serve each idle connection's next request with `Connection: close` (up to
-    /// the drain timeout), stop.
-    pub fn hand_over(mut self, stopped_accepting: impl FnOnce()) -> DrainReport {
-        if let Some(admin) = self.admin.take() {
-            admin.stop();
-        }
-        self.drain(WorkerCommand::HandOver, stopped_accepting, || {})
     }
 
     /// `server.drain_timeout` as configured now.

@@ -435,14 +435,18 @@ fn serve(
                 });
             log::info!("upgrade: process {pid} serves; draining");
             let mut released = None;
+            let state = handle.shared_state();
             let report = handle.hand_over(|| {
                 let r = successor.release();
                 if stop_asked {
                     r.stop_successor();
                 }
+                // What the replay cache holds now, and (below) what it took since.
+                r.send_nonces(&state.nonces);
                 released = Some(r);
             });
             if let Some(released) = released {
+                released.send_nonces(&state.nonces);
                 released.finished();
             }
             forwarding.close();

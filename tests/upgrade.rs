@@ -547,6 +547,78 @@ fn one_upgrade_at_a_time(driver: Driver) {
     assert_eq!(Client::connect(gw.addr).get("/r/x").status, 200);
 }
 
+const APP_SECRET: &str = "upgrade-secret-0001";
+
+/// A signed `GET path` for app `app-up` with `nonce`, on keep-alive.
+fn signed_request(path: &str, nonce: &str) -> String {
+    let s = ringgate::auth::sign::sign_request(
+        "app-up",
+        APP_SECRET.as_bytes(),
+        "GET",
+        path,
+        "",
+        b"",
+        ringgate::auth::check::unix_now(),
+        nonce,
+    )
+    .unwrap();
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: t\r\nX-Rg-Key: app-up\r\nX-Rg-Timestamp: {}\r\nX-Rg-Nonce: {nonce}\r\nX-Rg-Signature: {}\r\n\r\n",
+        s.timestamp, s.signature
+    )
+}
+
+/// The replay cache goes along: a signed request the old process accepted, before the
+/// upgrade or while it drained, is a replay to the new one.
+fn a_request_the_old_process_accepted_is_a_replay_to_the_new_one(driver: Driver) {
+    let apps_dir = temp_dir("upgrade-replay-apps");
+    let apps = write_apps_file(
+        &apps_dir,
+        &format!("[[apps]]\nkey = \"app-up\"\nsecrets = [\"{APP_SECRET}\"]\n"),
+    );
+    let gw = Upgradable::start_with(
+        "upgrade-replay",
+        driver,
+        &format!(
+            "[apps]\nfile = \"{apps}\"\n\
+             [[routes]]\nname = \"signed\"\npath = \"/s/*\"\nupstream = \"up\"\nauth = \"hmac\"\n"
+        ),
+        "",
+    );
+    let pid = gw.first.0.id();
+    let before = unique_nonce("before");
+    assert_eq!(
+        signed_get(gw.addr, "app-up", APP_SECRET, "/s/a", &before).status,
+        200
+    );
+    let mut idle = idle_keep_alive(gw.addr);
+
+    gw.upgrade(pid, 1);
+    wait_for_log(&gw.log, "serves; draining", 1);
+    // Its workers drain from their next tick (10 ms).
+    std::thread::sleep(Duration::from_millis(300));
+    // The old process serves this connection's next request (a fresh signed one).
+    let during = unique_nonce("during");
+    idle.get_mut()
+        .write_all(signed_request("/s/b", &during).as_bytes())
+        .unwrap();
+    let (status, close, _) = read_response(&mut idle).unwrap();
+    assert_eq!((status, close), (200, true));
+    wait_for_log(&gw.log, "upgrade: the old process has stopped", 1);
+
+    for nonce in [&before, &during] {
+        let r = signed_get(gw.addr, "app-up", APP_SECRET, "/s/a", nonce);
+        assert_eq!(r.status, 401, "{nonce}: {}", r.body_str());
+        assert!(r.body_str().contains("replay"), "{}", r.body_str());
+    }
+    let fresh = unique_nonce("after");
+    assert_eq!(
+        signed_get(gw.addr, "app-up", APP_SECRET, "/s/a", &fresh).status,
+        200
+    );
+    let _ = std::fs::remove_dir_all(&apps_dir);
+}
+
 on_both_drivers!(
     upgrade_under_load_fails_nothing,
     an_idle_connection_is_served_its_next_request,
@@ -554,6 +626,7 @@ on_both_drivers!(
     a_daily_quota_stays_exact_across_an_upgrade,
     signals_during_an_upgrade,
     one_upgrade_at_a_time,
+    a_request_the_old_process_accepted_is_a_replay_to_the_new_one,
 );
 
 /// The sum of `used` over a quota state file's keys.

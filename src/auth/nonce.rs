@@ -57,13 +57,29 @@ pub struct NonceCache {
     /// (two live pairs with one fingerprint) is practically impossible.
     hash_lo: RandomState,
     hash_hi: RandomState,
+    /// Their keys: a successor at an upgrade fingerprints alike, so the entries handed
+    /// to it mean the same there.
+    keys: [u64; 8],
 }
+
+/// A seen pair's fingerprint and expiry, as handed to a successor at an upgrade.
+pub type Entry = (u128, u64);
 
 impl NonceCache {
     /// `shards` is rounded up to a power of two (at least 1); `max_entries_per_shard` caps
     /// memory (~32-40 bytes an entry plus map slack). Size it for the peak nonce rate times
     /// the accept span: with a window of W seconds a nonce stays for up to 2W seconds.
     pub fn new(shards: usize, max_entries_per_shard: usize) -> Self {
+        let random = RandomState::new();
+        let mut keys = [0u64; 8];
+        for (i, k) in keys.iter_mut().enumerate() {
+            *k = random.hash_one(i);
+        }
+        NonceCache::with_keys(shards, max_entries_per_shard, keys)
+    }
+
+    /// As `new`, fingerprinting with these keys (a predecessor's, at an upgrade).
+    pub fn with_keys(shards: usize, max_entries_per_shard: usize, keys: [u64; 8]) -> Self {
         let n = shards.max(1).next_power_of_two();
         let shards = (0..n)
             .map(|_| Shard {
@@ -78,8 +94,47 @@ impl NonceCache {
             mask: n - 1,
             max_per_shard: max_entries_per_shard,
             purge_threshold: (max_entries_per_shard / 4).max(64),
-            hash_lo: RandomState::new(),
-            hash_hi: RandomState::new(),
+            hash_lo: RandomState::with_seeds(keys[0], keys[1], keys[2], keys[3]),
+            hash_hi: RandomState::with_seeds(keys[4], keys[5], keys[6], keys[7]),
+            keys,
+        }
+    }
+
+    /// The fingerprint keys (see `with_keys`).
+    pub fn keys(&self) -> [u64; 8] {
+        self.keys
+    }
+
+    /// Every entry not expired at `now` (locks each shard in turn: an upgrade's, not the
+    /// request path's).
+    pub fn live_entries(&self, now: u64) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let s = shard.inner.lock().unwrap_or_else(|e| e.into_inner());
+            out.extend(
+                s.map
+                    .iter()
+                    .filter(|(_, &exp)| exp >= now)
+                    .map(|(&fp, &exp)| (fp, exp)),
+            );
+        }
+        out
+    }
+
+    /// Records entries a predecessor saw (fingerprinted with the same keys), each until
+    /// the later of its expiry and any this cache holds; a full shard takes no more.
+    pub fn insert_entries(&self, entries: &[Entry]) {
+        for &(fp, expires_at) in entries {
+            let shard = &self.shards[((fp >> 64) as u64 as usize) & self.mask];
+            let mut s = shard.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let full = s.map.len() >= self.max_per_shard;
+            match s.map.get_mut(&fp) {
+                Some(exp) => *exp = (*exp).max(expires_at),
+                None if !full => {
+                    s.map.insert(fp, expires_at);
+                }
+                None => {}
+            }
         }
     }
 
@@ -329,5 +384,23 @@ mod tests {
     fn is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<NonceCache>();
+    }
+
+    #[test]
+    fn entries_handed_over_are_replays_in_a_cache_with_the_same_keys() {
+        let old = NonceCache::new(4, 100);
+        assert_eq!(old.check_and_insert("app", "n1", 200, 100), Seen::Fresh);
+        assert_eq!(old.check_and_insert("app", "n2", 150, 100), Seen::Fresh);
+        // At 160 n2 has expired: only n1 is handed over.
+        let live = old.live_entries(160);
+        assert_eq!(live.len(), 1);
+        let new = NonceCache::with_keys(4, 100, old.keys());
+        new.insert_entries(&live);
+        assert_eq!(new.check_and_insert("app", "n1", 260, 160), Seen::Replay);
+        assert_eq!(new.check_and_insert("app", "n2", 260, 160), Seen::Fresh);
+        // A cache with other keys fingerprints differently.
+        let other = NonceCache::new(4, 100);
+        other.insert_entries(&live);
+        assert_eq!(other.check_and_insert("app", "n1", 260, 160), Seen::Fresh);
     }
 }

@@ -14,12 +14,14 @@ use super::worker::WorkerListener;
 use crate::config::ListenConfig;
 
 /// What a predecessor handed over: its listening sockets, by the name of the configured
-/// listener they served (`data_key`, `admin_key`), and the seeds of its limit key hash
-/// (quota use it saved or goes on saving is filed under keys hashed with them).
+/// listener they served (`data_key`, `admin_key`), the seeds of its limit key hash
+/// (quota use it saved or goes on saving is filed under keys hashed with them), and its
+/// replay cache's fingerprint keys.
 #[derive(Default)]
 pub struct Inherited {
     sockets: HashMap<String, Vec<TcpListener>>,
     key_seeds: Option<[u64; 4]>,
+    nonce_keys: Option<[u64; 8]>,
 }
 
 impl Inherited {
@@ -29,6 +31,15 @@ impl Inherited {
 
     pub fn key_seeds(&self) -> Option<[u64; 4]> {
         self.key_seeds
+    }
+
+    /// The replay cache's fingerprint keys (its entries follow once it stops accepting).
+    pub fn set_nonce_keys(&mut self, keys: [u64; 8]) {
+        self.nonce_keys = Some(keys);
+    }
+
+    pub fn nonce_keys(&self) -> Option<[u64; 8]> {
+        self.nonce_keys
     }
 
     pub fn add(&mut self, key: String, socket: OwnedFd) {

@@ -265,6 +265,11 @@ pub fn start(
     )?;
     let listeners_shared = !inherited.is_empty() || inheriting;
     let inherited_seeds = inherited.key_seeds();
+    let replay_capacity = snapshot.config.apps.replay_capacity.div_ceil(NONCE_SHARDS);
+    let nonces = match inherited.nonce_keys() {
+        Some(keys) => NonceCache::with_keys(NONCE_SHARDS, replay_capacity, keys),
+        None => NonceCache::new(NONCE_SHARDS, replay_capacity),
+    };
     listener::drop_leftover(inherited);
     let cluster_status = snapshot
         .config
@@ -309,10 +314,7 @@ pub fn start(
         failed: AtomicBool::new(false),
         unfinished_connections: AtomicUsize::new(0),
         drivers: Mutex::new(vec![None; n]),
-        nonces: Arc::new(NonceCache::new(
-            NONCE_SHARDS,
-            snapshot.config.apps.replay_capacity.div_ceil(NONCE_SHARDS),
-        )),
+        nonces: Arc::new(nonces),
         generation: AtomicU64::new(1),
         app_cache_stats: (0..n).map(|_| Arc::new(CacheStats::default())).collect(),
         directory_stats: Arc::new(DirectoryStats::default()),

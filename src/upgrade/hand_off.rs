@@ -113,6 +113,11 @@ impl Successor {
             &format!("drain-timeout {}", handle.drain_timeout().as_millis()),
             None,
         )?;
+        let [k0, k1, k2, k3, k4, k5, k6, k7] = handle.state().nonces.keys();
+        self.channel.send(
+            &format!("nonce-keys {k0} {k1} {k2} {k3} {k4} {k5} {k6} {k7}"),
+            None,
+        )?;
         if let Some([a, b, c, d]) = handle.key_seeds() {
             self.channel
                 .send(&format!("key-seeds {a} {b} {c} {d}"), None)?;
@@ -143,6 +148,7 @@ impl Successor {
                     return Err(format!("the new process failed: {}", &m["failed ".len()..]))
                 }
                 Ok(Received::Message(m, _)) => log::warn!("upgrade: unexpected message {m:?}"),
+                Ok(Received::Entries(_)) => log::warn!("upgrade: unexpected replay cache entries"),
                 // Closed, or reset: it exited (with our messages unread, if reset).
                 Ok(Received::Closed) => return Err(self.gone()),
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Err(self.gone()),
@@ -230,6 +236,15 @@ impl Released {
     /// service is to stop, so the successor (now the main process) is asked to stop too.
     pub fn stop_successor(&self) {
         stop_successor(self.pid);
+    }
+
+    /// Hands the successor what the replay cache holds now (it fingerprints alike: the keys
+    /// went with the sockets), so a request this process accepted is a replay there too.
+    pub fn send_nonces(&self, nonces: &crate::auth::nonce::NonceCache) {
+        let entries = nonces.live_entries(crate::clock::unix_now());
+        if let Err(e) = self.channel.send_entries(&entries) {
+            log::warn!("upgrade: cannot hand the replay cache over: {e}");
+        }
     }
 
     /// Drained and stopped, its last quota use saved: the successor counts it now.

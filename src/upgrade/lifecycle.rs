@@ -79,7 +79,8 @@ pub fn take_over(predecessor: Predecessor, handle: &mut GatewayHandle) -> TakenO
         .unwrap_or_else(|| handle.drain_timeout())
         + STOP_MARGIN;
     let flag = finished.clone();
-    predecessor.when_finished(within, move || {
+    let nonces = handle.state().nonces.clone();
+    predecessor.when_finished(within, nonces, move || {
         if let Some(count) = count {
             count.count();
         }

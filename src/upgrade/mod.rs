@@ -8,14 +8,17 @@
 //!
 //! The channel carries one message per `SOCK_SEQPACKET` packet:
 //! - predecessor to successor: `listener <name>` with the socket attached, one per
-//!   socket, `key-seeds a b c d` (the limit key hash's seeds: the successor files quota
+//!   socket, `drain-timeout <ms>`, `nonce-keys ...` (the replay cache's fingerprint
+//!   keys), `key-seeds a b c d` (the limit key hash's seeds: the successor files quota
 //!   use under the same keys), then `end`;
 //! - successor to predecessor: `ready <pid>` once it serves, or `failed <why>`;
 //! - predecessor to successor: `released` once it has told its workers to stop
 //!   accepting (under systemd, after naming the successor the service's main process),
-//!   so the successor may treat the sockets as its own and tell systemd its state; `finished` once it has stopped, its last
-//!   quota use saved (the successor adds it to its own, and saves the state file only
-//!   from then on).
+//!   so the successor may treat the sockets as its own and tell systemd its state; then
+//!   the replay cache's live entries (binary: `nonces\n` and 24 bytes an entry, in as
+//!   many messages as they take); once it has stopped, the entries again (what it took
+//!   while draining) and `finished`, its last quota use saved (the successor adds it to
+//!   its own, and saves the state file only from then on).
 //!
 //! A successor that fails (bad config, a crash, no `ready` within the time allowed) is
 //! reaped or killed, and the predecessor serves on as before.

@@ -64,12 +64,14 @@ impl Predecessor {
                 Received::Message(m, Some(socket)) if m.starts_with("listener ") => {
                     inherited.add(m["listener ".len()..].to_string(), socket);
                 }
+                Received::Message(m, None) if m.starts_with("nonce-keys ") => {
+                    let keys: [u64; 8] = numbers(&m["nonce-keys ".len()..])
+                        .try_into()
+                        .map_err(|_| format!("bad replay cache keys {m:?}"))?;
+                    inherited.set_nonce_keys(keys);
+                }
                 Received::Message(m, None) if m.starts_with("key-seeds ") => {
-                    let seeds: Vec<u64> = m["key-seeds ".len()..]
-                        .split(' ')
-                        .filter_map(|n| n.parse().ok())
-                        .collect();
-                    let seeds: [u64; 4] = seeds
+                    let seeds: [u64; 4] = numbers(&m["key-seeds ".len()..])
                         .try_into()
                         .map_err(|_| format!("bad key seeds {m:?}"))?;
                     inherited.set_key_seeds(seeds);
@@ -82,6 +84,7 @@ impl Predecessor {
                 }
                 Received::Message(m, None) if m == "end" => return Ok(inherited),
                 Received::Message(m, _) => return Err(format!("unexpected message {m:?}")),
+                Received::Entries(_) => return Err("unexpected replay cache entries".to_string()),
                 Received::Closed => {
                     return Err("the running gateway closed the channel".to_string())
                 }
@@ -116,7 +119,13 @@ impl Predecessor {
 
     /// Waits (on a thread of its own) until the predecessor has stopped, or is gone, or
     /// `within` has passed (it drains for its drain timeout at most), then runs `then`.
-    pub fn when_finished(self, within: Duration, then: impl FnOnce() + Send + 'static) {
+    /// The replay cache entries it hands over meanwhile go to `nonces`.
+    pub fn when_finished(
+        self,
+        within: Duration,
+        nonces: std::sync::Arc<crate::auth::nonce::NonceCache>,
+        then: impl FnOnce() + Send + 'static,
+    ) {
         // Shared with the thread, so a thread that cannot start still runs `then` here.
         let then = std::sync::Arc::new(std::sync::Mutex::new(Some(then)));
         let theirs = then.clone();
@@ -132,6 +141,7 @@ impl Predecessor {
                     }
                     match self.channel.receive(left) {
                         Ok(Received::Message(m, _)) if m == "finished" => break,
+                        Ok(Received::Entries(entries)) => nonces.insert_entries(&entries),
                         Ok(Received::Message(_, _)) => {}
                         Err(e) if timed_out(&e) => {}
                         Ok(Received::Closed) | Err(_) => break,
@@ -160,6 +170,7 @@ impl Predecessor {
                 Ok(Received::Message(m, _)) if m == "released" => return true,
                 Ok(Received::Closed) => return true,
                 Ok(Received::Message(m, _)) => log::warn!("upgrade: unexpected message {m:?}"),
+                Ok(Received::Entries(_)) => log::warn!("upgrade: replay cache entries too early"),
                 Err(e) if timed_out(&e) => {}
                 Err(e) => {
                     log::warn!("upgrade: the channel to the old process failed: {e}");
@@ -176,4 +187,9 @@ fn run_once<F: FnOnce()>(slot: &std::sync::Mutex<Option<F>>) {
     if let Some(f) = taken {
         f();
     }
+}
+
+/// The numbers in a space-separated list (what does not parse is left out).
+fn numbers(list: &str) -> Vec<u64> {
+    list.split(' ').filter_map(|n| n.parse().ok()).collect()
 }

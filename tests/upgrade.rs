@@ -595,6 +595,10 @@ fn a_request_the_old_process_accepted_is_a_replay_to_the_new_one(driver: Driver)
 
     gw.upgrade(pid, 1);
     wait_for_log(&gw.log, "serves; draining", 1);
+    // A replay is refused at once, whichever process takes it: the new one had the old
+    // one's entries before it served.
+    let r = signed_get(gw.addr, "app-up", APP_SECRET, "/s/a", &before);
+    assert_eq!(r.status, 401, "{}", r.body_str());
     // Its workers drain from their next tick (10 ms).
     std::thread::sleep(Duration::from_millis(300));
     // The old process serves this connection's next request (a fresh signed one).

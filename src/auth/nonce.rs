@@ -4,8 +4,10 @@
 //! Sharded mutexes rather than one lock: a check holds a shard for one hash-map probe, and
 //! with 64 shards two workers rarely meet. Entries are 128-bit keyed fingerprints of
 //! (app key, nonce), not the strings, so an entry costs ~32 bytes of map space whatever the
-//! lengths, and attacker-chosen nonces cannot aim at one shard (the hash keys are random
-//! per process). Timing is pure: `now` is an argument.
+//! lengths, and attacker-chosen nonces cannot aim at one shard (the hash keys are random,
+//! made by the first process and passed on at each upgrade with the entries, unless the
+//! new binary fingerprints differently: see `probe`). Timing is pure: `now` is an
+//! argument.
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
@@ -105,27 +107,38 @@ impl NonceCache {
         self.keys
     }
 
-    /// Every entry not expired at `now` (locks each shard in turn: an upgrade's, not the
-    /// request path's).
-    pub fn live_entries(&self, now: u64) -> Vec<Entry> {
-        let mut out = Vec::new();
+    /// The fingerprint of a fixed pair: a successor built differently (another ahash,
+    /// another `Hash` for tuples) computes another one with the same keys, and then must
+    /// not take this cache's entries, which would match nothing.
+    pub fn probe(&self) -> u128 {
+        self.fingerprint("", "ringgate-upgrade-probe")
+    }
+
+    /// Calls `each` with the entries of one shard at a time that are not expired at
+    /// `now` (each shard locked only while copied: an upgrade's, not the request path's).
+    pub fn for_each_live_shard(&self, now: u64, mut each: impl FnMut(&[Entry])) {
         for shard in self.shards.iter() {
-            let s = shard.inner.lock().unwrap_or_else(|e| e.into_inner());
-            out.extend(
+            let live: Vec<Entry> = {
+                let s = shard.inner.lock().unwrap_or_else(|e| e.into_inner());
                 s.map
                     .iter()
                     .filter(|(_, &exp)| exp >= now)
-                    .map(|(&fp, &exp)| (fp, exp)),
-            );
+                    .map(|(&fp, &exp)| (fp, exp))
+                    .collect()
+            };
+            if !live.is_empty() {
+                each(&live);
+            }
         }
-        out
     }
 
     /// Records entries a predecessor saw (fingerprinted with the same keys), each until
-    /// the later of its expiry and any this cache holds; a full shard takes no more.
-    pub fn insert_entries(&self, entries: &[Entry]) {
+    /// the later of its expiry and any this cache holds. A full shard takes no more:
+    /// returns how many were left out.
+    pub fn insert_entries(&self, entries: &[Entry]) -> usize {
+        let mut left_out = 0;
         for &(fp, expires_at) in entries {
-            let shard = &self.shards[((fp >> 64) as u64 as usize) & self.mask];
+            let shard = &self.shards[((fp >> 64) as usize) & self.mask];
             let mut s = shard.inner.lock().unwrap_or_else(|e| e.into_inner());
             let full = s.map.len() >= self.max_per_shard;
             match s.map.get_mut(&fp) {
@@ -133,9 +146,16 @@ impl NonceCache {
                 None if !full => {
                     s.map.insert(fp, expires_at);
                 }
-                None => {}
+                None => left_out += 1,
             }
         }
+        left_out
+    }
+
+    fn fingerprint(&self, app_key: &str, nonce: &str) -> u128 {
+        let lo = self.hash_lo.hash_one((app_key, nonce));
+        let hi = self.hash_hi.hash_one((app_key, nonce));
+        (u128::from(hi) << 64) | u128::from(lo)
     }
 
     /// Records (app key, nonce) as seen until `expires_at` (unix seconds, inclusive: at
@@ -145,10 +165,8 @@ impl NonceCache {
     /// that the timestamp check refuses the request anyway.
     pub fn check_and_insert(&self, app_key: &str, nonce: &str, expires_at: u64, now: u64) -> Seen {
         // Tuple hashing writes each str with a terminator, so ("ab","c") != ("a","bc").
-        let lo = self.hash_lo.hash_one((app_key, nonce));
-        let hi = self.hash_hi.hash_one((app_key, nonce));
-        let fp = (u128::from(hi) << 64) | u128::from(lo);
-        let shard = &self.shards[(hi as usize) & self.mask];
+        let fp = self.fingerprint(app_key, nonce);
+        let shard = &self.shards[((fp >> 64) as usize) & self.mask];
         // A panic elsewhere while holding the lock cannot leave the map inconsistent for
         // our purposes (each operation is a single insert/retain), so keep serving.
         let mut s = shard.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -392,14 +410,17 @@ mod tests {
         assert_eq!(old.check_and_insert("app", "n1", 200, 100), Seen::Fresh);
         assert_eq!(old.check_and_insert("app", "n2", 150, 100), Seen::Fresh);
         // At 160 n2 has expired: only n1 is handed over.
-        let live = old.live_entries(160);
+        let mut live = Vec::new();
+        old.for_each_live_shard(160, |entries| live.extend_from_slice(entries));
         assert_eq!(live.len(), 1);
         let new = NonceCache::with_keys(4, 100, old.keys());
-        new.insert_entries(&live);
+        assert_eq!(new.probe(), old.probe());
+        assert_eq!(new.insert_entries(&live), 0);
         assert_eq!(new.check_and_insert("app", "n1", 260, 160), Seen::Replay);
         assert_eq!(new.check_and_insert("app", "n2", 260, 160), Seen::Fresh);
         // A cache with other keys fingerprints differently.
         let other = NonceCache::new(4, 100);
+        assert_ne!(other.probe(), old.probe());
         other.insert_entries(&live);
         assert_eq!(other.check_and_insert("app", "n1", 260, 160), Seen::Fresh);
     }

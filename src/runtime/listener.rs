@@ -22,6 +22,7 @@ pub struct Inherited {
     sockets: HashMap<String, Vec<TcpListener>>,
     key_seeds: Option<[u64; 4]>,
     nonce_keys: Option<[u64; 8]>,
+    nonce_entries: Vec<crate::auth::nonce::Entry>,
 }
 
 impl Inherited {
@@ -40,6 +41,15 @@ impl Inherited {
 
     pub fn nonce_keys(&self) -> Option<[u64; 8]> {
         self.nonce_keys
+    }
+
+    /// What the predecessor's replay cache held when it handed the sockets over.
+    pub fn add_nonce_entries(&mut self, entries: Vec<crate::auth::nonce::Entry>) {
+        self.nonce_entries.extend(entries);
+    }
+
+    pub fn take_nonce_entries(&mut self) -> Vec<crate::auth::nonce::Entry> {
+        std::mem::take(&mut self.nonce_entries)
     }
 
     pub fn add(&mut self, key: String, socket: OwnedFd) {

@@ -270,6 +270,11 @@ pub fn start(
         Some(keys) => NonceCache::with_keys(NONCE_SHARDS, replay_capacity, keys),
         None => NonceCache::new(NONCE_SHARDS, replay_capacity),
     };
+    // What the predecessor had seen, known before a worker serves.
+    let left_out = nonces.insert_entries(&inherited.take_nonce_entries());
+    if left_out > 0 {
+        log::warn!("upgrade: {left_out} of the old process's nonces did not fit in the replay cache (apps.replay_capacity)");
+    }
     listener::drop_leftover(inherited);
     let cluster_status = snapshot
         .config

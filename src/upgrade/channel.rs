@@ -16,8 +16,8 @@ const MAX_MESSAGE: usize = 64 * 1024;
 const ENTRIES_TAG: &[u8] = b"nonces\n";
 /// Bytes of one entry: a 128-bit fingerprint and a 64-bit expiry, little-endian.
 const ENTRY_BYTES: usize = 24;
-/// Entries in one message.
-const ENTRIES_PER_MESSAGE: usize = (MAX_MESSAGE - ENTRIES_TAG.len()) / ENTRY_BYTES;
+/// Entries in one message: 16 KiB of them, well inside any socket buffer.
+const ENTRIES_PER_MESSAGE: usize = (16 * 1024 - ENTRIES_TAG.len()) / ENTRY_BYTES;
 /// How long a send may wait for room: the other process reads everything as it comes,
 /// so a full channel for this long means it is stuck.
 const SEND_WITHIN: Duration = Duration::from_secs(5);

@@ -57,6 +57,17 @@ fn absolute_program(program: &std::path::Path) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// Sends what `nonces` holds, a shard at a time.
+fn send_nonces(channel: &Channel, nonces: &crate::auth::nonce::NonceCache) -> io::Result<()> {
+    let mut sent = Ok(());
+    nonces.for_each_live_shard(crate::clock::unix_now(), |entries| {
+        if sent.is_ok() {
+            sent = channel.send_entries(entries);
+        }
+    });
+    sent
+}
+
 /// See `Released::stop_successor`.
 pub fn stop_successor(pid: u32) {
     log::info!("upgrade: a stop came during the upgrade; asking process {pid} to stop");
@@ -113,11 +124,21 @@ impl Successor {
             &format!("drain-timeout {}", handle.drain_timeout().as_millis()),
             None,
         )?;
-        let [k0, k1, k2, k3, k4, k5, k6, k7] = handle.state().nonces.keys();
+        // The replay cache: its keys, a probe fingerprint (a successor that fingerprints
+        // differently takes neither), and what it holds now, for the successor to know
+        // before it serves.
+        let nonces = &handle.state().nonces;
+        let [k0, k1, k2, k3, k4, k5, k6, k7] = nonces.keys();
+        let probe = nonces.probe();
         self.channel.send(
-            &format!("nonce-keys {k0} {k1} {k2} {k3} {k4} {k5} {k6} {k7}"),
+            &format!(
+                "nonce-keys {k0} {k1} {k2} {k3} {k4} {k5} {k6} {k7} {} {}",
+                (probe >> 64) as u64,
+                probe as u64
+            ),
             None,
         )?;
+        send_nonces(&self.channel, nonces)?;
         if let Some([a, b, c, d]) = handle.key_seeds() {
             self.channel
                 .send(&format!("key-seeds {a} {b} {c} {d}"), None)?;
@@ -241,8 +262,7 @@ impl Released {
     /// Hands the successor what the replay cache holds now (it fingerprints alike: the keys
     /// went with the sockets), so a request this process accepted is a replay there too.
     pub fn send_nonces(&self, nonces: &crate::auth::nonce::NonceCache) {
-        let entries = nonces.live_entries(crate::clock::unix_now());
-        if let Err(e) = self.channel.send_entries(&entries) {
+        if let Err(e) = send_nonces(&self.channel, nonces) {
             log::warn!("upgrade: cannot hand the replay cache over: {e}");
         }
     }

@@ -9,8 +9,11 @@
 //! The channel carries one message per `SOCK_SEQPACKET` packet:
 //! - predecessor to successor: `listener <name>` with the socket attached, one per
 //!   socket, `drain-timeout <ms>`, `nonce-keys ...` (the replay cache's fingerprint
-//!   keys), `key-seeds a b c d` (the limit key hash's seeds: the successor files quota
-//!   use under the same keys), then `end`;
+//!   keys and a probe fingerprint: a successor that fingerprints differently takes
+//!   neither keys nor entries) and the cache's live entries, `key-seeds a b c d` (the
+//!   limit key hash's seeds: the successor files quota use under the same keys), then
+//!   `end`; a successor ignores messages it does not know (a rollback to an older
+//!   binary);
 //! - successor to predecessor: `ready <pid>` once it serves, or `failed <why>`;
 //! - predecessor to successor: `released` once it has told its workers to stop
 //!   accepting (under systemd, after naming the successor the service's main process),

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 
+use crate::auth::nonce::NonceCache;
+
 use super::channel::{timed_out, Channel, Received};
 use super::CHANNEL_FD_ENV;
 use crate::runtime::Inherited;
@@ -19,6 +21,8 @@ pub struct Predecessor {
     channel: Channel,
     /// Its `server.drain_timeout`: how long it may take to stop.
     drain_timeout: std::cell::Cell<Option<Duration>>,
+    /// Its replay cache fingerprints as this binary does: its entries are taken.
+    nonces_compatible: std::cell::Cell<bool>,
 }
 
 impl Predecessor {
@@ -45,6 +49,7 @@ impl Predecessor {
             .map(|socket| Predecessor {
                 channel: Channel::new(socket),
                 drain_timeout: std::cell::Cell::new(None),
+                nonces_compatible: std::cell::Cell::new(false),
             })
             .map_err(|e| format!("{CHANNEL_FD_ENV}={value}: {e}"));
         Some(adopted)
@@ -65,10 +70,28 @@ impl Predecessor {
                     inherited.add(m["listener ".len()..].to_string(), socket);
                 }
                 Received::Message(m, None) if m.starts_with("nonce-keys ") => {
-                    let keys: [u64; 8] = numbers(&m["nonce-keys ".len()..])
-                        .try_into()
-                        .map_err(|_| format!("bad replay cache keys {m:?}"))?;
-                    inherited.set_nonce_keys(keys);
+                    let n = numbers(&m["nonce-keys ".len()..]);
+                    let (keys, probe): ([u64; 8], [u64; 2]) = match n.split_at_checked(8) {
+                        Some((k, p)) => (
+                            k.try_into()
+                                .map_err(|_| format!("bad replay cache keys {m:?}"))?,
+                            p.try_into()
+                                .map_err(|_| format!("bad replay cache keys {m:?}"))?,
+                        ),
+                        None => return Err(format!("bad replay cache keys {m:?}")),
+                    };
+                    let theirs = (u128::from(probe[0]) << 64) | u128::from(probe[1]);
+                    if NonceCache::with_keys(1, 1, keys).probe() == theirs {
+                        inherited.set_nonce_keys(keys);
+                        self.nonces_compatible.set(true);
+                    } else {
+                        log::warn!("upgrade: this binary fingerprints nonces unlike the old one; the replay cache starts empty");
+                    }
+                }
+                Received::Entries(entries) => {
+                    if self.nonces_compatible.get() {
+                        inherited.add_nonce_entries(entries);
+                    }
                 }
                 Received::Message(m, None) if m.starts_with("key-seeds ") => {
                     let seeds: [u64; 4] = numbers(&m["key-seeds ".len()..])
@@ -83,8 +106,9 @@ impl Predecessor {
                     self.drain_timeout.set(Some(Duration::from_millis(ms)));
                 }
                 Received::Message(m, None) if m == "end" => return Ok(inherited),
-                Received::Message(m, _) => return Err(format!("unexpected message {m:?}")),
-                Received::Entries(_) => return Err("unexpected replay cache entries".to_string()),
+                // From a newer predecessor (a rollback): what this binary does not know of
+                // is left, not fatal.
+                Received::Message(m, _) => log::warn!("upgrade: ignoring the message {m:?}"),
                 Received::Closed => {
                     return Err("the running gateway closed the channel".to_string())
                 }
@@ -107,9 +131,11 @@ impl Predecessor {
     /// read yet is read first: closing a unix socket with unread messages resets the
     /// connection, and the predecessor might lose this message in the reset.
     pub fn failed(&self, why: &str) {
-        while let Ok(Received::Message(m, _)) = self.channel.receive(Duration::from_millis(200)) {
-            if m == "end" {
-                break;
+        loop {
+            match self.channel.receive(Duration::from_millis(200)) {
+                Ok(Received::Message(m, _)) if m == "end" => break,
+                Ok(Received::Message(..) | Received::Entries(_)) => {}
+                Ok(Received::Closed) | Err(_) => break,
             }
         }
         // Cut to what a message holds; the whole story is in the log.
@@ -123,9 +149,10 @@ impl Predecessor {
     pub fn when_finished(
         self,
         within: Duration,
-        nonces: std::sync::Arc<crate::auth::nonce::NonceCache>,
+        nonces: std::sync::Arc<NonceCache>,
         then: impl FnOnce() + Send + 'static,
     ) {
+        let nonces = self.nonces_compatible.get().then_some(nonces);
         // Shared with the thread, so a thread that cannot start still runs `then` here.
         let then = std::sync::Arc::new(std::sync::Mutex::new(Some(then)));
         let theirs = then.clone();
@@ -133,6 +160,7 @@ impl Predecessor {
             .name("ringgate-upgrade".into())
             .spawn(move || {
                 let deadline = Instant::now() + within;
+                let mut left_out = 0;
                 loop {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
@@ -141,11 +169,18 @@ impl Predecessor {
                     }
                     match self.channel.receive(left) {
                         Ok(Received::Message(m, _)) if m == "finished" => break,
-                        Ok(Received::Entries(entries)) => nonces.insert_entries(&entries),
+                        Ok(Received::Entries(entries)) => {
+                            if let Some(nonces) = &nonces {
+                                left_out += nonces.insert_entries(&entries);
+                            }
+                        }
                         Ok(Received::Message(_, _)) => {}
                         Err(e) if timed_out(&e) => {}
                         Ok(Received::Closed) | Err(_) => break,
                     }
+                }
+                if left_out > 0 {
+                    log::warn!("upgrade: {left_out} of the old process's nonces did not fit in the replay cache (apps.replay_capacity)");
                 }
                 run_once(&theirs);
             });

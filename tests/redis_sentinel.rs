@@ -64,6 +64,20 @@ fn at(server: &RedisServer) -> String {
     format!("127.0.0.1:{}", server.port)
 }
 
+/// Two gateway processes sharing `limit` through the Sentinel-found master, one on each
+/// driver.
+fn gateway_pair(tag: &str, target: &str, limit: &str) -> (Gateway, Gateway) {
+    let a = Gateway::start(
+        &format!("{tag}-a"),
+        "io_uring",
+        target,
+        "gateways = 2",
+        limit,
+    );
+    let b = Gateway::start(&format!("{tag}-b"), "epoll", target, "gateways = 2", limit);
+    (a, b)
+}
+
 /// Waits until both gateways are in cluster mode on `server`; how long it took.
 fn wait_following(
     gateways: [&Gateway; 2],
@@ -98,14 +112,7 @@ fn the_master_killed_under_load_fails_no_request_and_holds_rate_and_quota() {
 
     // --- A shared rate through a failover.
     let rate = format!("{{ key = \"route\", rate = \"{RATE}/s\", burst = {BURST} }}");
-    let a = Gateway::start(
-        "sentinel-rate-a",
-        "io_uring",
-        &target,
-        "gateways = 2",
-        &rate,
-    );
-    let b = Gateway::start("sentinel-rate-b", "epoll", &target, "gateways = 2", &rate);
+    let (a, b) = gateway_pair("sentinel-rate", &target, &rate);
     wait_following([&a, &b], &first, &sentinels, Duration::from_secs(5));
     let (la, lb) = (Load::start(a.addr, 2), Load::start(b.addr, 2));
     std::thread::sleep(Duration::from_millis(500));
@@ -155,14 +162,7 @@ fn the_master_killed_under_load_fails_no_request_and_holds_rate_and_quota() {
     // two lease intervals (30 units), and that bounds how stale one gateway's view of
     // the others' reservations can be.
     let quota = format!("{{ key = \"route\", quota = \"{QUOTA}/day\" }}");
-    let c = Gateway::start(
-        "sentinel-quota-c",
-        "io_uring",
-        &target,
-        "gateways = 2",
-        &quota,
-    );
-    let d = Gateway::start("sentinel-quota-d", "epoll", &target, "gateways = 2", &quota);
+    let (c, d) = gateway_pair("sentinel-quota", &target, &quota);
     wait_following([&c, &d], &second, &sentinels, Duration::from_secs(5));
     let pace = Duration::from_millis(20);
     let (lc, ld) = (Load::paced(c.addr, 3, pace), Load::paced(d.addr, 3, pace));
